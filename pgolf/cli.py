@@ -1,0 +1,223 @@
+"""The ``pgolf`` command. Thin: it parses arguments and calls the functions of the package.
+
+    pgolf run demo                                   # the main job on the embedded corpus
+    pgolf info baseline --json                       # params and estimated artifact bytes
+    pgolf data build --input a.jsonl --out DIR --vocab-size 1024
+    pgolf data fetch --variant sp1024 --train-shards 10 --out DIR
+    pgolf train cpu --set data.path=DIR --out runs/cpu [--resume]
+    pgolf export runs/cpu
+    pgolf eval runs/cpu
+    torchrun --standalone --nproc_per_node=8 -m pgolf run baseline --out runs/baseline
+
+User errors (bad path, corrupt file, unknown key, over budget) print one line
+``pgolf: error: ...`` on stderr and exit non-zero; tracebacks mean a bug in pgolf.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+from pgolf.errors import PgolfError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, help="pgolf: parameter-constrained language modelling (OpenAI Parameter Golf).")
+data_app = typer.Typer(no_args_is_help=True, help="Build or fetch token shards.")
+app.add_typer(data_app, name="data")
+
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: section.key=value (repeatable).")]
+
+
+def _config(preset: str, sets: list[str] | None):
+    from pgolf.config import apply_overrides
+    from pgolf.presets import get_preset
+
+    return apply_overrides(get_preset(preset), sets or [])
+
+
+def _default_out(name: str) -> Path:
+    import time
+
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@app.command()
+def info(
+    preset: Annotated[str, typer.Argument(help="Preset name (demo, cpu, baseline, tiny).")],
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a configuration: parameter count, estimated artifact bytes, and the config."""
+    from pgolf.artifact.estimate import estimate_artifact_bytes
+    from pgolf.model.gpt import count_params
+
+    cfg = _config(preset, set_)
+    est = estimate_artifact_bytes(cfg)
+    out = {
+        "preset": cfg.name,
+        "params": count_params(cfg.model),
+        "estimated_artifact_bytes": est.artifact_bytes,
+        "estimated_model_bytes": est.model_bytes,
+        "code_bytes": est.code_bytes,
+        "budget_bytes": cfg.export.budget_bytes,
+        "fits": est.artifact_bytes <= cfg.export.budget_bytes,
+        "config": cfg.to_dict(),
+    }
+    if as_json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"preset {cfg.name}: {out['params']:,} params; estimated artifact {est.artifact_bytes:,} bytes "
+          f"(model {est.model_bytes:,} + code {est.code_bytes:,}) of {cfg.export.budget_bytes:,}"
+          f" [{est.method}]")
+    print(cfg.to_json())
+
+
+@app.command()
+def run(
+    preset: Annotated[str, typer.Argument(help="Preset name (demo, cpu, baseline, tiny).")],
+    set_: SetOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/PRESET-TIME).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue training from the run's checkpoint.")] = False,
+) -> None:
+    """Train → export → reload the artifact → evaluate → scorecard (the main job)."""
+    from pgolf import dist
+    from pgolf.runner import run as run_fn
+    from pgolf.runner import scorecard
+
+    cfg = _config(preset, set_)
+    out = out or _default_out(cfg.name)
+    try:
+        metrics = run_fn(cfg, out, resume=resume)
+    finally:
+        dist.cleanup()
+    if dist.rank() == 0:
+        print(scorecard(metrics))
+        print(f"run directory: {out}")
+
+
+@app.command()
+def train(
+    preset: Annotated[str, typer.Argument(help="Preset name.")],
+    set_: SetOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's checkpoint.")] = False,
+) -> None:
+    """Train only; writes config.json, train.log and a resumable checkpoint."""
+    from pgolf import dist, fileio
+    from pgolf.train.log import RunLog
+    from pgolf.train.loop import train as train_fn
+
+    cfg = _config(preset, set_)
+    out = out or _default_out(cfg.name)
+    info_ = dist.init(cfg.train.device)
+    if info_.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        fileio.write_text(out / "config.json", cfg.to_json() + "\n")
+    log = RunLog(out / "train.log")
+    log.header(cfg.to_json())
+    try:
+        res = train_fn(cfg, out, resume=resume, log=log)
+    finally:
+        log.close()
+        dist.cleanup()
+    if info_.is_main:
+        print(f"trained {res.steps} steps in {res.train_seconds:.1f} s ({res.tokens_per_second:,.0f} tok/s); "
+              f"checkpoint in {out}")
+
+
+@app.command("export")
+def export_cmd(run_dir: Annotated[Path, typer.Argument(help="Run directory with a checkpoint.")]) -> None:
+    """Export a run's checkpoint into its artifact and check the byte budget."""
+    from pgolf.runner import export_run
+
+    if not run_dir.is_dir():
+        raise PgolfError(f"{run_dir}: no such run directory")
+    rep = export_run(run_dir)
+    print(f"artifact {run_dir / 'model.pgolf'}: {rep.artifact_bytes:,} bytes (model {rep.model_bytes:,} + "
+          f"code {rep.code_bytes:,}) of {rep.cap:,}")
+
+
+@app.command("eval")
+def eval_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (config.json + model.pgolf).")],
+    artifact: Annotated[Optional[Path], typer.Option("--artifact", help="Artifact to evaluate instead of RUN_DIR/model.pgolf.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Reload an artifact from disk and evaluate it exactly (val_bpb and val_bpb_raw)."""
+    from pgolf import dist
+    from pgolf.config import apply_overrides, load_config
+    from pgolf.runner import eval_run
+
+    if not (run_dir / "config.json").exists():
+        raise PgolfError(f"{run_dir}: not a run directory (no config.json)")
+    cfg = apply_overrides(load_config(str(run_dir / "config.json")), set_ or [])
+    try:
+        m = eval_run(run_dir, cfg, artifact)
+    finally:
+        dist.cleanup()
+    if dist.rank() == 0:
+        print(json.dumps(m, indent=2))
+
+
+@data_app.command("build")
+def data_build(
+    input_: Annotated[list[Path], typer.Option("--input", help="JSONL (field `text`) or .txt corpus; repeatable.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory for shards, tokenizer and manifest.")],
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Use this SentencePiece model instead of training one.")] = None,
+    vocab_size: Annotated[int, typer.Option("--vocab-size", help="Vocabulary of the tokenizer to train.")] = 1024,
+    val_docs: Annotated[Optional[int], typer.Option("--val-docs", help="The first N documents form the validation split.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Encoding processes (default: CPU count).")] = None,
+) -> None:
+    """Corpus → SentencePiece tokenizer → train/val shards + val byte sidecar + manifest."""
+    from pgolf.data.corpus import build_dataset
+
+    kwargs = {} if val_docs is None else {"val_docs": val_docs}
+    manifest = build_dataset([str(p) for p in input_], str(out), tokenizer=str(tokenizer) if tokenizer else None,
+                             vocab_size=vocab_size, workers=workers, **kwargs)
+    print(json.dumps({k: v for k, v in manifest.items() if k in ("splits", "vocab_size", "tokenizer_report")}, indent=2))
+    print(f"wrote {out}")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    variant: Annotated[str, typer.Option("--variant", help="sp1024 or sp8192.")] = "sp1024",
+    train_shards: Annotated[int, typer.Option("--train-shards", help="Number of train shards (1e8 tokens each).")] = 80,
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("data/datasets/fineweb10B_sp1024"),
+) -> None:
+    """Download the official cached FineWeb export (Hugging Face dataset willdepueoai/parameter-golf)."""
+    from pgolf.data.fetch import fetch_dataset
+
+    summary = fetch_dataset(variant, train_shards, str(out))
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning user errors into one line and a non-zero exit."""
+    try:
+        app(args=argv, standalone_mode=False, prog_name="pgolf")
+    except PgolfError as e:
+        print(f"pgolf: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except click.exceptions.NoArgsIsHelp:
+        return 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        print(f"pgolf: error: {e.format_message()}", file=sys.stderr)
+        return e.exit_code
+    except click.exceptions.Abort:
+        print("pgolf: error: aborted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("pgolf: error: interrupted (the last checkpoint, if any, is intact; rerun with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""The budgeted training loop (CATALOGUE §1.5–§1.6).
+
+Commands (same code path everywhere):
+
+    pgolf train tiny --out runs/t                        # CPU, seconds
+    pgolf train cpu --out runs/cpu                       # CPU, 600 s budget
+    pgolf train baseline --out runs/b                    # one GPU (grad_accum 8)
+    torchrun --standalone --nproc_per_node=8 -m pgolf train baseline --out runs/b   # 8×H100
+
+What one optimizer step is: every rank runs ``grad_accum`` micro-steps of
+``batch_tokens / (world_size × grad_accum)`` tokens; each micro-loss is scaled by 1/grad_accum and
+DDP averages gradients across ranks on the last micro-step only — so the update is the mean
+gradient over the global batch, the same on 1, 2, 4 or 8 processes.
+
+The clock: ``train_seconds`` counts only training steps (synchronised on CUDA); periodic
+validation and checkpoint writing pause it. Stopping: after each step every rank compares its
+time with ``max_wallclock_seconds`` and the flags are all-reduced with MAX, so all ranks stop after
+the same step (the step in flight finishes, as in the baseline). The LR multiplier comes from
+:func:`pgolf.optim.schedule.lr_multiplier` (wallclock-aware warmdown).
+
+Robustness: a resumable checkpoint is written at most every ``checkpoint_every_seconds`` and at
+the end; ``resume=True`` continues the exact token stream, optimizer state and clock. A non-finite
+loss stops training with :class:`~pgolf.errors.TrainingError` naming the step; the last good
+checkpoint is left untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from pgolf import dist
+from pgolf.config import RunConfig
+from pgolf.data.bytetables import ByteTables, build_byte_tables
+from pgolf.data.loader import DataSpec, DistributedTokenLoader, ValData, load_validation, resolve_data
+from pgolf.data.tokenizer import check_vocab, load_tokenizer
+from pgolf.errors import ConfigError, TrainingError
+from pgolf.eval.bpb import EvalResult, evaluate
+from pgolf.model.gpt import GPT
+from pgolf.optim import build_optimizers
+from pgolf.optim.schedule import lr_multiplier, muon_momentum
+from pgolf.train import checkpoint as ckpt_mod
+from pgolf.train.log import RunLog
+
+
+@dataclass
+class RunData:
+    """Everything a run reads: the data spec, the validation stream and the byte tables."""
+
+    spec: DataSpec
+    val: ValData
+    tables: ByteTables
+
+
+def prepare_data(cfg: RunConfig) -> RunData:
+    spec = resolve_data(cfg.data, cfg.model.vocab_size)
+    sp = load_tokenizer(spec.tokenizer_path)
+    check_vocab(sp, cfg.model.vocab_size)
+    val = load_validation(spec, cfg.model.vocab_size, max_tokens=cfg.data.val_max_tokens)
+    return RunData(spec=spec, val=val, tables=build_byte_tables(sp, cfg.model.vocab_size))
+
+
+@dataclass
+class TrainResult:
+    model: GPT
+    steps: int
+    train_seconds: float
+    tokens_seen: int
+    stopped_by: str
+    last_val: EvalResult | None
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_seen / self.train_seconds if self.train_seconds > 0 else 0.0
+
+    @property
+    def ms_per_step(self) -> float:
+        return 1000.0 * self.train_seconds / self.steps if self.steps else 0.0
+
+
+def autocast_ctx(device: torch.device, amp_dtype: str):
+    if amp_dtype == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def grad_accum_steps(cfg: RunConfig, world_size: int) -> int:
+    t = cfg.train
+    if t.grad_accum:
+        accum = t.grad_accum
+    else:
+        if 8 % world_size:
+            raise ConfigError(f"world size {world_size} must divide 8 when train.grad_accum=0 (baseline rule)")
+        accum = 8 // world_size
+    per_micro = t.batch_tokens // (world_size * accum)
+    if per_micro * world_size * accum != t.batch_tokens or per_micro % t.seq_len:
+        raise ConfigError(
+            f"train.batch_tokens={t.batch_tokens} must split into world_size={world_size} × grad_accum={accum}"
+            f" micro-batches of whole train.seq_len={t.seq_len} sequences"
+        )
+    return accum
+
+
+def _set_threads(cfg: RunConfig) -> None:
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+
+
+def train(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    *,
+    data: RunData | None = None,
+    resume: bool = False,
+    log: RunLog | None = None,
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train ``cfg`` into ``run_dir`` (checkpoints) and return the trained (uncompiled) model."""
+    run_dir = Path(run_dir)
+    info = dist.init(cfg.train.device)
+    device, rank, world = info.device, info.rank, info.world_size
+    log = log or RunLog(None)
+    _set_threads(cfg)
+    t = cfg.train
+    accum = grad_accum_steps(cfg, world)
+    data = data or prepare_data(cfg)
+
+    torch.manual_seed(t.seed)  # identical init on every rank
+    model = GPT(cfg.model).to(device)
+    optimizers = build_optimizers(model, cfg.optim)
+    fwd: torch.nn.Module = torch.compile(model) if t.compile else model
+    if world > 1:
+        fwd = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    loader = DistributedTokenLoader(data.spec.train_files, rank, world, device, vocab_size=cfg.model.vocab_size)
+    suffix = "" if rank == 0 else f".rank{rank}"
+
+    def val_subset() -> ValData:
+        n = t.val_tokens_during_training
+        if n and n < len(data.val.tokens):
+            rb = data.val.raw_bytes[: n + 1] if data.val.raw_bytes is not None else None
+            return ValData(tokens=data.val.tokens[: n + 1], raw_bytes=rb)
+        return data.val
+
+    def run_val() -> EvalResult:
+        model.eval()
+        r = evaluate(
+            model, val_subset(), data.tables, seq_len=cfg.eval.seq_len or t.seq_len,
+            batch_tokens=cfg.eval.batch_tokens, device=device, amp_dtype=t.amp_dtype,
+        )
+        model.train()
+        return r
+
+    def one_step(step: int, elapsed: float) -> float:
+        """One optimizer step; returns the mean micro-loss (all-reduced)."""
+        mul = lr_multiplier(step, elapsed, t)
+        mom = muon_momentum(step, cfg.optim)
+        for opt in optimizers:
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * mul
+                if "momentum" in g:
+                    g["momentum"] = mom
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        for micro in range(accum):
+            x, y = loader.next_batch(t.batch_tokens, t.seq_len, accum)
+            sync_ctx = fwd.no_sync() if (world > 1 and micro < accum - 1) else contextlib.nullcontext()
+            with sync_ctx:
+                with autocast_ctx(device, t.amp_dtype):
+                    loss = fwd(x, y)
+                (loss / accum).backward()
+            loss_sum += loss.detach().double()
+        if cfg.optim.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
+        for opt in optimizers:
+            opt.step()
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        dist.all_reduce_(loss_sum)
+        return float(loss_sum.item()) / (accum * world)
+
+    # Priming steps (compile, autotune) are rolled back: not an LR warmup (CATALOGUE §1.5).
+    if t.warmup_steps > 0 and not resume:
+        init_model = copy.deepcopy(model.state_dict())
+        init_opts = [copy.deepcopy(o.state_dict()) for o in optimizers]
+        init_loader = loader.state_dict()
+        for i in range(t.warmup_steps):
+            one_step(i, 0.0)
+        model.load_state_dict(init_model)
+        for o, s in zip(optimizers, init_opts, strict=True):
+            o.load_state_dict(s)
+        loader.load_state_dict(init_loader)
+
+    step, train_seconds, tokens_seen = 0, 0.0, 0
+    if resume:
+        ck = ckpt_mod.load_checkpoint(run_dir, suffix)
+        if ck.extra.get("world_size", world) != world:
+            raise ConfigError(f"{run_dir}: checkpoint was written with world size {ck.extra['world_size']}, not {world}")
+        model.load_state_dict(ck.model_state if ck.model_state else ckpt_mod.load_checkpoint(run_dir).model_state)
+        for o, s in zip(optimizers, ck.optimizer_states, strict=True):
+            o.load_state_dict(s)
+        loader.load_state_dict(ck.loader_state)
+        ckpt_mod.restore_rng(ck.rng.get("tensors", {}), ck.rng.get("json", {}))
+        step, train_seconds, tokens_seen = ck.step, ck.train_seconds, ck.tokens_seen
+        log(f"resume: step:{step} train_time:{train_seconds * 1000:.0f}ms tokens:{tokens_seen}")
+
+    def save(at_step: int) -> None:
+        ck = ckpt_mod.Checkpoint(
+            step=at_step, train_seconds=train_seconds, tokens_seen=tokens_seen,
+            loader_state=loader.state_dict(),
+            model_state=model.state_dict() if rank == 0 else {},
+            optimizer_states=[o.state_dict() for o in optimizers],
+            extra={"world_size": world, "config": cfg.to_dict()},
+        )
+        ckpt_mod.save_checkpoint(run_dir, ck, suffix)
+        dist.barrier()
+
+    log(f"model_params:{model.num_params()} world_size:{world} grad_accum_steps:{accum} device:{device}")
+    log(f"train: batch_tokens:{t.batch_tokens} seq_len:{t.seq_len} budget:{t.max_wallclock_seconds}s "
+        f"iterations:{t.iterations} warmdown_frac:{t.warmdown_frac} amp:{t.amp_dtype} compile:{t.compile}")
+
+    budget = t.max_wallclock_seconds
+    show_bar = progress if progress is not None else sys.stderr.isatty()
+    bar = None
+    if show_bar and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=int(budget) if budget else t.iterations, initial=int(train_seconds) if budget else step,
+                   unit="s" if budget else "step", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    last_val: EvalResult | None = None
+    last_ckpt = time.perf_counter()
+    stopped_by = "iterations"
+    model.train()
+    while True:
+        if step >= t.iterations:
+            stopped_by = "iterations"
+            break
+        _sync(device)
+        t0 = time.perf_counter()
+        loss = one_step(step, train_seconds)
+        _sync(device)
+        dt = time.perf_counter() - t0
+        if not math.isfinite(loss):
+            kept = "the last good checkpoint is kept" if ckpt_mod.has_checkpoint(run_dir) else "no checkpoint yet"
+            raise TrainingError(f"non-finite training loss ({loss}) at step {step + 1}; training stopped, {kept} in {run_dir}")
+        step += 1
+        train_seconds += dt
+        tokens_seen += t.batch_tokens
+        if bar is not None:
+            bar.n = min(int(train_seconds), int(budget)) if budget else step
+            bar.set_postfix(loss=f"{loss:.4f}", step=step, refresh=True)
+        if step % max(t.log_every, 1) == 0 or step == 1:
+            log(f"step:{step}/{t.iterations} train_loss:{loss:.4f} train_time:{train_seconds * 1000:.0f}ms "
+                f"step_avg:{train_seconds * 1000 / step:.2f}ms tok/s:{tokens_seen / train_seconds:.0f} "
+                f"lr_mul:{lr_multiplier(step, train_seconds, t):.4f}")
+        stop = torch.tensor(1.0 if (budget and train_seconds >= budget) else 0.0, device=device)
+        dist.all_reduce_(stop, "max")
+        if t.val_every and step % t.val_every == 0 and not stop.item():
+            last_val = run_val()
+            log(f"step:{step}/{t.iterations} val_loss:{last_val.val_loss:.4f} val_bpb:{last_val.val_bpb:.4f} "
+                f"train_time:{train_seconds * 1000:.0f}ms step_avg:{train_seconds * 1000 / step:.2f}ms")
+        if stop.item():
+            stopped_by = "wallclock"
+            log(f"stopping_early: wallclock_cap train_time:{train_seconds * 1000:.0f}ms step:{step}/{t.iterations}")
+            break
+        if t.checkpoint_every_seconds and time.perf_counter() - last_ckpt >= t.checkpoint_every_seconds:
+            save(step)
+            last_ckpt = time.perf_counter()
+    if bar is not None:
+        bar.close()
+    save(step)
+    return TrainResult(model=model, steps=step, train_seconds=train_seconds, tokens_seen=tokens_seen,
+                       stopped_by=stopped_by, last_val=last_val)
