@@ -1,1 +1,66 @@
-"""pgolf.optim"""
+"""The optimizer split of the naive baseline [03-17b] (root ``train_gpt.py``, no PR; CATALOGUE §1.4).
+
+- token embedding: Adam at ``tied_embed_lr`` (tied) or ``embed_lr`` (untied);
+- untied output head: Adam at ``head_lr``;
+- 2-D block matrices: :class:`~pgolf.optim.muon.Muon` at ``matrix_lr``;
+- vectors, scalars, control tensors (incl. the 2×d ``resid_mix``) and ``skip_weights``: Adam at
+  ``scalar_lr``.
+
+Adam: betas (beta1, beta2), eps ``adam_eps``, no weight decay, ``fused`` on CUDA only. Every param
+group carries ``base_lr``; the trainer sets ``lr = base_lr × lr_multiplier`` and, on groups that
+have a ``momentum`` key (Muon), ``momentum = muon_momentum(step)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pgolf.config import OptimConfig
+from pgolf.model.gpt import parameter_groups
+from pgolf.optim.muon import Muon, newton_schulz
+
+__all__ = ["Muon", "build_optimizers", "newton_schulz"]
+
+
+def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
+    """Optimizers in the baseline's order: [embed Adam, (head Adam), Muon, scalar Adam].
+
+    Groups with no parameters get no optimizer. Every parameter of ``model`` is in exactly one group.
+    """
+    groups = parameter_groups(model)
+    tied = not groups["head"]
+    all_params = [p for lst in groups.values() for _, p in lst]
+    fused = bool(all_params) and all(p.is_cuda for p in all_params)
+
+    def adam(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
+        return torch.optim.Adam(
+            [{"params": params, "lr": lr, "base_lr": lr}],
+            betas=(cfg.beta1, cfg.beta2),
+            eps=cfg.adam_eps,
+            weight_decay=0.0,
+            fused=fused or None,
+        )
+
+    def params_of(key: str) -> list[nn.Parameter]:
+        return [p for _, p in groups[key]]
+
+    opts: list[torch.optim.Optimizer] = []
+    if groups["embed"]:
+        opts.append(adam(params_of("embed"), cfg.tied_embed_lr if tied else cfg.embed_lr))
+    if groups["head"]:
+        opts.append(adam(params_of("head"), cfg.head_lr))
+    if groups["matrix"]:
+        muon = Muon(
+            params_of("matrix"),
+            lr=cfg.matrix_lr,
+            momentum=cfg.muon_momentum,
+            backend_steps=cfg.muon_backend_steps,
+            nesterov=cfg.muon_nesterov,
+        )
+        for g in muon.param_groups:
+            g["base_lr"] = cfg.matrix_lr
+        opts.append(muon)
+    if groups["scalar"]:
+        opts.append(adam(params_of("scalar"), cfg.scalar_lr))
+    return opts

@@ -1,0 +1,120 @@
+"""Muon: momentum SGD whose update for a matrix is orthogonalised by a Newton–Schulz iteration.
+
+Source: modded-nanogpt (Keller Jordan), as used by the challenge's naive baseline — root
+``train_gpt.py`` of openai/parameter-golf, record [03-17b] (no PR; CATALOGUE §1.4).
+
+For a 2-D parameter p with gradient g, momentum μ and learning rate η:
+
+    b  ← μ·b + g                                   (momentum buffer)
+    g' = g + μ·b                                   (Nesterov; plain momentum: g' = b)
+    X  = NS₅(g')                                   (in bf16, see :func:`newton_schulz`)
+    p  ← p − η·√max(1, rows/cols)·X
+
+NS₅ approximates the orthogonal polar factor U Vᵀ of g' = U S Vᵀ: X₀ = g'/‖g'‖_F (transposed
+when rows > cols, so A below is the smaller Gram matrix), then five steps of the odd quintic
+
+    A = X Xᵀ,   X ← a·X + (b·A + c·A²)·X,   (a, b, c) = (3.4445, −4.7750, 2.0315),
+
+which maps every singular value σ ∈ (0, 1] towards a band around 1 (≈[0.7, 1.2]) rather than to
+exactly 1 — fast and good enough for an update direction.
+
+Distribution (the optimizer owns its collectives; without a process group it is one process):
+matrix i of a parameter group is processed on rank i mod world_size, which writes its update
+into a flat bf16 buffer (zeros elsewhere); one all-reduce (SUM) gives every rank all updates.
+Gradients must already be identical on all ranks (DDP or an explicit all-reduce). Consequence for
+checkpoints: a matrix's momentum buffer exists only on the rank that owns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pgolf import dist
+
+NS_COEFFS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz(
+    G: Tensor,
+    steps: int = 5,
+    coeffs: tuple[float, float, float] = NS_COEFFS,
+    eps: float = 1e-7,
+) -> Tensor:
+    """Approximate orthogonalisation of G (shape [..., rows, cols]) in G's own dtype.
+
+    Muon calls it on bf16; tests call it on float64. Batched over leading dims.
+    """
+    if G.ndim < 2:
+        raise ValueError(f"newton_schulz expects a matrix, got shape {tuple(G.shape)}")
+    a, b, c = coeffs
+    X = G / (G.norm(dim=(-2, -1), keepdim=True) + eps)
+    transposed = G.size(-2) > G.size(-1)
+    if transposed:
+        X = X.mT
+    for _ in range(steps):
+        A = X @ X.mT
+        B = b * A + c * A @ A  # (c·A)@A, evaluated as the baseline does
+        X = a * X + B @ X
+    return X.mT if transposed else X
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon for 2-D parameters. Per group: ``lr``, ``momentum`` (the trainer may set it every
+    step, see :func:`pgolf.optim.schedule.muon_momentum`), ``backend_steps``, ``nesterov``."""
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 0.02,
+        momentum: float = 0.95,
+        backend_steps: int = 5,
+        nesterov: bool = True,
+    ):
+        if lr < 0 or not 0 <= momentum < 1 or backend_steps < 1:
+            raise ValueError(f"bad Muon hyperparameters lr={lr} momentum={momentum} backend_steps={backend_steps}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov))
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.ndim != 2:
+                    raise ValueError(f"Muon takes 2-D parameters only, got shape {tuple(p.shape)}")
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        world, rank = dist.world_size(), dist.rank()
+        for group in self.param_groups:
+            params: list[Tensor] = group["params"]
+            if not params:
+                continue
+            mu, nesterov, steps = group["momentum"], group["nesterov"], group["backend_steps"]
+            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.bfloat16)
+            offset = 0
+            for i, p in enumerate(params):
+                n = p.numel()
+                if i % world == rank and p.grad is not None:
+                    g = p.grad
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = torch.zeros_like(g)
+                    buf = state["momentum_buffer"]
+                    buf.mul_(mu).add_(g)
+                    g = g.add(buf, alpha=mu) if nesterov else buf
+                    x = newton_schulz(g.bfloat16(), steps=steps)
+                    x = x * max(1.0, p.size(0) / p.size(1)) ** 0.5
+                    flat[offset : offset + n] = x.reshape(-1)
+                offset += n
+            # Every element is non-zero on at most one rank, so the SUM is exact in bf16.
+            dist.all_reduce_(flat)
+            offset = 0
+            for p in params:
+                n = p.numel()
+                p.add_(flat[offset : offset + n].view_as(p).to(p.dtype), alpha=-group["lr"])
+                offset += n
+        return loss

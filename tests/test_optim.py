@@ -1,0 +1,314 @@
+"""Tests of pgolf.optim: Newton–Schulz against float64 references, one Muon step against the
+update formula, 2-process (gloo) Muon against 1 process, the optimizer split, and the schedules
+against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+import socket
+
+import pytest
+import torch
+import torch.distributed as tdist
+import torch.multiprocessing as mp
+
+from pgolf.config import ModelConfig, OptimConfig, TrainConfig
+from pgolf.model.gpt import GPT
+from pgolf.optim import build_optimizers
+from pgolf.optim.muon import NS_COEFFS, Muon, newton_schulz
+from pgolf.optim.schedule import lr_multiplier, muon_momentum
+
+# --- Newton–Schulz -------------------------------------------------------------------------------
+
+
+def ns_reference(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Float64 Newton–Schulz written out plainly: work on the wide orientation, X ← aX + bAX + cA²X."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.double()
+    tall = X.shape[0] > X.shape[1]
+    if tall:
+        X = X.T
+    X = X / (math.sqrt(float((X * X).sum())) + 1e-7)
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + b * (A @ X) + c * (A @ (A @ X))
+    return X.T if tall else X
+
+
+SHAPES = [(16, 48), (48, 16), (32, 32), (24, 40)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_newton_schulz_float64_matches_reference(shape: tuple[int, int]) -> None:
+    G = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    X = newton_schulz(G)
+    assert X.dtype == torch.float64 and X.shape == G.shape
+    torch.testing.assert_close(X, ns_reference(G), rtol=0, atol=1e-10)
+    torch.testing.assert_close(newton_schulz(G, steps=2), ns_reference(G, steps=2), rtol=0, atol=1e-10)
+
+
+def test_newton_schulz_acts_on_singular_values_only() -> None:
+    """NS(G) = U p(S/‖G‖) Vᵀ with p the scalar quintic iterated 5 times (G = U S Vᵀ)."""
+    G = torch.randn(20, 36, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    U, S, Vh = torch.linalg.svd(G, full_matrices=False)
+    s = S / (torch.linalg.norm(G) + 1e-7)
+    a, b, c = NS_COEFFS
+    for _ in range(5):
+        s = a * s + b * s**3 + c * s**5
+    torch.testing.assert_close(newton_schulz(G), U @ torch.diag(s) @ Vh, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_newton_schulz_bf16_close_to_float64(shape: tuple[int, int]) -> None:
+    G = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
+    ref = ns_reference(G)
+    Xb = newton_schulz(G.bfloat16())
+    assert Xb.dtype == torch.bfloat16
+    err = (Xb.double() - ref).norm() / ref.norm()
+    assert err < 0.06  # measured ≈0.03: five bf16 iterations (eps 2⁻⁸) amplify rounding ~10×
+    torch.testing.assert_close(newton_schulz(G.float()).double(), ref, rtol=0, atol=1e-4)  # fp32
+
+
+@pytest.mark.parametrize("shape", [(32, 96), (96, 32), (64, 128), (40, 120)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_newton_schulz_singular_values_in_band(shape: tuple[int, int], seed: int) -> None:
+    # Random Gaussian matrices with aspect ratio ≥ 2 are full rank and well conditioned, so after
+    # Frobenius normalisation five iterations bring every σ into the quintic's band ≈[0.68, 1.14].
+    G = torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    s = torch.linalg.svdvals(newton_schulz(G))
+    assert s.min() > 0.65 and s.max() < 1.2
+
+
+def test_newton_schulz_batched_and_rejects_vectors() -> None:
+    G = torch.randn(3, 8, 12, dtype=torch.float64)
+    X = newton_schulz(G)
+    for i in range(3):
+        torch.testing.assert_close(X[i], ns_reference(G[i]), rtol=0, atol=1e-10)
+    with pytest.raises(ValueError):
+        newton_schulz(torch.randn(5))
+
+
+# --- Muon ----------------------------------------------------------------------------------------
+
+
+def test_one_muon_step_equals_formula() -> None:
+    g = torch.Generator().manual_seed(0)
+    shapes = [(12, 8), (8, 12), (6, 6)]
+    params = [torch.nn.Parameter(torch.randn(*s, generator=g)) for s in shapes]
+    grads = [torch.randn(*s, generator=g) for s in shapes]
+    bufs0 = [torch.randn(*s, generator=g) for s in shapes]
+    before = [p.detach().clone() for p in params]
+    lr, mu = 0.03, 0.9
+    opt = Muon(params, lr=lr, momentum=mu, backend_steps=5)
+    for p, gr, b0 in zip(params, grads, bufs0, strict=True):
+        p.grad = gr.clone()
+        opt.state[p]["momentum_buffer"] = b0.clone()
+    opt.step()
+    for p, p0, gr, b0 in zip(params, before, grads, bufs0, strict=True):
+        buf = mu * b0 + gr
+        torch.testing.assert_close(opt.state[p]["momentum_buffer"], buf)
+        x = newton_schulz((gr + mu * buf).bfloat16()) * max(1.0, p.shape[0] / p.shape[1]) ** 0.5
+        expected = p0 - lr * x.float()
+        torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-6)
+    # the update is close to the float64 orthogonalisation, scaled
+    p, p0, gr, b0 = params[0], before[0], grads[0], bufs0[0]
+    ref = ns_reference(gr + mu * (mu * b0 + gr)) * math.sqrt(12 / 8)
+    assert ((p0 - p.detach()).double() / lr - ref).norm() / ref.norm() < 0.06
+
+
+def test_muon_plain_momentum_first_step_and_no_grad() -> None:
+    p = torch.nn.Parameter(torch.randn(4, 6, dtype=torch.float64))
+    q = torch.nn.Parameter(torch.randn(4, 6))
+    p0, q0 = p.detach().clone(), q.detach().clone()
+    opt = Muon([p, q], lr=0.1, momentum=0.5, nesterov=False)
+    p.grad = torch.randn(4, 6, dtype=torch.float64)
+    opt.step()  # q has no grad: untouched
+    torch.testing.assert_close(p.detach(), p0 - 0.1 * newton_schulz(p.grad.bfloat16()).double(), rtol=0, atol=1e-12)
+    assert torch.equal(q.detach(), q0)
+    with pytest.raises(ValueError):
+        Muon([torch.nn.Parameter(torch.randn(3))])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SHAPES_DIST = [(8, 4), (4, 8), (6, 6), (10, 3), (3, 5)]
+
+
+def _make_problem() -> tuple[list[torch.nn.Parameter], list[list[torch.Tensor]]]:
+    g = torch.Generator().manual_seed(7)
+    params = [torch.nn.Parameter(torch.randn(*s, generator=g)) for s in SHAPES_DIST]
+    grads = [[torch.randn(*s, generator=g) for s in SHAPES_DIST] for _ in range(3)]
+    return params, grads
+
+
+def _run_muon(params: list[torch.nn.Parameter], grads: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor], list[int]]:
+    """Three Muon steps (exercising the momentum buffers); returns the parameters and the indices
+    of the matrices whose momentum this process holds."""
+    opt = Muon(params, lr=0.05, momentum=0.95)
+    for step_grads in grads:
+        for p, gr in zip(params, step_grads, strict=True):
+            p.grad = gr.clone()
+        opt.step()
+    owned = [i for i, p in enumerate(params) if "momentum_buffer" in opt.state[p]]
+    return [p.detach().clone() for p in params], owned
+
+
+def _worker(rank: int, world: int, port: int, out: dict) -> None:
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        params, grads = _make_problem()
+        result, owned = _run_muon(params, grads)
+        out[rank] = ([t.numpy() for t in result], owned)
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_muon_two_process_gloo_equals_one_process() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # same matmul blocking as the workers, so results are bitwise equal
+    try:
+        params, grads = _make_problem()
+        single, owned = _run_muon(params, grads)
+    finally:
+        torch.set_num_threads(threads)
+    assert owned == list(range(len(SHAPES_DIST)))
+    with mp.get_context("spawn").Manager() as manager:
+        out = manager.dict()
+        mp.start_processes(_worker, args=(2, _free_port(), out), nprocs=2, join=True, start_method="spawn")
+        results = {r: out[r] for r in range(2)}
+    for r in range(2):
+        got_params, got_owned = results[r]
+        assert got_owned == [i for i in range(len(SHAPES_DIST)) if i % 2 == r]  # matrix i on rank i mod 2
+        for got, ref in zip(got_params, single, strict=True):
+            assert torch.equal(torch.from_numpy(got), ref)
+
+
+# --- build_optimizers ----------------------------------------------------------------------------
+
+TINY = dict(vocab_size=64, num_layers=3, model_dim=32, num_heads=4, num_kv_heads=2, mlp_mult=2)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_build_optimizers_partition_and_lrs(tie: bool) -> None:
+    model = GPT(ModelConfig(**TINY, tie_embeddings=tie))
+    cfg = OptimConfig(matrix_lr=0.01, scalar_lr=0.02, tied_embed_lr=0.03, embed_lr=0.4, head_lr=0.005,
+                      beta1=0.8, beta2=0.9, adam_eps=1e-7)
+    opts = build_optimizers(model, cfg)
+    seen: list[int] = []
+    for opt in opts:
+        for g in opt.param_groups:
+            assert g["base_lr"] == g["lr"]
+            seen += [id(p) for p in g["params"]]
+    assert sorted(seen) == sorted(id(p) for p in model.parameters())  # each exactly once
+    names = {id(p): n for n, p in model.named_parameters()}
+    lr_of = {names[id(p)]: (type(o).__name__, g["lr"]) for o in opts for g in o.param_groups for p in g["params"]}
+    assert lr_of["tok_emb.weight"] == ("Adam", 0.03 if tie else 0.4)
+    if not tie:
+        assert lr_of["lm_head.weight"] == ("Adam", 0.005)
+    assert lr_of["blocks.1.attn.c_k.weight"] == ("Muon", 0.01)
+    assert lr_of["blocks.2.mlp.proj.weight"] == ("Muon", 0.01)
+    for n in ("blocks.0.resid_mix", "blocks.0.attn.q_gain", "blocks.2.mlp_scale", "skip_weights"):
+        assert lr_of[n] == ("Adam", 0.02)
+    assert sum(kind == "Muon" for kind, _ in lr_of.values()) == 6 * 3
+    adam = opts[0]
+    assert adam.defaults["betas"] == (0.8, 0.9) and adam.defaults["eps"] == 1e-7
+    assert adam.defaults["weight_decay"] == 0.0 and not adam.defaults["fused"]
+    muon = next(o for o in opts if isinstance(o, Muon))
+    assert muon.param_groups[0]["momentum"] == cfg.muon_momentum and muon.param_groups[0]["nesterov"]
+    assert [type(o).__name__ for o in opts] == ["Adam"] * (1 if tie else 2) + ["Muon", "Adam"]
+
+
+def test_optimizers_train_a_tiny_model() -> None:
+    """A few steps with every optimizer lower the loss on a fixed batch (one layer: empty skip_weights)."""
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**{**TINY, "num_layers": 1}))
+    assert model.skip_weights.numel() == 0
+    opts = build_optimizers(model, OptimConfig())
+    idx = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(1))
+    losses = []
+    for _ in range(8):
+        loss = model(idx[:, :-1], idx[:, 1:])
+        losses.append(loss.item())
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        loss.backward()
+        for o in opts:
+            o.step()
+    assert losses[-1] < losses[0] - 0.5
+
+
+# --- schedules -----------------------------------------------------------------------------------
+
+
+def test_lr_multiplier_warmdown_frac_wallclock() -> None:
+    cfg = TrainConfig(max_wallclock_seconds=100.0, warmdown_frac=0.2)
+    assert lr_multiplier(0, 0.0, cfg) == 1.0
+    assert lr_multiplier(5, 80.0, cfg) == pytest.approx(1.0)  # decay starts at 80 % of the time
+    assert lr_multiplier(5, 90.0, cfg) == pytest.approx(0.5)
+    assert lr_multiplier(5, 95.0, cfg) == pytest.approx(0.25)
+    assert lr_multiplier(5, 100.0, cfg) == 0.0
+    assert lr_multiplier(5, 130.0, cfg) == 0.0  # clamped past the budget
+    assert lr_multiplier(10**6, 50.0, cfg) == 1.0  # steps do not matter with a budget
+
+
+def test_lr_multiplier_warmdown_frac_iterations() -> None:
+    cfg = TrainConfig(max_wallclock_seconds=0.0, iterations=1000, warmdown_frac=0.25)
+    assert lr_multiplier(0, 123.0, cfg) == 1.0
+    assert lr_multiplier(750, 0.0, cfg) == pytest.approx(1.0)
+    assert lr_multiplier(800, 0.0, cfg) == pytest.approx(0.8)
+    assert lr_multiplier(900, 0.0, cfg) == pytest.approx(0.4)
+    assert lr_multiplier(1000, 0.0, cfg) == 0.0
+    assert lr_multiplier(5, 0.0, TrainConfig(max_wallclock_seconds=0, iterations=10, warmdown_frac=1.0)) == 0.5
+
+
+def test_lr_multiplier_baseline_rule_wallclock() -> None:
+    # 600 s budget, 1200-step window, 43.54 ms/step (the baseline's 8×H100 speed):
+    # window = 1200 × 0.04354 = 52.248 s, so decay starts at 547.752 s.
+    cfg = TrainConfig(max_wallclock_seconds=600.0, warmdown_iters=1200, warmdown_frac=0.0)
+    dt = 0.04354
+    assert lr_multiplier(0, 0.0, cfg) == 1.0
+    assert lr_multiplier(10000, 10000 * dt, cfg) == 1.0  # 435.4 s: remaining 164.6 > window
+    s = 13000
+    elapsed = s * dt  # 566.02 s: remaining 33.98 s, window 52.248 s
+    assert lr_multiplier(s, elapsed, cfg) == pytest.approx((600 - elapsed) / (1200 * dt))
+    assert lr_multiplier(s, elapsed, cfg) == pytest.approx(0.650359, abs=1e-6)
+    assert lr_multiplier(14000, 601.0, cfg) == 0.0
+
+
+def test_lr_multiplier_baseline_rule_iterations() -> None:
+    cfg = TrainConfig(max_wallclock_seconds=0.0, iterations=100, warmdown_iters=20, warmdown_frac=0.0)
+    assert lr_multiplier(0, 0.0, cfg) == 1.0
+    assert lr_multiplier(79, 0.0, cfg) == 1.0
+    assert lr_multiplier(80, 0.0, cfg) == 1.0  # (100 − 80)/20
+    assert lr_multiplier(90, 0.0, cfg) == 0.5
+    assert lr_multiplier(99, 0.0, cfg) == pytest.approx(0.05)
+    assert lr_multiplier(100, 0.0, cfg) == 0.0
+    assert lr_multiplier(50, 0.0, TrainConfig(max_wallclock_seconds=0, warmdown_iters=0)) == 1.0
+
+
+def test_slow_hardware_baseline_rule_decays_from_step_one() -> None:
+    # 2 s/step: only 300 steps fit in 600 s, far fewer than warmdown_iters = 1200.
+    base = dict(max_wallclock_seconds=600.0, warmdown_iters=1200)
+    rule_b = TrainConfig(**base, warmdown_frac=0.0)
+    rule_a = TrainConfig(**base, warmdown_frac=0.2)
+    # after step 1: window = 1200 × 2 s = 2400 s > remaining 598 s → 598/2400
+    assert lr_multiplier(1, 2.0, rule_b) == pytest.approx(598 / 2400)
+    assert lr_multiplier(100, 200.0, rule_b) == pytest.approx(400 / 2400)
+    assert lr_multiplier(1, 2.0, rule_a) == 1.0
+    assert lr_multiplier(100, 200.0, rule_a) == 1.0
+    assert lr_multiplier(270, 540.0, rule_a) == pytest.approx(0.5)  # (1 − 0.9)/0.2
+
+
+def test_muon_momentum_warmup() -> None:
+    cfg = OptimConfig(muon_momentum=0.95, muon_momentum_warmup_start=0.85, muon_momentum_warmup_steps=500)
+    assert muon_momentum(0, cfg) == pytest.approx(0.85)
+    assert muon_momentum(250, cfg) == pytest.approx(0.90)
+    assert muon_momentum(100, cfg) == pytest.approx(0.87)
+    assert muon_momentum(500, cfg) == pytest.approx(0.95)
+    assert muon_momentum(10**6, cfg) == pytest.approx(0.95)
+    assert muon_momentum(0, OptimConfig(muon_momentum_warmup_steps=0)) == 0.95
