@@ -1,0 +1,157 @@
+"""Byte accounting against the challenge's cap (RULES.md "Budgets", CATALOGUE §1.7).
+
+    artifact_bytes = model_bytes + code_bytes ≤ cap = 16,000,000   (decimal bytes, not 16 MiB)
+    headroom       = cap − artifact_bytes                           (negative when over)
+
+``model_bytes`` is the whole artifact file (header + checksums + compressed payload), as the baseline
+counts its ``final_model.int8.ptz``. ``code_bytes`` is what the submission's ``train_gpt.py`` needs:
+for now the raw UTF-8 bytes of the training-path sources (the baseline counts its one script's bytes);
+the bundling work will replace :func:`code_bytes` by the size of the minified, compressed,
+self-extracting single file that later records count (e.g. [04-27a]: 157,868 → 31,999 bytes) —
+this function is the single place to change.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pgolf.errors import BudgetError
+
+CAP_BYTES = 16_000_000
+
+TOP_LEVEL_FILES = ("__init__.py", "config.py", "errors.py", "fileio.py", "dist.py", "runner.py")
+"""Package-root modules the training path imports (``runner.py`` is train → export → eval, the
+bundle's entry point, counted once it exists). Excluded: ``cli.py``, ``presets.py`` (the bundle
+embeds one resolved config), ``submit/``, ``track/``."""
+TRAINING_SUBPACKAGES = ("data", "model", "optim", "train", "quant", "artifact", "eval")
+"""Sub-packages whose every ``.py`` (recursively) is counted."""
+
+
+def _package_root(package_root: str | os.PathLike[str] | None) -> Path:
+    if package_root is not None:
+        return Path(package_root)
+    import pgolf
+
+    return Path(pgolf.__file__).resolve().parent
+
+
+def code_files(package_root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The source files counted as code, in a stable order (top-level files, then sub-packages sorted)."""
+    root = _package_root(package_root)
+    files = [root / f for f in TOP_LEVEL_FILES if (root / f).is_file()]
+    for sub in TRAINING_SUBPACKAGES:
+        d = root / sub
+        if d.is_dir():
+            files.extend(sorted(p for p in d.rglob("*.py") if "__pycache__" not in p.parts))
+    return files
+
+
+def code_bytes(package_root: str | os.PathLike[str] | None = None) -> int:
+    """Total bytes (UTF-8, as stored on disk) of :func:`code_files`."""
+    return sum(len(p.read_bytes()) for p in code_files(package_root))
+
+
+@dataclass(frozen=True)
+class TensorRow:
+    """One tensor's bytes at each stage of export."""
+
+    name: str
+    shape: tuple[int, ...]
+    scheme: str
+    raw_bytes: int
+    """numel × element size of the tensor handed to export (its training dtype)."""
+    quant_bytes: int
+    """Bytes of its stored parts in the uncompressed payload."""
+    compressed_bytes: int
+    """Its estimated share of the compressed payload (see ``pgolf.artifact.export``); the rows' sum
+    is exactly the compressed payload size."""
+
+
+@dataclass(frozen=True)
+class ByteReport:
+    model_bytes: int
+    code_bytes: int
+    cap: int = CAP_BYTES
+    rows: Sequence[TensorRow] = field(default_factory=tuple)
+
+    @property
+    def artifact_bytes(self) -> int:
+        return self.model_bytes + self.code_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.artifact_bytes <= self.cap
+
+    @property
+    def headroom(self) -> int:
+        return self.cap - self.artifact_bytes
+
+    @property
+    def overhead_bytes(self) -> int:
+        """Model bytes not attributed to a tensor: container header, checksums (and the payload when
+        there are no rows)."""
+        return self.model_bytes - sum(r.compressed_bytes for r in self.rows)
+
+
+def format_table(report: ByteReport) -> str:
+    """Per-tensor byte table with aligned columns, totals, and the budget lines under it."""
+    head = ("tensor", "shape", "scheme", "raw", "quantized", "compressed", "share")
+    model = max(report.model_bytes, 1)
+    body = [
+        (
+            r.name,
+            "x".join(map(str, r.shape)) or "scalar",
+            r.scheme,
+            f"{r.raw_bytes:,}",
+            f"{r.quant_bytes:,}",
+            f"{r.compressed_bytes:,}",
+            f"{100 * r.compressed_bytes / model:.2f}%",
+        )
+        for r in report.rows
+    ]
+    tot_c = sum(r.compressed_bytes for r in report.rows)
+    total = (
+        f"total ({len(report.rows)} tensors)",
+        "",
+        "",
+        f"{sum(r.raw_bytes for r in report.rows):,}",
+        f"{sum(r.quant_bytes for r in report.rows):,}",
+        f"{tot_c:,}",
+        f"{100 * tot_c / model:.2f}%",
+    )
+    rows = [head, *body, total]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+
+    def line(r: tuple[str, ...]) -> str:
+        left = [r[i].ljust(widths[i]) for i in range(3)]
+        right = [r[i].rjust(widths[i]) for i in range(3, len(r))]
+        return "  ".join(left + right).rstrip()
+
+    rule = "-" * len(line(head))
+    out = [line(head), rule, *map(line, body), rule, line(total), ""]
+    summary = [
+        ("container header + checksums", report.overhead_bytes),
+        ("model (artifact file)", report.model_bytes),
+        ("code", report.code_bytes),
+        ("artifact (model + code)", report.artifact_bytes),
+        ("cap", report.cap),
+        ("headroom" if report.fits else "OVER BUDGET by", abs(report.headroom)),
+    ]
+    lw = max(len(k) for k, _ in summary)
+    vw = max(len(f"{v:,}") for _, v in summary)
+    out += [f"{k.ljust(lw)}  {v:>{vw},}" for k, v in summary]
+    return "\n".join(out)
+
+
+def check_budget(report: ByteReport) -> None:
+    """Raise :class:`BudgetError` (one line) when the artifact is over the cap. Print
+    :func:`format_table` to stderr before calling this: the message refers to it."""
+    if not report.fits:
+        raise BudgetError(
+            f"artifact is {report.artifact_bytes:,} bytes, over the {report.cap:,}-byte cap by "
+            f"{-report.headroom:,} (model {report.model_bytes:,} + code {report.code_bytes:,}); "
+            "per-tensor table above"
+        )

@@ -1,0 +1,257 @@
+"""Quantization grids: the baseline's int8 export (CATALOGUE §1.7), as named per-tensor schemes.
+
+Source: the challenge's naive baseline, ``quantize_state_dict_int8`` / ``dequantize_state_dict_int8``
+in the root ``train_gpt.py`` of openai/parameter-golf (record [03-17b] NaiveBaseline); numerics
+matched, code written here.
+
+Maths (w a float tensor, computed in fp32):
+
+- **int8_row** (2-D float tensors with more than 65,536 elements), per row i:
+  ``c_i = quantile_q(|w_i|)`` with ``q = 0.9999984`` (the 99.99984th percentile, torch.quantile's
+  linear interpolation), ``s_i = max(c_i / 127, 1/127)`` (fp32),
+  ``q_ij = round(clamp(w_ij, -c_i, c_i) / s_i)`` ∈ [−127, 127] (round half to even), stored int8;
+  ``s_i`` is *stored* as fp16 after ``q`` was computed with the fp32 value (as the baseline does),
+  so ``ŵ_ij = q_ij · fp16(s_i)``. The floor at 1/127 means rows with ``c_i < 1`` share the step 1/127.
+- **int8_tensor** (other float tensors with more than 65,536 elements): one scale
+  ``s = c/127`` if ``c > 0`` else 1 (fp32, no floor), ``c`` the same quantile over all elements.
+- **fp32** / **fp16**: passthrough casts for float tensors with at most 65,536 elements: fp32 when
+  the name contains a control pattern (``attn_scale, mlp_scale, resid_mix, q_gain, skip_weight``),
+  fp16 when the tensor is fp32 or bf16, else **raw** (fp16/fp64 kept as they are, as the baseline).
+- **raw**: stored bit-exactly (non-float tensors).
+
+Every scheme dequantizes to the tensor's original dtype and shape (the baseline leaves control
+tensors fp32; restoring the original dtype is lossless there and lets ``load_state_dict`` match).
+
+Split (DESIGN style rule 10): this module is the *grid* (per-tensor quantizer and its inverse, as
+named schemes with named parts); a *policy* is a plain function ``(name, tensor) -> scheme name``
+that selects the layers (``int8_policy`` is the baseline's); the *packer* is
+:mod:`pgolf.artifact.format` and the *driver* is :mod:`pgolf.artifact.export`. New grids (int2…int7,
+GPTQ outputs, LQER factors) are new entries of :data:`SCHEMES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+CONTROL_PATTERNS: tuple[str, ...] = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
+"""Substrings naming control tensors kept fp32 when small (the baseline also lists their plurals,
+which these substrings already match)."""
+KEEP_FLOAT_MAX_NUMEL = 65_536
+"""Float tensors with at most this many elements are stored as floats, not quantized."""
+INT8_CLIP_Q = 99.99984 / 100.0
+"""Per-row clip quantile of |w| (the baseline's ``INT8_CLIP_PERCENTILE / 100``)."""
+INT8_QMAX = 127
+
+
+def quantile_linear(x: Tensor, q: float, dim: int = -1) -> Tensor:
+    """``torch.quantile(x, q, dim)`` with linear interpolation, bit-identical, without its 2^24-element
+    input limit: rank ``r = q·(n−1)`` in ``x``'s dtype, ``lerp(sorted[⌊r⌋], sorted[⌈r⌉], r−⌊r⌋)``;
+    NaN if the slice has a NaN. ``x`` must be non-empty along ``dim``."""
+    dim = dim % x.ndim
+    n = x.shape[dim]
+    if n == 0:
+        raise ValueError("quantile of an empty slice")
+    s = x.sort(dim=dim).values
+    rank = torch.tensor(q, dtype=x.dtype) * (n - 1)  # computed in x's dtype, as torch does
+    lo, hi = int(rank.long()), int(rank.ceil().long())
+    out = torch.lerp(s.narrow(dim, lo, 1), s.narrow(dim, hi, 1), (rank - lo).to(x.device))
+    out = out.squeeze(dim)
+    if x.is_floating_point():
+        out = torch.where(x.isnan().any(dim=dim), torch.full_like(out, float("nan")), out)
+    return out
+
+
+# --------------------------------------------------------------------------- int8 grids
+
+
+def quantize_int8_per_row(w: Tensor, clip_q: float = INT8_CLIP_Q) -> tuple[Tensor, Tensor]:
+    """2-D ``w`` [rows, cols] → ``q`` int8 [rows, cols], ``scale`` fp16 [rows] (see module docstring)."""
+    if w.ndim != 2:
+        raise ValueError(f"per-row int8 needs a 2-D tensor, got shape {tuple(w.shape)}")
+    w32 = w.detach().float()
+    if w32.shape[1] == 0:
+        clip = torch.zeros(w32.shape[0], dtype=torch.float32, device=w32.device)
+    else:
+        clip = quantile_linear(w32.abs(), clip_q, dim=1)
+    clipped = torch.maximum(torch.minimum(w32, clip[:, None]), -clip[:, None])
+    scale = (clip / INT8_QMAX).clamp_min(1.0 / INT8_QMAX)  # fp32; q uses this, storage rounds to fp16
+    q = torch.clamp(torch.round(clipped / scale[:, None]), -INT8_QMAX, INT8_QMAX).to(torch.int8)
+    return q.contiguous(), scale.to(torch.float16).contiguous()
+
+
+def dequantize_int8_per_row(q: Tensor, scale: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``ŵ[i, j] = q[i, j] · scale[i]`` in fp32, cast to ``dtype``."""
+    return (q.float() * scale.float()[:, None]).to(dtype).contiguous()
+
+
+def quantize_int8_per_tensor(w: Tensor, clip_q: float = INT8_CLIP_Q) -> tuple[Tensor, Tensor]:
+    """Any-shape ``w`` → ``q`` int8 (same shape), ``scale`` fp32 scalar (see module docstring)."""
+    w32 = w.detach().float()
+    clip = float(quantile_linear(w32.abs().flatten(), clip_q, dim=0).item()) if w32.numel() else 0.0
+    scale = torch.tensor(clip / INT8_QMAX if clip > 0 else 1.0, dtype=torch.float32)
+    q = torch.clamp(torch.round(torch.clamp(w32, -clip, clip) / scale), -INT8_QMAX, INT8_QMAX).to(torch.int8)
+    return q.contiguous(), scale
+
+
+def dequantize_int8_per_tensor(q: Tensor, scale: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``ŵ = q · scale`` in fp32, cast to ``dtype``."""
+    return (q.float() * float(scale.item())).to(dtype).contiguous()
+
+
+# --------------------------------------------------------------------------- schemes
+
+
+@dataclass(frozen=True)
+class QuantTensor:
+    """One tensor as stored: its scheme, its named parts, and the original shape/dtype to restore."""
+
+    scheme: str
+    parts: dict[str, Tensor]
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all parts, uncompressed."""
+        return sum(p.numel() * p.element_size() for p in self.parts.values())
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A grid as a named scheme. ``quantize(t) -> parts``; ``dequantize(parts, shape, dtype) -> Tensor``;
+    ``part_specs(shape)`` gives each part's expected (dtype, shape), used to validate a loaded artifact."""
+
+    name: str
+    quantize: Callable[[Tensor], dict[str, Tensor]]
+    dequantize: Callable[[Mapping[str, Tensor], tuple[int, ...], torch.dtype], Tensor]
+    part_specs: Callable[[tuple[int, ...], torch.dtype], dict[str, tuple[torch.dtype, tuple[int, ...]]]]
+
+
+def _q_row(t: Tensor) -> dict[str, Tensor]:
+    q, s = quantize_int8_per_row(t)
+    return {"q": q, "scale": s}
+
+
+def _q_tensor(t: Tensor) -> dict[str, Tensor]:
+    q, s = quantize_int8_per_tensor(t)
+    return {"q": q, "scale": s}
+
+
+def _need_float(dt: torch.dtype) -> None:
+    if not dt.is_floating_point:
+        raise ValueError(f"this scheme restores float tensors, not {dt}")
+
+
+def _specs_row(shape: tuple[int, ...], dt: torch.dtype) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+    _need_float(dt)
+    if len(shape) != 2:
+        raise ValueError(f"scheme int8_row needs a 2-D shape, got {list(shape)}")
+    return {"q": (torch.int8, shape), "scale": (torch.float16, shape[:1])}
+
+
+def _specs_tensor(shape: tuple[int, ...], dt: torch.dtype) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+    _need_float(dt)
+    return {"q": (torch.int8, shape), "scale": (torch.float32, ())}
+
+
+def _specs_cast(store: torch.dtype) -> Callable[[tuple[int, ...], torch.dtype], dict]:
+    def specs(shape: tuple[int, ...], dt: torch.dtype) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+        _need_float(dt)
+        return {"w": (store, shape)}
+
+    return specs
+
+
+def _cast_back(p: Mapping[str, Tensor], shape: tuple[int, ...], dt: torch.dtype) -> Tensor:
+    return p["w"].to(dt).contiguous()
+
+
+SCHEMES: dict[str, Scheme] = {
+    s.name: s
+    for s in (
+        Scheme("int8_row", _q_row, lambda p, shape, dt: dequantize_int8_per_row(p["q"], p["scale"], dt), _specs_row),
+        Scheme(
+            "int8_tensor",
+            _q_tensor,
+            lambda p, shape, dt: dequantize_int8_per_tensor(p["q"], p["scale"], dt),
+            _specs_tensor,
+        ),
+        Scheme("fp32", lambda t: {"w": t.detach().float().contiguous()}, _cast_back, _specs_cast(torch.float32)),
+        Scheme("fp16", lambda t: {"w": t.detach().to(torch.float16).contiguous()}, _cast_back, _specs_cast(torch.float16)),
+        Scheme(
+            "raw",
+            lambda t: {"w": t.detach().contiguous()},
+            lambda p, shape, dt: p["w"].clone(),
+            lambda shape, dt: {"w": (dt, shape)},
+        ),
+    )
+}
+
+
+def get_scheme(name: str) -> Scheme:
+    try:
+        return SCHEMES[name]
+    except KeyError:
+        raise ValueError(f"unknown quant scheme {name!r} (known: {', '.join(SCHEMES)})") from None
+
+
+Policy = Callable[[str, Tensor], str]
+"""A filter function choosing each tensor's scheme from its name and value."""
+
+
+def is_control(name: str, patterns: tuple[str, ...] = CONTROL_PATTERNS) -> bool:
+    return any(p in name for p in patterns)
+
+
+def int8_policy(name: str, t: Tensor) -> str:
+    """The baseline's choice (CATALOGUE §1.7): raw non-floats; small floats fp32 (control) / fp16
+    (fp32 or bf16) / raw (fp16, fp64); large 2-D floats per-row int8; other large floats per-tensor."""
+    if not t.is_floating_point():
+        return "raw"
+    if t.numel() <= KEEP_FLOAT_MAX_NUMEL:
+        if is_control(name):
+            return "fp32"
+        return "fp16" if t.dtype in (torch.float32, torch.bfloat16) else "raw"
+    return "int8_row" if t.ndim == 2 else "int8_tensor"
+
+
+def quantize_tensor(t: Tensor, scheme: str) -> QuantTensor:
+    """Quantize one tensor (moved to CPU) with the named scheme."""
+    t = t.detach().to("cpu").contiguous()
+    return QuantTensor(scheme, get_scheme(scheme).quantize(t), tuple(t.shape), t.dtype)
+
+
+def dequantize_tensor(qt: QuantTensor) -> Tensor:
+    """Inverse of :func:`quantize_tensor`: a tensor of ``qt.shape`` and ``qt.dtype``. Raises
+    ``ValueError`` if the parts do not have the dtypes/shapes the scheme defines."""
+    scheme = get_scheme(qt.scheme)
+    check_parts(qt.scheme, qt.parts, qt.shape, qt.dtype)
+    out = scheme.dequantize(qt.parts, qt.shape, qt.dtype)
+    return out.reshape(qt.shape)
+
+
+def check_parts(scheme: str, parts: Mapping[str, Tensor], shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    """Raise ``ValueError`` unless ``parts`` are exactly the scheme's parts with their dtypes and shapes."""
+    specs = get_scheme(scheme).part_specs(tuple(shape), dtype)
+    if set(parts) != set(specs):
+        raise ValueError(f"scheme {scheme} expects parts {sorted(specs)}, got {sorted(parts)}")
+    for role, (pdt, pshape) in specs.items():
+        p = parts[role]
+        if p.dtype != pdt or tuple(p.shape) != tuple(pshape):
+            raise ValueError(
+                f"scheme {scheme} part {role!r} must be {pdt} {list(pshape)}, got {p.dtype} {list(p.shape)}"
+            )
+
+
+def quantize_state_dict(state_dict: Mapping[str, Tensor], policy: Policy = int8_policy) -> dict[str, QuantTensor]:
+    """Quantize every tensor with the scheme ``policy(name, tensor)`` picks (order kept)."""
+    return {name: quantize_tensor(t, policy(name, t)) for name, t in state_dict.items()}
+
+
+def dequantize_state_dict(qsd: Mapping[str, QuantTensor]) -> dict[str, Tensor]:
+    """Inverse of :func:`quantize_state_dict`."""
+    return {name: dequantize_tensor(qt) for name, qt in qsd.items()}
