@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False, prog_name="pgolf")
     except PgolfError as e:
-        print(f"pgolf: error: {e}", file=sys.stderr)
+        print("pgolf: error: " + " ".join(str(e).split()), file=sys.stderr)
         return e.exit_code
     except click.exceptions.NoArgsIsHelp:
         return 0

@@ -11,6 +11,7 @@ reloaded from disk (the baseline's "roundtrip"), never of the in-memory weights.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,10 @@ def export_and_check(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, log:
     log(f"Total submission size {cfg.export.scheme}: {report.artifact_bytes} bytes "
         f"(model {report.model_bytes} + code {report.code_bytes}; cap {report.cap})")
     if not report.fits:
-        log(format_table(report))
+        table = format_table(report)
+        log(table, echo=False)
+        if dist.is_main():
+            print(table, file=sys.stderr, flush=True)
         check_budget(report)
     return report
 
@@ -119,7 +123,6 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
         "pre_quant_val_bpb": pre.val_bpb,
         "pre_quant_val_bpb_raw": pre.val_bpb_raw,
         "quant_gap_bpb": post.val_bpb - pre.val_bpb,
-        "byte_ratio": post.byte_ratio,
         "artifact_bytes": report.artifact_bytes,
         "model_bytes": report.model_bytes,
         "code_bytes": report.code_bytes,
@@ -155,7 +158,7 @@ def scorecard(metrics: dict[str, Any]) -> str:
         f"pgolf run {metrics.get('preset', '')} — scorecard",
         f"  val_bpb (post-quant, challenge bytes)  {f('val_bpb', 6)}",
         f"  val_bpb pre-quant                      {f('pre_quant_val_bpb', 6)}   gap {metrics['quant_gap_bpb']:+.6f}",
-        f"  val_bpb_raw (original UTF-8 bytes)     {f('val_bpb_raw', 6)}   table/raw bytes {f('byte_ratio', 5)}",
+        f"  val_bpb_raw (original UTF-8 bytes)     {f('val_bpb_raw', 6)}   table/raw bytes {f('val_byte_ratio', 5)}",
         f"  val_loss                               {f('val_loss', 6)} nats over {metrics['val_tokens']:,} tokens",
         f"  artifact bytes                         {metrics['artifact_bytes']:,} / {cap:,} "
         f"({100 * metrics['artifact_bytes'] / cap:.2f} % of cap)",
@@ -199,6 +202,6 @@ def eval_run(run_dir: str | Path, cfg: RunConfig | None = None, artifact: str | 
     model = reload_model(path, cfg, info.device)
     t0 = time.perf_counter()
     res = evaluate_model(model, cfg, data, info.device)
-    out = {**res.to_metrics(), "eval_seconds": time.perf_counter() - t0, "byte_ratio": res.byte_ratio,
+    out = {**res.to_metrics(), "eval_seconds": time.perf_counter() - t0,
            "artifact_bytes": path.stat().st_size + code_bytes()}
     return out

@@ -31,6 +31,7 @@ import copy
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,8 @@ class TrainResult:
     tokens_seen: int
     stopped_by: str
     last_val: EvalResult | None
+    losses: list[float]
+    """Training loss of every step run by this call (a resumed call starts after the checkpoint)."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -127,8 +130,11 @@ def train(
     resume: bool = False,
     log: RunLog | None = None,
     progress: bool | None = None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
-    """Train ``cfg`` into ``run_dir`` (checkpoints) and return the trained (uncompiled) model."""
+    """Train ``cfg`` into ``run_dir`` (checkpoints) and return the trained (uncompiled) model.
+
+    ``on_step(step, loss)`` is called after every completed step (and its checkpoint, if any)."""
     run_dir = Path(run_dir)
     info = dist.init(cfg.train.device)
     device, rank, world = info.device, info.rank, info.world_size
@@ -242,6 +248,7 @@ def train(
     last_val: EvalResult | None = None
     last_ckpt = time.perf_counter()
     stopped_by = "iterations"
+    losses: list[float] = []
     model.train()
     while True:
         if step >= t.iterations:
@@ -256,6 +263,7 @@ def train(
             kept = "the last good checkpoint is kept" if ckpt_mod.has_checkpoint(run_dir) else "no checkpoint yet"
             raise TrainingError(f"non-finite training loss ({loss}) at step {step + 1}; training stopped, {kept} in {run_dir}")
         step += 1
+        losses.append(loss)
         train_seconds += dt
         tokens_seen += t.batch_tokens
         if bar is not None:
@@ -278,8 +286,10 @@ def train(
         if t.checkpoint_every_seconds and time.perf_counter() - last_ckpt >= t.checkpoint_every_seconds:
             save(step)
             last_ckpt = time.perf_counter()
+        if on_step is not None:
+            on_step(step, loss)
     if bar is not None:
         bar.close()
     save(step)
     return TrainResult(model=model, steps=step, train_seconds=train_seconds, tokens_seen=tokens_seen,
-                       stopped_by=stopped_by, last_val=last_val)
+                       stopped_by=stopped_by, last_val=last_val, losses=losses)
