@@ -187,12 +187,12 @@ def data_build(
 def data_fetch(
     variant: Annotated[str, typer.Option("--variant", help="sp1024 or sp8192.")] = "sp1024",
     train_shards: Annotated[int, typer.Option("--train-shards", help="Number of train shards (1e8 tokens each).")] = 80,
-    out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("data/datasets/fineweb10B_sp1024"),
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output directory (default data/datasets/fineweb10B_VARIANT).")] = None,
 ) -> None:
     """Download the official cached FineWeb export (Hugging Face dataset willdepueoai/parameter-golf)."""
     from pgolf.data.fetch import fetch_dataset
 
-    summary = fetch_dataset(variant, train_shards, str(out))
+    summary = fetch_dataset(variant, train_shards, str(out or Path("data/datasets") / f"fineweb10B_{variant}"))
     print(json.dumps(summary, indent=2, default=str))
 
 

@@ -13,7 +13,7 @@ from pgolf.train import checkpoint as ckpt
 
 def _sets(data_dir):
     return ["--set", f"data.path={data_dir}", "--set", "model.vocab_size=384", "--set", "train.iterations=4",
-            "--set", "train.batch_tokens=2048", "--set", "train.seq_len=64", "--set", "train.threads=1"]
+            "--set", "train.batch_tokens=2048", "--set", "train.seq_len=64", "--set", "train.threads=1", "--set", "train.log_every=1"]
 
 
 @pytest.mark.slow
