@@ -1,0 +1,486 @@
+"""Build a dataset (``pgolf data build``): documents → tokenizer → shards + byte sidecars + manifest.
+
+Mirrors the challenge's exporter ``data/download_hf_docs_and_tokenize.py`` of openai/parameter-golf
+(CATALOGUE §1.1): the first ``val_docs`` documents are the validation split, the rest train; every
+document is written as BOS (id 1) followed by its tokens, no EOS; shards hold ``shard_tokens``
+tokens each (10^8 in the challenge) except the last, so documents may straddle shards. The
+tokenizer is trained on the train documents only, with the official settings (``tokenizer.py``).
+
+Inputs (:func:`iter_documents`):
+  * ``.jsonl``: one JSON object per line, the document is its ``"text"`` (other fields ignored;
+    blank lines skipped; a line without a string ``"text"`` is a DataError naming ``file:line``).
+  * ``.txt`` / ``.md``: the whole file is one document, unless it contains form feeds (``\\f``),
+    which separate documents. (Blank lines are not separators: they are paragraph breaks.)
+  * either may be gzip-compressed (``.gz``); a directory means its such files, sorted by name.
+  Documents are taken verbatim; those that encode to no token (empty or whitespace-only) are
+  skipped and counted in the manifest.
+
+Byte sidecar maths (val split, ``fineweb_val_bytes_XXXXXX.bin``; CaseOps records [04-18], PR
+#1729). For a document of ``n`` UTF-8 bytes with tokens ``1..m`` whose spans in the original
+bytes are ``[b_i, e_i)`` (SentencePiece offsets; normalization — NFKC, whitespace folding,
+removed control characters — makes spans empty, merged or leave gaps):
+
+  1. cut points ``c_i = min(n, max_{j≤i} e_j)``, ``c_0 = 0``, ``c_m = n``; token ``i`` gets
+     ``c_i − c_{i−1}`` bytes. Bytes in a gap go to the token after it, bytes after the last
+     span to the last token, so ``Σ_i counts_i = n`` exactly.
+  2. tokens sharing a begin offset (byte-fallback pieces of one character, the pieces of one
+     NFKC expansion such as "ﬁ" → "f" "i") share their group's bytes evenly, the earlier ones
+     taking the remainder; the sum is unchanged.
+
+  BOS gets 0. The table-based BPB counts normalized piece bytes instead; the sidecar gives the
+  tokenizer-agnostic figure (RULES.md "Scoring").
+
+Every file is written atomically (``pgolf.fileio``) and ``manifest.json`` last, so an interrupted
+build leaves no half-written file and no manifest. Output is deterministic: building twice gives
+byte-identical files, with any number of workers (batches are encoded in a process pool and
+consumed in submission order).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from itertools import islice
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import sentencepiece as spm
+
+from pgolf import __version__
+from pgolf.data.shards import SHARD_TOKENS, shard_name, sidecar_name, write_byte_sidecar, write_shard
+from pgolf.data.tokenizer import BOS_ID, check_vocab, encode_with_offsets, load_tokenizer, train_tokenizer
+from pgolf.errors import DataError
+from pgolf.fileio import write_bytes, write_json
+
+MANIFEST_FORMAT = "pgolf-dataset-v1"
+TOKENIZER_FILE = "tokenizer.model"
+MAX_VAL_DOCS = 50_000
+"""The challenge's validation split is its first 50,000 documents (``NUM_VAL_DOCS``)."""
+
+_JSONL = (".jsonl",)
+_TEXT = (".txt", ".md", ".text")
+_BATCH_DOCS = 256
+
+PathLike = str | os.PathLike[str]
+
+
+# --------------------------------------------------------------------------------------- reading
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    if name.endswith(_JSONL):
+        return "jsonl"
+    if name.endswith(_TEXT):
+        return "text"
+    return None
+
+
+def input_files(inputs: Iterable[PathLike]) -> list[Path]:
+    """Expand ``inputs`` (files, or directories of ``.jsonl``/``.txt``/``.md`` files) in order."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            inner = sorted(q for q in p.iterdir() if q.is_file() and _kind(q))
+            if not inner:
+                raise DataError(f"{p}: directory has no .jsonl, .txt or .md files")
+            files.extend(inner)
+        elif p.is_file():
+            if _kind(p) is None:
+                raise DataError(f"{p}: unknown input type (expected .jsonl, .txt or .md, optionally .gz)")
+            files.append(p)
+        else:
+            raise DataError(f"{p}: no such input file or directory")
+    if not files:
+        raise DataError("no input files given")
+    return files
+
+
+def _open(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _iter_jsonl(path: Path) -> Iterator[str]:
+    with _open(path) as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except UnicodeDecodeError:
+                raise DataError(f"{path}:{lineno}: not valid UTF-8") from None
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+            text = obj.get("text") if isinstance(obj, dict) else None
+            if text is None:
+                raise DataError(f"{path}:{lineno}: no \"text\" field")
+            if not isinstance(text, str):
+                raise DataError(f"{path}:{lineno}: \"text\" is not a string")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise DataError(f"{path}:{lineno}: \"text\" is not valid Unicode (lone surrogate)") from None
+            yield text
+
+
+def _iter_text(path: Path) -> Iterator[str]:
+    with _open(path) as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+    yield from text.split("\f")
+
+
+def iter_documents(paths: Iterable[PathLike]) -> Iterator[str]:
+    """Documents of the input files, in order (see the module docstring for the formats)."""
+    for path in input_files(paths):
+        if _kind(path) == "jsonl":
+            yield from _iter_jsonl(path)
+        else:
+            yield from _iter_text(path)
+
+
+def default_val_docs(n_docs: int) -> int:
+    """The challenge's 50,000, but at most a tenth of the corpus (and at least 1 document)."""
+    return max(1, min(MAX_VAL_DOCS, n_docs // 10))
+
+
+# -------------------------------------------------------------------------------------- encoding
+
+
+def token_byte_counts(n_bytes: int, begins: Iterable[int], ends: Iterable[int]) -> np.ndarray:
+    """Bytes of the original text charged to each token (int64; sums to ``n_bytes``; module docstring)."""
+    b = np.asarray(list(begins) if not isinstance(begins, np.ndarray) else begins, dtype=np.int64)
+    e = np.asarray(list(ends) if not isinstance(ends, np.ndarray) else ends, dtype=np.int64)
+    m = e.size
+    if m == 0:
+        return np.zeros(0, dtype=np.int64)
+    cuts = np.minimum(np.maximum.accumulate(np.maximum(e, 0)), n_bytes)
+    cuts[-1] = n_bytes
+    counts = np.diff(cuts, prepend=0)
+    # Groups of consecutive tokens with the same begin share their bytes evenly.
+    starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+    if starts.size < m:
+        gid = np.cumsum(np.r_[True, b[1:] != b[:-1]]) - 1
+        totals = np.add.reduceat(counts, starts)
+        sizes = np.diff(np.r_[starts, m])
+        rank = np.arange(m) - starts[gid]
+        counts = totals[gid] // sizes[gid] + (rank < totals[gid] % sizes[gid])
+    return counts
+
+
+def encode_document(
+    sp: spm.SentencePieceProcessor, text: str, with_bytes: bool
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """``(ids, counts)`` for one document: ids = [BOS] + tokens as uint16, counts = [0] + the
+    token byte counts as uint16 (``with_bytes``; else None). None if the text has no token."""
+    if not with_bytes:
+        ids = sp.encode(text)
+        if not ids:
+            return None
+        return np.array([BOS_ID, *ids], dtype=np.uint16), None
+    ids, begins, ends = encode_with_offsets(sp, text)
+    if not ids:
+        return None
+    counts = token_byte_counts(len(text.encode("utf-8")), begins, ends)
+    if counts.max() > 0xFFFF:
+        raise DataError(f"a document gives {int(counts.max())} bytes to one token, more than a uint16 sidecar holds")
+    return np.array([BOS_ID, *ids], dtype=np.uint16), np.r_[0, counts].astype(np.uint16)
+
+
+_WORKER_SP: spm.SentencePieceProcessor | None = None
+
+
+def _init_worker(model_path: str) -> None:
+    global _WORKER_SP
+    _WORKER_SP = load_tokenizer(model_path)
+
+
+def _encode_batch(
+    batch: tuple[bool, list[str]], sp: spm.SentencePieceProcessor | None = None
+) -> tuple[bool, list[Any]]:
+    is_val, texts = batch
+    sp = sp or _WORKER_SP
+    assert sp is not None
+    return is_val, [(encode_document(sp, t, with_bytes=is_val), len(t.encode("utf-8"))) for t in texts]
+
+
+def _batches(docs: Iterator[str], val_docs: int) -> Iterator[tuple[bool, list[str]]]:
+    """Batches of documents that never mix the val and train splits."""
+    index = 0
+    while True:
+        limit = _BATCH_DOCS if index >= val_docs else min(_BATCH_DOCS, val_docs - index)
+        texts = list(islice(docs, limit))
+        if not texts:
+            return
+        yield index < val_docs, texts
+        index += len(texts)
+
+
+def _pool_context() -> multiprocessing.context.BaseContext | None:
+    """How to start encoding workers, or None to encode in this process.
+
+    fork when this process has no other Python thread (nothing can hold a lock across the
+    fork); else spawn, which re-imports ``__main__`` and so needs it to be a real file (not
+    ``python - <<EOF``) guarded by ``if __name__ == "__main__":``.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file is not None and not os.path.exists(main_file):
+        return None
+    return multiprocessing.get_context("spawn")
+
+
+def _encoded(
+    batches: Iterator[tuple[bool, list[str]]], model_path: Path, pool: ProcessPoolExecutor | None, workers: int
+) -> Iterator[tuple[bool, list[Any]]]:
+    """Encoded batches in input order; with a pool, at most ``2 × workers`` batches in flight."""
+    if pool is None:
+        sp = load_tokenizer(model_path)
+        for batch in batches:
+            yield _encode_batch(batch, sp)
+        return
+    pending: deque[Future[tuple[bool, list[Any]]]] = deque()
+    try:
+        for batch in batches:
+            pending.append(pool.submit(_encode_batch, batch))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    except BrokenProcessPool:
+        raise RuntimeError(
+            "an encoding worker process died; if the calling script has no "
+            "`if __name__ == \"__main__\":` guard add one, or pass workers=1"
+        ) from None
+
+
+class _ShardWriter:
+    """Cuts one split's token stream into shards of exactly ``shard_tokens`` (last one shorter)."""
+
+    def __init__(self, out_dir: Path, split: str, shard_tokens: int, sidecar: bool) -> None:
+        self.out_dir, self.split, self.shard_tokens, self.sidecar = out_dir, split, shard_tokens, sidecar
+        self.ids: list[np.ndarray] = []
+        self.counts: list[np.ndarray] = []
+        self.buffered = 0
+        self.files: list[str] = []
+        self.sidecars: list[str] = []
+        self.tokens = self.documents = self.bytes = self.empty = 0
+
+    def add(self, encoded: tuple[np.ndarray, np.ndarray | None] | None, n_bytes: int) -> None:
+        if encoded is None:
+            self.empty += 1
+            return
+        ids, counts = encoded
+        self.documents += 1
+        self.bytes += n_bytes
+        self.tokens += ids.size
+        self.ids.append(ids)
+        if self.sidecar:
+            assert counts is not None
+            self.counts.append(counts)
+        self.buffered += ids.size
+        while self.buffered >= self.shard_tokens:
+            self._flush(self.shard_tokens)
+
+    def _flush(self, n: int) -> None:
+        ids = np.concatenate(self.ids)
+        self.ids = [ids[n:]] if ids.size > n else []
+        index = len(self.files)
+        name = shard_name(self.split, index)
+        write_shard(self.out_dir / name, ids[:n])
+        self.files.append(name)
+        if self.sidecar:
+            counts = np.concatenate(self.counts)
+            self.counts = [counts[n:]] if counts.size > n else []
+            write_byte_sidecar(self.out_dir / sidecar_name(index), counts[:n])
+            self.sidecars.append(sidecar_name(index))
+        self.buffered -= n
+
+    def close(self) -> dict[str, Any]:
+        if self.buffered:
+            self._flush(self.buffered)
+        info: dict[str, Any] = {
+            "documents": self.documents,
+            "empty_documents_skipped": self.empty,
+            "tokens": self.tokens,
+            "bytes": self.bytes,
+            "shards": self.files,
+        }
+        if self.sidecar:
+            info["byte_sidecars"] = self.sidecars
+        return info
+
+
+# ----------------------------------------------------------------------------------------- build
+
+
+def sha256_file(path: PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _existing_outputs(out_dir: Path) -> list[Path]:
+    if not out_dir.is_dir():
+        return []
+    return sorted(p for p in out_dir.iterdir() if p.name == "manifest.json" or
+                  (p.name.startswith("fineweb_") and p.name.endswith(".bin")))
+
+
+def _progress(total: int | None, enabled: bool, desc: str) -> Any:
+    if enabled and sys.stderr.isatty():
+        try:
+            from tqdm import tqdm  # optional: only the CLI's build shows a bar
+        except ImportError:
+            return None
+        return tqdm(total=total, desc=desc, unit="doc", file=sys.stderr, dynamic_ncols=True)
+    return None
+
+
+def build_dataset(
+    inputs: Iterable[PathLike],
+    out_dir: PathLike,
+    *,
+    tokenizer: PathLike | None = None,
+    vocab_size: int = 1024,
+    val_docs: int | None = None,
+    shard_tokens: int = SHARD_TOKENS,
+    workers: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    tokenizer_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Tokenize ``inputs`` into ``out_dir`` (shards, val byte sidecars, ``tokenizer.model``,
+    ``manifest.json``); return the manifest.
+
+    ``tokenizer``: an existing SentencePiece model (copied into ``out_dir``; must have
+    ``vocab_size`` pieces); None trains one on the train documents (``tokenizer_options`` go to
+    :func:`~pgolf.data.tokenizer.train_tokenizer`). ``val_docs``: None = :func:`default_val_docs`
+    (one extra reading pass to count documents). ``workers``: encoding processes (None = CPU
+    count; ≤ 1 encodes in this process). ``overwrite``: replace an existing dataset in ``out_dir``.
+    """
+    files = input_files(inputs)
+    out = Path(out_dir)
+    if shard_tokens < 1:
+        raise ValueError("shard_tokens must be >= 1")
+    existing = _existing_outputs(out)
+    if existing and not overwrite:
+        raise DataError(f"{out}: already holds a dataset ({existing[0].name}); choose another directory or overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    for p in existing:
+        p.unlink()
+
+    n_docs: int | None = None
+    if val_docs is None:
+        n_docs = sum(1 for _ in iter_documents(files))
+        if n_docs < 2:
+            raise DataError(f"{files[0]}: {n_docs} document(s); need at least 2 (validation + train)")
+        val_docs = default_val_docs(n_docs)
+    if val_docs < 1:
+        raise ValueError("val_docs must be >= 1")
+
+    model_path = out / TOKENIZER_FILE
+    report: dict[str, Any] | None = None
+    if tokenizer is not None:
+        src = Path(tokenizer)
+        check_vocab(load_tokenizer(src), vocab_size, src)
+        if src.resolve() != model_path.resolve():
+            write_bytes(model_path, src.read_bytes())
+        source = str(src)
+    else:
+        seen = [0]
+
+        def train_docs() -> Iterator[str]:
+            for doc in islice(iter_documents(files), val_docs, None):
+                seen[0] += 1
+                yield doc
+
+        try:
+            report = train_tokenizer(train_docs(), vocab_size, model_path, **(tokenizer_options or {}))
+        except DataError:
+            if seen[0] == 0:
+                raise DataError(f"{files[0]}: no train documents after the first {val_docs} (validation)") from None
+            raise
+        source = "trained"
+
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    writers = {
+        "val": _ShardWriter(out, "val", shard_tokens, sidecar=True),
+        "train": _ShardWriter(out, "train", shard_tokens, sidecar=False),
+    }
+    ctx = _pool_context() if workers > 1 else None
+    # The pool starts before the progress bar, whose monitor thread would rule out fork.
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(str(model_path),)) if ctx is not None else None
+    bar = _progress(n_docs, progress, "encode")
+    try:
+        if pool is not None:  # start the workers now (they are created lazily otherwise)
+            pool.submit(int).result()
+        batches = _batches(iter_documents(files), val_docs)
+        for is_val, results in _encoded(batches, model_path, pool, workers):
+            writer = writers["val" if is_val else "train"]
+            for encoded, n_bytes in results:
+                writer.add(encoded, n_bytes)
+            if bar is not None:
+                bar.update(len(results))
+        splits = {name: w.close() for name, w in writers.items()}
+    finally:
+        if bar is not None:
+            bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    if splits["val"]["documents"] == 0:
+        raise DataError(f"{files[0]}: the first {val_docs} documents (validation) have no text")
+    if splits["train"]["documents"] == 0:
+        raise DataError(f"{files[0]}: no train documents with text after the first {val_docs} (validation)")
+
+    outputs = [TOKENIZER_FILE] + splits["val"]["shards"] + splits["val"]["byte_sidecars"] + splits["train"]["shards"]
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "pgolf_version": __version__,
+        "vocab_size": vocab_size,
+        "bos_id": BOS_ID,
+        "append_eos": False,
+        "val_docs": val_docs,
+        "shard_tokens": shard_tokens,
+        "tokenizer": {
+            "file": TOKENIZER_FILE,
+            "sha256": sha256_file(model_path),
+            "source": source,
+        },
+        "tokenizer_report": report,
+        "splits": splits,
+        "inputs": [_input_entry(f, out) for f in files],
+        "files": {name: {"bytes": (out / name).stat().st_size, "sha256": sha256_file(out / name)} for name in outputs},
+    }
+    write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def _input_entry(path: Path, out: Path) -> dict[str, Any]:
+    """Inputs inside ``out`` are named relative to it, so the manifest does not depend on where ``out`` is."""
+    try:
+        shown = path.resolve().relative_to(out.resolve()).as_posix()
+    except ValueError:
+        shown = str(path)
+    return {"path": shown, "bytes": path.stat().st_size, "sha256": sha256_file(path)}

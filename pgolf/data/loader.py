@@ -1,0 +1,230 @@
+"""Where the data is (:func:`resolve_data`), the training token stream, and the validation split.
+
+Source: ``TokenStream`` / ``DistributedTokenLoader`` of the root ``train_gpt.py`` of
+openai/parameter-golf (CATALOGUE §1.6).
+
+The train shards, in order, form one token stream that wraps around to the first shard after
+the last. Each :meth:`DistributedTokenLoader.next_batch` call takes the next
+``W·(L+1)`` tokens of the stream, where W is the world size and
+``L = global_tokens // (W · grad_accum)`` the tokens per rank per micro-step; rank r gets the
+contiguous part ``[r·(L+1), (r+1)·(L+1))``, with ``x`` its first L tokens and ``y`` its last L
+(the targets, shifted by one), both as ``int64[L/seq_len, seq_len]`` on the device. Every rank
+reads the same stream and keeps only its part, so no communication is needed.
+
+Consequence the DDP tests rely on: micro-step k of a single process with ``grad_accum = W·A``
+receives exactly what rank ``k mod W`` receives at micro-step ``k // W`` with W processes and
+``grad_accum = A``; the global batch and its order do not depend on how it is split.
+
+Shards are read lazily, one at a time, and validated on read (magic, version, exact size, every
+id < vocab size). The stream position — (shard index, offset) — is the loader's state, so a resumed
+run continues the exact stream.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pgolf.config import DataConfig
+from pgolf.data.shards import (
+    list_byte_sidecars,
+    list_shards,
+    read_byte_sidecar,
+    read_byte_sidecar_header,
+    read_shard,
+    read_shard_header,
+    sidecar_path,
+)
+from pgolf.errors import ConfigError, DataError
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class DataSpec:
+    """A resolved dataset: every path checked to exist, shard headers validated."""
+
+    data_dir: Path
+    tokenizer_path: Path
+    train_files: list[Path]
+    val_files: list[Path]
+    val_byte_files: list[Path]
+    """One byte sidecar per val shard, or empty when the dataset has none."""
+    vocab_size: int | None = None
+    """The vocabulary the shards were checked against (``resolve_data``'s argument)."""
+
+
+def resolve_data(data_cfg: DataConfig, vocab_size: int) -> DataSpec:
+    """Locate and check the dataset of ``data_cfg``.
+
+    ``data_cfg.path`` empty → the embedded corpus (built at first use); ``data_cfg.tokenizer``
+    empty → ``tokenizer.model`` in the data directory. DataError for a missing or empty
+    directory, missing shards, a malformed shard header, missing/mismatched byte sidecars, a
+    missing tokenizer or one whose vocabulary is not ``vocab_size``.
+    """
+    from pgolf.data.tokenizer import check_vocab, load_tokenizer
+
+    if data_cfg.path:
+        data_dir = Path(data_cfg.path).expanduser()
+    else:
+        from pgolf.data.embedded import embedded_data_dir
+
+        data_dir = embedded_data_dir()
+    if not data_dir.exists():
+        raise DataError(f"{data_dir}: data directory does not exist (build one with `pgolf data build` or `pgolf data fetch`)")
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: data path is not a directory")
+    if not any(data_dir.iterdir()):
+        raise DataError(f"{data_dir}: data directory is empty (build one with `pgolf data build` or `pgolf data fetch`)")
+    train = list_shards(data_dir, "train")
+    val = list_shards(data_dir, "val")
+    if not train:
+        raise DataError(f"{data_dir}: no train shards (fineweb_train_*.bin)")
+    if not val:
+        raise DataError(f"{data_dir}: no validation shards (fineweb_val_*.bin)")
+    sidecars = list_byte_sidecars(data_dir)
+    if sidecars:
+        expected = [sidecar_path(v) for v in val]
+        if sidecars != expected:
+            missing = sorted(set(expected) - set(sidecars)) or sorted(set(sidecars) - set(expected))
+            raise DataError(f"{missing[0]}: byte sidecars do not match the val shards one to one")
+    for f in train:
+        read_shard_header(f)
+    for i, v in enumerate(val):
+        n = read_shard_header(v)
+        if sidecars and (m := read_byte_sidecar_header(sidecars[i])) != n:
+            raise DataError(f"{sidecars[i]}: byte sidecar has {m} entries but its val shard has {n} tokens")
+
+    tok = Path(data_cfg.tokenizer).expanduser() if data_cfg.tokenizer else data_dir / "tokenizer.model"
+    if not tok.exists():
+        raise DataError(f"{tok}: tokenizer not found (set data.tokenizer)")
+    check_vocab(load_tokenizer(tok), vocab_size, tok)
+    return DataSpec(data_dir, tok, train, val, sidecars, vocab_size)
+
+
+class DistributedTokenLoader:
+    """The baseline's loader: one wrapping stream over ``files``, a disjoint span per rank."""
+
+    def __init__(
+        self,
+        files: Sequence[PathLike],
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str = "cpu",
+        vocab_size: int | None = None,
+    ) -> None:
+        if not files:
+            raise DataError("no train shards to load")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of {world_size}")
+        self.files = [Path(f) for f in files]
+        self.rank, self.world_size = rank, world_size
+        self.device = torch.device(device)
+        self.vocab_size = vocab_size
+        self.file_idx = 0
+        self.pos = 0
+        self._tokens: np.ndarray | None = None  # current shard, loaded on first use
+
+    def _shard(self) -> np.ndarray:
+        if self._tokens is None:
+            self._tokens = read_shard(self.files[self.file_idx], self.vocab_size)
+        return self._tokens
+
+    def _take(self, n: int) -> np.ndarray:
+        """The next ``n`` tokens of the stream."""
+        parts: list[np.ndarray] = []
+        empty_in_a_row = 0
+        while n > 0:
+            tokens = self._shard()
+            avail = tokens.size - self.pos
+            if avail <= 0:
+                empty_in_a_row = empty_in_a_row + 1 if tokens.size == 0 else 0
+                if empty_in_a_row > len(self.files):
+                    raise DataError(f"{self.files[0].parent}: every train shard is empty")
+                self.file_idx = (self.file_idx + 1) % len(self.files)
+                self.pos = 0
+                self._tokens = None
+                continue
+            k = min(n, avail)
+            parts.append(tokens[self.pos : self.pos + k])
+            self.pos += k
+            n -= k
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` for this rank's next micro-step: int64 ``[local_tokens/seq_len, seq_len]``."""
+        local = global_tokens // (self.world_size * grad_accum)
+        if local < seq_len or local % seq_len:
+            raise ConfigError(
+                f"batch of {global_tokens} tokens over {self.world_size} rank(s) × {grad_accum} micro-step(s) gives "
+                f"{local} tokens per micro-step, not a positive multiple of seq_len={seq_len}"
+            )
+        span = local + 1
+        chunk = self._take(span * self.world_size)
+        mine = torch.from_numpy(chunk[self.rank * span : (self.rank + 1) * span].astype(np.int64))
+        x = mine[:-1].reshape(-1, seq_len)
+        y = mine[1:].reshape(-1, seq_len)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able stream position: shard index and offset in it (+ shard names, checked on load)."""
+        return {"file_idx": self.file_idx, "pos": self.pos, "files": [f.name for f in self.files]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the stream exactly where :meth:`state_dict` was taken."""
+        names = [f.name for f in self.files]
+        if "files" in state and list(state["files"]) != names:
+            raise DataError(
+                f"{self.files[0].parent}: the loader state was saved with {len(state['files'])} train shards "
+                f"({', '.join(state['files'][:2])}…) but these are {len(names)} ({', '.join(names[:2])}…)"
+            )
+        idx, pos = int(state["file_idx"]), int(state["pos"])
+        if not 0 <= idx < len(self.files):
+            raise DataError(f"loader state shard index {idx} outside 0..{len(self.files) - 1}")
+        self.file_idx, self.pos, self._tokens = idx, pos, None
+        if pos > self._shard().size:
+            raise DataError(f"{self.files[idx]}: loader state offset {pos} is past its {self._shard().size} tokens")
+
+
+@dataclass
+class ValData:
+    """The validation stream: token ids (uint16) and, if the dataset has a byte sidecar, each
+    token's original UTF-8 byte count (uint16, 0 at BOS), aligned with ``tokens``."""
+
+    tokens: np.ndarray
+    raw_bytes: np.ndarray | None
+
+
+def load_validation(spec: DataSpec, vocab_size: int | None = None, max_tokens: int = 0) -> ValData:
+    """Concatenate the val shards (and their byte sidecars) of ``spec``; at most ``max_tokens``
+    tokens if > 0. Ids are checked against ``vocab_size`` (default ``spec.vocab_size``)."""
+    vocab = vocab_size if vocab_size is not None else spec.vocab_size
+    if spec.val_byte_files and len(spec.val_byte_files) != len(spec.val_files):
+        raise DataError(
+            f"{spec.data_dir}: {len(spec.val_byte_files)} byte sidecars for {len(spec.val_files)} val shards"
+        )
+    toks: list[np.ndarray] = []
+    raw: list[np.ndarray] = []
+    have = 0
+    for i, f in enumerate(spec.val_files):
+        t = read_shard(f, vocab)
+        toks.append(t)
+        if spec.val_byte_files:
+            raw.append(read_byte_sidecar(spec.val_byte_files[i], expected_tokens=t.size))
+        have += t.size
+        if 0 < max_tokens <= have:
+            break
+    tokens = np.concatenate(toks) if len(toks) > 1 else toks[0] if toks else np.zeros(0, np.uint16)
+    raw_bytes = (np.concatenate(raw) if len(raw) > 1 else raw[0]) if raw else None
+    if max_tokens > 0:
+        tokens = tokens[:max_tokens]
+        raw_bytes = raw_bytes[:max_tokens] if raw_bytes is not None else None
+    if tokens.size == 0:
+        raise DataError(f"{spec.data_dir}: the validation shards hold no tokens")
+    return ValData(tokens, raw_bytes)
