@@ -44,6 +44,8 @@ class Scored:
 
 def evaluate_model(model: torch.nn.Module, cfg: RunConfig, data: RunData, device: torch.device) -> EvalResult:
     model.eval()
+    if cfg.train.compile:
+        model = torch.compile(model, dynamic=False)
     return evaluate(
         model, data.val, data.tables, seq_len=cfg.eval.seq_len or cfg.train.seq_len,
         batch_tokens=cfg.eval.batch_tokens, device=device, amp_dtype=cfg.train.amp_dtype,

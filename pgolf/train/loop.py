@@ -147,9 +147,10 @@ def train(
     torch.manual_seed(t.seed)  # identical init on every rank
     model = GPT(cfg.model).to(device)
     optimizers = build_optimizers(model, cfg.optim)
-    fwd: torch.nn.Module = torch.compile(model) if t.compile else model
+    compiled: torch.nn.Module = torch.compile(model, dynamic=False) if t.compile else model
+    fwd: torch.nn.Module = compiled
     if world > 1:
-        fwd = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        fwd = DDP(compiled, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
     loader = DistributedTokenLoader(data.spec.train_files, rank, world, device, vocab_size=cfg.model.vocab_size)
     suffix = "" if rank == 0 else f".rank{rank}"
 
@@ -163,7 +164,7 @@ def train(
     def run_val() -> EvalResult:
         model.eval()
         r = evaluate(
-            model, val_subset(), data.tables, seq_len=cfg.eval.seq_len or t.seq_len,
+            compiled, val_subset(), data.tables, seq_len=cfg.eval.seq_len or t.seq_len,
             batch_tokens=cfg.eval.batch_tokens, device=device, amp_dtype=t.amp_dtype,
         )
         model.train()
