@@ -49,6 +49,14 @@ def rms_norm(x: Tensor) -> Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
+class RMSNorm(nn.Module):
+    """:func:`rms_norm` as a parameter-free module: a named hook point (e.g. ``GPT.final_norm``, whose
+    output is the LM-head input GPTQ calibrates the tied embedding on); numerics identical."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rms_norm(x)
+
+
 class CastedLinear(nn.Linear):
     """``nn.Linear`` with fp32 weights cast to the input dtype at matmul time (bf16 compute).
 
@@ -156,6 +164,7 @@ class GPT(nn.Module):
         num_skips = min(self.num_encoder_layers, self.num_decoder_layers)
         self.skip_weights = nn.Parameter(torch.ones(num_skips, d, dtype=torch.float32))  # [L//2, d]
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.final_norm = RMSNorm()  # no parameters: the state dict is unchanged
         self.lm_head: CastedLinear | None = None
         if not cfg.tie_embeddings:
             self.lm_head = CastedLinear(d, cfg.vocab_size, bias=False, zero_init=True)  # [V, d]
@@ -184,7 +193,7 @@ class GPT(nn.Module):
             x = block(x, x0, cos, sin)
             if i < self.num_encoder_layers:
                 skips.append(x)
-        x = rms_norm(x)
+        x = self.final_norm(x)  # [B,T,d], the LM-head input
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight  # [V, d]
         logits = F.linear(x, w.to(x.dtype))  # [B,T,V]
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32 (fp64 stays fp64)

@@ -25,8 +25,10 @@ tensors fp32; restoring the original dtype is lossless there and lets ``load_sta
 Split (DESIGN style rule 10): this module is the *grid* (per-tensor quantizer and its inverse, as
 named schemes with named parts); a *policy* is a plain function ``(name, tensor) -> scheme name``
 that selects the layers (``int8_policy`` is the baseline's); the *packer* is
-:mod:`pgolf.artifact.format` and the *driver* is :mod:`pgolf.artifact.export`. New grids (int2…int7,
-GPTQ outputs, LQER factors) are new entries of :data:`SCHEMES`.
+:mod:`pgolf.artifact.format` and the *driver* is :mod:`pgolf.artifact.export`. Fixed grids are entries
+of :data:`SCHEMES`; the parametrized low-bit families (int2…int8 per row/group, ternary, LQER
+factors; every parameter in the name) live in :mod:`pgolf.quant.grids` and :func:`get_scheme`
+resolves them. GPTQ (:mod:`pgolf.quant.gptq`) is an algorithm: its output uses the same schemes.
 """
 
 from __future__ import annotations
@@ -193,10 +195,19 @@ SCHEMES: dict[str, Scheme] = {
 
 
 def get_scheme(name: str) -> Scheme:
-    try:
+    """A registered scheme, or a member of the parametrized low-bit families of
+    :mod:`pgolf.quant.grids` (``int6_row``, ``int5_g64``, ``ternary_g64``, ``…+lqer4``)."""
+    if name in SCHEMES:
         return SCHEMES[name]
-    except KeyError:
-        raise ValueError(f"unknown quant scheme {name!r} (known: {', '.join(SCHEMES)})") from None
+    from pgolf.quant.grids import family_scheme  # grids builds on this module
+
+    scheme = family_scheme(name)
+    if scheme is None:
+        raise ValueError(
+            f"unknown quant scheme {name!r} (known: {', '.join(SCHEMES)}, int{{2..8}}_row|g{{G}}, "
+            "ternary_row|g{G}, each optionally +lqer{r}[g{G}])"
+        )
+    return scheme
 
 
 Policy = Callable[[str, Tensor], str]

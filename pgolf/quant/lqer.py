@@ -1,0 +1,141 @@
+"""LQER: a low-rank correction of the largest quantization errors, with quantized factors.
+
+Source: [04-27a] (PR #1855, from PR #1797), CATALOGUE §2.5 "LQER"; code written here.
+
+Maths. After quantization, E = W − Ŵ for every eligible matrix; the ``top_k`` (3) with the largest
+‖E‖_F get a rank-r (4) correction. Truncated SVD E ≈ U_r S_r V_rᵀ, A = U_r S_r [rows, r], B = V_rᵀ
+[r, cols]; storage as [04-27a]: A int2 in [−2, 1] with one fp16 scale max|A|/1.5, B int4 in [−8, 7]
+with an fp16 scale max|B_g|/7.5 per group of 64 columns (:func:`pgolf.quant.grids.quantize_lqer_factors`).
+Dequantization adds Â·B̂. Three choices of ours, none costing bytes:
+
+1. sign: each component (A column, B row) is flipped so that the A entry of largest magnitude is
+   negative — the asymmetric int2 grid reaches −2 but only +1;
+2. refit (``refit=True``): with Â fixed, B = Â⁺E (least squares, pseudo-inverse for columns of Â that
+   rounded to zero) before B is quantized — the int2 rounding of A is otherwise uncompensated;
+3. gain: the product P = Â·B̂ is scaled by α = ⟨E, P⟩/‖P‖² (the optimal scalar, folded into A's
+   scale), so ‖E − αP‖² = ‖E‖² − ⟨E,P⟩²/‖P‖² < ‖E‖_F² whenever ⟨E, P⟩ > 0; the result is checked
+   after fp16 rounding of the scale and the correction is dropped (None) unless it strictly reduces
+   ‖W − Ŵ‖_F. So LQER reduces the Frobenius error by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pgolf.errors import ConfigError
+from pgolf.quant import grids
+from pgolf.quant.grid import QuantTensor, dequantize_tensor
+
+
+@dataclass(frozen=True)
+class LqerSpec:
+    """Which tensors get an LQER correction, and its shape ([04-27a] defaults)."""
+
+    top_k: int = 3
+    """Correct the k eligible tensors with the largest ‖W − Ŵ‖_F."""
+    rank: int = 4
+    group_size: int = grids.LQER_GROUP
+    """Columns per B scale."""
+    refit: bool = True
+    """Least-squares refit of B after A is quantized (module docstring, 2)."""
+
+    def __post_init__(self) -> None:
+        if self.top_k < 0 or self.rank < 1 or self.group_size < 1:
+            raise ConfigError("lqer needs top_k >= 0, rank >= 1, group_size >= 1")
+
+
+def lqer_factors(err: Tensor, rank: int = 4, group_size: int = grids.LQER_GROUP, refit: bool = True) -> dict[str, Tensor]:
+    """The quantized factor parts (``lqer_a``, ``lqer_a_scale``, ``lqer_b``, ``lqer_b_scale``) of a
+    rank-``rank`` correction of ``err`` [rows, cols]; all-zero factors if none reduces ‖err‖_F."""
+    e = err.detach().double()
+    rows, cols = e.shape
+    parts = _factors(e, rank, group_size, refit) if e.numel() and bool(e.any()) else None
+    if parts is None:
+        return _zero_parts(rows, cols, rank, group_size)
+    return parts
+
+
+def _zero_parts(rows: int, cols: int, rank: int, group_size: int) -> dict[str, Tensor]:
+    z8, z16 = torch.int8, torch.float16
+    return {
+        "lqer_a": torch.zeros(rows, rank, dtype=z8),
+        "lqer_a_scale": torch.zeros((), dtype=z16),
+        "lqer_b": torch.zeros(rank, cols, dtype=z8),
+        "lqer_b_scale": torch.zeros(rank, grids.num_groups(cols, group_size), dtype=z16),
+    }
+
+
+def _factors(e: Tensor, rank: int, group_size: int, refit: bool) -> dict[str, Tensor] | None:
+    rows, cols = e.shape
+    u, s, vh = torch.linalg.svd(e, full_matrices=False)
+    r = min(rank, s.numel())
+    a, b = u[:, :r] * s[:r], vh[:r].clone()  # [rows, r], [r, cols]
+    # 1. sign: the largest-magnitude entry of each A column goes to the −2 side.
+    peak = a.gather(0, a.abs().argmax(dim=0, keepdim=True))[0]
+    sign = torch.where(peak > 0, -1.0, 1.0).to(a.dtype)
+    a, b = a * sign, b * sign[:, None]
+    if r < rank:  # pad to the scheme's rank with zero components
+        a = torch.cat([a, a.new_zeros(rows, rank - r)], dim=1)
+        b = torch.cat([b, b.new_zeros(rank - r, cols)], dim=0)
+    parts = grids.quantize_lqer_factors(a, b, group_size)
+    if refit:  # 2. B = Â⁺ E with Â as stored
+        a_hat = parts["lqer_a"].double() * parts["lqer_a_scale"].double()
+        b = torch.linalg.pinv(a_hat) @ e
+        parts = {**parts, **{k: v for k, v in grids.quantize_lqer_factors(a, b, group_size).items() if k.startswith("lqer_b")}}
+    # 3. gain α folded into A's scale, then verified with the stored fp16 scale.
+    p = grids.lqer_correction(parts, group_size).double()
+    pp, ep = float((p * p).sum()), float((e * p).sum())
+    if pp == 0.0 or ep <= 0.0:
+        return None
+    alpha = ep / pp
+    parts["lqer_a_scale"] = (parts["lqer_a_scale"].double() * alpha).clamp(grids.SCALE_MIN, grids.SCALE_MAX).to(torch.float16)
+    after = float((e - grids.lqer_correction(parts, group_size).double()).square().sum())
+    return parts if after < float(e.square().sum()) else None
+
+
+def add_lqer(w: Tensor, qt: QuantTensor, spec: LqerSpec = LqerSpec()) -> QuantTensor | None:
+    """``qt`` (a 2-D ``int8_row`` or low-bit scheme without LQER, quantizing ``w``) with LQER parts
+    added and its scheme renamed ``…+lqer{r}``; None if ineligible or no correction reduces the error."""
+    if not is_eligible(qt):
+        return None
+    err = w.detach().to("cpu").float() - dequantize_tensor(qt).float()
+    parts = lqer_factors(err, spec.rank, spec.group_size, spec.refit)
+    if not bool(parts["lqer_a"].any()) or not bool(parts["lqer_b"].any()):
+        return None
+    name = grids.lqer_scheme_name(qt.scheme, spec.rank, spec.group_size)
+    return QuantTensor(name, {**qt.parts, **parts}, qt.shape, qt.dtype)
+
+
+def is_eligible(qt: QuantTensor) -> bool:
+    """2-D int8_row / low-bit tensors without LQER yet (float passthroughs and int8_tensor are not)."""
+    p = grids.parse_scheme_name(qt.scheme)
+    return len(qt.shape) == 2 and p is not None and p.lqer_rank == 0
+
+
+def top_k_by_error(errors: Mapping[str, float], k: int) -> list[str]:
+    """The k names with the largest error (ties: name order), largest first."""
+    return [n for n, _ in sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
+
+
+def apply_lqer(
+    state_dict: Mapping[str, Tensor],
+    qsd: Mapping[str, QuantTensor],
+    spec: LqerSpec = LqerSpec(),
+    eligible: Callable[[str], bool] = lambda name: True,
+) -> dict[str, QuantTensor]:
+    """``qsd`` with LQER added to the ``spec.top_k`` eligible tensors of largest ‖W − Ŵ‖_F (order kept)."""
+    errors = {
+        name: float((state_dict[name].detach().to("cpu").float() - dequantize_tensor(qt).float()).norm())
+        for name, qt in qsd.items()
+        if is_eligible(qt) and eligible(name)
+    }
+    out = dict(qsd)
+    for name in top_k_by_error(errors, spec.top_k):
+        new = add_lqer(state_dict[name], qsd[name], spec)
+        if new is not None:
+            out[name] = new
+    return out
