@@ -12,7 +12,7 @@ from pgolf.train import checkpoint as ckpt
 
 
 def _sets(data_dir):
-    return ["--set", f"data.path={data_dir}", "--set", "model.vocab_size=384", "--set", "train.iterations=4",
+    return ["--set", f"data.path={data_dir}", "--set", "model.vocab_size=384", "--set", "train.iterations=2",
             "--set", "train.batch_tokens=2048", "--set", "train.seq_len=64", "--set", "train.threads=1", "--set", "train.log_every=1"]
 
 
@@ -30,12 +30,12 @@ def test_two_process_gloo_matches_one_process_with_accumulation(tiny_data, tmp_p
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
     a, b = ckpt.load_checkpoint(two), ckpt.load_checkpoint(one)
-    assert a.step == b.step == 4
+    assert a.step == b.step == 2
     assert json.loads((two / "config.json").read_text())["train"]["grad_accum"] == 1
     # rank 1 wrote its own optimizer state (Muon momentum lives on the rank that owns the matrix)
     assert ckpt.has_checkpoint(two, ".rank1")
     for k, v in b.model_state.items():
-        torch.testing.assert_close(a.model_state[k], v, rtol=1e-4, atol=1e-5, msg=k)
+        torch.testing.assert_close(a.model_state[k], v, rtol=0, atol=1e-4, msg=k)  # see test_train
 
     def losses(log):
         return [float(line.split("train_loss:")[1].split()[0]) for line in log.read_text().splitlines()
@@ -44,4 +44,4 @@ def test_two_process_gloo_matches_one_process_with_accumulation(tiny_data, tmp_p
     la, lb = losses(two / "train.log"), losses(one / "train.log")
     assert len(la) == len(lb) > 0
     for x, y in zip(la, lb, strict=True):
-        assert abs(x - y) < 1e-4
+        assert abs(x - y) <= 1.5e-4  # logged with 4 decimals

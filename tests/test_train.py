@@ -94,11 +94,5 @@ def test_grad_accum_rule_and_errors():
         grad_accum_steps(apply_overrides(cfg, ["train.batch_tokens=1000"]), 1)
 
 
-def test_grad_accum_matches_one_big_batch(tiny_data, tmp_path):
-    """accum=2 of half batches gives the same step as accum=1 (fp32; summation order only)."""
-    one = train(_cfg(tiny_data, "train.iterations=3", "train.grad_accum=1"), tmp_path / "a", progress=False)
-    two = train(_cfg(tiny_data, "train.iterations=3", "train.grad_accum=2"), tmp_path / "b", progress=False)
-    for x, y in zip(one.losses, two.losses, strict=True):
-        assert math.isclose(x, y, rel_tol=1e-5)
-    for k, v in one.model.state_dict().items():
-        torch.testing.assert_close(v, two.model.state_dict()[k], rtol=1e-4, atol=1e-5)
+# Gradient accumulation's defining property (same update as more ranks with the same global batch)
+# is tested against a real 2-process gloo run in test_ddp.py.

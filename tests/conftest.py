@@ -1,0 +1,33 @@
+"""Shared fixtures: a small real-text dataset built once per test session with `build_dataset`."""
+
+import json
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Keep the embedded-corpus cache of the tests out of the user's home directory."""
+    old = os.environ.get("PGOLF_CACHE")
+    os.environ["PGOLF_CACHE"] = str(tmp_path_factory.mktemp("pgolf-cache"))
+    yield
+    if old is None:
+        os.environ.pop("PGOLF_CACHE", None)
+    else:
+        os.environ["PGOLF_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A dataset of ~200 standard-library docstring documents, 384-piece tokenizer (vocab 384)."""
+    from pgolf.data.corpus import build_dataset
+    from pgolf.data.embedded import stdlib_documents
+
+    root = tmp_path_factory.mktemp("tiny-data")
+    docs = [text for _name, text in stdlib_documents()[:200]]
+    src = root / "docs.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
+    out = root / "data"
+    build_dataset([src], out, vocab_size=384, val_docs=20, workers=1, progress=False)
+    return out
