@@ -165,9 +165,13 @@ class ExportConfig:
     """Export scheme; ``int8_zlib`` is the baseline's per-row int8 + zlib-9."""
     budget_bytes: int = 16_000_000
     """Artifact cap (code + model bytes), decimal bytes."""
+    keep_float_max_numel: int = 65536
+    """``int8_zlib``: float tensors with at most this many elements are stored as fp16/fp32, not
+    quantized (the baseline's 65,536; lower it for narrow models whose matrices are that small)."""
 
     def __post_init__(self) -> None:
         _check(self.budget_bytes > 0, "export.budget_bytes must be > 0")
+        _check(self.keep_float_max_numel >= 0, "export.keep_float_max_numel must be >= 0")
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pgolf.config import DataConfig, EvalConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from pgolf.config import DataConfig, EvalConfig, ExportConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from pgolf.errors import ConfigError
 
 
@@ -51,7 +51,8 @@ def cpu() -> RunConfig:
         optim=OptimConfig(muon_momentum_warmup_steps=200),
         train=TrainConfig(
             max_wallclock_seconds=600,
-            warmup_steps=0,
+            warmup_steps=2,
+            compile=True,
             warmdown_frac=0.4,
             batch_tokens=16384,
             seq_len=256,
@@ -61,6 +62,7 @@ def cpu() -> RunConfig:
             log_every=50,
         ),
         eval=EvalConfig(batch_tokens=65536),
+        export=ExportConfig(keep_float_max_numel=4096),
     )
 
 

@@ -35,14 +35,14 @@ class Estimate:
         return self.model_bytes + self.code_bytes
 
 
-def int8_payload_bytes(shapes: dict[str, tuple[int, ...]]) -> int:
+def int8_payload_bytes(shapes: dict[str, tuple[int, ...]], keep_float_max_numel: int = SMALL_TENSOR_MAX) -> int:
     """Raw (uncompressed) bytes of the baseline int8 export for these float tensor shapes."""
     total = 0
     for name, shape in shapes.items():
         numel = 1
         for s in shape:
             numel *= s
-        if numel <= SMALL_TENSOR_MAX:
+        if numel <= keep_float_max_numel:
             total += numel * (4 if any(p in name for p in CONTROL_PATTERNS) else 2)
         elif len(shape) == 2:
             total += numel + 2 * shape[0]
@@ -59,7 +59,7 @@ def estimate_artifact_bytes(cfg: RunConfig) -> Estimate:
     with torch.device("meta"):
         model = GPT(cfg.model)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    payload = int8_payload_bytes(shapes)
+    payload = int8_payload_bytes(shapes, cfg.export.keep_float_max_numel)
     return Estimate(
         model_bytes=round(payload * BASELINE_ZLIB_RATIO),
         code_bytes=code_bytes(),

@@ -22,6 +22,8 @@ compression; fast for slow codecs). The container header is reported separately
 
 from __future__ import annotations
 
+import functools
+
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -86,7 +88,10 @@ def export_model(
     scheme = get_export_scheme(export_cfg.scheme)
     if share_estimate not in ("standalone", "proportional"):
         raise ConfigError(f"share_estimate must be 'standalone' or 'proportional', got {share_estimate!r}")
-    qsd = grid.quantize_state_dict(state_dict, scheme.policy)
+    policy = scheme.policy
+    if scheme.policy is grid.int8_policy and export_cfg.keep_float_max_numel != grid.KEEP_FLOAT_MAX_NUMEL:
+        policy = functools.partial(grid.int8_policy, keep_float_max_numel=export_cfg.keep_float_max_numel)
+    qsd = grid.quantize_state_dict(state_dict, policy)
     full_meta = {"pgolf_version": pgolf.__version__, "export_scheme": scheme.name, **dict(meta or {})}
     blob, header = pack_artifact(qsd, codec=scheme.codec, meta=full_meta, scheme=scheme.name)
     comp_total = header["payload"]["compressed_bytes"]

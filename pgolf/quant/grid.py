@@ -218,12 +218,15 @@ def is_control(name: str, patterns: tuple[str, ...] = CONTROL_PATTERNS) -> bool:
     return any(p in name for p in patterns)
 
 
-def int8_policy(name: str, t: Tensor) -> str:
+def int8_policy(name: str, t: Tensor, keep_float_max_numel: int = KEEP_FLOAT_MAX_NUMEL) -> str:
     """The baseline's choice (CATALOGUE §1.7): raw non-floats; small floats fp32 (control) / fp16
-    (fp32 or bf16) / raw (fp16, fp64); large 2-D floats per-row int8; other large floats per-tensor."""
+    (fp32 or bf16) / raw (fp16, fp64); large 2-D floats per-row int8; other large floats per-tensor.
+
+    ``keep_float_max_numel`` is the baseline's 65,536: right for 512-wide models, where only control
+    vectors are that small; a 128-wide model's matrices are all below it (``export.keep_float_max_numel``)."""
     if not t.is_floating_point():
         return "raw"
-    if t.numel() <= KEEP_FLOAT_MAX_NUMEL:
+    if t.numel() <= keep_float_max_numel:
         if is_control(name):
             return "fp32"
         return "fp16" if t.dtype in (torch.float32, torch.bfloat16) else "raw"

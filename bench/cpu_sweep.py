@@ -1,0 +1,65 @@
+"""Side-by-side short runs of candidate CPU recipes (how the `cpu` preset was chosen).
+
+Each candidate is the `cpu` preset plus overrides, trained for the same wallclock budget in one
+process, one after the other, then exported (int8 + zlib), reloaded and scored. Prints a table.
+
+    python bench/cpu_sweep.py --data /work/data/enwiki --seconds 90 --val-tokens 262144
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pgolf.config import apply_overrides  # noqa: E402
+from pgolf.presets import get_preset  # noqa: E402
+from pgolf.runner import run  # noqa: E402
+
+CANDIDATES: dict[str, list[str]] = {
+    "6L d128 mlp3 (cpu)": [],
+    "3L d192 mlp2": ["model.num_layers=3", "model.model_dim=192", "model.mlp_mult=2"],
+    "8L d112 mlp2": ["model.num_layers=8", "model.model_dim=112", "model.mlp_mult=2"],
+    "6L d128 mlp3 batch 8k": ["train.batch_tokens=8192"],
+    "6L d128 mlp3 fp32": ["train.amp_dtype=fp32"],
+    "6L d128 mlp3 eager": ["train.compile=false", "train.warmup_steps=0"],
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--seconds", type=float, default=90)
+    ap.add_argument("--val-tokens", type=int, default=262144)
+    ap.add_argument("--only", nargs="*", help="candidate names to run (default all)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    rows = []
+    for name, sets in CANDIDATES.items():
+        if args.only and name not in args.only:
+            continue
+        cfg = apply_overrides(get_preset("cpu"), [f"data.path={args.data}", f"train.max_wallclock_seconds={args.seconds}",
+                                                  f"data.val_max_tokens={args.val_tokens}", "train.val_every=0",
+                                                  "train.log_every=100000", *sets])
+        with tempfile.TemporaryDirectory() as d:
+            m = run(cfg, d, progress=False)
+        rows.append({"candidate": name, **{k: m[k] for k in ("params", "model_bytes", "steps", "tokens_per_second",
+                                                            "pre_quant_val_bpb", "val_bpb", "val_bpb_raw")}})
+        print(json.dumps(rows[-1]), flush=True)
+    print(f"\n{args.seconds:.0f} s of training each; val = first {args.val_tokens} tokens\n")
+    print("| candidate | params | model bytes | steps | tokens/s | pre-quant bpb | val_bpb | val_bpb_raw |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['candidate']} | {r['params']:,} | {r['model_bytes']:,} | {r['steps']} | {r['tokens_per_second']:,.0f} | "
+              f"{r['pre_quant_val_bpb']:.4f} | {r['val_bpb']:.4f} | {r['val_bpb_raw']:.4f} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
