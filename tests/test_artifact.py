@@ -209,8 +209,8 @@ def test_error_messages_name_file_and_problem(tmp_path):
         read_artifact(tmp_path / "missing.pgolf")
     with pytest.raises(ArtifactError, match="directory"):
         read_artifact(tmp_path)
-    with pytest.raises(ArtifactError, match="version 2"):
-        parse_artifact(blob[:6] + struct.pack("<H", 2) + blob[8:])
+    with pytest.raises(ArtifactError, match="version 3"):
+        parse_artifact(blob[:6] + struct.pack("<H", 3) + blob[8:])
 
 
 class _Evil:
