@@ -23,6 +23,11 @@ from typing import Annotated, Optional
 import click
 import typer
 
+try:  # typer ≥ 0.24 vendors its own copy of click; its exceptions are not click's
+    from typer import _click as _tclick  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _tclick = click
+
 from pgolf.errors import PgolfError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -196,6 +201,19 @@ def data_fetch(
     print(json.dumps(summary, indent=2, default=str))
 
 
+def _exc(name: str) -> tuple[type[BaseException], ...]:
+    """The click exception class ``name`` from click and from typer's vendored click, if present."""
+    found = {getattr(m.exceptions, name) for m in (click, _tclick) if hasattr(m.exceptions, name)}
+    return tuple(found)
+
+
+# "no arguments: help was shown" (click ≥ 8.2 names it NoArgsIsHelpError)
+_NO_ARGS_IS_HELP = _exc("NoArgsIsHelpError") + _exc("NoArgsIsHelp")
+_EXIT = _exc("Exit")
+_CLICK_ERROR = _exc("ClickException")
+_ABORT = _exc("Abort")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and a non-zero exit."""
     try:
@@ -203,14 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     except PgolfError as e:
         print("pgolf: error: " + " ".join(str(e).split()), file=sys.stderr)
         return e.exit_code
-    except click.exceptions.NoArgsIsHelp:
+    except _NO_ARGS_IS_HELP:
         return 0
-    except click.exceptions.Exit as e:
+    except _EXIT as e:
         return e.exit_code
-    except click.ClickException as e:
-        print(f"pgolf: error: {e.format_message()}", file=sys.stderr)
+    except _CLICK_ERROR as e:
+        print("pgolf: error: " + " ".join(e.format_message().split()), file=sys.stderr)
         return e.exit_code
-    except click.exceptions.Abort:
+    except _ABORT:
         print("pgolf: error: aborted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
