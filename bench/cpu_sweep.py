@@ -21,12 +21,15 @@ from pgolf.presets import get_preset  # noqa: E402
 from pgolf.runner import run  # noqa: E402
 
 CANDIDATES: dict[str, list[str]] = {
-    "6L d128 mlp3 (cpu)": [],
-    "3L d192 mlp2": ["model.num_layers=3", "model.model_dim=192", "model.mlp_mult=2"],
+    # round 1 (shapes at ~1M params; the cpu preset was 6L d128 mlp3 then)
+    "6L d128 mlp3": ["model.num_layers=6", "model.model_dim=128", "model.mlp_mult=3"],
     "8L d112 mlp2": ["model.num_layers=8", "model.model_dim=112", "model.mlp_mult=2"],
-    "6L d128 mlp3 batch 8k": ["train.batch_tokens=8192"],
-    "6L d128 mlp3 fp32": ["train.amp_dtype=fp32"],
-    "6L d128 mlp3 eager": ["train.compile=false", "train.warmup_steps=0"],
+    "6L d128 mlp3 batch 8k": ["model.num_layers=6", "model.model_dim=128", "model.mlp_mult=3", "train.batch_tokens=8192"],
+    # round 2 (around the winner, 3L d192 mlp2 = the cpu preset now)
+    "3L d192 mlp2 (cpu)": [],
+    "3L d192 lr x1.5": ["optim.matrix_lr=0.06", "optim.tied_embed_lr=0.075", "optim.scalar_lr=0.06"],
+    "3L d192 fp32": ["train.amp_dtype=fp32"],
+    "3L d192 eager": ["train.compile=false", "train.warmup_steps=0"],
 }
 
 

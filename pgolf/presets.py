@@ -28,7 +28,8 @@ def demo() -> RunConfig:
         optim=OptimConfig(matrix_lr=0.04, scalar_lr=0.04, tied_embed_lr=0.05, muon_momentum_warmup_steps=100),
         train=TrainConfig(
             max_wallclock_seconds=150,
-            warmup_steps=0,
+            warmup_steps=1,
+            compile=True,
             warmdown_frac=0.3,
             batch_tokens=16384,
             seq_len=256,
@@ -47,7 +48,7 @@ def cpu() -> RunConfig:
     return RunConfig(
         name="cpu",
         data=DataConfig(path=""),
-        model=ModelConfig(vocab_size=1024, num_layers=6, model_dim=128, num_heads=4, num_kv_heads=2, mlp_mult=3),
+        model=ModelConfig(vocab_size=1024, num_layers=3, model_dim=192, num_heads=4, num_kv_heads=2, mlp_mult=2),
         optim=OptimConfig(muon_momentum_warmup_steps=200),
         train=TrainConfig(
             max_wallclock_seconds=600,
