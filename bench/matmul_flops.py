@@ -36,6 +36,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+# Runnable as `python bench/matmul_flops.py` without installing pgolf.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 # (M, K, N): M tokens × K input features → N output features, as in nn.Linear.
 TRANSFORMER_SHAPES: tuple[tuple[int, int, int], ...] = (
     (16384, 128, 128),

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pgolf.config import DataConfig, EvalConfig, ExportConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from pgolf.config import (
+    DataConfig,
+    EvalConfig,
+    ExportConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+)
 from pgolf.errors import ConfigError
 
 

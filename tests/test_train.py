@@ -1,6 +1,5 @@
 """The budgeted trainer: determinism, exact resume after a kill, NaN handling, wallclock stop."""
 
-import math
 
 import pytest
 import torch
