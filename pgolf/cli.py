@@ -5,7 +5,7 @@
     pgolf data build --input a.jsonl --out DIR --vocab-size 1024
     pgolf data fetch --variant sp1024 --train-shards 10 --out DIR
     pgolf train cpu --set data.path=DIR --out runs/cpu [--resume]
-    pgolf export runs/cpu
+    pgolf export runs/cpu [--budget 16000000] [--scheme gptq6_emb7_brotli]
     pgolf eval runs/cpu
     torchrun --standalone --nproc_per_node=8 -m pgolf run baseline --out runs/baseline
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import click
 import typer
@@ -35,7 +35,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 data_app = typer.Typer(no_args_is_help=True, help="Build or fetch token shards.")
 app.add_typer(data_app, name="data")
 
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: section.key=value (repeatable).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config field: section.key=value (repeatable).")]
 
 
 def _config(preset: str, sets: list[str] | None):
@@ -68,6 +68,7 @@ def info(
         "params": count_params(cfg.model),
         "estimated_artifact_bytes": est.artifact_bytes,
         "estimated_model_bytes": est.model_bytes,
+        "estimate": {"scheme": cfg.export.scheme, "method": est.method, "groups": est.groups},
         "code_bytes": est.code_bytes,
         "budget_bytes": cfg.export.budget_bytes,
         "fits": est.artifact_bytes <= cfg.export.budget_bytes,
@@ -86,7 +87,7 @@ def info(
 def run(
     preset: Annotated[str, typer.Argument(help="Preset name (demo, cpu, baseline, tiny).")],
     set_: SetOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/PRESET-TIME).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/PRESET-TIME).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue training from the run's checkpoint.")] = False,
 ) -> None:
     """Train → export → reload the artifact → evaluate → scorecard (the main job)."""
@@ -109,7 +110,7 @@ def run(
 def train(
     preset: Annotated[str, typer.Argument(help="Preset name.")],
     set_: SetOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's checkpoint.")] = False,
 ) -> None:
     """Train only; writes config.json, train.log and a resumable checkpoint."""
@@ -136,21 +137,40 @@ def train(
 
 
 @app.command("export")
-def export_cmd(run_dir: Annotated[Path, typer.Argument(help="Run directory with a checkpoint.")]) -> None:
-    """Export a run's checkpoint into its artifact and check the byte budget."""
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory with a checkpoint.")],
+    budget: Annotated[int | None, typer.Option("--budget", help="Artifact byte budget (code + model); implies --scheme budget.")] = None,
+    scheme: Annotated[str | None, typer.Option("--scheme", help="Export scheme (default: the run's export.scheme).")] = None,
+) -> None:
+    """Export a run's checkpoint into RUN_DIR/model.pgolf and check the byte budget; with --budget, search
+    bits/clip/GPTQ/LQER per tensor group for the lowest loss that fits and print the choices."""
+    from pgolf import dist
+    from pgolf.artifact.budget import format_table
+    from pgolf.quant.search import format_choices
     from pgolf.runner import export_run
 
     if not run_dir.is_dir():
         raise PgolfError(f"{run_dir}: no such run directory")
-    rep = export_run(run_dir)
-    print(f"artifact {run_dir / 'model.pgolf'}: {rep.artifact_bytes:,} bytes (model {rep.model_bytes:,} + "
-          f"code {rep.code_bytes:,}) of {rep.cap:,}")
+    if budget is not None and budget <= 0:
+        raise PgolfError(f"--budget must be a positive number of bytes, got {budget}")
+    try:
+        rep, res = export_run(run_dir, scheme=scheme, budget=budget)
+    finally:
+        dist.cleanup()
+    if dist.rank() != 0:
+        return
+    if res.search is not None:
+        print(format_choices(res.search))
+        print()
+    print(format_table(rep))
+    print(f"artifact {run_dir / 'model.pgolf'} ({res.scheme}, hessians: {res.hessian_source}): "
+          f"{rep.artifact_bytes:,} bytes (model {rep.model_bytes:,} + code {rep.code_bytes:,}) of {rep.cap:,}")
 
 
 @app.command("eval")
 def eval_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory (config.json + model.pgolf).")],
-    artifact: Annotated[Optional[Path], typer.Option("--artifact", help="Artifact to evaluate instead of RUN_DIR/model.pgolf.")] = None,
+    artifact: Annotated[Path | None, typer.Option("--artifact", help="Artifact to evaluate instead of RUN_DIR/model.pgolf.")] = None,
     set_: SetOpt = None,
 ) -> None:
     """Reload an artifact from disk and evaluate it exactly (val_bpb and val_bpb_raw)."""
@@ -173,10 +193,10 @@ def eval_cmd(
 def data_build(
     input_: Annotated[list[Path], typer.Option("--input", help="JSONL (field `text`) or .txt corpus; repeatable.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory for shards, tokenizer and manifest.")],
-    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Use this SentencePiece model instead of training one.")] = None,
+    tokenizer: Annotated[Path | None, typer.Option("--tokenizer", help="Use this SentencePiece model instead of training one.")] = None,
     vocab_size: Annotated[int, typer.Option("--vocab-size", help="Vocabulary of the tokenizer to train.")] = 1024,
-    val_docs: Annotated[Optional[int], typer.Option("--val-docs", help="The first N documents form the validation split.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Encoding processes (default: CPU count).")] = None,
+    val_docs: Annotated[int | None, typer.Option("--val-docs", help="The first N documents form the validation split.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Encoding processes (default: CPU count).")] = None,
 ) -> None:
     """Corpus → SentencePiece tokenizer → train/val shards + val byte sidecar + manifest."""
     from pgolf.data.corpus import build_dataset
@@ -192,7 +212,7 @@ def data_build(
 def data_fetch(
     variant: Annotated[str, typer.Option("--variant", help="sp1024 or sp8192.")] = "sp1024",
     train_shards: Annotated[int, typer.Option("--train-shards", help="Number of train shards (1e8 tokens each).")] = 80,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Output directory (default data/datasets/fineweb10B_VARIANT).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default data/datasets/fineweb10B_VARIANT).")] = None,
 ) -> None:
     """Download the official cached FineWeb export (Hugging Face dataset willdepueoai/parameter-golf)."""
     from pgolf.data.fetch import fetch_dataset

@@ -145,6 +145,11 @@ class TrainConfig:
     """torch intra-op threads on CPU (0 = torch's default)."""
     checkpoint_every_seconds: float = 60.0
     """Write a resumable checkpoint at most this often (0 = only at the end)."""
+    calib_reserve_seconds: float = 0.0
+    """GPTQ calibration on training tokens inside the training budget (CATALOGUE §2.5 "Calibration
+    data": [03-29] reserves 14 s, [04-14] 4 s, [04-23]+ 0.5 s): when > 0 the loop trains until
+    ``max_wallclock_seconds`` − reserve, then collects input Hessians from the same training loader
+    within the reserve and saves them to ``hessians.safetensors`` in the run directory. 0 = off."""
 
     def __post_init__(self) -> None:
         _check(self.iterations >= 1, "train.iterations must be >= 1")
@@ -155,6 +160,11 @@ class TrainConfig:
         _check(self.grad_accum >= 0, "train.grad_accum must be >= 0")
         _check(self.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda")
         _check(self.amp_dtype in ("bf16", "fp32"), "train.amp_dtype must be bf16 or fp32")
+        _check(self.calib_reserve_seconds >= 0, "train.calib_reserve_seconds must be >= 0")
+        _check(
+            self.max_wallclock_seconds == 0 or self.calib_reserve_seconds < self.max_wallclock_seconds,
+            "train.calib_reserve_seconds must be smaller than train.max_wallclock_seconds",
+        )
 
 
 @dataclass
@@ -162,16 +172,66 @@ class ExportConfig:
     """How the trained weights become the artifact (CATALOGUE §1.7, §2.5)."""
 
     scheme: str = "int8_zlib"
-    """Export scheme; ``int8_zlib`` is the baseline's per-row int8 + zlib-9."""
+    """Export scheme (``pgolf.artifact.export.EXPORT_SCHEMES``): ``int8_zlib`` the baseline's per-row
+    int8 + zlib-9; ``int6_gptqlite_zstd`` [03-22]; ``gptq6_emb7_brotli`` [04-14]; ``budget`` the
+    byte-budget search (``pgolf.quant.search``) filling ``budget_bytes``."""
     budget_bytes: int = 16_000_000
     """Artifact cap (code + model bytes), decimal bytes."""
     keep_float_max_numel: int = 65536
     """``int8_zlib``: float tensors with at most this many elements are stored as fp16/fp32, not
     quantized (the baseline's 65,536; lower it for narrow models whose matrices are that small)."""
+    calib_source: str = "auto"
+    """Where GPTQ Hessians come from: ``auto`` (the run's ``hessians.safetensors``, collected on
+    training tokens inside the training budget, see ``train.calib_reserve_seconds``; else
+    self-generated), ``train`` (require the saved ones) or ``generated`` ([03-25]). Never validation."""
+    calib_seqs: int = 64
+    """Self-generated calibration sequences ([03-25]: 64 × 2048, temperature 0.8)."""
+    calib_seq_len: int = 0
+    """Tokens per generated sequence (0 = ``train.seq_len``)."""
+    calib_temperature: float = 0.8
+    calib_seed: int = 1337
+    search_bits: str = "4,5,6,7,8"
+    """``budget``: grid bits tried per tensor group (comma-separated)."""
+    search_k: str = "6,8,10,12,13,15,17,20,24"
+    """``budget``: SDClip multipliers k tried (clip = k·std(row)), in addition to GPTQ-lite's search
+    (12, 13, 15 are [04-14]'s, so its recipe is one of the plans searched)."""
+    search_gptq: bool = True
+    """``budget``: also try full GPTQ for every grid (needs Hessians)."""
+    search_lqer_rank: int = 4
+    """``budget``: LQER rank tried on top of the best grids ([04-27a]: 4); 0 = no LQER options."""
+    search_lqer_top: int = 1
+    """``budget``: LQER corrects this many tensors of a group (largest error first)."""
+    search_max_options: int = 10
+    """``budget``: grids per group whose compressed bytes are measured exactly (after a screen by
+    entropy; the rest are dominated)."""
+    search_weights: str = "loss"
+    """``budget``: how errors of different groups are compared: ``hessian`` (Σ tr(E H Eᵀ) as is) or
+    ``loss`` (each group's tr(E H Eᵀ) rescaled by its measured loss increase on self-generated text)."""
+    verify_plans: int = 4
+    """``budget``: evaluate this many candidate plans on self-generated text and keep the best (0 = off)."""
+    verify_seqs: int = 16
+    """Self-generated sequences for the loss checks (a different seed from the calibration ones)."""
 
     def __post_init__(self) -> None:
         _check(self.budget_bytes > 0, "export.budget_bytes must be > 0")
         _check(self.keep_float_max_numel >= 0, "export.keep_float_max_numel must be >= 0")
+        _check(self.calib_source in ("auto", "train", "generated"), "export.calib_source must be auto, train or generated")
+        _check(self.calib_seqs >= 1 and self.calib_seq_len >= 0, "export.calib_seqs must be >= 1, calib_seq_len >= 0")
+        _check(self.calib_temperature >= 0, "export.calib_temperature must be >= 0")
+        _check(self.search_weights in ("hessian", "loss"), "export.search_weights must be hessian or loss")
+        _check(self.search_lqer_rank >= 0 and self.search_lqer_top >= 0, "export.search_lqer_* must be >= 0")
+        _check(self.search_max_options >= 1, "export.search_max_options must be >= 1")
+        _check(self.verify_plans >= 0 and self.verify_seqs >= 1, "export.verify_plans >= 0, verify_seqs >= 1")
+        for key in ("search_bits", "search_k"):
+            try:
+                vals = [float(v) for v in getattr(self, key).split(",") if v.strip()]
+            except ValueError:
+                raise ConfigError(f"export.{key} must be comma-separated numbers, got {getattr(self, key)!r}") from None
+            _check(bool(vals), f"export.{key} must list at least one value")
+            if key == "search_bits":
+                _check(all(v.is_integer() and 2 <= v <= 8 for v in vals), "export.search_bits must be integers in 2..8")
+            else:
+                _check(all(v > 0 for v in vals), "export.search_k must be > 0")
 
 
 @dataclass
@@ -182,6 +242,9 @@ class EvalConfig:
     """Context per scored sequence (0 = train.seq_len)."""
     batch_tokens: int = 524288
     """Global validation tokens per forward batch (``VAL_BATCH_SIZE``)."""
+    compile: bool = False
+    """Wrap the evaluated model in ``torch.compile`` (pays a compile per evaluation; worth it for
+    long validation sets, not for the CPU presets)."""
 
     def __post_init__(self) -> None:
         _check(self.seq_len >= 0, "eval.seq_len must be >= 0")

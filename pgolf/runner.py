@@ -21,11 +21,20 @@ import torch
 
 from pgolf import dist, fileio
 from pgolf.artifact.budget import ByteReport, check_budget, code_bytes, format_table
-from pgolf.artifact.export import export_model, load_model_state, write_export
-from pgolf.config import RunConfig, load_config
+from pgolf.artifact.export import (
+    ExportResult,
+    calibration_hessians,
+    export_model,
+    generated_loss_fn,
+    get_export_scheme,
+    load_model_state,
+    write_export,
+)
+from pgolf.config import RunConfig, apply_overrides, load_config
 from pgolf.errors import ArtifactError, DataError
 from pgolf.eval.bpb import EvalResult, evaluate
 from pgolf.model.gpt import GPT
+from pgolf.quant.search import format_choices
 from pgolf.train import checkpoint as ckpt_mod
 from pgolf.train.log import RunLog
 from pgolf.train.loop import RunData, TrainResult, prepare_data, train
@@ -44,7 +53,7 @@ class Scored:
 
 def evaluate_model(model: torch.nn.Module, cfg: RunConfig, data: RunData, device: torch.device) -> EvalResult:
     model.eval()
-    if cfg.train.compile:
+    if cfg.eval.compile:
         model = torch.compile(model, dynamic=False)
     return evaluate(
         model, data.val, data.tables, seq_len=cfg.eval.seq_len or cfg.train.seq_len,
@@ -52,15 +61,30 @@ def evaluate_model(model: torch.nn.Module, cfg: RunConfig, data: RunData, device
     )
 
 
-def export_and_check(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, log: RunLog) -> ByteReport:
-    """Export on rank 0, write the artifact, check the byte budget (every rank raises alike)."""
+def export_artifact(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, log: RunLog) -> tuple[ByteReport, ExportResult]:
+    """Export ``model`` with ``cfg.export`` into ``run_dir/model.pgolf`` (rank 0 writes) and check the
+    byte budget. Hessians (schemes that need them) come from the run's training-token file or are
+    self-generated — a collective step, so every rank exports; the byte decisions use rank 0's size,
+    so all ranks raise alike. Over budget: the per-tensor table on stderr, then BudgetError."""
+    scheme = get_export_scheme(cfg.export.scheme)
+    hessians: dict[str, torch.Tensor] = {}
+    source, calib_info, loss_fn = "none", {}, None
+    if scheme.needs_hessians:
+        hessians, source, calib_info = calibration_hessians(model, cfg.export, seq_len=cfg.train.seq_len,
+                                                            run_dir=run_dir, log=log)
+        log(f"export: hessians from {source} ({len(hessians)} tensors)")
+        if scheme.name == "budget" and (cfg.export.search_weights == "loss" or cfg.export.verify_plans):
+            loss_fn = generated_loss_fn(model, cfg.export, seq_len=cfg.train.seq_len)
     result = export_model({k: v.detach().cpu() for k, v in model.state_dict().items()}, cfg.export,
-                          meta={"config": cfg.to_dict()})
-    report = ByteReport(model_bytes=result.model_bytes, code_bytes=code_bytes(), cap=cfg.export.budget_bytes,
+                          meta={"config": cfg.to_dict(), "calibration": calib_info}, hessians=hessians,
+                          hessian_source=source, loss_fn=loss_fn, log=lambda m: log(m, echo=False))
+    size = torch.tensor(float(result.model_bytes if dist.is_main() else 0), dtype=torch.float64,
+                        device=next(model.parameters()).device)
+    model_bytes = int(dist.all_reduce_(size, "max").item())
+    report = ByteReport(model_bytes=model_bytes, code_bytes=code_bytes(), cap=cfg.export.budget_bytes,
                         rows=result.rows)
-    if dist.is_main():
-        write_export(run_dir / ARTIFACT, result)
-    dist.barrier()
+    if result.search is not None:
+        log("export: budget search choices\n" + format_choices(result.search), echo=False)
     log(f"Serialized model {cfg.export.scheme}: {report.model_bytes} bytes (payload:{result.payload_raw_bytes})")
     log(f"Total submission size {cfg.export.scheme}: {report.artifact_bytes} bytes "
         f"(model {report.model_bytes} + code {report.code_bytes}; cap {report.cap})")
@@ -70,7 +94,15 @@ def export_and_check(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, log:
         if dist.is_main():
             print(table, file=sys.stderr, flush=True)
         check_budget(report)
-    return report
+    if dist.is_main():
+        write_export(run_dir / ARTIFACT, result)
+    dist.barrier()
+    return report, result
+
+
+def export_and_check(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, log: RunLog) -> ByteReport:
+    """:func:`export_artifact`, returning the byte report."""
+    return export_artifact(model, cfg, run_dir, log)[0]
 
 
 def reload_model(artifact: Path, cfg: RunConfig, device: torch.device) -> GPT:
@@ -176,18 +208,28 @@ def scorecard(metrics: dict[str, Any]) -> str:
 
 # --- the stages alone (pgolf export / pgolf eval) --------------------------------------------
 
-def export_run(run_dir: str | Path, cfg: RunConfig | None = None) -> ByteReport:
-    """Export the final checkpoint of ``run_dir`` into its artifact (``pgolf export``)."""
+def export_run(
+    run_dir: str | Path, cfg: RunConfig | None = None, *, scheme: str | None = None, budget: int | None = None
+) -> tuple[ByteReport, ExportResult]:
+    """Export the final checkpoint of ``run_dir`` into its artifact (``pgolf export``). ``budget`` sets
+    ``export.budget_bytes`` and, unless ``scheme`` is given, selects the ``budget`` scheme."""
     run_dir = Path(run_dir)
     cfg = cfg or load_config(str(run_dir / CONFIG))
+    if budget is not None or scheme is not None:
+        sets = [] if budget is None else [f"export.budget_bytes={int(budget)}"]
+        sets.append(f"export.scheme={scheme or ('budget' if budget is not None else cfg.export.scheme)}")
+        cfg = apply_overrides(cfg, sets)
+    get_export_scheme(cfg.export.scheme)  # unknown names fail before the checkpoint is read
     if not ckpt_mod.has_checkpoint(run_dir):
         raise DataError(f"{run_dir}: no checkpoint to export (run `pgolf train` first)")
+    info = dist.init(cfg.train.device)
     ck = ckpt_mod.load_checkpoint(run_dir)
     model = GPT(cfg.model)
     model.load_state_dict(ck.model_state)
+    model.to(info.device)
     log = RunLog(run_dir / LOG)
     try:
-        return export_and_check(model, cfg, run_dir, log)
+        return export_artifact(model, cfg, run_dir, log)
     finally:
         log.close()
 

@@ -1,57 +1,135 @@
-"""Export driver: state dict → quantized, compressed artifact, and back (CATALOGUE §1.7).
+"""Export driver: state dict → quantized, compressed artifact, and back (CATALOGUE §1.7, §2.5).
 
-Source: the baseline's export in the root ``train_gpt.py`` of openai/parameter-golf ([03-17b]):
-``quantize_state_dict_int8`` → ``torch.save`` → ``zlib.compress(level=9)``, reloaded with
-``dequantize_state_dict_int8`` for the scored round-trip evaluation. Here the pickle is replaced by
-the container of :mod:`pgolf.artifact.format`; the numerics are those of :mod:`pgolf.quant.grid`.
+An *export scheme* is a named recipe: which grid each tensor gets and how the parts are compressed.
 
-An *export scheme* names a policy (which grid for which tensor, :data:`pgolf.quant.grid.Policy`) and a
-codec (:mod:`pgolf.artifact.codecs`):
+- ``int8_zlib`` — the baseline [03-17b] (root ``train_gpt.py``): :func:`pgolf.quant.grid.int8_policy`
+  (per-row int8 at the 99.99984th percentile; floats of ≤ ``export.keep_float_max_numel`` elements
+  kept fp32 (control) / fp16) + ``zlib-9`` over one payload (container v1).
+- ``int6_gptqlite_zstd`` — [03-22] (PR #414): attention and MLP matrices int6 per row with GPTQ-lite's
+  clip search (five quantiles of |w|, the one of least squared error, one per matrix as the record),
+  plain rounding; embeddings / LM head per-row int8 (the baseline's grid); small floats as the
+  baseline; ``zstd-22`` over one payload.
+- ``gptq6_emb7_brotli`` — [04-14] (PR #1626), CATALOGUE §3 "Q": full-Hessian GPTQ with SDClip, int6
+  matrices (k: MLP 12, attention 13), int7 tied embedding (k 15, Hessian of the final-norm output);
+  all other floats fp16; byte shuffle (stride 2) + ``brotli-11`` over one payload.
+- ``budget`` — :func:`pgolf.quant.search.search_budget`: bits / clip / GPTQ / LQER per tensor group
+  chosen to fill ``export.budget_bytes`` − code bytes, per-group streams (container v2).
 
-- ``int8_zlib``: :func:`pgolf.quant.grid.int8_policy` + ``zlib-9`` (the baseline).
+Unlike the records (whose matrices are all > 65,536 elements), every 2-D attention/MLP/embedding
+matrix is quantized by the last three schemes whatever its size, so narrow models are comparable.
 
-Per-tensor share of the compressed bytes (``TensorRow.compressed_bytes``): with
-``share_estimate="standalone"`` (default) each tensor's packed parts are compressed alone with the
+**Hessians** (GPTQ, and the search's error proxy) come from :func:`calibration_hessians`: the run's
+``hessians.safetensors`` when the trainer collected them on training tokens inside its budget
+(``train.calib_reserve_seconds``), else sequences the model generates itself ([03-25]); never
+validation tokens. The artifact's ``meta.hessian_source`` records which.
+
+Per-tensor share of the compressed bytes (``TensorRow.compressed_bytes``): for one-payload schemes,
+with ``share_estimate="standalone"`` (default) each tensor's packed parts are compressed alone with the
 scheme's codec, giving c_i, and the real compressed payload C is split in proportion to c_i
-(largest-remainder rounding, so the rows sum to C exactly). Standalone compression misses
-cross-tensor redundancy and pays per-stream framing, so c_i is only used as a weight.
-``share_estimate="proportional"`` splits C in proportion to the packed bytes instead (no extra
-compression; fast for slow codecs). The container header is reported separately
+(largest-remainder rounding, so the rows sum to C exactly); ``"proportional"`` splits C in proportion
+to the packed bytes. For per-group streams each stream's compressed bytes are split over its parts
+in proportion to their packed bytes. The container header is reported separately
 (``ByteReport.overhead_bytes``).
 """
 
 from __future__ import annotations
 
 import functools
-
+import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 import pgolf
 from pgolf import fileio
-from pgolf.artifact import codecs
-from pgolf.artifact.budget import TensorRow
-from pgolf.artifact.format import DEFAULT_MAX_RAW_BYTES, pack_artifact, read_artifact, tensor_bytes
+from pgolf.artifact import codecs, streams
+from pgolf.artifact.budget import TensorRow, code_bytes
+from pgolf.artifact.format import (
+    DEFAULT_MAX_RAW_BYTES,
+    pack_artifact,
+    parse_artifact,
+    read_artifact,
+    tensor_bytes,
+)
 from pgolf.config import ExportConfig
-from pgolf.errors import ArtifactError, ConfigError
+from pgolf.errors import ArtifactError, ConfigError, DataError
 from pgolf.quant import grid
+from pgolf.quant.gptq import ModelQuantizer, TensorSpec
+from pgolf.quant.grids import QuantSpec, tensor_group
+from pgolf.quant.search import PackSettings, SearchSpace, search_budget
+
+HESSIANS_FILE = "hessians.safetensors"
+"""Hessians the trainer collected on training tokens inside its budget (pickle-free)."""
+
+PolicyFn = Callable[[str, Tensor, ExportConfig], TensorSpec]
+"""``(name, tensor, export_cfg) -> spec``: a QuantSpec or a fixed scheme name."""
+
+_MATRIX_GROUPS = ("attn_q", "attn_k", "attn_v", "attn_o", "mlp_up", "mlp_down")
+
+
+def _is_matrix(t: Tensor) -> bool:
+    return t.is_floating_point() and t.ndim == 2 and t.numel() > 0
+
+
+def int8_zlib_policy(name: str, t: Tensor, cfg: ExportConfig) -> TensorSpec:
+    return grid.int8_policy(name, t, keep_float_max_numel=cfg.keep_float_max_numel)
+
+
+def gptqlite_policy(name: str, t: Tensor, cfg: ExportConfig) -> TensorSpec:
+    """[03-22]: int6 GPTQ-lite matrices, int8 embeddings, the baseline's small-tensor rule."""
+    g = tensor_group(name)
+    if _is_matrix(t) and g in _MATRIX_GROUPS:
+        return QuantSpec(bits=6, clip="gptq_lite", search="matrix")
+    if _is_matrix(t) and g in ("embed", "head", "other"):
+        return "int8_row"
+    return grid.int8_policy(name, t, keep_float_max_numel=grid.KEEP_FLOAT_MAX_NUMEL)
+
+
+SDCLIP_K_0414 = {"attn": 13.0, "mlp": 12.0, "embed": 15.0}
+"""[04-14]'s SDClip multipliers (CATALOGUE §2.5 "SDClip")."""
+
+
+def gptq_0414_policy(name: str, t: Tensor, cfg: ExportConfig) -> TensorSpec:
+    """[04-14]: GPTQ + SDClip int6 matrices (MLP k 12, attention k 13), int7 embedding (k 15), fp16 rest."""
+    g = tensor_group(name)
+    if _is_matrix(t) and g in _MATRIX_GROUPS:
+        return QuantSpec(bits=6, clip="sdclip", k=SDCLIP_K_0414["mlp" if g.startswith("mlp") else "attn"], gptq=True)
+    if _is_matrix(t) and g in ("embed", "head", "other"):
+        return QuantSpec(bits=7, clip="sdclip", k=SDCLIP_K_0414["embed"], gptq=True)
+    if t.is_floating_point() and t.dtype in (torch.float32, torch.bfloat16):
+        return "fp16"
+    return "raw"
 
 
 @dataclass(frozen=True)
 class ExportScheme:
     name: str
-    policy: grid.Policy
-    codec: str
     description: str
+    policy: PolicyFn | None
+    """Per-tensor spec (None: the budget search chooses)."""
+    codec: str
+    """Codec of the one payload (container v1), or ``"streams"`` (per-group streams, container v2)."""
+    needs_hessians: bool = False
 
 
 EXPORT_SCHEMES: dict[str, ExportScheme] = {
     s.name: s
-    for s in (ExportScheme("int8_zlib", grid.int8_policy, "zlib-9", "baseline per-row int8 + zlib-9 (CATALOGUE §1.7)"),)
+    for s in (
+        ExportScheme("int8_zlib", "baseline per-row int8 + zlib-9 (CATALOGUE §1.7)", int8_zlib_policy, "zlib-9"),
+        ExportScheme("int6_gptqlite_zstd", "int6 GPTQ-lite matrices, int8 embedding, zstd-22 ([03-22])",
+                     gptqlite_policy, "zstd-22"),
+        ExportScheme("gptq6_emb7_brotli", "GPTQ+SDClip int6 matrices, int7 embedding, shuffle+brotli-11 ([04-14])",
+                     gptq_0414_policy, "shuffle2+brotli-11", needs_hessians=True),
+        ExportScheme("budget", "byte-budget search of bits/clip/GPTQ/LQER per group, per-group streams",
+                     None, "streams", needs_hessians=True),
+    )
 }
 
 
@@ -75,6 +153,11 @@ class ExportResult:
     scheme: str
     codec: str
     header: dict[str, Any]
+    hessian_source: str = "none"
+    """"train", "generated" or "none" (no scheme needing Hessians, or none given)."""
+    search: Any = None
+    """The :class:`pgolf.quant.search.SearchResult` of the ``budget`` scheme (its choices table)."""
+    pack_report: streams.PackReport | None = None
 
 
 def export_model(
@@ -83,16 +166,36 @@ def export_model(
     *,
     meta: Mapping[str, Any] | None = None,
     share_estimate: str = "standalone",
+    hessians: Mapping[str, Tensor] | None = None,
+    hessian_source: str = "none",
+    loss_fn: Callable[[Mapping[str, Tensor]], float] | None = None,
+    code_bytes_: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> ExportResult:
-    """Quantize ``state_dict`` with ``export_cfg.scheme`` and pack it into an artifact (in memory)."""
+    """Quantize ``state_dict`` with ``export_cfg.scheme`` and pack it into an artifact (in memory).
+
+    ``hessians`` ({weight name: H}) feed GPTQ and the search (schemes that need them fall back to
+    plain rounding / the Frobenius error for tensors without one); ``loss_fn`` (a state dict → loss
+    on self-generated text) enables the ``budget`` scheme's loss weights and plan verification.
+    ``code_bytes_`` (default :func:`pgolf.artifact.budget.code_bytes`) is what ``budget`` leaves for code."""
     scheme = get_export_scheme(export_cfg.scheme)
     if share_estimate not in ("standalone", "proportional"):
         raise ConfigError(f"share_estimate must be 'standalone' or 'proportional', got {share_estimate!r}")
-    policy = scheme.policy
-    if scheme.policy is grid.int8_policy and export_cfg.keep_float_max_numel != grid.KEEP_FLOAT_MAX_NUMEL:
+    state_dict = {k: v.detach().to("cpu") for k, v in state_dict.items()}
+    hessians = dict(hessians or {}) if scheme.needs_hessians else {}
+    source = hessian_source if hessians else "none"
+    full_meta = {"pgolf_version": pgolf.__version__, "export_scheme": scheme.name, "hessian_source": source,
+                 **dict(meta or {})}
+    if scheme.policy is None:
+        return _export_budget(state_dict, export_cfg, hessians, source, full_meta, loss_fn, code_bytes_, log)
+
+    if scheme.policy is int8_zlib_policy:  # the baseline's own quantizer (no stats needed)
         policy = functools.partial(grid.int8_policy, keep_float_max_numel=export_cfg.keep_float_max_numel)
-    qsd = grid.quantize_state_dict(state_dict, policy)
-    full_meta = {"pgolf_version": pgolf.__version__, "export_scheme": scheme.name, **dict(meta or {})}
+        qsd = grid.quantize_state_dict(state_dict, policy)
+    else:
+        mq = ModelQuantizer(state_dict, hessians)
+        specs = {n: _without_missing_hessian(scheme.policy(n, t, export_cfg), n, hessians) for n, t in state_dict.items()}
+        qsd = mq.quantize(specs).tensors
     blob, header = pack_artifact(qsd, codec=scheme.codec, meta=full_meta, scheme=scheme.name)
     comp_total = header["payload"]["compressed_bytes"]
 
@@ -102,17 +205,7 @@ def export_model(
     else:
         weights = [len(b) for b in packed.values()]
     shares = _split(comp_total, weights)
-    rows = [
-        TensorRow(
-            name=name,
-            shape=qt.shape,
-            scheme=qt.scheme,
-            raw_bytes=state_dict[name].numel() * state_dict[name].element_size(),
-            quant_bytes=qt.nbytes,
-            compressed_bytes=share,
-        )
-        for (name, qt), share in zip(qsd.items(), shares, strict=True)
-    ]
+    rows = [_row(name, state_dict[name], qt, share) for (name, qt), share in zip(qsd.items(), shares, strict=True)]
     return ExportResult(
         blob=blob,
         model_bytes=len(blob),
@@ -122,7 +215,73 @@ def export_model(
         scheme=scheme.name,
         codec=scheme.codec,
         header=header,
+        hessian_source=source,
     )
+
+
+def _without_missing_hessian(spec: TensorSpec, name: str, hessians: Mapping[str, Tensor]) -> TensorSpec:
+    """GPTQ needs the tensor's Hessian; without one (e.g. an untied input embedding) plain rounding."""
+    if isinstance(spec, QuantSpec) and spec.needs_hessian and name not in hessians:
+        return replace(spec, gptq=False, clip="sdclip" if spec.clip == "sdclip_hessian" else spec.clip)
+    return spec
+
+
+def _row(name: str, t: Tensor, qt: grid.QuantTensor, share: int) -> TensorRow:
+    return TensorRow(name=name, shape=qt.shape, scheme=qt.scheme, raw_bytes=t.numel() * t.element_size(),
+                     quant_bytes=qt.nbytes, compressed_bytes=share)
+
+
+def _export_budget(
+    state_dict: dict[str, Tensor],
+    cfg: ExportConfig,
+    hessians: dict[str, Tensor],
+    source: str,
+    meta: dict[str, Any],
+    loss_fn: Callable[[Mapping[str, Tensor]], float] | None,
+    code_bytes_: int | None,
+    log: Callable[[str], None] | None,
+) -> ExportResult:
+    code = code_bytes() if code_bytes_ is None else code_bytes_
+    space = SearchSpace(
+        bits=tuple(int(float(b)) for b in cfg.search_bits.split(",") if b.strip()),
+        sdclip_k=tuple(float(k) for k in cfg.search_k.split(",") if k.strip()),
+        gptq=cfg.search_gptq,
+        lqer_rank=cfg.search_lqer_rank,
+        lqer_top=cfg.search_lqer_top,
+        max_options=cfg.search_max_options,
+    )
+    res = search_budget(
+        state_dict, hessians, cfg.budget_bytes - code, space=space, settings=PackSettings(), loss_fn=loss_fn,
+        weights=cfg.search_weights, verify=cfg.verify_plans, meta=meta, scheme="budget", log=log,
+    )
+    rows = stream_rows(state_dict, res.tensors, res.report)
+    return ExportResult(
+        blob=res.blob,
+        model_bytes=len(res.blob),
+        rows=rows,
+        payload_raw_bytes=res.report.raw_bytes,
+        payload_compressed_bytes=res.report.compressed_bytes,
+        scheme="budget",
+        codec="streams",
+        header=parse_artifact(res.blob, source="budget artifact")[1],
+        hessian_source=source,
+        search=res,
+        pack_report=res.report,
+    )
+
+
+def stream_rows(state_dict: Mapping[str, Tensor], tensors: Mapping[str, grid.QuantTensor],
+                report: streams.PackReport) -> list[TensorRow]:
+    """Per-tensor rows of a per-group-stream artifact: each stream's compressed bytes split over its
+    parts in proportion to their packed bytes (rows sum to the compressed payload exactly)."""
+    share = {name: 0 for name in tensors}
+    for st in report.streams:
+        names = [e.rsplit("[", 1)[0] for e in st.tensors]
+        roles = [e.rsplit("[", 1)[1][:-1] for e in st.tensors]
+        w = [tensors[n].parts[r].numel() * tensors[n].parts[r].element_size() for n, r in zip(names, roles, strict=True)]
+        for n, b in zip(names, _split(st.compressed_bytes, w), strict=True):
+            share[n] += b
+    return [_row(n, state_dict[n], qt, share[n]) for n, qt in tensors.items()]
 
 
 def _split(total: int, weights: list[int]) -> list[int]:
@@ -160,3 +319,85 @@ def load_model_state(
         except ValueError as e:
             raise ArtifactError(f"{path}: tensor {name}: {e}") from None
     return out, header
+
+
+# --------------------------------------------------------------------------- Hessians and loss checks
+
+
+def save_hessians(path: str | os.PathLike[str], hessians: Mapping[str, Tensor], info: Mapping[str, Any]) -> None:
+    """Write Hessians (fp32, CPU) and a JSON ``info`` (source, tokens, seconds) as one safetensors file."""
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in hessians.items()}
+    with fileio.atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"pgolf": json.dumps(dict(info))})
+
+
+def load_hessians(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Inverse of :func:`save_hessians`; DataError (one line) if unreadable."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            info = json.loads((f.metadata() or {}).get("pgolf", "{}"))
+        return load_file(str(path)), info
+    except (OSError, SafetensorError, ValueError) as e:
+        raise DataError(f"{path}: not a readable Hessians file ({type(e).__name__})") from None
+
+
+def calibration_hessians(
+    model: torch.nn.Module,
+    export_cfg: ExportConfig,
+    *,
+    seq_len: int,
+    run_dir: str | os.PathLike[str] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Tensor], str, dict[str, Any]]:
+    """``(hessians, source, info)`` per ``export.calib_source``: the run's saved training-token Hessians
+    (``train``; ``auto`` when present), else self-generated ones ([03-25]; collective under torchrun)."""
+    from pgolf.quant.calib import calibrate_from_generated
+
+    saved = Path(run_dir) / HESSIANS_FILE if run_dir is not None else None
+    if export_cfg.calib_source in ("auto", "train") and saved is not None and saved.exists():
+        h, info = load_hessians(saved)
+        return h, "train", info
+    if export_cfg.calib_source == "train":
+        raise DataError(f"{saved or 'run directory'}: no training-token Hessians (set train.calib_reserve_seconds > 0 "
+                        "when training, or export.calib_source=generated)")
+    n_len = export_cfg.calib_seq_len or seq_len
+    cal = calibrate_from_generated(model, n_seqs=export_cfg.calib_seqs, seq_len=n_len,
+                                   temperature=export_cfg.calib_temperature, seed=export_cfg.calib_seed)
+    info = {"source": "generated", "tokens": cal.tokens, "seqs": export_cfg.calib_seqs, "seq_len": n_len,
+            "seconds": round(cal.seconds, 3)}
+    if log:
+        log(f"calibration: {cal.tokens} self-generated tokens ({export_cfg.calib_seqs} × {n_len}) in {cal.seconds:.1f}s")
+    return cal.hessians, "generated", info
+
+
+def generated_loss_fn(
+    model: torch.nn.Module, export_cfg: ExportConfig, *, seq_len: int, batch_size: int = 8
+) -> Callable[[Mapping[str, Tensor]], float]:
+    """A state dict → mean next-token loss (nats, fp32) on ``export.verify_seqs`` sequences the model
+    generates at temperature 1 (seed ``calib_seed + 1``, not the calibration text; never validation).
+    At temperature 1 the expected gradient of the log-likelihood is zero, so loss differences are
+    second order (the Fisher form), see :mod:`pgolf.quant.search`."""
+    from pgolf.model.gpt import GPT, unwrap
+    from pgolf.quant.calib import generate_tokens
+
+    net = unwrap(model)
+    n_len = export_cfg.calib_seq_len or seq_len
+    toks = generate_tokens(net, n_seqs=export_cfg.verify_seqs, seq_len=n_len + 1, temperature=1.0,
+                           seed=export_cfg.calib_seed + 1)
+    dev = next(net.parameters()).device
+    probe = GPT(net.cfg).to(dev).eval()
+
+    @torch.no_grad()
+    def loss(sd: Mapping[str, Tensor]) -> float:
+        probe.load_state_dict({k: v.to(dev) for k, v in sd.items()}, strict=True)
+        total, count = 0.0, 0
+        for b0 in range(0, toks.shape[0], batch_size):
+            x = toks[b0 : b0 + batch_size].to(dev)
+            nll = probe(x[:, :-1], x[:, 1:], reduction="sum")
+            total += float(nll.double())
+            count += x[:, 1:].numel()
+        return total / max(count, 1)
+
+    return loss

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import sys
 import time
@@ -141,6 +142,11 @@ def train(
     log = log or RunLog(None)
     _set_threads(cfg)
     t = cfg.train
+    # With a calibration reserve the schedule and the stop rule see the budget minus the reserve.
+    sched = t
+    if t.calib_reserve_seconds > 0 and t.max_wallclock_seconds > 0:
+        sched = dataclasses.replace(t, max_wallclock_seconds=t.max_wallclock_seconds - t.calib_reserve_seconds,
+                                    calib_reserve_seconds=0.0)
     accum = grad_accum_steps(cfg, world)
     data = data or prepare_data(cfg)
 
@@ -164,7 +170,7 @@ def train(
     def run_val() -> EvalResult:
         model.eval()
         r = evaluate(
-            compiled, val_subset(), data.tables, seq_len=cfg.eval.seq_len or t.seq_len,
+            compiled if cfg.eval.compile else model, val_subset(), data.tables, seq_len=cfg.eval.seq_len or t.seq_len,
             batch_tokens=cfg.eval.batch_tokens, device=device, amp_dtype=t.amp_dtype,
         )
         model.train()
@@ -172,7 +178,7 @@ def train(
 
     def one_step(step: int, elapsed: float) -> float:
         """One optimizer step; returns the mean micro-loss (all-reduced)."""
-        mul = lr_multiplier(step, elapsed, t)
+        mul = lr_multiplier(step, elapsed, sched)
         mom = muon_momentum(step, cfg.optim)
         for opt in optimizers:
             for g in opt.param_groups:
@@ -210,6 +216,10 @@ def train(
         loader.load_state_dict(init_loader)
 
     step, train_seconds, tokens_seen = 0, 0.0, 0
+    if not resume and rank == 0:  # Hessians of an earlier run in this directory belong to other weights
+        from pgolf.artifact.export import HESSIANS_FILE
+
+        (run_dir / HESSIANS_FILE).unlink(missing_ok=True)
     if resume:
         ck = ckpt_mod.load_checkpoint(run_dir, suffix)
         if ck.extra.get("world_size", world) != world:
@@ -237,7 +247,7 @@ def train(
     log(f"train: batch_tokens:{t.batch_tokens} seq_len:{t.seq_len} budget:{t.max_wallclock_seconds}s "
         f"iterations:{t.iterations} warmdown_frac:{t.warmdown_frac} amp:{t.amp_dtype} compile:{t.compile}")
 
-    budget = t.max_wallclock_seconds
+    budget = sched.max_wallclock_seconds
     show_bar = progress if progress is not None else sys.stderr.isatty()
     bar = None
     if show_bar and rank == 0:
@@ -273,7 +283,7 @@ def train(
         if step % max(t.log_every, 1) == 0 or step == 1:
             log(f"step:{step}/{t.iterations} train_loss:{loss:.4f} train_time:{train_seconds * 1000:.0f}ms "
                 f"step_avg:{train_seconds * 1000 / step:.2f}ms tok/s:{tokens_seen / train_seconds:.0f} "
-                f"lr_mul:{lr_multiplier(step, train_seconds, t):.4f}")
+                f"lr_mul:{lr_multiplier(step, train_seconds, sched):.4f}")
         stop = torch.tensor(1.0 if (budget and train_seconds >= budget) else 0.0, device=device)
         dist.all_reduce_(stop, "max")
         if t.val_every and step % t.val_every == 0 and not stop.item():
@@ -291,6 +301,38 @@ def train(
             on_step(step, loss)
     if bar is not None:
         bar.close()
+    if t.calib_reserve_seconds > 0:
+        left = t.calib_reserve_seconds
+        if t.max_wallclock_seconds > 0:  # the last step may have run into the reserve
+            left = min(left, t.max_wallclock_seconds - train_seconds)
+        train_seconds += _calibrate_in_reserve(cfg, model, loader, accum, left, run_dir, log)
     save(step)
     return TrainResult(model=model, steps=step, train_seconds=train_seconds, tokens_seen=tokens_seen,
                        stopped_by=stopped_by, last_val=last_val, losses=losses)
+
+
+def _calibrate_in_reserve(cfg: RunConfig, model: GPT, loader: DistributedTokenLoader, accum: int,
+                          seconds: float, run_dir: Path, log: RunLog) -> float:
+    """GPTQ Hessians from the training loader within ``seconds`` (what is left of
+    ``train.calib_reserve_seconds`` inside the budget: CATALOGUE §2.5 "Calibration data", inside the
+    600 s, never after), saved to ``hessians.safetensors``; returns the seconds spent, which count as
+    training time. No time or no batch left: nothing is saved (export then self-generates)."""
+    from pgolf.artifact.export import HESSIANS_FILE, save_hessians
+    from pgolf.quant.calib import calibrate_from_train
+
+    t = cfg.train
+    cal = calibrate_from_train(
+        model, loader, batch_tokens=t.batch_tokens, seq_len=t.seq_len, grad_accum=accum,
+        reserve_seconds=max(seconds, 0.0), autocast_dtype=torch.bfloat16 if t.amp_dtype == "bf16" else None,
+    )
+    log(f"calibration: {cal.batches} training batches ({cal.tokens} tokens) in {cal.seconds * 1000:.0f}ms "
+        f"of the {t.calib_reserve_seconds}s reserve; {len(cal.hessians)} Hessians")
+    if not cal.hessians:  # the same on every rank (all-reduced), unlike the batch count
+        log("calibration: no time left in the reserve; no Hessians saved (export will self-generate)")
+        return cal.seconds
+    if dist.is_main():
+        info = {"source": "train", "tokens": cal.tokens, "batches": cal.batches, "seconds": round(cal.seconds, 3),
+                "reserve_seconds": t.calib_reserve_seconds}
+        save_hessians(run_dir / HESSIANS_FILE, cal.hessians, info)
+    dist.barrier()
+    return cal.seconds
