@@ -26,10 +26,10 @@ from pgolf.config import ExportConfig, ModelConfig, apply_overrides
 from pgolf.errors import DataError
 from pgolf.model.gpt import GPT
 from pgolf.presets import get_preset
-from pgolf.quant import grid, grids
+from pgolf.quant import grid
 from pgolf.quant.calib import HessianCollector
 from pgolf.quant.gptq import quantize_gptq
-from pgolf.quant.grids import QuantSpec
+from pgolf.quant.grid import QuantSpec
 
 CFG = ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2)
 
@@ -112,9 +112,9 @@ def test_int6_gptqlite_zstd_grids(model_sd_h):
     assert res.header["codec"] == "zstd-22"
     spec = QuantSpec(bits=6, clip="gptq_lite", search="matrix")
     for name, w in sd.items():
-        g = grids.tensor_group(name)
+        g = grid.tensor_group(name)
         if g.startswith(("attn_", "mlp_")):
-            q, s = grids.quantize_rtn(w, spec)
+            q, s = grid.quantize_rtn(w, spec)
             assert t[name].scheme == "int6_row" and torch.equal(t[name].parts["q"], q) and torch.equal(t[name].parts["scale"], s)
             assert int(t[name].parts["q"].abs().max()) <= 31
         elif g == "embed":
@@ -129,7 +129,7 @@ def test_gptq6_emb7_brotli_grids(model_sd_h):
     t = read_artifact_bytes(res.blob)
     assert res.header["codec"] == "shuffle2+brotli-11" and res.header["meta"]["hessian_source"] == "train"
     for name, w in sd.items():
-        g = grids.tensor_group(name)
+        g = grid.tensor_group(name)
         if g.startswith(("attn_", "mlp_", "embed")):
             bits, k = (7, 15.0) if g == "embed" else (6, 12.0 if g.startswith("mlp") else 13.0)
             q, s, _ = quantize_gptq(w, h[name], QuantSpec(bits=bits, clip="sdclip", k=k, gptq=True))
@@ -140,7 +140,7 @@ def test_gptq6_emb7_brotli_grids(model_sd_h):
     # without Hessians the same grids are rounded plainly, and the artifact says so
     res2 = export_model(sd, ExportConfig(scheme="gptq6_emb7_brotli"))
     t2 = read_artifact_bytes(res2.blob)
-    q, _ = grids.quantize_rtn(sd["blocks.0.mlp.fc.weight"], QuantSpec(bits=6, clip="sdclip", k=12.0))
+    q, _ = grid.quantize_rtn(sd["blocks.0.mlp.fc.weight"], QuantSpec(bits=6, clip="sdclip", k=12.0))
     assert torch.equal(t2["blocks.0.mlp.fc.weight"].parts["q"], q) and res2.hessian_source == "none"
 
 

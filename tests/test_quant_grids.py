@@ -1,4 +1,4 @@
-"""pgolf.quant.grids: low-bit grids against float64 references — half-step round trips, bit-exact
+"""pgolf.quant.grid: low-bit grids against float64 references — half-step round trips, bit-exact
 survival of grid values, ternary levels, every clip strategy restated independently, the scheme
 names the container stores, and container round trips."""
 
@@ -10,8 +10,8 @@ import torch
 
 from pgolf.artifact.format import read_artifact, write_artifact
 from pgolf.errors import ConfigError
-from pgolf.quant import grid, grids
-from pgolf.quant.grids import (
+from pgolf.quant import grid
+from pgolf.quant.grid import (
     GPTQ_LITE_CANDIDATES,
     QuantSpec,
     compute_scale,
@@ -252,11 +252,11 @@ def test_check_parts_rejects_wrong_group_shapes():
 
 
 def test_tensor_groups_and_entropy():
-    tg = grids.tensor_group
+    tg = grid.tensor_group
     assert tg("tok_emb.weight") == "embed" and tg("lm_head.weight") == "head"
     assert [tg(f"blocks.3.attn.{n}.weight") for n in ("c_q", "c_k", "c_v", "proj")] == ["attn_q", "attn_k", "attn_v", "attn_o"]
     assert tg("blocks.0.mlp.fc.weight") == "mlp_up" and tg("blocks.0.mlp.proj.weight") == "mlp_down"
     assert tg("blocks.0.attn.q_gain") == "control" and tg("skip_weights") == "control" and tg("x") == "other"
     q = torch.tensor([-1, 0, 0, 1] * 8, dtype=torch.int8)
-    assert grids.entropy_bits(q) == pytest.approx(1.5)
-    assert grids.entropy_bits(torch.zeros(10, dtype=torch.int8)) == 0.0
+    assert grid.entropy_bits(q) == pytest.approx(1.5)
+    assert grid.entropy_bits(torch.zeros(10, dtype=torch.int8)) == 0.0

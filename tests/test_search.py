@@ -15,7 +15,7 @@ from pgolf.artifact.streams import unpack
 from pgolf.config import ModelConfig
 from pgolf.errors import BudgetError
 from pgolf.model.gpt import GPT
-from pgolf.quant import grids
+from pgolf.quant import grid
 from pgolf.quant.calib import HessianCollector
 from pgolf.quant.gptq import hessian_error
 from pgolf.quant.grid import dequantize_tensor
@@ -75,7 +75,7 @@ def _size_range(s: Search) -> tuple[int, int]:
 
 
 def _m(group, b, e, i=0):
-    return Measured(group, Option(grids.QuantSpec(bits=2 + i % 7)), b, e, e)
+    return Measured(group, Option(grid.QuantSpec(bits=2 + i % 7)), b, e, e)
 
 
 def _brute(measured, budget, w):
@@ -266,8 +266,8 @@ def test_prune_order_costs_match_reference_and_pruning_zeroes_exactly_n_ones():
         qt = tensors[name]
         cols = qt.shape[1]
         i, j = divmod(int(order.flat_index[k]), cols)
-        p = grids.parse_scheme_name(qt.scheme)
-        step = float(grids.expand_scale(qt.parts["scale"], cols, p.group_size)[i, j])
+        p = grid.parse_scheme_name(qt.scheme)
+        step = float(grid.expand_scale(qt.parts["scale"], cols, p.group_size)[i, j])
         q = int(qt.parts["q"][i, j])
         w = float(s.state_dict[name][i, j])
         ref = (w * w - (w - q * step) ** 2) * float(s.hessians[name][j, j])

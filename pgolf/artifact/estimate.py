@@ -42,8 +42,8 @@ from pgolf.artifact.budget import code_bytes
 from pgolf.artifact.format import DIGEST_BYTES, PREFIX_BYTES, tensor_bytes
 from pgolf.config import RunConfig
 from pgolf.errors import ConfigError
-from pgolf.quant import grid, grids
-from pgolf.quant.grids import QuantSpec
+from pgolf.quant import grid
+from pgolf.quant.grid import QuantSpec
 
 TABLE_PATH = Path(__file__).with_name("planner_table.json")
 SAMPLE_VALUES = 1 << 17
@@ -78,7 +78,7 @@ def load_table(path: str = str(TABLE_PATH)) -> dict[str, Any]:
 
 def group_class(name: str) -> str:
     """embed (tok_emb, lm_head), attn, mlp or other — the granularity of the fitted statistics."""
-    g = grids.tensor_group(name)
+    g = grid.tensor_group(name)
     if g in ("embed", "head"):
         return "embed"
     if g.startswith("attn_"):
@@ -138,7 +138,7 @@ def quantized_sample(name: str, shape: tuple[int, int], spec: Any, tails: dict[s
     w = synthetic_weights(n, cols, {**DEFAULT_TAILS, **tails}, seed=hash_name(name))
     spec = _spec_of(spec)
     if isinstance(spec, QuantSpec):
-        q, s = grids.quantize_rtn(w, spec)
+        q, s = grid.quantize_rtn(w, spec)
         parts = [q, s]
     else:
         parts = list(grid.quantize_tensor(w, spec).parts.values())

@@ -62,7 +62,7 @@ from pgolf.config import ExportConfig
 from pgolf.errors import ArtifactError, ConfigError, DataError
 from pgolf.quant import grid
 from pgolf.quant.gptq import ModelQuantizer, TensorSpec
-from pgolf.quant.grids import QuantSpec, tensor_group
+from pgolf.quant.grid import QuantSpec, tensor_group
 from pgolf.quant.search import PackSettings, SearchSpace, search_budget
 
 HESSIANS_FILE = "hessians.safetensors"

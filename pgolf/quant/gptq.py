@@ -18,7 +18,7 @@ column's rounding error onto the columns not yet quantized, optimally for this o
    beforehand, err_j = (w_j − q_j s_j) / U_jj, w_k −= err_j U_jk for the later k of the block; after a
    block, the later blocks receive −Err · U[block, later] at once (lazy batch update, same result).
 
-Scales come from the spec's clip strategy on the original W (:mod:`pgolf.quant.grids`), per row or
+Scales come from the spec's clip strategy on the original W (:mod:`pgolf.quant.grid`), per row or
 per group (static groups: each column keeps its group's scale whatever the order). With
 ``clip="gptq_lite"`` every candidate is run through GPTQ (stacked as extra rows, one factorization)
 and each row keeps the candidate with the least Hessian-weighted error ([03-25] picks one per matrix
@@ -35,9 +35,8 @@ import torch
 from torch import Tensor
 
 from pgolf.errors import ConfigError
-from pgolf.quant import grids
-from pgolf.quant.grid import Policy, QuantTensor, dequantize_tensor, int8_policy, quantize_tensor
-from pgolf.quant.grids import QuantSpec
+from pgolf.quant import grid
+from pgolf.quant.grid import Policy, QuantSpec, QuantTensor, dequantize_tensor, int8_policy, quantize_tensor
 from pgolf.quant.lqer import LqerSpec, add_lqer, is_eligible, top_k_by_error
 
 TensorSpec = QuantSpec | str
@@ -107,13 +106,13 @@ def gptq_quantize(
     """GPTQ (module docstring) of w [rows, cols] with fixed fp16 ``scale`` ([rows] or [rows, G]) on
     the B-bit grid; returns q int8 [rows, cols] (original column order). Runs on ``w``'s device."""
     rows, cols = w.shape
-    m = grids.qmax(bits)
+    m = grid.qmax(bits)
     u, perm, dead = prepare_hessian(h.to(w.device), damp, act_order)
     u = u.to(dtype)
     work = w.detach().to(dtype).clone()
     work[:, dead] = 0
     work = work[:, perm].contiguous()
-    s = grids.expand_scale(scale.to(w.device), cols, group_size)[:, perm].to(dtype)
+    s = grid.expand_scale(scale.to(w.device), cols, group_size)[:, perm].to(dtype)
     q = torch.zeros(rows, cols, dtype=dtype, device=w.device)
     with full_fp32_matmul():
         _gptq_loop(work, u, s, q, m, block_size)
@@ -154,12 +153,12 @@ def quantize_gptq(w: Tensor, h: Tensor, spec: QuantSpec, dtype: torch.dtype = to
     g, bits = spec.group_size, spec.bits
     h = h.to(w32.device)
     kw = dict(damp=spec.damp, block_size=spec.block_size, act_order=spec.act_order, dtype=dtype)
-    clips = grids.clip_candidates(w32, spec, h.diagonal())
-    scales = [grids.store_scale(grids.clip_to_scale(c, bits), g) for c in clips]
+    clips = grid.clip_candidates(w32, spec, h.diagonal())
+    scales = [grid.store_scale(grid.clip_to_scale(c, bits), g) for c in clips]
     stack_s = torch.cat(scales, dim=0)  # K candidates stacked as rows
     q_all = gptq_quantize(w32.repeat(len(scales), 1), h, stack_s, bits, g, **kw)
     w64 = w32.double()
-    err = hessian_error(w64.repeat(len(scales), 1) - grids.dequantize_grid(q_all, stack_s, g, torch.float64), h)
+    err = hessian_error(w64.repeat(len(scales), 1) - grid.dequantize_grid(q_all, stack_s, g, torch.float64), h)
     err = err.view(len(scales), rows)
     if spec.search == "matrix":
         pick = torch.full((rows,), int(err.sum(dim=1).argmin()), device=w32.device)
@@ -167,10 +166,10 @@ def quantize_gptq(w: Tensor, h: Tensor, spec: QuantSpec, dtype: torch.dtype = to
         pick = err.argmin(dim=0)
     idx = pick * rows + torch.arange(rows, device=w32.device)
     q, scale = q_all[idx], stack_s[idx]
-    q_rtn = grids.quantize_with_scale(w32, scale, bits, g)
+    q_rtn = grid.quantize_with_scale(w32, scale, bits, g)
     stats = GPTQStats(
         herr=float(err.gather(0, pick[None])[0].sum()),
-        herr_rtn=float(hessian_error(w64 - grids.dequantize_grid(q_rtn, scale, g, torch.float64), h).sum()),
+        herr_rtn=float(hessian_error(w64 - grid.dequantize_grid(q_rtn, scale, g, torch.float64), h).sum()),
     )
     return q.cpu().contiguous(), scale.cpu().contiguous(), stats
 
@@ -221,8 +220,8 @@ def _stats(w: Tensor, qt: QuantTensor, h: Tensor | None, bits: float, herr_rtn: 
     else:
         mse, herr = 0.0, None
     q = qt.parts.get("q")
-    ent = grids.entropy_bits(q) if q is not None and q.dtype == torch.int8 else None
-    p = grids.parse_scheme_name(qt.scheme)
+    ent = grid.entropy_bits(q) if q is not None and q.dtype == torch.int8 else None
+    p = grid.parse_scheme_name(qt.scheme)
     return TensorStats(qt.scheme, w.numel(), bits, qt.nbytes, mse, herr, herr_rtn, ent, p.lqer_rank if p else 0)
 
 
@@ -248,7 +247,7 @@ def quantize_weight(w: Tensor, spec: TensorSpec, h: Tensor | None = None, name: 
         q, scale, gs = quantize_gptq(w, h, spec)
         herr_rtn = gs.herr_rtn
     else:
-        q, scale = grids.quantize_rtn(w, spec, None if h is None else h.diagonal())
+        q, scale = grid.quantize_rtn(w, spec, None if h is None else h.diagonal())
         q, scale = q.cpu(), scale.cpu()
     qt = QuantTensor(spec.scheme, {"q": q, "scale": scale}, tuple(w.shape), w.dtype)
     return TensorResult(qt, _stats(w, qt, h, float(spec.bits), herr_rtn))

@@ -1,4 +1,6 @@
-"""Quantization grids: the baseline's int8 export (CATALOGUE §1.7), as named per-tensor schemes.
+"""Quantization grids (per-tensor quantizers and their inverses, as named schemes).
+
+Part 1 — the baseline's int8 export (CATALOGUE §1.7).
 
 Source: the challenge's naive baseline, ``quantize_state_dict_int8`` / ``dequantize_state_dict_int8``
 in the root ``train_gpt.py`` of openai/parameter-golf (record [03-17b] NaiveBaseline); numerics
@@ -27,17 +29,59 @@ named schemes with named parts); a *policy* is a plain function ``(name, tensor)
 that selects the layers (``int8_policy`` is the baseline's); the *packer* is
 :mod:`pgolf.artifact.format` and the *driver* is :mod:`pgolf.artifact.export`. Fixed grids are entries
 of :data:`SCHEMES`; the parametrized low-bit families (int2…int8 per row/group, ternary, LQER
-factors; every parameter in the name) live in :mod:`pgolf.quant.grids` and :func:`get_scheme`
-resolves them. GPTQ (:mod:`pgolf.quant.gptq`) is an algorithm: its output uses the same schemes.
+factors; every parameter in the name) are built on demand by :func:`family_scheme` (second part of
+this module) and :func:`get_scheme` resolves them. GPTQ (:mod:`pgolf.quant.gptq`) is an algorithm: its output uses the same schemes.
+
+Part 2 — low-bit grids (int2…int8 per row or per group, ternary), clip strategies, LQER factor storage.
+
+Sources (CATALOGUE §2.5, §2.8; code written here): int5/int6 in int8 containers [03-19c]/[03-20b];
+GPTQ-lite clip search [03-22] (PR #414); SDClip [04-05] (PR #1394); Hessian-aware SDClip [04-06a]
+(PR #1412); ternary absmean [03-24] (PR #640); asymmetric LQER factors [04-27a] (PR #1855, from #1797).
+
+Maths (w [rows, cols] in fp32; B bits; qmax = 2^(B−1) − 1; groups of g consecutive columns of a row,
+the last one possibly shorter; "per row" is one group of all columns):
+
+- a clip c > 0 per group → step s = fp16(c / qmax) (floored at 2^−24, the smallest positive fp16),
+  ``q = clamp(round(w / s), −qmax, qmax)`` (round half to even) computed with the *stored* fp16 step,
+  ``ŵ = q · s``. So |w − ŵ| ≤ s/2 wherever |w| ≤ qmax·s, and values q·s survive bit-exactly.
+  q sits in an int8 container whatever B is: the compressor removes the unused high bits, as the
+  records do. Scales are fp16 as in the records: ``scale`` is [rows] per row, [rows, ⌈cols/g⌉] per group.
+- clip strategies (per group; a group whose clip comes out 0 or non-finite falls back to max|w|):
+  ``percentile``  c = quantile_q(|w|) (the baseline's q = 0.9999984 by default);
+  ``max``         c = max|w|;
+  ``gptq_lite``   c ∈ {quantile_p(|w|): p ∈ 0.999, 0.9995, 0.9999, 0.99999, 1.0}, keeping the candidate
+                  with the least squared reconstruction error — per scale (each row/group its own,
+                  ``search="scale"``, never worse) or one for the whole matrix as [03-22] (``"matrix"``);
+  ``sdclip``      c = k · std(w_group) (unbiased std, as PR #1394);
+  ``sdclip_hessian``  c_i = k · std · [1 + λ(r_i − 1)], λ = 0.175 (PR #1412): with d = diag H (dead
+                  columns set to 1, plus the GPTQ damping), u_j = d_j / mean(d), r_i = mean_j |w_ij| u_j
+                  normalised to mean 1 over rows (1 + λ(r − 1) ≥ 1 − λ > 0 since r ≥ 0);
+  ``absmean``     c = mean|w| with B = 2 (qmax = 1): **ternary** q ∈ {−1, 0, 1}, ŵ = q · absmean
+                  (BitNet b1.58, [03-24] with its per-group fp16 absmean; no "shrinkage fix").
+- LQER factors (A [rows, r], B [r, cols]): A as int2 in [−2, 1] with one fp16 scale max|A|/1.5,
+  B as int4 in [−8, 7] with one fp16 scale max|B_group|/7.5 per group of g columns of each row of B;
+  correction = (q_A s_A)(q_B s_B). (The record groups the flattened B; the same when g | cols.)
+
+Scheme names (the container stores a per-tensor ``scheme`` string and named parts; every parameter is
+in the name, so no new container version is needed):
+``int{B}_row`` (B = 2…7; ``int8_row`` is the baseline's scheme, same parts and dequantization),
+``int{B}_g{g}`` (B = 2…8), ``ternary_row`` / ``ternary_g{g}`` (same parts; q ∈ {−1, 0, 1}); each may end
+in ``+lqer{r}`` (B's group 64) or ``+lqer{r}g{g}``. Parts: ``q`` int8 [rows, cols], ``scale`` fp16, and
+with LQER ``lqer_a`` int8 [rows, r], ``lqer_a_scale`` fp16 [], ``lqer_b`` int8 [r, cols],
+``lqer_b_scale`` fp16 [r, ⌈cols/g⌉]. :func:`pgolf.quant.grid.get_scheme` resolves these names.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch import Tensor
+
+from pgolf.errors import ConfigError
 
 CONTROL_PATTERNS: tuple[str, ...] = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
 """Substrings naming control tensors kept fp32 when small (the baseline also lists their plurals,
@@ -196,11 +240,9 @@ SCHEMES: dict[str, Scheme] = {
 
 def get_scheme(name: str) -> Scheme:
     """A registered scheme, or a member of the parametrized low-bit families of
-    :mod:`pgolf.quant.grids` (``int6_row``, ``int5_g64``, ``ternary_g64``, ``…+lqer4``)."""
+    the low-bit families below (``int6_row``, ``int5_g64``, ``ternary_g64``, ``…+lqer4``)."""
     if name in SCHEMES:
         return SCHEMES[name]
-    from pgolf.quant.grids import family_scheme  # grids builds on this module
-
     scheme = family_scheme(name)
     if scheme is None:
         raise ValueError(
@@ -269,3 +311,367 @@ def quantize_state_dict(state_dict: Mapping[str, Tensor], policy: Policy = int8_
 def dequantize_state_dict(qsd: Mapping[str, QuantTensor]) -> dict[str, Tensor]:
     """Inverse of :func:`quantize_state_dict`."""
     return {name: dequantize_tensor(qt) for name, qt in qsd.items()}
+
+
+# =========================================================================== low-bit grids
+
+CLIPS = ("percentile", "max", "gptq_lite", "sdclip", "sdclip_hessian", "absmean")
+GPTQ_LITE_CANDIDATES: tuple[float, ...] = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
+"""Clip quantiles of |w| tried by ``gptq_lite`` ([03-22])."""
+SCALE_MIN = 2.0**-24
+"""Smallest positive fp16: the step floor (only all-zero groups reach it)."""
+SCALE_MAX = 65504.0
+"""Largest fp16."""
+LQER_A_RANGE, LQER_A_DIV = (-2, 1), 1.5
+LQER_B_RANGE, LQER_B_DIV = (-8, 7), 7.5
+LQER_GROUP = 64
+
+
+def qmax(bits: int) -> int:
+    """Largest level of the symmetric B-bit grid, 2^(B−1) − 1 (int2: 1 = ternary)."""
+    if not 2 <= bits <= 8:
+        raise ConfigError(f"quantization bits must be in 2..8, got {bits}")
+    return 2 ** (bits - 1) - 1
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """One tensor's quantization choice (hashable: a cache key for the budget search)."""
+
+    bits: int = 6
+    """Grid bits B (2…8): levels −qmax…qmax, qmax = 2^(B−1) − 1."""
+    group_size: int = 0
+    """Columns per scale along the input dim (0 = one scale per row)."""
+    clip: str = "percentile"
+    """One of :data:`CLIPS` (module docstring)."""
+    clip_q: float = INT8_CLIP_Q
+    """Quantile of |w| for ``percentile``."""
+    k: float = 12.85
+    """SDClip multiplier of the std ([04-05]: matrices 12.85 at int6, embeddings 20 at int8)."""
+    hessian_lambda: float = 0.175
+    """λ of ``sdclip_hessian`` ([04-06a])."""
+    search: str = "scale"
+    """``gptq_lite``: pick the clip per scale ("scale") or per matrix ("matrix", as [03-22]).
+    Under GPTQ the pick is per row (rows are independent there, groups of a row are not)."""
+    gptq: bool = False
+    """Full-Hessian GPTQ ([03-25]) instead of plain rounding; needs the tensor's Hessian."""
+    damp: float = 0.01
+    """GPTQ damping: H += damp · mean(diag H) · I (also used by ``sdclip_hessian``)."""
+    block_size: int = 128
+    """GPTQ columns per lazily-propagated block."""
+    act_order: bool = True
+    """GPTQ column order: descending diag(H)."""
+
+    def __post_init__(self) -> None:
+        qmax(self.bits)
+        if self.clip not in CLIPS:
+            raise ConfigError(f"unknown clip strategy {self.clip!r} (known: {', '.join(CLIPS)})")
+        if self.clip == "absmean" and self.bits != 2:
+            raise ConfigError("clip 'absmean' is the ternary grid and needs bits=2")
+        if self.group_size < 0 or self.block_size < 1:
+            raise ConfigError("group_size must be >= 0 and block_size >= 1")
+        if not 0.0 < self.clip_q <= 1.0 or self.k <= 0 or self.damp < 0 or self.hessian_lambda < 0:
+            raise ConfigError("need 0 < clip_q <= 1, k > 0, damp >= 0, hessian_lambda >= 0")
+        if self.search not in ("scale", "matrix"):
+            raise ConfigError(f"search must be 'scale' or 'matrix', got {self.search!r}")
+
+    @classmethod
+    def ternary(cls, group_size: int = 64, **kw) -> QuantSpec:
+        return cls(bits=2, group_size=group_size, clip="absmean", **kw)
+
+    @property
+    def qmax(self) -> int:
+        return qmax(self.bits)
+
+    @property
+    def needs_hessian(self) -> bool:
+        return self.gptq or self.clip == "sdclip_hessian"
+
+    @property
+    def scheme(self) -> str:
+        """The storage scheme name (module docstring)."""
+        base = "ternary" if self.clip == "absmean" else f"int{self.bits}"
+        return f"{base}_{'row' if self.group_size == 0 else f'g{self.group_size}'}"
+
+
+# --------------------------------------------------------------------------- groups and scales
+
+
+def num_groups(cols: int, group_size: int) -> int:
+    """Scales per row: 1 per row (group_size 0), else ⌈cols / g⌉."""
+    return 1 if group_size == 0 else -(-cols // group_size)
+
+
+def _reduce_groups(x: Tensor, group_size: int, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """``fn`` (reducing the last dim) over each group of each row of x [rows, cols] → [rows, G]."""
+    rows, cols = x.shape
+    g = cols if group_size == 0 else group_size
+    if cols == 0:
+        return x.new_zeros(rows, num_groups(0, group_size))
+    n_full, rem = divmod(cols, g)
+    out = []
+    if n_full:
+        out.append(fn(x[:, : n_full * g].reshape(rows, n_full, g)))
+    if rem:
+        out.append(fn(x[:, n_full * g :].reshape(rows, 1, rem)))
+    return torch.cat(out, dim=1)
+
+
+def expand_scale(scale: Tensor, cols: int, group_size: int) -> Tensor:
+    """A scale part ([rows] or [rows, G]) as fp32 [rows, cols] (each column's step)."""
+    s = scale.float()
+    if group_size == 0:
+        return s.reshape(-1, 1).expand(-1, cols)
+    return s.repeat_interleave(group_size, dim=1)[:, :cols]
+
+
+def _std(x: Tensor) -> Tensor:
+    return x.std(dim=-1) if x.shape[-1] > 1 else torch.zeros_like(x[..., 0])
+
+
+def row_importance(w32: Tensor, h_diag: Tensor, damp: float = 0.01) -> Tensor:
+    """r_i of Hessian-aware SDClip (module docstring), mean 1 over rows; [rows]."""
+    d = h_diag.detach().to(w32.device, torch.float32).clone()
+    d[d == 0] = 1.0
+    d = (d + damp * d.mean()).clamp_min(1e-8)
+    r = (w32.abs() * (d / d.mean())[None, :]).mean(dim=1)
+    m = r.mean()
+    return r / m if m > 0 else torch.ones_like(r)
+
+
+def clip_to_scale(clip: Tensor, bits: int) -> Tensor:
+    """Step s = fp16(c / qmax) clamped to [2^−24, 65504]."""
+    return (clip.float() / qmax(bits)).clamp(SCALE_MIN, SCALE_MAX).to(torch.float16)
+
+
+def _fallback_max(clip: Tensor, w32: Tensor, group_size: int) -> Tensor:
+    bad = ~(clip > 0) | ~torch.isfinite(clip)
+    if bool(bad.any()):
+        clip = torch.where(bad, _reduce_groups(w32.abs(), group_size, lambda t: t.amax(dim=-1)), clip)
+    return clip
+
+
+def clip_candidates(w32: Tensor, spec: QuantSpec, h_diag: Tensor | None = None) -> list[Tensor]:
+    """The clip(s) [rows, G] of ``spec.clip`` (``gptq_lite``: one per candidate quantile)."""
+    a, g = w32.abs(), spec.group_size
+    if spec.clip == "gptq_lite":
+        qs = GPTQ_LITE_CANDIDATES
+        clips = [_reduce_groups(a, g, (lambda t, p=p: quantile_linear(t, p, dim=-1))) for p in qs]
+    elif spec.clip == "percentile":
+        clips = [_reduce_groups(a, g, lambda t: quantile_linear(t, spec.clip_q, dim=-1))]
+    elif spec.clip == "max":
+        clips = [_reduce_groups(a, g, lambda t: t.amax(dim=-1))]
+    elif spec.clip == "absmean":
+        clips = [_reduce_groups(a, g, lambda t: t.mean(dim=-1))]
+    else:  # sdclip, sdclip_hessian
+        c = spec.k * _reduce_groups(w32, g, _std)
+        if spec.clip == "sdclip_hessian":
+            if h_diag is None:
+                raise ConfigError("clip 'sdclip_hessian' needs the tensor's Hessian diagonal")
+            c = c * (1.0 + spec.hessian_lambda * (row_importance(w32, h_diag, spec.damp) - 1.0))[:, None]
+        clips = [c]
+    return [_fallback_max(c, w32, g) for c in clips]
+
+
+def store_scale(scale: Tensor, group_size: int) -> Tensor:
+    """A [rows, G] scale in its stored shape ([rows] per row)."""
+    return (scale[:, 0] if group_size == 0 else scale).contiguous()
+
+
+def quantize_with_scale(w32: Tensor, scale: Tensor, bits: int, group_size: int) -> Tensor:
+    """q = clamp(round(w / s), ±qmax) as int8, with s the stored fp16 step of each column."""
+    m = qmax(bits)
+    q = torch.round(w32 / expand_scale(scale, w32.shape[1], group_size)).clamp_(-m, m)
+    return q.to(torch.int8).contiguous()
+
+
+def dequantize_grid(q: Tensor, scale: Tensor, group_size: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """ŵ = q · s (fp32), cast to ``dtype``."""
+    return (q.float() * expand_scale(scale, q.shape[1], group_size)).to(dtype).contiguous()
+
+
+def select_clip(w32: Tensor, clips: list[Tensor], spec: QuantSpec) -> Tensor:
+    """The candidate clip with the least squared rounding error, per scale or per matrix."""
+    if len(clips) == 1:
+        return clips[0]
+    errs = []
+    for c in clips:
+        s = clip_to_scale(c, spec.bits)
+        e = (w32 - dequantize_grid(quantize_with_scale(w32, s, spec.bits, spec.group_size), s, spec.group_size))
+        errs.append(_reduce_groups(e.square(), spec.group_size, lambda t: t.sum(dim=-1)))
+    err = torch.stack(errs)  # [K, rows, G]
+    stack = torch.stack(clips)
+    if spec.search == "matrix":
+        return stack[int(err.sum(dim=(1, 2)).argmin())]
+    return stack.gather(0, err.argmin(dim=0, keepdim=True))[0]  # first candidate wins ties
+
+
+def compute_scale(w: Tensor, spec: QuantSpec, h_diag: Tensor | None = None) -> Tensor:
+    """The stored fp16 scale part of ``spec`` for w [rows, cols] (rounding-error search for gptq_lite)."""
+    w32 = _check_2d(w)
+    clip = select_clip(w32, clip_candidates(w32, spec, h_diag), spec)
+    return store_scale(clip_to_scale(clip, spec.bits), spec.group_size)
+
+
+def quantize_rtn(w: Tensor, spec: QuantSpec, h_diag: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Plain rounding on the grid of ``spec``: ``(q int8 [rows, cols], scale fp16)``."""
+    scale = compute_scale(w, spec, h_diag)
+    return quantize_with_scale(_check_2d(w), scale, spec.bits, spec.group_size), scale
+
+
+def _check_2d(w: Tensor) -> Tensor:
+    if w.ndim != 2:
+        raise ValueError(f"low-bit grids need a 2-D tensor, got shape {tuple(w.shape)}")
+    return w.detach().float()
+
+
+# --------------------------------------------------------------------------- LQER factor storage
+
+
+def quantize_lqer_factors(a: Tensor, b: Tensor, group_size: int = LQER_GROUP) -> dict[str, Tensor]:
+    """A [rows, r] → int2 [−2, 1] with one scale max|A|/1.5; B [r, cols] → int4 [−8, 7] per group (max/7.5)."""
+    a32, b32 = a.detach().float(), b.detach().float()
+    sa = (a32.abs().amax() / LQER_A_DIV).clamp(SCALE_MIN, SCALE_MAX).to(torch.float16)
+    qa = torch.round(a32 / sa.float()).clamp_(*LQER_A_RANGE).to(torch.int8)
+    sb = (_reduce_groups(b32.abs(), group_size, lambda t: t.amax(dim=-1)) / LQER_B_DIV).clamp(SCALE_MIN, SCALE_MAX)
+    sb = sb.to(torch.float16)
+    qb = torch.round(b32 / expand_scale(sb, b32.shape[1], group_size)).clamp_(*LQER_B_RANGE).to(torch.int8)
+    return {"lqer_a": qa.contiguous(), "lqer_a_scale": sa, "lqer_b": qb.contiguous(), "lqer_b_scale": sb.contiguous()}
+
+
+def lqer_correction(parts: Mapping[str, Tensor], group_size: int = LQER_GROUP) -> Tensor:
+    """(q_A s_A)(q_B s_B) in fp32, [rows, cols]."""
+    a = parts["lqer_a"].float() * parts["lqer_a_scale"].float()
+    return a @ dequantize_grid(parts["lqer_b"], parts["lqer_b_scale"], group_size)
+
+
+# --------------------------------------------------------------------------- scheme families
+
+_NAME = re.compile(r"(?:int([2-8])|(ternary))_(?:row|g([1-9]\d*))(?:\+lqer([1-9]\d*)(?:g([1-9]\d*))?)?")
+
+
+@dataclass(frozen=True)
+class SchemeName:
+    """A parsed low-bit scheme name."""
+
+    bits: int
+    group_size: int
+    ternary: bool
+    lqer_rank: int = 0
+    lqer_group: int = LQER_GROUP
+
+    @property
+    def base(self) -> str:
+        return QuantSpec(self.bits, self.group_size, "absmean" if self.ternary else "percentile").scheme
+
+
+def parse_scheme_name(name: str) -> SchemeName | None:
+    """The parameters of a low-bit scheme name, or None if ``name`` is not one."""
+    m = _NAME.fullmatch(name)
+    if m is None:
+        return None
+    bits, tern, g, r, rg = m.groups()
+    if rg is not None and int(rg) == LQER_GROUP:
+        return None  # one name per format: the default B group is written without "g64"
+    return SchemeName(2 if tern else int(bits), int(g or 0), bool(tern), int(r or 0), int(rg or LQER_GROUP))
+
+
+def lqer_scheme_name(base: str, rank: int, group_size: int = LQER_GROUP) -> str:
+    """``base`` + the LQER suffix (base is a low-bit or the int8_row scheme)."""
+    return f"{base}+lqer{rank}" + ("" if group_size == LQER_GROUP else f"g{group_size}")
+
+
+def _part_specs(p: SchemeName) -> Callable[[tuple[int, ...], torch.dtype], dict]:
+    def specs(shape: tuple[int, ...], dt: torch.dtype) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+        if not dt.is_floating_point:
+            raise ValueError(f"this scheme restores float tensors, not {dt}")
+        if len(shape) != 2:
+            raise ValueError(f"low-bit schemes need a 2-D shape, got {list(shape)}")
+        rows, cols = shape
+        sshape = (rows,) if p.group_size == 0 else (rows, num_groups(cols, p.group_size))
+        out = {"q": (torch.int8, (rows, cols)), "scale": (torch.float16, sshape)}
+        if p.lqer_rank:
+            r = p.lqer_rank
+            out |= {
+                "lqer_a": (torch.int8, (rows, r)),
+                "lqer_a_scale": (torch.float16, ()),
+                "lqer_b": (torch.int8, (r, cols)),
+                "lqer_b_scale": (torch.float16, (r, num_groups(cols, p.lqer_group))),
+            }
+        return out
+
+    return specs
+
+
+def _dequantize(p: SchemeName) -> Callable[[Mapping[str, Tensor], tuple[int, ...], torch.dtype], Tensor]:
+    def deq(parts: Mapping[str, Tensor], shape: tuple[int, ...], dt: torch.dtype) -> Tensor:
+        w = dequantize_grid(parts["q"], parts["scale"], p.group_size)
+        if p.lqer_rank:
+            w = w + lqer_correction(parts, p.lqer_group)
+        return w.to(dt).contiguous()
+
+    return deq
+
+
+def _quantize(p: SchemeName) -> Callable[[Tensor], dict[str, Tensor]]:
+    """The scheme's default quantizer: plain rounding with the percentile clip (absmean for ternary;
+    the baseline's own for int8_row), plus unrefined LQER factors of the error when named."""
+    spec = QuantSpec(p.bits, p.group_size, "absmean" if p.ternary else "percentile")
+
+    def quant(t: Tensor) -> dict[str, Tensor]:
+        if p.base == "int8_row":
+            parts = SCHEMES["int8_row"].quantize(t)
+        else:
+            q, s = quantize_rtn(t, spec)
+            parts = {"q": q, "scale": s}
+        if p.lqer_rank:
+            from pgolf.quant.lqer import lqer_factors  # lqer imports this module
+
+            err = t.float() - dequantize_grid(parts["q"], parts["scale"], p.group_size)
+            parts |= lqer_factors(err, p.lqer_rank, p.lqer_group)
+        return parts
+
+    return quant
+
+
+@lru_cache(maxsize=256)
+def family_scheme(name: str) -> Scheme | None:
+    """The :class:`~pgolf.quant.grid.Scheme` of a low-bit name (module docstring), or None.
+    Plain ``int8_row`` is not a family member: it is the baseline's registered scheme."""
+    p = parse_scheme_name(name)
+    if p is None or name == "int8_row":
+        return None
+    return Scheme(name, _quantize(p), _dequantize(p), _part_specs(p))
+
+
+# --------------------------------------------------------------------------- tensor groups
+
+
+def tensor_group(name: str) -> str:
+    """The role of a state-dict tensor, for per-group bits/clip choices: ``embed``, ``head``,
+    ``attn_q``, ``attn_k``, ``attn_v``, ``attn_o``, ``mlp_up``, ``mlp_down``, ``control`` or ``other``."""
+    if is_control(name):
+        return "control"
+    for key, group in (
+        ("tok_emb", "embed"),
+        ("lm_head", "head"),
+        (".attn.c_q.", "attn_q"),
+        (".attn.c_k.", "attn_k"),
+        (".attn.c_v.", "attn_v"),
+        (".attn.proj.", "attn_o"),
+        (".mlp.fc.", "mlp_up"),
+        (".mlp.proj.", "mlp_down"),
+    ):
+        if key in name:
+            return group
+    return "other"
+
+
+def entropy_bits(q: Tensor) -> float:
+    """Empirical zeroth-order entropy of the int8 values, bits per value (a compressibility guide)."""
+    if q.numel() == 0:
+        return 0.0
+    counts = torch.bincount((q.reshape(-1).to(torch.int64) + 128), minlength=256).double()
+    p = counts[counts > 0] / q.numel()
+    return float(-(p * p.log2()).sum())
+

@@ -5,7 +5,7 @@ Source: [04-27a] (PR #1855, from PR #1797), CATALOGUE §2.5 "LQER"; code written
 Maths. After quantization, E = W − Ŵ for every eligible matrix; the ``top_k`` (3) with the largest
 ‖E‖_F get a rank-r (4) correction. Truncated SVD E ≈ U_r S_r V_rᵀ, A = U_r S_r [rows, r], B = V_rᵀ
 [r, cols]; storage as [04-27a]: A int2 in [−2, 1] with one fp16 scale max|A|/1.5, B int4 in [−8, 7]
-with an fp16 scale max|B_g|/7.5 per group of 64 columns (:func:`pgolf.quant.grids.quantize_lqer_factors`).
+with an fp16 scale max|B_g|/7.5 per group of 64 columns (:func:`pgolf.quant.grid.quantize_lqer_factors`).
 Dequantization adds Â·B̂. Three choices of ours, none costing bytes:
 
 1. sign: each component (A column, B row) is flipped so that the A entry of largest magnitude is
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from pgolf.errors import ConfigError
-from pgolf.quant import grids
+from pgolf.quant import grid
 from pgolf.quant.grid import QuantTensor, dequantize_tensor
 
 
@@ -38,7 +38,7 @@ class LqerSpec:
     top_k: int = 3
     """Correct the k eligible tensors with the largest ‖W − Ŵ‖_F."""
     rank: int = 4
-    group_size: int = grids.LQER_GROUP
+    group_size: int = grid.LQER_GROUP
     """Columns per B scale."""
     refit: bool = True
     """Least-squares refit of B after A is quantized (module docstring, 2)."""
@@ -48,7 +48,7 @@ class LqerSpec:
             raise ConfigError("lqer needs top_k >= 0, rank >= 1, group_size >= 1")
 
 
-def lqer_factors(err: Tensor, rank: int = 4, group_size: int = grids.LQER_GROUP, refit: bool = True) -> dict[str, Tensor]:
+def lqer_factors(err: Tensor, rank: int = 4, group_size: int = grid.LQER_GROUP, refit: bool = True) -> dict[str, Tensor]:
     """The quantized factor parts (``lqer_a``, ``lqer_a_scale``, ``lqer_b``, ``lqer_b_scale``) of a
     rank-``rank`` correction of ``err`` [rows, cols]; all-zero factors if none reduces ‖err‖_F."""
     e = err.detach().double()
@@ -65,7 +65,7 @@ def _zero_parts(rows: int, cols: int, rank: int, group_size: int) -> dict[str, T
         "lqer_a": torch.zeros(rows, rank, dtype=z8),
         "lqer_a_scale": torch.zeros((), dtype=z16),
         "lqer_b": torch.zeros(rank, cols, dtype=z8),
-        "lqer_b_scale": torch.zeros(rank, grids.num_groups(cols, group_size), dtype=z16),
+        "lqer_b_scale": torch.zeros(rank, grid.num_groups(cols, group_size), dtype=z16),
     }
 
 
@@ -81,19 +81,19 @@ def _factors(e: Tensor, rank: int, group_size: int, refit: bool) -> dict[str, Te
     if r < rank:  # pad to the scheme's rank with zero components
         a = torch.cat([a, a.new_zeros(rows, rank - r)], dim=1)
         b = torch.cat([b, b.new_zeros(rank - r, cols)], dim=0)
-    parts = grids.quantize_lqer_factors(a, b, group_size)
+    parts = grid.quantize_lqer_factors(a, b, group_size)
     if refit:  # 2. B = Â⁺ E with Â as stored
         a_hat = parts["lqer_a"].double() * parts["lqer_a_scale"].double()
         b = torch.linalg.pinv(a_hat) @ e
-        parts = {**parts, **{k: v for k, v in grids.quantize_lqer_factors(a, b, group_size).items() if k.startswith("lqer_b")}}
+        parts = {**parts, **{k: v for k, v in grid.quantize_lqer_factors(a, b, group_size).items() if k.startswith("lqer_b")}}
     # 3. gain α folded into A's scale, then verified with the stored fp16 scale.
-    p = grids.lqer_correction(parts, group_size).double()
+    p = grid.lqer_correction(parts, group_size).double()
     pp, ep = float((p * p).sum()), float((e * p).sum())
     if pp == 0.0 or ep <= 0.0:
         return None
     alpha = ep / pp
-    parts["lqer_a_scale"] = (parts["lqer_a_scale"].double() * alpha).clamp(grids.SCALE_MIN, grids.SCALE_MAX).to(torch.float16)
-    after = float((e - grids.lqer_correction(parts, group_size).double()).square().sum())
+    parts["lqer_a_scale"] = (parts["lqer_a_scale"].double() * alpha).clamp(grid.SCALE_MIN, grid.SCALE_MAX).to(torch.float16)
+    after = float((e - grid.lqer_correction(parts, group_size).double()).square().sum())
     return parts if after < float(e.square().sum()) else None
 
 
@@ -106,13 +106,13 @@ def add_lqer(w: Tensor, qt: QuantTensor, spec: LqerSpec = LqerSpec()) -> QuantTe
     parts = lqer_factors(err, spec.rank, spec.group_size, spec.refit)
     if not bool(parts["lqer_a"].any()) or not bool(parts["lqer_b"].any()):
         return None
-    name = grids.lqer_scheme_name(qt.scheme, spec.rank, spec.group_size)
+    name = grid.lqer_scheme_name(qt.scheme, spec.rank, spec.group_size)
     return QuantTensor(name, {**qt.parts, **parts}, qt.shape, qt.dtype)
 
 
 def is_eligible(qt: QuantTensor) -> bool:
     """2-D int8_row / low-bit tensors without LQER yet (float passthroughs and int8_tensor are not)."""
-    p = grids.parse_scheme_name(qt.scheme)
+    p = grid.parse_scheme_name(qt.scheme)
     return len(qt.shape) == 2 and p is not None and p.lqer_rank == 0
 
 

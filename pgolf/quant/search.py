@@ -7,7 +7,7 @@ LQER on the largest errors [04-27a] (PR #1855); selective ±1 pruning to close a
 (PR #1019); per-group compressed streams [04-27a].
 
 Problem. Every 2-D float tensor that is not a control tensor belongs to a group g
-(:func:`pgolf.quant.grids.tensor_group`: embed, head, attn_q/k/v/o, mlp_up/down, other); everything
+(:func:`pgolf.quant.grid.tensor_group`: embed, head, attn_q/k/v/o, mlp_up/down, other); everything
 else is stored as fp16 (raw for non-floats), as the records do. An *option* o for a group is a grid
 (B bits, clip = SDClip k or GPTQ-lite, GPTQ on/off), optionally with a rank-r LQER correction of the
 group's m largest-error tensors, or plain fp16. Choose one option per group:
@@ -62,10 +62,9 @@ from torch import Tensor
 
 from pgolf.artifact import streams
 from pgolf.errors import BudgetError, ConfigError
-from pgolf.quant import grids
+from pgolf.quant import grid
 from pgolf.quant.gptq import ModelQuantizer, TensorResult, TensorSpec
-from pgolf.quant.grid import QuantTensor, dequantize_tensor
-from pgolf.quant.grids import QuantSpec, tensor_group
+from pgolf.quant.grid import QuantSpec, QuantTensor, dequantize_tensor, tensor_group
 from pgolf.quant.lqer import LqerSpec
 from pgolf.quant.selective_prune import PruneOrder, apply_pruning, prune_order, pruned_cost
 
@@ -285,7 +284,7 @@ def _entropy_bytes(qt: QuantTensor) -> float:
     total = 0.0
     for p in qt.parts.values():
         if p.dtype == torch.int8:
-            total += p.numel() * grids.entropy_bits(p) / 8
+            total += p.numel() * grid.entropy_bits(p) / 8
         else:
             total += p.numel() * p.element_size()
     return total
@@ -364,9 +363,9 @@ class Search:
                 continue
             t0 = time.perf_counter()
             with_h = any(n in self.hessians for n in names)
-            grid = self.space.grid_options(with_h)
+            cands = self.space.grid_options(with_h)
             screened = []
-            for opt in grid:
+            for opt in cands:
                 res, _ = self.results(g, opt)
                 est = sum(_entropy_bytes(r.qt) for r in res.values())
                 screened.append((est, sum(map(_err, res.values())), opt))
@@ -378,7 +377,7 @@ class Search:
                 todo.append(Option("fp16"))
             ms = [self.measure(g, o) for o in todo]
             self.measured[g] = _dedupe(ms)
-            self.log(f"search: group {g} ({len(names)} tensors): {len(grid)} grids screened, "
+            self.log(f"search: group {g} ({len(names)} tensors): {len(cands)} grids screened, "
                      f"{len(ms)} measured in {time.perf_counter() - t0:.1f}s")
         return self.measured
 
@@ -497,11 +496,11 @@ def loss_weights(search: Search, loss_fn: LossFn, log: Callable[[str], None]) ->
     base = loss_fn(base_sd)
     out: dict[str, float] = {}
     for g, ms in search.measured.items():
-        grid = sorted((m for m in ms if isinstance(m.option.spec, QuantSpec) and m.herr > 0), key=lambda m: m.herr)
-        if not grid:
+        graded = sorted((m for m in ms if isinstance(m.option.spec, QuantSpec) and m.herr > 0), key=lambda m: m.herr)
+        if not graded:
             out[g] = 1.0
             continue
-        probes = [grid[len(grid) // 2], grid[-1]]
+        probes = [graded[len(graded) // 2], graded[-1]]
         w = 0.0
         for m in probes:
             res, _ = search.results(g, m.option)

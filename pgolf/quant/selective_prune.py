@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pgolf.quant import grids
+from pgolf.quant import grid
 from pgolf.quant.grid import QuantTensor
 
 
@@ -47,7 +47,7 @@ class PruneOrder:
 
 def prunable(qt: QuantTensor) -> bool:
     """Low-bit grid tensors (``int{B}_row|g{G}``, with or without LQER) have a ``q`` part to prune."""
-    p = grids.parse_scheme_name(qt.scheme)
+    p = grid.parse_scheme_name(qt.scheme)
     return p is not None and not p.ternary and "q" in qt.parts and len(qt.shape) == 2
 
 
@@ -63,10 +63,10 @@ def prune_order(
     ti, fi, cost = [], [], []
     for k, name in enumerate(chosen):
         qt = tensors[name]
-        p = grids.parse_scheme_name(qt.scheme)
+        p = grid.parse_scheme_name(qt.scheme)
         q = qt.parts["q"].to(torch.int64)
         w = state_dict[name].detach().to("cpu", torch.float64)
-        s = grids.expand_scale(qt.parts["scale"], q.shape[1], p.group_size).double()
+        s = grid.expand_scale(qt.parts["scale"], q.shape[1], p.group_size).double()
         delta = q * s * (2 * w - q * s)  # [rows, cols]
         h = hessians.get(name)
         if h is not None:
