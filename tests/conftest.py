@@ -31,3 +31,15 @@ def tiny_data(tmp_path_factory):
     out = root / "data"
     build_dataset([src], out, vocab_size=384, val_docs=20, workers=1, progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch intra-op thread for a module of many small ops: on 2 shared cores that is far
+    faster under load (`pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

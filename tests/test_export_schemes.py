@@ -34,13 +34,7 @@ from pgolf.quant.grid import QuantSpec
 CFG = ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small ops on 2 shared cores: one intra-op thread is ~50× faster under load."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

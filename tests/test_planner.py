@@ -25,12 +25,7 @@ Adam-trained embedding rows are far from the fitted shape)."""
 SCHEMES = ("int8_zlib", "int6_gptqlite_zstd", "gptq6_emb7_brotli")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("beta", [0.8, 1.3, 2.0, 3.5])
