@@ -30,6 +30,12 @@ CANDIDATES: dict[str, list[str]] = {
     "3L d192 lr x1.5": ["optim.matrix_lr=0.06", "optim.tied_embed_lr=0.075", "optim.scalar_lr=0.06"],
     "3L d192 fp32": ["train.amp_dtype=fp32"],
     "3L d192 eager": ["train.compile=false", "train.warmup_steps=0"],
+    # round 3 (idle machine): shape and batch around the preset, each ~1 M params
+    "2L d240 mlp2": ["model.num_layers=2", "model.model_dim=240"],
+    "4L d168 mlp2": ["model.num_layers=4", "model.model_dim=168"],
+    "3L d192 batch 8k": ["train.batch_tokens=8192"],
+    "3L d192 batch 32k": ["train.batch_tokens=32768"],
+    "3L d192 seq 512": ["train.seq_len=512"],
 }
 
 

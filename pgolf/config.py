@@ -243,8 +243,9 @@ class EvalConfig:
     batch_tokens: int = 524288
     """Global validation tokens per forward batch (``VAL_BATCH_SIZE``)."""
     compile: bool = False
-    """Wrap the evaluated model in ``torch.compile`` (pays a compile per evaluation; worth it for
-    long validation sets, not for the CPU presets)."""
+    """Wrap the evaluated model in ``torch.compile`` (one compile per evaluation, plus one for a
+    short last batch). On the 2-core CPU it pays off even for 1.1 M validation tokens: the ``cpu``
+    preset's final eval takes 11.6 s compiled vs 35.8 s eager, so ``demo`` and ``cpu`` turn it on."""
 
     def __post_init__(self) -> None:
         _check(self.seq_len >= 0, "eval.seq_len must be >= 0")
