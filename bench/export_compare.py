@@ -27,18 +27,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pgolf import fileio  # noqa: E402
 from pgolf.artifact.budget import code_bytes  # noqa: E402
-from pgolf.artifact.export import (  # noqa: E402
+from pgolf.config import apply_overrides, load_config  # noqa: E402
+from pgolf.data.prepare import prepare_data  # noqa: E402
+from pgolf.export.driver import (  # noqa: E402
     calibration_hessians,
     export_model,
     generated_loss_fn,
     load_model_state,
 )
-from pgolf.config import apply_overrides, load_config  # noqa: E402
+from pgolf.export.search import PackSettings, Search, SearchSpace, format_choices  # noqa: E402
 from pgolf.model.gpt import GPT  # noqa: E402
-from pgolf.quant.search import PackSettings, Search, SearchSpace, format_choices  # noqa: E402
 from pgolf.runner import evaluate_model  # noqa: E402
 from pgolf.train import checkpoint as ckpt_mod  # noqa: E402
-from pgolf.train.loop import prepare_data  # noqa: E402
 
 
 def _space(cfg) -> SearchSpace:

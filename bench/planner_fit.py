@@ -1,4 +1,4 @@
-"""Fit the planner's table (pgolf/artifact/planner_table.json) on trained checkpoints, and measure its error.
+"""Fit the planner's table (pgolf/export/planner_table.json) on trained checkpoints, and measure its error.
 
 For every checkpoint (a run directory) and every group class (embed, attn, mlp):
   * weight statistics: rows normalised by their std, pooled excess kurtosis κ → the generalized-normal
@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pgolf import fileio  # noqa: E402
 from pgolf.artifact import codecs  # noqa: E402
-from pgolf.artifact import estimate as planner  # noqa: E402
-from pgolf.artifact.export import calibration_hessians, export_model  # noqa: E402
 from pgolf.artifact.format import tensor_bytes  # noqa: E402
 from pgolf.config import apply_overrides, load_config  # noqa: E402
+from pgolf.export import planner  # noqa: E402
+from pgolf.export.driver import calibration_hessians, export_model  # noqa: E402
 from pgolf.model.gpt import GPT  # noqa: E402
 from pgolf.train import checkpoint as ckpt_mod  # noqa: E402
 
@@ -145,7 +145,7 @@ def predict(m: dict, table: dict, scheme: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--write", action="store_true", help="write pgolf/artifact/planner_table.json")
+    ap.add_argument("--write", action="store_true", help="write pgolf/export/planner_table.json")
     ap.add_argument("--calib-seqs", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)

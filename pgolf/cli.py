@@ -58,7 +58,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show a configuration: parameter count, estimated artifact bytes, and the config."""
-    from pgolf.artifact.estimate import estimate_artifact_bytes
+    from pgolf.export.planner import estimate_artifact_bytes
     from pgolf.model.gpt import count_params
 
     cfg = _config(preset, set_)
@@ -146,7 +146,7 @@ def export_cmd(
     bits/clip/GPTQ/LQER per tensor group for the lowest loss that fits and print the choices."""
     from pgolf import dist
     from pgolf.artifact.budget import format_table
-    from pgolf.quant.search import format_choices
+    from pgolf.export.search import format_choices
     from pgolf.runner import export_run
 
     if not run_dir.is_dir():

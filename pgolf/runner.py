@@ -21,7 +21,11 @@ import torch
 
 from pgolf import dist, fileio
 from pgolf.artifact.budget import ByteReport, check_budget, code_bytes, format_table
-from pgolf.artifact.export import (
+from pgolf.config import RunConfig, apply_overrides, load_config
+from pgolf.data.prepare import RunData, prepare_data
+from pgolf.errors import ArtifactError, DataError
+from pgolf.eval.bpb import EvalResult, evaluate
+from pgolf.export.driver import (
     ExportResult,
     calibration_hessians,
     export_model,
@@ -30,14 +34,11 @@ from pgolf.artifact.export import (
     load_model_state,
     write_export,
 )
-from pgolf.config import RunConfig, apply_overrides, load_config
-from pgolf.errors import ArtifactError, DataError
-from pgolf.eval.bpb import EvalResult, evaluate
+from pgolf.export.search import format_choices
 from pgolf.model.gpt import GPT
-from pgolf.quant.search import format_choices
 from pgolf.train import checkpoint as ckpt_mod
 from pgolf.train.log import RunLog
-from pgolf.train.loop import RunData, TrainResult, prepare_data, train
+from pgolf.train.loop import TrainResult, train
 
 ARTIFACT = "model.pgolf"
 CONFIG = "config.json"

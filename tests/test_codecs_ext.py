@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from pgolf.artifact import codecs
 from pgolf.artifact import format as fmt
 from pgolf.artifact.codecs import Codec, DecompressionError, best_codec, search_codecs, shuffle, unshuffle
-from pgolf.artifact.export import load_model_state
 from pgolf.artifact.format import MAGIC, build_artifact, parse_artifact, read_artifact
 from pgolf.artifact.streams import (
     PackReport,
@@ -37,6 +36,7 @@ from pgolf.artifact.streams import (
     write_packed,
 )
 from pgolf.errors import ArtifactError, ConfigError
+from pgolf.export.driver import load_model_state
 from pgolf.quant import grid
 from pgolf.quant.grid import QuantTensor
 

@@ -1,4 +1,4 @@
-"""Export schemes (pgolf.artifact.export): each round-trips through write/read and loads into the GPT;
+"""Export schemes (pgolf.export.driver): each round-trips through write/read and loads into the GPT;
 each stores exactly the grids its record defines (checked against the quantizers called directly);
 Hessians come from the trainer's training-token file or self-generation and the artifact says which;
 the training loop's calibration reserve; `pgolf export --budget` end to end."""
@@ -9,25 +9,22 @@ import pytest
 import torch
 
 from pgolf.artifact.budget import code_bytes
-from pgolf.artifact.export import (
-    EXPORT_SCHEMES,
-    HESSIANS_FILE,
-    calibration_hessians,
-    export_model,
-    generated_loss_fn,
-    load_hessians,
-    load_model_state,
-    save_hessians,
-    write_export,
-)
 from pgolf.artifact.format import read_artifact
 from pgolf.cli import main
 from pgolf.config import ExportConfig, ModelConfig, apply_overrides
 from pgolf.errors import DataError
+from pgolf.export.driver import (
+    EXPORT_SCHEMES,
+    calibration_hessians,
+    export_model,
+    generated_loss_fn,
+    load_model_state,
+    write_export,
+)
 from pgolf.model.gpt import GPT
 from pgolf.presets import get_preset
 from pgolf.quant import grid
-from pgolf.quant.calib import HessianCollector
+from pgolf.quant.calib import HESSIANS_FILE, HessianCollector, load_hessians, save_hessians
 from pgolf.quant.gptq import quantize_gptq
 from pgolf.quant.grid import QuantSpec
 
@@ -180,7 +177,8 @@ def test_generated_loss_fn_is_the_models_own_loss(model_sd_h):
 
 
 def test_training_reserve_collects_hessians_on_training_tokens(tiny_data, tmp_path):
-    from pgolf.train.loop import prepare_data, train
+    from pgolf.data.prepare import prepare_data
+    from pgolf.train.loop import train
 
     cfg = apply_overrides(get_preset("tiny"), [f"data.path={tiny_data}", "model.vocab_size=384", "train.iterations=3",
                                                "train.calib_reserve_seconds=0.3"])

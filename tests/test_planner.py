@@ -1,4 +1,4 @@
-"""The planner (pgolf.artifact.estimate): its synthetic weights have the fitted statistics, its header
+"""The planner (pgolf.export.planner): its synthetic weights have the fitted statistics, its header
 size is the real one, and its estimate is within a stated tolerance of the real artifact of a tiny
 trained model for every export scheme; `pgolf info --json` reports it."""
 
@@ -9,11 +9,11 @@ import struct
 import pytest
 import torch
 
-from pgolf.artifact import estimate as planner
 from pgolf.artifact.budget import code_bytes
-from pgolf.artifact.export import EXPORT_SCHEMES, export_model
 from pgolf.cli import main
 from pgolf.config import apply_overrides
+from pgolf.export import planner
+from pgolf.export.driver import EXPORT_SCHEMES, export_model
 from pgolf.model.gpt import count_params
 from pgolf.presets import get_preset
 
@@ -47,7 +47,8 @@ def test_generalized_normal_shape_and_scales(beta):
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_data, tmp_path_factory):
-    from pgolf.train.loop import prepare_data, train
+    from pgolf.data.prepare import prepare_data
+    from pgolf.train.loop import train
 
     cfg = apply_overrides(get_preset("tiny"), [f"data.path={tiny_data}", "model.vocab_size=384"])
     out = tmp_path_factory.mktemp("tiny-run")
@@ -57,7 +58,7 @@ def tiny_run(tiny_data, tmp_path_factory):
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_estimate_is_within_tolerance_of_the_real_artifact(tiny_run, scheme):
-    from pgolf.artifact.export import calibration_hessians
+    from pgolf.export.driver import calibration_hessians
 
     cfg, model = tiny_run
     cfg = apply_overrides(cfg, [f"export.scheme={scheme}", "export.calib_seqs=4"])

@@ -1,4 +1,4 @@
-"""pgolf.quant.search and pgolf.quant.selective_prune: the knapsack against brute force, the budget
+"""pgolf.export.search and pgolf.quant.selective_prune: the knapsack against brute force, the budget
 never exceeded (property test with random budgets), exact per-group byte accounting, a one-line
 BudgetError when nothing fits, loss weights recovered from a known quadratic loss, plan verification,
 and selective ±1 pruning against a reference."""
@@ -14,12 +14,7 @@ from hypothesis import strategies as st
 from pgolf.artifact.streams import unpack
 from pgolf.config import ModelConfig
 from pgolf.errors import BudgetError
-from pgolf.model.gpt import GPT
-from pgolf.quant import grid
-from pgolf.quant.calib import HessianCollector
-from pgolf.quant.gptq import hessian_error
-from pgolf.quant.grid import dequantize_tensor
-from pgolf.quant.search import (
+from pgolf.export.search import (
     FAST_PACK,
     Measured,
     Option,
@@ -31,6 +26,11 @@ from pgolf.quant.search import (
     format_choices,
     search_budget,
 )
+from pgolf.model.gpt import GPT
+from pgolf.quant import grid
+from pgolf.quant.calib import HessianCollector
+from pgolf.quant.gptq import hessian_error
+from pgolf.quant.grid import dequantize_tensor
 from pgolf.quant.selective_prune import apply_pruning, prune_order, pruned_cost
 
 SPACE = SearchSpace(bits=(4, 6, 8), sdclip_k=(6.0, 12.0), gptq=True, lqer_rank=2, lqer_top=1, max_options=4)

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from pgolf.config import apply_overrides
+from pgolf.data.prepare import prepare_data
 from pgolf.errors import TrainingError
 from pgolf.model.gpt import GPT
 from pgolf.presets import get_preset
 from pgolf.train import checkpoint as ckpt
-from pgolf.train.loop import grad_accum_steps, prepare_data, train
+from pgolf.train.loop import grad_accum_steps, train
 
 
 def _cfg(data_dir, *extra):

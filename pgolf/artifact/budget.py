@@ -66,7 +66,7 @@ class TensorRow:
     quant_bytes: int
     """Bytes of its stored parts in the uncompressed payload."""
     compressed_bytes: int
-    """Its estimated share of the compressed payload (see ``pgolf.artifact.export``); the rows' sum
+    """Its estimated share of the compressed payload (see ``pgolf.export.driver``); the rows' sum
     is exactly the compressed payload size."""
 
 

@@ -44,7 +44,7 @@ Reading verifies, in order: magic, version, header length, header checksum, JSON
 schema (dtypes from :data:`DTYPES` only, shapes, exact tiling of the table), payload length, payload
 checksum, codec, bounded decompression (at most R bytes, R ≤ ``max_raw_bytes``), raw length, raw
 checksum. Every failure is one :class:`~pgolf.errors.ArtifactError` line naming the file.
-Scheme names are not interpreted here: :mod:`pgolf.artifact.export` dequantizes.
+Scheme names are not interpreted here: :mod:`pgolf.export.driver` dequantizes.
 
 Version 2: per-group streams (CATALOGUE §2.5 "Compressors", the per-group layout of [04-27a], PR #1855)
 -------------------------------------------------------------------------------------------------------

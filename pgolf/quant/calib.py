@@ -30,19 +30,24 @@ computed). Hessians are keyed by weight name: ``blocks.{i}.attn.c_q.weight``, ``
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from pgolf import dist
-from pgolf.errors import ConfigError
+from pgolf import dist, fileio
+from pgolf.errors import ConfigError, DataError
+from pgolf.model.gpt import unwrap
 from pgolf.quant.gptq import full_fp32_matmul
 
 
@@ -65,8 +70,6 @@ class Calibration:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    from pgolf.model.gpt import unwrap
-
     return unwrap(model)
 
 
@@ -297,3 +300,28 @@ def calibrate_from_generated(
             batches += 1
     hessians, tokens = hc.hessians()
     return Calibration(hessians, tokens, batches, clock() - start, "generated")
+
+
+# --------------------------------------------------------------------------- Hessian files
+
+HESSIANS_FILE = "hessians.safetensors"
+"""Hessians the trainer collected on training tokens inside its budget (pickle-free)."""
+
+
+def save_hessians(path: str | os.PathLike[str], hessians: Mapping[str, Tensor], info: Mapping[str, Any]) -> None:
+    """Write Hessians (fp32, CPU) and a JSON ``info`` (source, tokens, seconds) as one safetensors file."""
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in hessians.items()}
+    with fileio.atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"pgolf": json.dumps(dict(info))})
+
+
+def load_hessians(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Inverse of :func:`save_hessians`; DataError (one line) if unreadable."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            info = json.loads((f.metadata() or {}).get("pgolf", "{}"))
+        return load_file(str(path)), info
+    except (OSError, SafetensorError, ValueError) as e:
+        raise DataError(f"{path}: not a readable Hessians file ({type(e).__name__})") from None

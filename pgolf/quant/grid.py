@@ -27,7 +27,7 @@ tensors fp32; restoring the original dtype is lossless there and lets ``load_sta
 Split (DESIGN style rule 10): this module is the *grid* (per-tensor quantizer and its inverse, as
 named schemes with named parts); a *policy* is a plain function ``(name, tensor) -> scheme name``
 that selects the layers (``int8_policy`` is the baseline's); the *packer* is
-:mod:`pgolf.artifact.format` and the *driver* is :mod:`pgolf.artifact.export`. Fixed grids are entries
+:mod:`pgolf.artifact.format` and the *driver* is :mod:`pgolf.export.driver`. Fixed grids are entries
 of :data:`SCHEMES`; the parametrized low-bit families (int2…int8 per row/group, ternary, LQER
 factors; every parameter in the name) are built on demand by :func:`family_scheme` (second part of
 this module) and :func:`get_scheme` resolves them. GPTQ (:mod:`pgolf.quant.gptq`) is an algorithm: its output uses the same schemes.
@@ -545,6 +545,55 @@ def lqer_correction(parts: Mapping[str, Tensor], group_size: int = LQER_GROUP) -
     return a @ dequantize_grid(parts["lqer_b"], parts["lqer_b_scale"], group_size)
 
 
+def lqer_factors(err: Tensor, rank: int = 4, group_size: int = LQER_GROUP, refit: bool = True) -> dict[str, Tensor]:
+    """The quantized factor parts (``lqer_a``, ``lqer_a_scale``, ``lqer_b``, ``lqer_b_scale``) of a
+    rank-``rank`` correction of ``err`` [rows, cols]; all-zero factors if none reduces ‖err‖_F."""
+    e = err.detach().double()
+    rows, cols = e.shape
+    parts = _factors(e, rank, group_size, refit) if e.numel() and bool(e.any()) else None
+    if parts is None:
+        return _zero_parts(rows, cols, rank, group_size)
+    return parts
+
+
+def _zero_parts(rows: int, cols: int, rank: int, group_size: int) -> dict[str, Tensor]:
+    z8, z16 = torch.int8, torch.float16
+    return {
+        "lqer_a": torch.zeros(rows, rank, dtype=z8),
+        "lqer_a_scale": torch.zeros((), dtype=z16),
+        "lqer_b": torch.zeros(rank, cols, dtype=z8),
+        "lqer_b_scale": torch.zeros(rank, num_groups(cols, group_size), dtype=z16),
+    }
+
+
+def _factors(e: Tensor, rank: int, group_size: int, refit: bool) -> dict[str, Tensor] | None:
+    rows, cols = e.shape
+    u, s, vh = torch.linalg.svd(e, full_matrices=False)
+    r = min(rank, s.numel())
+    a, b = u[:, :r] * s[:r], vh[:r].clone()  # [rows, r], [r, cols]
+    # 1. sign: the largest-magnitude entry of each A column goes to the −2 side.
+    peak = a.gather(0, a.abs().argmax(dim=0, keepdim=True))[0]
+    sign = torch.where(peak > 0, -1.0, 1.0).to(a.dtype)
+    a, b = a * sign, b * sign[:, None]
+    if r < rank:  # pad to the scheme's rank with zero components
+        a = torch.cat([a, a.new_zeros(rows, rank - r)], dim=1)
+        b = torch.cat([b, b.new_zeros(rank - r, cols)], dim=0)
+    parts = quantize_lqer_factors(a, b, group_size)
+    if refit:  # 2. B = Â⁺ E with Â as stored
+        a_hat = parts["lqer_a"].double() * parts["lqer_a_scale"].double()
+        b = torch.linalg.pinv(a_hat) @ e
+        parts = {**parts, **{k: v for k, v in quantize_lqer_factors(a, b, group_size).items() if k.startswith("lqer_b")}}
+    # 3. gain α folded into A's scale, then verified with the stored fp16 scale.
+    p = lqer_correction(parts, group_size).double()
+    pp, ep = float((p * p).sum()), float((e * p).sum())
+    if pp == 0.0 or ep <= 0.0:
+        return None
+    alpha = ep / pp
+    parts["lqer_a_scale"] = (parts["lqer_a_scale"].double() * alpha).clamp(SCALE_MIN, SCALE_MAX).to(torch.float16)
+    after = float((e - lqer_correction(parts, group_size).double()).square().sum())
+    return parts if after < float(e.square().sum()) else None
+
+
 # --------------------------------------------------------------------------- scheme families
 
 _NAME = re.compile(r"(?:int([2-8])|(ternary))_(?:row|g([1-9]\d*))(?:\+lqer([1-9]\d*)(?:g([1-9]\d*))?)?")
@@ -625,8 +674,6 @@ def _quantize(p: SchemeName) -> Callable[[Tensor], dict[str, Tensor]]:
             q, s = quantize_rtn(t, spec)
             parts = {"q": q, "scale": s}
         if p.lqer_rank:
-            from pgolf.quant.lqer import lqer_factors  # lqer imports this module
-
             err = t.float() - dequantize_grid(parts["q"], parts["scale"], p.group_size)
             parts |= lqer_factors(err, p.lqer_rank, p.lqer_group)
         return parts

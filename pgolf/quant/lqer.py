@@ -6,7 +6,9 @@ Maths. After quantization, E = W − Ŵ for every eligible matrix; the ``top_k``
 ‖E‖_F get a rank-r (4) correction. Truncated SVD E ≈ U_r S_r V_rᵀ, A = U_r S_r [rows, r], B = V_rᵀ
 [r, cols]; storage as [04-27a]: A int2 in [−2, 1] with one fp16 scale max|A|/1.5, B int4 in [−8, 7]
 with an fp16 scale max|B_g|/7.5 per group of 64 columns (:func:`pgolf.quant.grid.quantize_lqer_factors`).
-Dequantization adds Â·B̂. Three choices of ours, none costing bytes:
+Dequantization adds Â·B̂. The factor fit (:func:`pgolf.quant.grid.lqer_factors`, in the grid module
+because the ``…+lqer{r}`` schemes quantize with it; this module is the selection on top) makes three
+choices of ours, none costing bytes:
 
 1. sign: each component (A column, B row) is flipped so that the A entry of largest magnitude is
    negative — the asymmetric int2 grid reaches −2 but only +1;
@@ -23,12 +25,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from pgolf.errors import ConfigError
 from pgolf.quant import grid
-from pgolf.quant.grid import QuantTensor, dequantize_tensor
+from pgolf.quant.grid import QuantTensor, dequantize_tensor, lqer_factors
 
 
 @dataclass(frozen=True)
@@ -46,55 +47,6 @@ class LqerSpec:
     def __post_init__(self) -> None:
         if self.top_k < 0 or self.rank < 1 or self.group_size < 1:
             raise ConfigError("lqer needs top_k >= 0, rank >= 1, group_size >= 1")
-
-
-def lqer_factors(err: Tensor, rank: int = 4, group_size: int = grid.LQER_GROUP, refit: bool = True) -> dict[str, Tensor]:
-    """The quantized factor parts (``lqer_a``, ``lqer_a_scale``, ``lqer_b``, ``lqer_b_scale``) of a
-    rank-``rank`` correction of ``err`` [rows, cols]; all-zero factors if none reduces ‖err‖_F."""
-    e = err.detach().double()
-    rows, cols = e.shape
-    parts = _factors(e, rank, group_size, refit) if e.numel() and bool(e.any()) else None
-    if parts is None:
-        return _zero_parts(rows, cols, rank, group_size)
-    return parts
-
-
-def _zero_parts(rows: int, cols: int, rank: int, group_size: int) -> dict[str, Tensor]:
-    z8, z16 = torch.int8, torch.float16
-    return {
-        "lqer_a": torch.zeros(rows, rank, dtype=z8),
-        "lqer_a_scale": torch.zeros((), dtype=z16),
-        "lqer_b": torch.zeros(rank, cols, dtype=z8),
-        "lqer_b_scale": torch.zeros(rank, grid.num_groups(cols, group_size), dtype=z16),
-    }
-
-
-def _factors(e: Tensor, rank: int, group_size: int, refit: bool) -> dict[str, Tensor] | None:
-    rows, cols = e.shape
-    u, s, vh = torch.linalg.svd(e, full_matrices=False)
-    r = min(rank, s.numel())
-    a, b = u[:, :r] * s[:r], vh[:r].clone()  # [rows, r], [r, cols]
-    # 1. sign: the largest-magnitude entry of each A column goes to the −2 side.
-    peak = a.gather(0, a.abs().argmax(dim=0, keepdim=True))[0]
-    sign = torch.where(peak > 0, -1.0, 1.0).to(a.dtype)
-    a, b = a * sign, b * sign[:, None]
-    if r < rank:  # pad to the scheme's rank with zero components
-        a = torch.cat([a, a.new_zeros(rows, rank - r)], dim=1)
-        b = torch.cat([b, b.new_zeros(rank - r, cols)], dim=0)
-    parts = grid.quantize_lqer_factors(a, b, group_size)
-    if refit:  # 2. B = Â⁺ E with Â as stored
-        a_hat = parts["lqer_a"].double() * parts["lqer_a_scale"].double()
-        b = torch.linalg.pinv(a_hat) @ e
-        parts = {**parts, **{k: v for k, v in grid.quantize_lqer_factors(a, b, group_size).items() if k.startswith("lqer_b")}}
-    # 3. gain α folded into A's scale, then verified with the stored fp16 scale.
-    p = grid.lqer_correction(parts, group_size).double()
-    pp, ep = float((p * p).sum()), float((e * p).sum())
-    if pp == 0.0 or ep <= 0.0:
-        return None
-    alpha = ep / pp
-    parts["lqer_a_scale"] = (parts["lqer_a_scale"].double() * alpha).clamp(grid.SCALE_MIN, grid.SCALE_MAX).to(torch.float16)
-    after = float((e - grid.lqer_correction(parts, group_size).double()).square().sum())
-    return parts if after < float(e.square().sum()) else None
 
 
 def add_lqer(w: Tensor, qt: QuantTensor, spec: LqerSpec = LqerSpec()) -> QuantTensor | None:

@@ -13,7 +13,7 @@ errors of the row are dropped), its Hessian-weighted error by ≈ δ_ij · H_jj.
 ascending order of δ_ij · H_jj (H_jj = 1 without a Hessian; [03-25] orders by s² alone, the same
 order when |w| ≈ s and H = I). Zeros are the most frequent value of a trained int grid, so each
 pruned entry lowers the entropy the compressor sees; how many bytes that frees is measured by
-packing (:mod:`pgolf.quant.search`), never assumed. Ties keep (tensor order, row-major index).
+packing (:mod:`pgolf.export.search`), never assumed. Ties keep (tensor order, row-major index).
 """
 
 from __future__ import annotations

@@ -41,33 +41,16 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pgolf import dist
 from pgolf.config import RunConfig
-from pgolf.data.bytetables import ByteTables, build_byte_tables
-from pgolf.data.loader import DataSpec, DistributedTokenLoader, ValData, load_validation, resolve_data
-from pgolf.data.tokenizer import check_vocab, load_tokenizer
+from pgolf.data.loader import DistributedTokenLoader, ValData
+from pgolf.data.prepare import RunData, prepare_data
 from pgolf.errors import ConfigError, TrainingError
 from pgolf.eval.bpb import EvalResult, evaluate
 from pgolf.model.gpt import GPT
 from pgolf.optim import build_optimizers
 from pgolf.optim.schedule import lr_multiplier, muon_momentum
+from pgolf.quant.calib import HESSIANS_FILE, calibrate_from_train, save_hessians
 from pgolf.train import checkpoint as ckpt_mod
 from pgolf.train.log import RunLog
-
-
-@dataclass
-class RunData:
-    """Everything a run reads: the data spec, the validation stream and the byte tables."""
-
-    spec: DataSpec
-    val: ValData
-    tables: ByteTables
-
-
-def prepare_data(cfg: RunConfig) -> RunData:
-    spec = resolve_data(cfg.data, cfg.model.vocab_size)
-    sp = load_tokenizer(spec.tokenizer_path)
-    check_vocab(sp, cfg.model.vocab_size)
-    val = load_validation(spec, cfg.model.vocab_size, max_tokens=cfg.data.val_max_tokens)
-    return RunData(spec=spec, val=val, tables=build_byte_tables(sp, cfg.model.vocab_size))
 
 
 @dataclass
@@ -217,8 +200,6 @@ def train(
 
     step, train_seconds, tokens_seen = 0, 0.0, 0
     if not resume and rank == 0:  # Hessians of an earlier run in this directory belong to other weights
-        from pgolf.artifact.export import HESSIANS_FILE
-
         (run_dir / HESSIANS_FILE).unlink(missing_ok=True)
     if resume:
         ck = ckpt_mod.load_checkpoint(run_dir, suffix)
@@ -317,9 +298,6 @@ def _calibrate_in_reserve(cfg: RunConfig, model: GPT, loader: DistributedTokenLo
     ``train.calib_reserve_seconds`` inside the budget: CATALOGUE §2.5 "Calibration data", inside the
     600 s, never after), saved to ``hessians.safetensors``; returns the seconds spent, which count as
     training time. No time or no batch left: nothing is saved (export then self-generates)."""
-    from pgolf.artifact.export import HESSIANS_FILE, save_hessians
-    from pgolf.quant.calib import calibrate_from_train
-
     t = cfg.train
     cal = calibrate_from_train(
         model, loader, batch_tokens=t.batch_tokens, seq_len=t.seq_len, grad_accum=accum,

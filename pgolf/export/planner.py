@@ -4,7 +4,7 @@ Method. Compressed bytes depend on the *distribution* of the quantized values (a
 not on the particular weights, so the planner measures the real codecs on representative weights:
 
 1. Every tensor of the model (shapes from the config, no weights) gets the spec the export scheme's
-   policy gives it (:data:`pgolf.artifact.export.EXPORT_SCHEMES`).
+   policy gives it (:data:`pgolf.export.driver.EXPORT_SCHEMES`).
 2. Quantized tensors: a sample of its rows (≤ :data:`SAMPLE_VALUES` values, the real row length) is
    synthesized with the statistics of trained weights of its group (embed / attn / mlp): per-row
    generalized-normal values of shape β (trained matrices are near-Gaussian per row with heavier tails,
@@ -42,6 +42,8 @@ from pgolf.artifact.budget import code_bytes
 from pgolf.artifact.format import DIGEST_BYTES, PREFIX_BYTES, tensor_bytes
 from pgolf.config import RunConfig
 from pgolf.errors import ConfigError
+from pgolf.export.driver import get_export_scheme
+from pgolf.model.gpt import GPT, count_params
 from pgolf.quant import grid
 from pgolf.quant.grid import QuantSpec
 
@@ -185,9 +187,6 @@ class Breakdown:
 
 def breakdown(cfg: RunConfig, table: dict[str, Any] | None = None) -> Breakdown:
     """Step 1–4 of the module docstring for ``cfg.export.scheme`` (a scheme with a policy), uncorrected."""
-    from pgolf.artifact.export import get_export_scheme
-    from pgolf.model.gpt import GPT
-
     table = load_table() if table is None else table
     scheme = get_export_scheme(cfg.export.scheme)
     if scheme.policy is None:
@@ -223,9 +222,6 @@ def breakdown(cfg: RunConfig, table: dict[str, Any] | None = None) -> Breakdown:
 
 def estimate_artifact_bytes(cfg: RunConfig) -> Estimate:
     """Predicted artifact bytes (model + code) of ``cfg`` exported with ``cfg.export.scheme``."""
-    from pgolf.artifact.export import get_export_scheme
-    from pgolf.model.gpt import count_params
-
     scheme = get_export_scheme(cfg.export.scheme)
     code = code_bytes()
     table = load_table()

@@ -12,7 +12,7 @@ An *export scheme* is a named recipe: which grid each tensor gets and how the pa
 - ``gptq6_emb7_brotli`` — [04-14] (PR #1626), CATALOGUE §3 "Q": full-Hessian GPTQ with SDClip, int6
   matrices (k: MLP 12, attention 13), int7 tied embedding (k 15, Hessian of the final-norm output);
   all other floats fp16; byte shuffle (stride 2) + ``brotli-11`` over one payload.
-- ``budget`` — :func:`pgolf.quant.search.search_budget`: bits / clip / GPTQ / LQER per tensor group
+- ``budget`` — :func:`pgolf.export.search.search_budget`: bits / clip / GPTQ / LQER per tensor group
   chosen to fill ``export.budget_bytes`` − code bytes, per-group streams (container v2).
 
 Unlike the records (whose matrices are all > 65,536 elements), every 2-D attention/MLP/embedding
@@ -35,7 +35,6 @@ in proportion to their packed bytes. The container header is reported separately
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -43,8 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 import pgolf
@@ -60,13 +57,12 @@ from pgolf.artifact.format import (
 )
 from pgolf.config import ExportConfig
 from pgolf.errors import ArtifactError, ConfigError, DataError
+from pgolf.export.search import PackSettings, SearchSpace, search_budget
+from pgolf.model.gpt import GPT, unwrap
 from pgolf.quant import grid
+from pgolf.quant.calib import HESSIANS_FILE, calibrate_from_generated, generate_tokens, load_hessians
 from pgolf.quant.gptq import ModelQuantizer, TensorSpec
 from pgolf.quant.grid import QuantSpec, tensor_group
-from pgolf.quant.search import PackSettings, SearchSpace, search_budget
-
-HESSIANS_FILE = "hessians.safetensors"
-"""Hessians the trainer collected on training tokens inside its budget (pickle-free)."""
 
 PolicyFn = Callable[[str, Tensor, ExportConfig], TensorSpec]
 """``(name, tensor, export_cfg) -> spec``: a QuantSpec or a fixed scheme name."""
@@ -156,7 +152,7 @@ class ExportResult:
     hessian_source: str = "none"
     """"train", "generated" or "none" (no scheme needing Hessians, or none given)."""
     search: Any = None
-    """The :class:`pgolf.quant.search.SearchResult` of the ``budget`` scheme (its choices table)."""
+    """The :class:`pgolf.export.search.SearchResult` of the ``budget`` scheme (its choices table)."""
     pack_report: streams.PackReport | None = None
 
 
@@ -324,25 +320,6 @@ def load_model_state(
 # --------------------------------------------------------------------------- Hessians and loss checks
 
 
-def save_hessians(path: str | os.PathLike[str], hessians: Mapping[str, Tensor], info: Mapping[str, Any]) -> None:
-    """Write Hessians (fp32, CPU) and a JSON ``info`` (source, tokens, seconds) as one safetensors file."""
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in hessians.items()}
-    with fileio.atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"pgolf": json.dumps(dict(info))})
-
-
-def load_hessians(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Inverse of :func:`save_hessians`; DataError (one line) if unreadable."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            info = json.loads((f.metadata() or {}).get("pgolf", "{}"))
-        return load_file(str(path)), info
-    except (OSError, SafetensorError, ValueError) as e:
-        raise DataError(f"{path}: not a readable Hessians file ({type(e).__name__})") from None
-
-
 def calibration_hessians(
     model: torch.nn.Module,
     export_cfg: ExportConfig,
@@ -353,8 +330,6 @@ def calibration_hessians(
 ) -> tuple[dict[str, Tensor], str, dict[str, Any]]:
     """``(hessians, source, info)`` per ``export.calib_source``: the run's saved training-token Hessians
     (``train``; ``auto`` when present), else self-generated ones ([03-25]; collective under torchrun)."""
-    from pgolf.quant.calib import calibrate_from_generated
-
     saved = Path(run_dir) / HESSIANS_FILE if run_dir is not None else None
     if export_cfg.calib_source in ("auto", "train") and saved is not None and saved.exists():
         h, info = load_hessians(saved)
@@ -378,10 +353,7 @@ def generated_loss_fn(
     """A state dict → mean next-token loss (nats, fp32) on ``export.verify_seqs`` sequences the model
     generates at temperature 1 (seed ``calib_seed + 1``, not the calibration text; never validation).
     At temperature 1 the expected gradient of the log-likelihood is zero, so loss differences are
-    second order (the Fisher form), see :mod:`pgolf.quant.search`."""
-    from pgolf.model.gpt import GPT, unwrap
-    from pgolf.quant.calib import generate_tokens
-
+    second order (the Fisher form), see :mod:`pgolf.export.search`."""
     net = unwrap(model)
     n_len = export_cfg.calib_seq_len or seq_len
     toks = generate_tokens(net, n_seqs=export_cfg.verify_seqs, seq_len=n_len + 1, temperature=1.0,
