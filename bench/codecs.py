@@ -25,6 +25,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import sys
@@ -32,9 +33,11 @@ import time
 
 import torch
 
-from pgolf.artifact import codecs
+from pgolf.artifact import codecs, streams
 from pgolf.artifact.format import build_artifact
-from pgolf.artifact.streams import format_report, pack
+from pgolf.artifact.streams import format_report
+from pgolf.config import ModelConfig
+from pgolf.model.gpt import model_roles
 from pgolf.quant.grid import QuantTensor
 
 
@@ -83,6 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     sd = fake_state(args.d, args.layers, args.vocab, args.mlp, args.noise, args.seed)
+    # the roles of these names: the GPT of the same shape (kv width d/2 = 2 query heads per KV head)
+    roles = model_roles(ModelConfig(vocab_size=args.vocab, num_layers=args.layers, model_dim=args.d,
+                                    num_heads=max(args.d // 64, 2), num_kv_heads=max(args.d // 128, 1), mlp_mult=args.mlp))
+    pack = functools.partial(streams.pack, grouping=streams.role_grouping(roles))
     cpu = platform.processor() or platform.machine()
     if os.path.exists("/proc/cpuinfo"):
         cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), cpu)

@@ -36,7 +36,7 @@ from pgolf.export.driver import (  # noqa: E402
     load_model_state,
 )
 from pgolf.export.search import PackSettings, Search, SearchSpace, format_choices  # noqa: E402
-from pgolf.model.gpt import GPT  # noqa: E402
+from pgolf.model.gpt import GPT, parameter_roles  # noqa: E402
 from pgolf.runner import evaluate_model  # noqa: E402
 from pgolf.train import checkpoint as ckpt_mod  # noqa: E402
 
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cpu")
     data = prepare_data(cfg)
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    roles = parameter_roles(model)
     code = code_bytes()
     t0 = time.perf_counter()
     pre = evaluate_model(model, cfg, data, device)
@@ -94,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     fixed = {}
     for key, scheme in (("a", "int8_zlib"), ("b", "int6_gptqlite_zstd"), ("c", "gptq6_emb7_brotli")):
         t0 = time.perf_counter()
-        res = export_model(sd, apply_overrides(cfg, [f"export.scheme={scheme}"]).export, hessians=hessians,
+        res = export_model(sd, apply_overrides(cfg, [f"export.scheme={scheme}"]).export, roles=roles, hessians=hessians,
                            hessian_source=source)
         fixed[key] = res
         score(f"({key}) {scheme}", res.blob, {"seconds": time.perf_counter() - t0})
 
-    search = Search(sd, hessians, space=_space(cfg), settings=PackSettings(), log=lambda m: print(m, flush=True))
+    search = Search(sd, roles, hessians, space=_space(cfg), settings=PackSettings(), log=lambda m: print(m, flush=True))
     t0 = time.perf_counter()
     search.run_measurements()
     print(f"measurements {time.perf_counter() - t0:.0f}s", flush=True)

@@ -32,18 +32,19 @@ from pgolf.artifact.format import tensor_bytes  # noqa: E402
 from pgolf.config import apply_overrides, load_config  # noqa: E402
 from pgolf.export import planner  # noqa: E402
 from pgolf.export.driver import calibration_hessians, export_model  # noqa: E402
-from pgolf.model.gpt import GPT  # noqa: E402
+from pgolf.model.gpt import GPT, parameter_roles  # noqa: E402
 from pgolf.train import checkpoint as ckpt_mod  # noqa: E402
 
 SCHEMES = ("int8_zlib", "int6_gptqlite_zstd", "gptq6_emb7_brotli")
 CLASSES = ("embed", "attn", "mlp")
 
 
-def weight_stats(sd: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+def weight_stats(sd: dict[str, torch.Tensor], roles) -> dict[str, dict[str, float]]:
     """Per group class: pooled moments of row-normalised values and row-std statistics."""
     out = {}
     for gc in CLASSES:
-        ws = [t.float() for n, t in sd.items() if t.ndim == 2 and t.is_floating_point() and planner.group_class(n) == gc]
+        ws = [t.float() for n, t in sd.items()
+              if t.ndim == 2 and t.is_floating_point() and planner.group_class(roles[n]) == gc]
         if not ws:
             continue
         m2 = m4 = cnt = 0.0
@@ -80,12 +81,13 @@ def measure(run_dir: Path, calib_seqs: int) -> dict:
     model = GPT(cfg.model)
     model.load_state_dict(ck.model_state)
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    roles = parameter_roles(model)
     h, source, info = calibration_hessians(model, apply_overrides(cfg, [f"export.calib_seqs={calib_seqs}"]).export,
                                            seq_len=cfg.train.seq_len, run_dir=run_dir)
     real: dict[str, dict] = {}
     for scheme in SCHEMES:
         c = apply_overrides(cfg, [f"export.scheme={scheme}"])
-        res = export_model(sd, c.export, meta={"config": c.to_dict(), "calibration": info}, hessians=h, hessian_source=source)
+        res = export_model(sd, c.export, roles=roles, meta={"config": c.to_dict(), "calibration": info}, hessians=h, hessian_source=source)
         per: dict[str, float] = {}
         floats: dict[str, list[int]] = {}
         for r in res.rows:
@@ -94,11 +96,11 @@ def measure(run_dir: Path, calib_seqs: int) -> dict:
                 f[0] += r.compressed_bytes
                 f[1] += r.quant_bytes
             else:
-                gc = planner.group_class(r.name)
+                gc = planner.group_class(roles[r.name])
                 per[gc] = per.get(gc, 0) + r.compressed_bytes
         real[scheme] = {"model_bytes": res.model_bytes, "classes": per, "floats": floats, "codec": res.codec}
     fp16 = b"".join(tensor_bytes(t.to(torch.float16)) for t in sd.values() if t.is_floating_point())
-    return {"run": str(run_dir), "preset": cfg.name, "cfg": cfg.to_dict(), "stats": weight_stats(sd), "real": real,
+    return {"run": str(run_dir), "preset": cfg.name, "cfg": cfg.to_dict(), "stats": weight_stats(sd, roles), "real": real,
             "fp16_all": [len(codecs.compress(fp16, "shuffle2+brotli-11")), len(fp16)]}
 
 

@@ -58,10 +58,13 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show a configuration: parameter count, estimated artifact bytes, and the config."""
+    from pgolf.config import field_docs
     from pgolf.export.planner import estimate_artifact_bytes
     from pgolf.model.gpt import count_params
+    from pgolf.presets import provenance
 
     cfg = _config(preset, set_)
+    prov = provenance(preset, set_ or [])
     est = estimate_artifact_bytes(cfg)
     out = {
         "preset": cfg.name,
@@ -73,6 +76,7 @@ def info(
         "budget_bytes": cfg.export.budget_bytes,
         "fits": est.artifact_bytes <= cfg.export.budget_bytes,
         "config": cfg.to_dict(),
+        "fields": {k: {"value": list(v) if isinstance(v, tuple) else v, "source": src} for k, (v, src) in prov.items()},
     }
     if as_json:
         print(json.dumps(out, indent=2))
@@ -80,7 +84,13 @@ def info(
     print(f"preset {cfg.name}: {out['params']:,} params; estimated artifact {est.artifact_bytes:,} bytes "
           f"(model {est.model_bytes:,} + code {est.code_bytes:,}) of {cfg.export.budget_bytes:,}"
           f" [{est.method}]")
-    print(cfg.to_json())
+    docs = field_docs()
+    width = max(len(k) for k in prov)
+    for k, (v, src) in prov.items():
+        shown = ",".join(map(str, v)) if isinstance(v, tuple) else repr(v) if isinstance(v, str) else str(v)
+        doc = docs.get(k, "")
+        doc = (doc[:70] + "…") if len(doc) > 71 else doc
+        print(f"  {k:<{width}}  {shown:<14} [{src}]" + (f"  {doc}" if doc else ""))
 
 
 @app.command()

@@ -18,7 +18,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pgolf.errors import ConfigError
 
@@ -35,6 +35,38 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.val_max_tokens >= 0, "data.val_max_tokens must be >= 0")
+
+
+@dataclass
+class AttnConfig:
+    """Attention options (``--set model.attn.KEY=VALUE``)."""
+
+    xsa_layers: tuple[int, ...] = ()
+    """Exclusive Self Attention on these layers (virtual indices, e.g. ``7,8,9,10``): each head's output
+    loses its component along the token's own value direction, y ← y − (y·v̂)v̂ (arXiv:2603.09078;
+    [03-20c] last 3 of 11, [03-20d] PR #287 last 4, [03-25] PR #1019 all layers). GQA-aware, no K/V copy."""
+
+    def __post_init__(self) -> None:
+        _check(all(i >= 0 for i in self.xsa_layers), "model.attn.xsa_layers must be layer indices >= 0")
+        _check(len(set(self.xsa_layers)) == len(self.xsa_layers), "model.attn.xsa_layers lists a layer twice")
+
+
+@dataclass
+class EmbedConfig:
+    """Input-side options (``--set model.embed.KEY=VALUE``)."""
+
+    bigram_buckets: int = 0
+    """BigramHash ([03-19h] PR #65; hash of [03-20a] PR #162): a table of this many buckets × ``bigram_dim``
+    indexed by a hash of (previous, current) token, projected to the model width and added to the token
+    embedding. 0 = off. Records: 4096 [03-20a], 2048 [03-20d]–[03-22], 3072 [03-25]."""
+    bigram_dim: int = 128
+    """Width of the BigramHash table (records: 128, 112 from [03-25])."""
+    bigram_scale_init: float = 0.05
+    """Initial value of BigramHash's learned output scale ([03-20a])."""
+
+    def __post_init__(self) -> None:
+        _check(self.bigram_buckets == 0 or self.bigram_buckets >= 2, "model.embed.bigram_buckets must be 0 or >= 2")
+        _check(self.bigram_dim >= 1, "model.embed.bigram_dim must be >= 1")
 
 
 @dataclass
@@ -57,6 +89,11 @@ class ModelConfig:
     qk_gain_init: float = 1.5
     """Initial per-head multiplier on the (normalized) queries."""
     tied_embed_init_std: float = 0.005
+    skips: Literal["unet", "none"] = "unet"
+    """``unet``: the baseline's U-Net skips (the first ⌊L/2⌋ layers push, the later ones pop, LIFO,
+    x ← x + w⊙skip; [03-17b]); ``none``: a plain stack."""
+    attn: AttnConfig = field(default_factory=AttnConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
 
     def __post_init__(self) -> None:
         _check(0 < self.vocab_size <= 65536, "model.vocab_size must be in 1..65536 (uint16 shards)")
@@ -67,6 +104,14 @@ class ModelConfig:
         _check((self.model_dim // self.num_heads) % 2 == 0, "head_dim (model_dim/num_heads) must be even for RoPE")
         _check(self.mlp_mult >= 1, "model.mlp_mult must be >= 1")
         _check(self.logit_softcap >= 0, "model.logit_softcap must be >= 0")
+        bad = [i for i in self.attn.xsa_layers if i >= self.num_virtual_layers]
+        _check(not bad, f"model.attn.xsa_layers: layer {bad[0] if bad else 0} does not exist "
+                        f"({self.num_virtual_layers} layers)")
+
+    @property
+    def num_virtual_layers(self) -> int:
+        """Layers the forward pass runs (= ``num_layers`` until depth recurrence adds repeats)."""
+        return self.num_layers
 
     @property
     def head_dim(self) -> int:
@@ -135,10 +180,13 @@ class TrainConfig:
     val_tokens_during_training: int = 0
     """Periodic validations use at most this many val tokens (0 = all). The final eval uses all."""
     log_every: int = 200
-    device: str = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     """"auto" (cuda if available), "cpu" or "cuda"."""
-    amp_dtype: str = "bf16"
-    """Autocast dtype for matmuls: "bf16" (the challenge's) or "fp32" (no autocast)."""
+    amp_dtype: Literal["auto", "bf16", "fp32"] = "auto"
+    """Autocast dtype for matmuls: "bf16" (the challenge's), "fp32" (no autocast) or "auto": bf16 only
+    where the device runs it natively and faster than fp32 (CUDA with bf16 support; a CPU with AMX or
+    AVX512-BF16 whose measured bf16 matmul beats fp32), else fp32 (:mod:`pgolf.precision`); the log
+    states the choice and why."""
     compile: bool = False
     """Wrap the model in ``torch.compile``."""
     threads: int = 0
@@ -158,8 +206,6 @@ class TrainConfig:
         _check(self.warmup_steps >= 0 and self.warmdown_iters >= 0, "train warmup/warmdown must be >= 0")
         _check(self.seq_len >= 1 and self.batch_tokens >= self.seq_len, "train.batch_tokens must be >= train.seq_len")
         _check(self.grad_accum >= 0, "train.grad_accum must be >= 0")
-        _check(self.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda")
-        _check(self.amp_dtype in ("bf16", "fp32"), "train.amp_dtype must be bf16 or fp32")
         _check(self.calib_reserve_seconds >= 0, "train.calib_reserve_seconds must be >= 0")
         _check(
             self.max_wallclock_seconds == 0 or self.calib_reserve_seconds < self.max_wallclock_seconds,
@@ -172,15 +218,15 @@ class ExportConfig:
     """How the trained weights become the artifact (CATALOGUE §1.7, §2.5)."""
 
     scheme: str = "int8_zlib"
-    """Export scheme (``pgolf.artifact.export.EXPORT_SCHEMES``): ``int8_zlib`` the baseline's per-row
+    """Export scheme (``pgolf.export.driver.EXPORT_SCHEMES``): ``int8_zlib`` the baseline's per-row
     int8 + zlib-9; ``int6_gptqlite_zstd`` [03-22]; ``gptq6_emb7_brotli`` [04-14]; ``budget`` the
-    byte-budget search (``pgolf.quant.search``) filling ``budget_bytes``."""
+    byte-budget search (``pgolf.export.search``) filling ``budget_bytes``."""
     budget_bytes: int = 16_000_000
     """Artifact cap (code + model bytes), decimal bytes."""
     keep_float_max_numel: int = 65536
     """``int8_zlib``: float tensors with at most this many elements are stored as fp16/fp32, not
     quantized (the baseline's 65,536; lower it for narrow models whose matrices are that small)."""
-    calib_source: str = "auto"
+    calib_source: Literal["auto", "train", "generated"] = "auto"
     """Where GPTQ Hessians come from: ``auto`` (the run's ``hessians.safetensors``, collected on
     training tokens inside the training budget, see ``train.calib_reserve_seconds``; else
     self-generated), ``train`` (require the saved ones) or ``generated`` ([03-25]). Never validation."""
@@ -190,9 +236,9 @@ class ExportConfig:
     """Tokens per generated sequence (0 = ``train.seq_len``)."""
     calib_temperature: float = 0.8
     calib_seed: int = 1337
-    search_bits: str = "4,5,6,7,8"
-    """``budget``: grid bits tried per tensor group (comma-separated)."""
-    search_k: str = "6,8,10,12,13,15,17,20,24"
+    search_bits: tuple[int, ...] = (4, 5, 6, 7, 8)
+    """``budget``: grid bits tried per tensor group (``--set export.search_bits=5,6``)."""
+    search_k: tuple[float, ...] = (6.0, 8.0, 10.0, 12.0, 13.0, 15.0, 17.0, 20.0, 24.0)
     """``budget``: SDClip multipliers k tried (clip = k·std(row)), in addition to GPTQ-lite's search
     (12, 13, 15 are [04-14]'s, so its recipe is one of the plans searched)."""
     search_gptq: bool = True
@@ -204,7 +250,7 @@ class ExportConfig:
     search_max_options: int = 10
     """``budget``: grids per group whose compressed bytes are measured exactly (after a screen by
     entropy; the rest are dominated)."""
-    search_weights: str = "loss"
+    search_weights: Literal["hessian", "loss"] = "loss"
     """``budget``: how errors of different groups are compared: ``hessian`` (Σ tr(E H Eᵀ) as is) or
     ``loss`` (each group's tr(E H Eᵀ) rescaled by its measured loss increase on self-generated text)."""
     verify_plans: int = 4
@@ -215,23 +261,14 @@ class ExportConfig:
     def __post_init__(self) -> None:
         _check(self.budget_bytes > 0, "export.budget_bytes must be > 0")
         _check(self.keep_float_max_numel >= 0, "export.keep_float_max_numel must be >= 0")
-        _check(self.calib_source in ("auto", "train", "generated"), "export.calib_source must be auto, train or generated")
         _check(self.calib_seqs >= 1 and self.calib_seq_len >= 0, "export.calib_seqs must be >= 1, calib_seq_len >= 0")
         _check(self.calib_temperature >= 0, "export.calib_temperature must be >= 0")
-        _check(self.search_weights in ("hessian", "loss"), "export.search_weights must be hessian or loss")
         _check(self.search_lqer_rank >= 0 and self.search_lqer_top >= 0, "export.search_lqer_* must be >= 0")
         _check(self.search_max_options >= 1, "export.search_max_options must be >= 1")
         _check(self.verify_plans >= 0 and self.verify_seqs >= 1, "export.verify_plans >= 0, verify_seqs >= 1")
-        for key in ("search_bits", "search_k"):
-            try:
-                vals = [float(v) for v in getattr(self, key).split(",") if v.strip()]
-            except ValueError:
-                raise ConfigError(f"export.{key} must be comma-separated numbers, got {getattr(self, key)!r}") from None
-            _check(bool(vals), f"export.{key} must list at least one value")
-            if key == "search_bits":
-                _check(all(v.is_integer() and 2 <= v <= 8 for v in vals), "export.search_bits must be integers in 2..8")
-            else:
-                _check(all(v > 0 for v in vals), "export.search_k must be > 0")
+        _check(bool(self.search_bits) and all(2 <= b <= 8 for b in self.search_bits),
+               "export.search_bits must list integers in 2..8")
+        _check(bool(self.search_k) and all(k > 0 for k in self.search_k), "export.search_k must list values > 0")
 
 
 @dataclass
@@ -271,26 +308,9 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error (a config from a newer pgolf)."""
-        if not isinstance(d, dict):
-            raise ConfigError("config must be a JSON object")
-        kwargs: dict[str, Any] = {}
-        hints = typing.get_type_hints(cls)
-        for key, value in d.items():
-            if key not in hints:
-                raise ConfigError(f"unknown config section {key!r}")
-            sec_type = hints[key]
-            if dataclasses.is_dataclass(sec_type):
-                if not isinstance(value, dict):
-                    raise ConfigError(f"config section {key!r} must be an object")
-                sec_hints = typing.get_type_hints(sec_type)
-                unknown = sorted(set(value) - set(sec_hints))
-                if unknown:
-                    raise ConfigError(f"unknown config key {key}.{unknown[0]}")
-                kwargs[key] = sec_type(**{k: _coerce(f"{key}.{k}", v, sec_hints[k]) for k, v in value.items()})
-            else:
-                kwargs[key] = _coerce(key, value, sec_type)
-        return cls(**kwargs)
+        """Rebuild from :meth:`to_dict` output (JSON lists become tuples); unknown keys are an error
+        (a config from a newer pgolf), values are coerced to the field types and checked."""
+        return _build(cls, d, "")
 
 
 def _check(ok: bool, msg: str) -> None:
@@ -300,16 +320,83 @@ def _check(ok: bool, msg: str) -> None:
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_NONE = {"none", "null"}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls: type, d: Any, prefix: str) -> Any:
+    """``cls(**d)`` for a config dataclass, recursively, every value coerced to its field's type."""
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(d, dict):
+        raise ConfigError(f"config section {where!r} must be an object" if prefix else "config must be a JSON object")
+    hints = _hints(cls)
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        kind = "section" if not prefix else "key"
+        raise ConfigError(f"unknown config {kind} {prefix}{unknown[0]}" + _suggest(unknown[0], hints))
+    kwargs = {k: _coerce(f"{prefix}{k}", v, hints[k]) for k, v in d.items()}
+    return cls(**kwargs)
+
+
+def _suggest(key: str, hints: dict[str, Any]) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(key, list(hints), n=1)
+    return f" (did you mean {near[0]}?)" if near else ""
+
+
+def type_name(typ: Any) -> str:
+    """A readable name of a field type: ``int``, ``tuple of int``, ``one of a, b``, ``float or none``."""
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        return " or ".join(type_name(a) for a in rest) + (" or none" if len(rest) < len(args) else "")
+    if origin is tuple:
+        return f"tuple of {type_name(args[0])}"
+    return getattr(typ, "__name__", str(typ))
 
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:
-    """Convert ``value`` (a string from the CLI or a JSON value) to the field type ``typ``."""
-    origin = typing.get_origin(typ)
-    if origin in (typing.Union, types.UnionType):  # Optional[...]
-        args = [a for a in typing.get_args(typ) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+    """Convert ``value`` (a string from ``--set``, a JSON value, or a Python value in a preset) to the
+    field type ``typ``: bool, int, float, str, ``Literal[...]``, ``tuple[X, ...]`` (from a list, a tuple
+    or a comma-separated string; ``""`` is the empty tuple), ``X | None`` (``none``/``null``), or a
+    nested config dataclass (from an object). Anything else is one ConfigError naming the key."""
+    if dataclasses.is_dataclass(typ):
+        if dataclasses.is_dataclass(value) and type(value) is typ:
+            return value
+        return _build(typ, value, f"{key}.")
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) < len(args) and (value is None or (isinstance(value, str) and value.strip().lower() in _NONE)):
             return None
-        typ = args[0]
+        for a in rest:  # the first member that parses
+            try:
+                return _coerce(key, value, a)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: cannot parse {value!r} as {type_name(typ)}")
+    if origin is typing.Literal:
+        for a in args:
+            if value == a or (isinstance(value, str) and not isinstance(a, str) and value.strip() == str(a)):
+                return a
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(repr(a) for a in args)}")
+    if origin is tuple:
+        if len(args) != 2 or args[1] is not Ellipsis:
+            raise ConfigError(f"{key}: unsupported field type {typ} (use tuple[X, ...])")
+        if isinstance(value, str):
+            items = [v.strip() for v in value.replace(";", ",").split(",")]
+            items = [] if items == [""] else items
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise ConfigError(f"{key}: cannot parse {value!r} as {type_name(typ)}")
+        return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(items))
     try:
         if typ is bool:
             if isinstance(value, bool):
@@ -321,45 +408,132 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
                 return False
             raise ValueError
         if typ is int:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or isinstance(value, (list, tuple, dict)) or value is None:
                 raise ValueError
             if isinstance(value, int):
                 return value
-            s = str(value).strip().replace("_", "")
-            f = float(s)
+            f = float(str(value).strip().replace("_", ""))
             if not f.is_integer():
                 raise ValueError
             return int(f)
         if typ is float:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or isinstance(value, (list, tuple, dict)) or value is None:
                 raise ValueError
-            return float(str(value).replace("_", "")) if isinstance(value, str) else float(value)
+            return float(str(value).strip().replace("_", "")) if isinstance(value, str) else float(value)
         if typ is str:
+            if isinstance(value, (list, tuple, dict)) or value is None:
+                raise ValueError
             return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: cannot parse {value!r} as {getattr(typ, '__name__', typ)}") from None
-    return value
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{key}: cannot parse {value!r} as {type_name(typ)}") from None
+    raise ConfigError(f"{key}: unsupported field type {typ!r}")
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"model.attn.xsa_layers": (7, 8), ...}``: every leaf field of a config dataclass by dotted path."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            out.update(flatten(v, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = v
+    return out
+
+
+def field_docs(cls: type = None, prefix: str = "") -> dict[str, str]:  # type: ignore[assignment]
+    """Dotted path → the field's docstring (the string literal under it in the source), for ``pgolf info``."""
+    import ast
+    import inspect
+    import textwrap
+
+    cls = cls or RunConfig
+    out: dict[str, str] = {}
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        tree = None
+    docs: dict[str, str] = {}
+    if tree is not None:
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for a, b in zip(body, body[1:], strict=False):
+            if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr) \
+                    and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
+                docs[a.target.id] = " ".join(b.value.value.split())
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(field_docs(hints[f.name], f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = docs.get(f.name, "")
+    return out
+
+
+def field_types(cls: type = None, prefix: str = "") -> dict[str, Any]:  # type: ignore[assignment]
+    """Dotted path → field type, for every leaf field."""
+    cls = cls or RunConfig
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        t = _hints(cls)[f.name]
+        if dataclasses.is_dataclass(t):
+            out.update(field_types(t, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = t
+    return out
+
+
+def set_path(d: dict[str, Any], path: str, value: Any, *, item: str | None = None) -> None:
+    """Set a dotted ``path`` in the nested dict ``d`` (from :meth:`RunConfig.to_dict`); unknown paths and
+    paths that name a whole section are one ConfigError."""
+    shown = item if item is not None else f"{path}={value}"
+    parts = [p.strip() for p in path.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"--set expects section.key=value, got {shown!r}")
+    node: Any = d
+    for i, p in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or p not in node:
+            what = "section" if i == 0 else "key"
+            raise ConfigError(f"unknown config {what} {'.'.join(parts[: i + 1])!r} in --set {shown}")
+        node = node[p]
+    leaf = parts[-1]
+    if not isinstance(node, dict):
+        raise ConfigError(f"{'.'.join(parts[:-1])} is not a section, in --set {shown}")
+    if leaf not in node:
+        if len(parts) == 1:
+            raise ConfigError(f"--set expects section.key=value, got {shown!r}")
+        near = _close(leaf, list(node))
+        raise ConfigError(f"unknown config key {path.strip()}{near}")
+    if isinstance(node[leaf], dict):
+        raise ConfigError(f"{path.strip()} is a section; set one of its keys ({', '.join(node[leaf])})")
+    node[leaf] = value
+
+
+def _close(key: str, options: list[str]) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(key, options, n=1)
+    return f" (did you mean {near[0]}?)" if near else ""
+
+
+def parse_override(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ConfigError(f"--set expects section.key=value, got {item!r}")
+    path, value = item.split("=", 1)
+    return path.strip(), value
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
-    """Return a copy of ``cfg`` with ``section.key=value`` overrides applied (validated again)."""
+    """A copy of ``cfg`` with ``section.key=value`` (or ``section.sub.key=value``) overrides applied;
+    values are coerced to the field types and every check runs again."""
+    return apply_changes(cfg, [parse_override(item) for item in overrides], items=list(overrides))
+
+
+def apply_changes(cfg: RunConfig, changes, *, items: list[str] | None = None) -> RunConfig:
+    """A copy of ``cfg`` with ``(dotted path, value)`` changes applied (values: strings as from ``--set``
+    or Python values); coerced and checked by :meth:`RunConfig.from_dict`."""
     d = cfg.to_dict()
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set expects section.key=value, got {item!r}")
-        path, value = item.split("=", 1)
-        parts = path.strip().split(".")
-        if len(parts) == 1 and parts[0] == "name":
-            d["name"] = value
-            continue
-        if len(parts) != 2:
-            raise ConfigError(f"--set expects section.key=value, got {item!r}")
-        section, key = parts
-        if section not in d or not isinstance(d[section], dict):
-            raise ConfigError(f"unknown config section {section!r} in --set {item}")
-        if key not in d[section]:
-            raise ConfigError(f"unknown config key {section}.{key}")
-        d[section][key] = value  # coerced (and checked) by from_dict
+    for i, (path, value) in enumerate(changes):
+        set_path(d, path, value, item=items[i] if items else None)
     return RunConfig.from_dict(d)
 
 

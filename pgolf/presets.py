@@ -1,12 +1,17 @@
-"""Named recipes: each is a function returning a :class:`~pgolf.config.RunConfig`.
+"""Named recipes. A root preset is a function returning a :class:`~pgolf.config.RunConfig`; a derived
+preset is its parent plus a list of changes (dotted path → value), as the records were built — each
+record is the one before it plus a few switches (torchtitan ``config_registry``).
 
 ``pgolf info NAME`` / ``pgolf run NAME`` look them up in :data:`PRESETS`; ``--set section.key=value``
-overrides any field afterwards.
+overrides any field afterwards. :func:`provenance` tells, for every field, which layer set it:
+``default`` (the dataclass default), a preset's name, or ``--set``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from pgolf.config import (
     DataConfig,
@@ -16,6 +21,9 @@ from pgolf.config import (
     OptimConfig,
     RunConfig,
     TrainConfig,
+    apply_changes,
+    flatten,
+    parse_override,
 )
 from pgolf.errors import ConfigError
 
@@ -99,16 +107,83 @@ def tiny() -> RunConfig:
     )
 
 
-PRESETS: dict[str, Callable[[], RunConfig]] = {
-    "demo": demo,
-    "cpu": cpu,
-    "baseline": baseline,
-    "tiny": tiny,
-}
+@dataclass(frozen=True)
+class Preset:
+    """A named recipe: a root (``build``) or a child of ``parent`` with ``changes`` applied in order."""
+
+    name: str
+    build: Callable[[], RunConfig] | None = None
+    parent: str | None = None
+    changes: tuple[tuple[str, Any], ...] = ()
+    """``(dotted path, value)``: values are Python values (tuples, floats) or strings as from ``--set``."""
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.build is None) == (self.parent is None):
+            raise ValueError(f"preset {self.name}: give exactly one of build or parent")
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def register(preset: Preset) -> Preset:
+    """Add a preset (its parent must already be registered)."""
+    if preset.parent is not None and preset.parent not in PRESETS:
+        raise ValueError(f"preset {preset.name}: unknown parent {preset.parent!r}")
+    PRESETS[preset.name] = preset
+    return preset
+
+
+def derive(name: str, parent: str, changes: Mapping[str, Any] | list[tuple[str, Any]], doc: str = "") -> Preset:
+    """Register ``name`` = ``parent`` + ``changes`` (``name`` is set too)."""
+    items = tuple(changes.items()) if isinstance(changes, Mapping) else tuple(changes)
+    return register(Preset(name, parent=parent, changes=items, doc=doc))
+
+
+for _fn in (demo, cpu, baseline, tiny):
+    register(Preset(_fn.__name__, build=_fn, doc=(_fn.__doc__ or "").strip()))
+
+
+def _lookup(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})") from None
+
+
+def preset_layers(name: str) -> list[tuple[str, RunConfig]]:
+    """``[("default", RunConfig()), (root, cfg), …, (name, cfg)]``: the config after each layer."""
+    chain: list[Preset] = []
+    p: Preset | None = _lookup(name)
+    while p is not None:
+        chain.append(p)
+        p = _lookup(p.parent) if p.parent else None
+    layers: list[tuple[str, RunConfig]] = [("default", RunConfig())]
+    for p in reversed(chain):
+        if p.build is not None:
+            cfg = p.build()
+        else:
+            cfg = apply_changes(layers[-1][1], [*p.changes, ("name", p.name)])
+        layers.append((p.name, cfg))
+    return layers
 
 
 def get_preset(name: str) -> RunConfig:
-    try:
-        return PRESETS[name]()
-    except KeyError:
-        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})") from None
+    return preset_layers(name)[-1][1]
+
+
+def provenance(name: str, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, tuple[Any, str]]:
+    """Every leaf field of ``name`` + ``overrides``: ``{path: (value, source)}``, the source being the
+    last layer that changed it (``default``, a preset name, or ``--set``)."""
+    layers = preset_layers(name)
+    if overrides:
+        layers.append(("--set", apply_changes(layers[-1][1], [parse_override(o) for o in overrides], items=list(overrides))))
+    flat = [(src, flatten(cfg)) for src, cfg in layers]
+    out: dict[str, tuple[Any, str]] = {}
+    for path in flat[-1][1]:
+        source = "default"
+        for (_, prev), (src, cur) in zip(flat, flat[1:], strict=False):
+            if cur[path] != prev[path]:
+                source = src
+        out[path] = (flat[-1][1][path], source)
+    return out

@@ -35,7 +35,8 @@ from pgolf.export.driver import (
     write_export,
 )
 from pgolf.export.search import format_choices
-from pgolf.model.gpt import GPT
+from pgolf.model.gpt import GPT, parameter_roles
+from pgolf.precision import agreed_amp
 from pgolf.train import checkpoint as ckpt_mod
 from pgolf.train.log import RunLog
 from pgolf.train.loop import TrainResult, train
@@ -58,7 +59,7 @@ def evaluate_model(model: torch.nn.Module, cfg: RunConfig, data: RunData, device
         model = torch.compile(model, dynamic=False)
     return evaluate(
         model, data.val, data.tables, seq_len=cfg.eval.seq_len or cfg.train.seq_len,
-        batch_tokens=cfg.eval.batch_tokens, device=device, amp_dtype=cfg.train.amp_dtype,
+        batch_tokens=cfg.eval.batch_tokens, device=device, amp_dtype=agreed_amp(cfg.train.amp_dtype, device).dtype,
     )
 
 
@@ -77,6 +78,7 @@ def export_artifact(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, log: 
         if scheme.name == "budget" and (cfg.export.search_weights == "loss" or cfg.export.verify_plans):
             loss_fn = generated_loss_fn(model, cfg.export, seq_len=cfg.train.seq_len)
     result = export_model({k: v.detach().cpu() for k, v in model.state_dict().items()}, cfg.export,
+                          roles=parameter_roles(model),
                           meta={"config": cfg.to_dict(), "calibration": calib_info}, hessians=hessians,
                           hessian_source=source, loss_fn=loss_fn, log=lambda m: log(m, echo=False))
     size = torch.tensor(float(result.model_bytes if dist.is_main() else 0), dtype=torch.float64,

@@ -37,6 +37,7 @@ from pgolf.export.driver import (
 )
 from pgolf.quant import grid
 from pgolf.quant.grid import QuantTensor
+from pgolf.roles import Role
 
 PKG = Path(fmt.__file__).resolve().parent.parent  # the pgolf package
 
@@ -377,14 +378,37 @@ def _fake_gpt_state(dtype=torch.float32, layers: int = 2, vocab: int = 512, d: i
     return {k: (v.to(dtype) if v.ndim == 2 and "resid_mix" not in k and "skip" not in k else v) for k, v in sd.items()}
 
 
+_SUFFIX_ROLES = {"attn.c_q.weight": Role.ATTN_Q, "attn.c_k.weight": Role.ATTN_K, "attn.c_v.weight": Role.ATTN_V,
+                 "attn.proj.weight": Role.ATTN_O, "attn.q_gain": Role.CONTROL, "mlp.fc.weight": Role.MLP_UP,
+                 "mlp.proj.weight": Role.MLP_DOWN, "attn_scale": Role.CONTROL, "mlp_scale": Role.CONTROL,
+                 "resid_mix": Role.CONTROL}
+
+
+def _fake_roles(sd):
+    """The roles the GPT declares for these tensors (written out here, as a model would declare them)."""
+    roles = {"tok_emb.weight": Role.EMBED, "skip_weights": Role.CONTROL}
+    roles |= {n: _SUFFIX_ROLES[n.split(".", 2)[2]] for n in sd if n.startswith("blocks.")}
+    return roles
+
+
+def test_fake_roles_are_the_models():
+    from pgolf.config import ModelConfig
+    from pgolf.model.gpt import model_roles
+
+    sd = _fake_gpt_state()
+    cfg = ModelConfig(vocab_size=512, num_layers=2, model_dim=256, num_heads=4, num_kv_heads=2)
+    assert _fake_roles(sd) == model_roles(cfg)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_export_write_load_equals_grid_dequantize(tmp_path, dtype):
     sd = _fake_gpt_state(dtype)
-    res = export_model(sd, ExportConfig(scheme="int8_zlib"), meta={"config": {"a": 1}})
+    roles = _fake_roles(sd)
+    res = export_model(sd, ExportConfig(scheme="int8_zlib"), roles=roles, meta={"config": {"a": 1}})
     path = tmp_path / "model.pgolf"
     assert write_export(path, res) == res.model_bytes == len(res.blob) == path.stat().st_size
     state, header = load_model_state(path)
-    expected = grid.dequantize_state_dict(grid.quantize_state_dict(sd, grid.int8_policy))
+    expected = grid.dequantize_state_dict(grid.quantize_state_dict(sd, grid.int8_policy_for(roles)))
     assert list(state) == list(sd)
     for name, t in sd.items():
         assert state[name].dtype == t.dtype and state[name].shape == t.shape, name
@@ -401,7 +425,7 @@ def test_export_write_load_equals_grid_dequantize(tmp_path, dtype):
 
 def test_export_rows_account_for_every_byte():
     sd = _fake_gpt_state()
-    res = export_model(sd, ExportConfig())
+    res = export_model(sd, ExportConfig(), roles=_fake_roles(sd))
     hlen = struct.unpack_from("<I", res.blob, 8)[0]
     assert res.model_bytes == 12 + hlen + 32 + res.payload_compressed_bytes
     assert [r.name for r in res.rows] == list(sd)
@@ -412,7 +436,7 @@ def test_export_rows_account_for_every_byte():
         assert r.shape == tuple(sd[r.name].shape)
     row = {r.name: r for r in res.rows}["tok_emb.weight"]
     assert row.quant_bytes == 512 * 256 + 2 * 512  # int8 values + fp16 row scales
-    prop = export_model(sd, ExportConfig(), share_estimate="proportional")
+    prop = export_model(sd, ExportConfig(), roles=_fake_roles(sd), share_estimate="proportional")
     assert prop.blob == res.blob
     assert sum(r.compressed_bytes for r in prop.rows) == prop.payload_compressed_bytes
     for r in prop.rows:  # within one byte of the exact proportional share
@@ -435,7 +459,7 @@ def test_split_is_exact_and_proportional():
 
 def test_unknown_export_scheme_lists_known():
     with pytest.raises(ConfigError) as e:
-        export_model({"a": torch.zeros(2)}, ExportConfig(scheme="int4_magic"))
+        export_model({"a": torch.zeros(2)}, ExportConfig(scheme="int4_magic"), roles={"a": Role.CONTROL})
     assert "int4_magic" in str(e.value) and all(k in str(e.value) for k in EXPORT_SCHEMES)
 
 

@@ -35,6 +35,22 @@ def test_info_baseline_params_exact(capsys):
     assert out["estimated_artifact_bytes"] > 0 and out["config"]["model"]["num_layers"] == 9
 
 
+def test_info_shows_every_field_with_its_source(capsys):
+    assert main(["info", "cpu", "--json", "--set", "model.attn.xsa_layers=1,2", "--set", "train.seed=3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    fields = out["fields"]
+    assert fields["model.attn.xsa_layers"] == {"value": [1, 2], "source": "--set"}
+    assert fields["model.model_dim"] == {"value": 192, "source": "cpu"}
+    assert fields["model.vocab_size"]["source"] == "default" and fields["train.seed"]["value"] == 3
+    from pgolf.config import flatten
+    from pgolf.presets import get_preset
+
+    assert set(fields) == set(flatten(get_preset("cpu")))  # every field
+    assert main(["info", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "model.model_dim" in text and "[cpu]" in text and "[default]" in text
+
+
 def test_console_script_exit_code_and_one_line():
     r = subprocess.run([sys.executable, "-m", "pgolf", "info", "baseline", "--set", "model.nope=1"],
                        capture_output=True, text=True, timeout=120)
@@ -46,6 +62,8 @@ def test_console_script_exit_code_and_one_line():
     (["info", "baseline", "--set", "model.nope=1"], "unknown config key model.nope"),
     (["info", "nosuchpreset"], "unknown preset"),
     (["info", "baseline", "--set", "train.iterations=x"], "cannot parse"),
+    (["info", "baseline", "--set", "model.attn.xsa_layers=1,a"], "model.attn.xsa_layers[1]: cannot parse 'a' as int"),
+    (["info", "baseline", "--set", "train.amp_dtype=fp8"], "is not one of 'auto', 'bf16', 'fp32'"),
     (["info"], "Missing argument"),
     (["run", "tiny", "--bogus-flag"], "No such option"),
 ])
@@ -118,6 +136,7 @@ def test_run_writes_run_dir_then_artifact_errors(capsys, tiny_data, tmp_path):
     assert m["model_bytes"] == (out / "model.pgolf").stat().st_size
     log = (out / "train.log").read_text()
     assert "# versions:" in log and "# hardware:" in log and "# config:" in log
+    assert "precision: fp32 (train.amp_dtype=fp32 (set explicitly))" in log  # tiny sets fp32; auto says why
     assert _no_temp_files(out)
 
     # pgolf eval reproduces the run's score from the artifact on disk

@@ -29,8 +29,8 @@ from pgolf.artifact.streams import (
     greedy_row_order,
     pack,
     read_packed,
+    role_grouping,
     single_group,
-    structural_name,
     tensor_grouping,
     unpack,
     write_packed,
@@ -39,6 +39,7 @@ from pgolf.errors import ArtifactError, ConfigError
 from pgolf.export.driver import load_model_state
 from pgolf.quant import grid
 from pgolf.quant.grid import QuantTensor
+from pgolf.roles import HOT_GROUPS, Role
 
 FAST = ("none", "zlib-9", "shuffle2+zlib-9")
 
@@ -266,7 +267,7 @@ def _check_round_trip(sd, out):
 def test_pack_unpack_round_trip(grouping, transforms):
     sd = _fake_quant_state()
     blob, rep = pack(sd, grouping=grouping, candidates=FAST, transforms=transforms,
-                     reorder={"tok_emb", "attn.c_q", "mlp.fc", "all", "tok_emb.weight"}, meta={"k": [1]})
+                     reorder={"embed", "attn_q", "mlp_up", "all", "tok_emb.weight"}, meta={"k": [1]})
     _check_round_trip(sd, unpack(blob))
     out, header = parse_artifact(blob)
     assert header["format_version"] == 2 and header["meta"] == {"k": [1]}
@@ -310,18 +311,37 @@ def test_pack_unpack_property(specs, transforms, grouping):
     _check_round_trip(sd, unpack(blob))
 
 
-def test_default_grouping_roles():
+def _fake_roles(sd):
+    """The roles a model would declare for :func:`_fake_quant_state`'s tensors (given, not guessed)."""
+    by_suffix = {"attn.c_q.weight": Role.ATTN_Q, "attn.c_k.weight": Role.ATTN_K, "mlp.fc.weight": Role.MLP_UP,
+                 "mlp.proj.weight": Role.MLP_DOWN, "attn_scale": Role.CONTROL, "resid_mix": Role.CONTROL}
+    roles = {"tok_emb.weight": Role.EMBED, "skip_weights": Role.CONTROL, "big_fp16": Role.PROJ,
+             "empty": Role.CONTROL, "mask": Role.CONTROL, "scalar": Role.CONTROL}
+    for name in sd:
+        if name.startswith("blocks."):
+            roles[name] = by_suffix[name.split(".", 2)[2]]
+    return roles
+
+
+def test_role_grouping():
     sd = _fake_quant_state()
-    blob, rep = pack(sd, candidates=("none",))
+    blob, rep = pack(sd, candidates=("none",), grouping=role_grouping(_fake_roles(sd)))
     groups = {s.group: s.tensors for s in rep.streams}
-    assert set(groups) == {"tok_emb", "scales", "lqer_a", "attn.c_q", "mlp.fc", "mlp.proj", "small",
-                           "big_fp16:float16"}
+    assert set(groups) == {"embed", "scales", "lqer_a", "attn_q", "mlp_up", "mlp_down", "small", "proj:float16"}
     assert "blocks.0.attn.c_k.weight[q]" in groups["small"]  # 2,048 elements: under SMALL_PART_NUMEL
-    assert groups["attn.c_q"] == ("blocks.0.attn.c_q.weight[q]", "blocks.1.attn.c_q.weight[q]")
+    assert groups["attn_q"] == ("blocks.0.attn.c_q.weight[q]", "blocks.1.attn.c_q.weight[q]")
     assert "tok_emb.weight[lqer_b_scale]" in groups["scales"] and "blocks.0.attn_scale[w]" in groups["small"]
-    assert structural_name("blocks.10.mlp.fc.weight") == "mlp.fc" and structural_name("tok_emb.weight") == "tok_emb"
-    assert structural_name("weight") == "weight" and structural_name("blocks") == "blocks"
-    assert "tok_emb" in format_report(rep) and "total (8 streams)" in format_report(rep)
+    assert "embed" in format_report(rep) and "total (8 streams)" in format_report(rep)
+    assert set(HOT_GROUPS) == {"embed", "attn_q", "mlp_up"}
+    with pytest.raises(ConfigError, match="no declared role"):  # a tensor the model did not declare
+        pack({**sd, "stray": torch.zeros(80, 70)}, candidates=("none",), grouping=role_grouping(_fake_roles(sd)))
+
+
+def test_default_grouping_infers_nothing_from_names():
+    sd = _fake_quant_state()
+    _, rep = pack(sd, candidates=("none",))
+    groups = {s.group for s in rep.streams}
+    assert {"tok_emb.weight", "blocks.0.attn.c_q.weight", "blocks.1.mlp.fc.weight", "big_fp16:float16"} <= groups
 
 
 def test_row_permutation_and_transpose_byte_layout():
@@ -381,8 +401,8 @@ def test_transforms_kept_only_where_they_help():
 
 def test_proxy_ranks_transforms_with_one_codec():
     sd = _fake_quant_state(layers=1)
-    _, rep = pack(sd, candidates=("zlib-9", "zstd-22"), proxy="zlib-9")
-    hot = {s.group: s for s in rep.streams}["tok_emb"]
+    _, rep = pack(sd, candidates=("zlib-9", "zstd-22"), proxy="zlib-9", grouping=role_grouping(_fake_roles(sd)))
+    hot = {s.group: s for s in rep.streams}["embed"]
     assert sum(k.endswith("(proxy)") for k in hot.tried) == 4  # none, T, perm, perm+T
     assert sum(not k.endswith("(proxy)") for k in hot.tried) == 2  # one transform, both codecs
 
@@ -420,7 +440,8 @@ def test_pack_refuses_bad_arguments():
 def test_write_read_and_export_loader_accept_v2(tmp_path):
     g = torch.Generator().manual_seed(7)
     state = {"tok_emb.weight": torch.randn(300, 256, generator=g) * 0.05, "blocks.0.attn_scale": torch.rand(256)}
-    qsd = grid.quantize_state_dict(state, grid.int8_policy)
+    qsd = grid.quantize_state_dict(state, grid.int8_policy_for({"tok_emb.weight": Role.EMBED,
+                                                                 "blocks.0.attn_scale": Role.CONTROL}))
     path = tmp_path / "model.pgolf"
     rep = write_packed(path, qsd, candidates=FAST, scheme="int8_zlib", meta={"export_scheme": "x"})
     assert isinstance(rep, PackReport) and rep.total_bytes == path.stat().st_size

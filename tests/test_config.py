@@ -68,3 +68,97 @@ def test_baseline_preset_is_the_official_config():
     assert (t.seed, t.iterations, t.max_wallclock_seconds, t.warmup_steps, t.warmdown_iters, t.warmdown_frac) == (1337, 20000, 600, 20, 1200, 0)
     assert (t.batch_tokens, t.seq_len, t.val_every, t.log_every, t.grad_accum) == (524288, 1024, 1000, 200, 0)
     assert c.export.scheme == "int8_zlib" and c.export.budget_bytes == 16_000_000
+
+
+# --- typed fields beyond bool/int/float/str, nested sections, derived presets, provenance -------------
+
+
+def test_tuple_literal_optional_and_nested_fields():
+    from dataclasses import dataclass, field
+
+    from pgolf.config import _build
+
+    cfg = apply_overrides(RunConfig(), ["model.attn.xsa_layers=5, 6,7,8", "model.skips=none",
+                                        "export.search_k=8,12.5", "train.amp_dtype=fp32"])
+    assert cfg.model.attn.xsa_layers == (5, 6, 7, 8) and cfg.model.skips == "none"
+    assert cfg.export.search_k == (8.0, 12.5) and cfg.train.amp_dtype == "fp32"
+    assert apply_overrides(cfg, ["model.attn.xsa_layers="]).model.attn.xsa_layers == ()
+
+    @dataclass
+    class Sub:
+        k: int | None = None
+        """optional"""
+
+    @dataclass
+    class Top:
+        sub: Sub = field(default_factory=Sub)
+        xs: tuple[float, ...] = ()
+
+    assert _build(Top, {"sub": {"k": "none"}, "xs": [1, "2.5"]}, "") == Top(Sub(None), (1.0, 2.5))
+    assert _build(Top, {"sub": {"k": "7"}}, "").sub.k == 7
+    with pytest.raises(ConfigError, match=r"sub.k: cannot parse 'x' as int or none"):
+        _build(Top, {"sub": {"k": "x"}}, "")
+
+
+@pytest.mark.parametrize(
+    "item, needle",
+    [
+        ("model.attn.xsa_layers=1,x", "model.attn.xsa_layers[1]: cannot parse 'x' as int"),
+        ("model.skips=unett", "model.skips: 'unett' is not one of 'unet', 'none'"),
+        ("train.amp_dtype=fp8", "is not one of 'auto', 'bf16', 'fp32'"),
+        ("model.attn=3", "model.attn is a section"),
+        ("model.attn.nope=3", "unknown config key model.attn.nope"),
+        ("model.nosub.x=3", "unknown config key 'model.nosub'"),
+        ("model.num_layer=3", "did you mean num_layers"),
+        ("export.search_bits=4,9", "export.search_bits must list integers in 2..8"),
+        ("model.embed.bigram_buckets=1", "bigram_buckets must be 0 or >= 2"),
+        ("train.compile=2.5", "cannot parse"),
+    ],
+)
+def test_ill_typed_values_are_one_clear_error(item, needle):
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(RunConfig(), [item])
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_every_field_type_is_supported():
+    """No field falls through to 'keep the value as it is': each type round-trips from a string."""
+    from pgolf.config import _coerce, field_types, flatten
+
+    flat = flatten(RunConfig())
+    for path, typ in field_types().items():
+        v = flat[path]
+        s = ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+        assert _coerce(path, s, typ) == v, path
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_round_trips_through_config_json(name, tmp_path):
+    cfg = get_preset(name)
+    p = tmp_path / "config.json"
+    p.write_text(cfg.to_json())
+    assert load_config(str(p)) == cfg
+
+
+def test_derived_presets_and_provenance():
+    from pgolf.presets import PRESETS, derive, preset_layers, provenance
+
+    try:
+        derive("cpu-xsa-test", "cpu", {"model.attn.xsa_layers": (1, 2), "train.seed": "7"}, doc="test")
+        derive("cpu-xsa-test2", "cpu-xsa-test", [("model.attn.xsa_layers", "2"), ("model.num_layers", 4)])
+        cfg = get_preset("cpu-xsa-test2")
+        parent = get_preset("cpu")
+        assert cfg.name == "cpu-xsa-test2" and cfg.model.attn.xsa_layers == (2,) and cfg.train.seed == 7
+        assert cfg.model.num_layers == 4 and cfg.model.model_dim == parent.model.model_dim
+        assert [n for n, _ in preset_layers("cpu-xsa-test2")] == ["default", "cpu", "cpu-xsa-test", "cpu-xsa-test2"]
+        prov = provenance("cpu-xsa-test2", ["optim.matrix_lr=0.02"])
+        assert prov["model.attn.xsa_layers"] == ((2,), "cpu-xsa-test2")
+        assert prov["train.seed"] == (7, "cpu-xsa-test") and prov["model.model_dim"] == (192, "cpu")
+        assert prov["optim.matrix_lr"] == (0.02, "--set") and prov["model.vocab_size"] == (1024, "default")
+        assert prov["name"] == ("cpu-xsa-test2", "cpu-xsa-test2")
+        with pytest.raises(ConfigError, match="unknown config key model.attn.nope"):
+            derive("cpu-bad-test", "cpu", {"model.attn.nope": 1})
+            get_preset("cpu-bad-test")
+    finally:
+        for n in ("cpu-xsa-test", "cpu-xsa-test2", "cpu-bad-test"):
+            PRESETS.pop(n, None)

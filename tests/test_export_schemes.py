@@ -21,7 +21,7 @@ from pgolf.export.driver import (
     load_model_state,
     write_export,
 )
-from pgolf.model.gpt import GPT
+from pgolf.model.gpt import GPT, model_roles
 from pgolf.presets import get_preset
 from pgolf.quant import grid
 from pgolf.quant.calib import HESSIANS_FILE, HessianCollector, load_hessians, save_hessians
@@ -29,6 +29,7 @@ from pgolf.quant.gptq import quantize_gptq
 from pgolf.quant.grid import QuantSpec
 
 CFG = ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2)
+ROLES = model_roles(CFG)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,7 +51,7 @@ def model_sd_h():
 
 
 def _fast_budget_cfg(budget: int, **kw) -> ExportConfig:
-    return ExportConfig(scheme="budget", budget_bytes=budget, search_bits="4,6,8", search_k="8,12",
+    return ExportConfig(scheme="budget", budget_bytes=budget, search_bits=(4, 6, 8), search_k=(8.0, 12.0),
                         search_max_options=3, search_lqer_rank=2, verify_plans=0, search_weights="hessian", **kw)
 
 
@@ -58,7 +59,8 @@ def _fast_budget_cfg(budget: int, **kw) -> ExportConfig:
 def test_every_scheme_round_trips_and_loads_into_the_gpt(scheme, model_sd_h, tmp_path):
     model, sd, h = model_sd_h
     cfg = ExportConfig(scheme=scheme) if scheme != "budget" else _fast_budget_cfg(10**6)
-    res = export_model(sd, cfg, meta={"config": {"x": 1}}, hessians=h, hessian_source="generated", code_bytes_=0)
+    res = export_model(sd, cfg, roles=ROLES, meta={"config": {"x": 1}}, hessians=h, hessian_source="generated",
+                       code_bytes_=0)
     path = tmp_path / "model.pgolf"
     assert write_export(path, res) == res.model_bytes == path.stat().st_size
     state, header = load_model_state(path)
@@ -80,8 +82,8 @@ def test_every_scheme_round_trips_and_loads_into_the_gpt(scheme, model_sd_h, tmp
 
 def test_int8_zlib_is_the_baseline_export(model_sd_h):
     _, sd, _ = model_sd_h
-    res = export_model(sd, ExportConfig(scheme="int8_zlib", keep_float_max_numel=512))
-    expected = grid.quantize_state_dict(sd, lambda n, t: grid.int8_policy(n, t, keep_float_max_numel=512))
+    res = export_model(sd, ExportConfig(scheme="int8_zlib", keep_float_max_numel=512), roles=ROLES)
+    expected = grid.quantize_state_dict(sd, lambda n, t: grid.int8_policy(n, t, ROLES[n], keep_float_max_numel=512))
     tensors = read_artifact_bytes(res.blob)
     assert res.header["codec"] == "zlib-9" and res.hessian_source == "none"
     for name, qt in expected.items():
@@ -98,12 +100,12 @@ def read_artifact_bytes(blob):
 
 def test_int6_gptqlite_zstd_grids(model_sd_h):
     _, sd, _ = model_sd_h
-    res = export_model(sd, ExportConfig(scheme="int6_gptqlite_zstd"))
+    res = export_model(sd, ExportConfig(scheme="int6_gptqlite_zstd"), roles=ROLES)
     t = read_artifact_bytes(res.blob)
     assert res.header["codec"] == "zstd-22"
     spec = QuantSpec(bits=6, clip="gptq_lite", search="matrix")
     for name, w in sd.items():
-        g = grid.tensor_group(name)
+        g = ROLES[name].value
         if g.startswith(("attn_", "mlp_")):
             q, s = grid.quantize_rtn(w, spec)
             assert t[name].scheme == "int6_row" and torch.equal(t[name].parts["q"], q) and torch.equal(t[name].parts["scale"], s)
@@ -111,16 +113,16 @@ def test_int6_gptqlite_zstd_grids(model_sd_h):
         elif g == "embed":
             assert t[name].scheme == "int8_row"
         else:
-            assert t[name].scheme == grid.int8_policy(name, w)
+            assert t[name].scheme == grid.int8_policy(name, w, ROLES[name])
 
 
 def test_gptq6_emb7_brotli_grids(model_sd_h):
     _, sd, h = model_sd_h
-    res = export_model(sd, ExportConfig(scheme="gptq6_emb7_brotli"), hessians=h, hessian_source="train")
+    res = export_model(sd, ExportConfig(scheme="gptq6_emb7_brotli"), roles=ROLES, hessians=h, hessian_source="train")
     t = read_artifact_bytes(res.blob)
     assert res.header["codec"] == "shuffle2+brotli-11" and res.header["meta"]["hessian_source"] == "train"
     for name, w in sd.items():
-        g = grid.tensor_group(name)
+        g = ROLES[name].value
         if g.startswith(("attn_", "mlp_", "embed")):
             bits, k = (7, 15.0) if g == "embed" else (6, 12.0 if g.startswith("mlp") else 13.0)
             q, s, _ = quantize_gptq(w, h[name], QuantSpec(bits=bits, clip="sdclip", k=k, gptq=True))
@@ -129,7 +131,7 @@ def test_gptq6_emb7_brotli_grids(model_sd_h):
         else:
             assert t[name].scheme == "fp16", name
     # without Hessians the same grids are rounded plainly, and the artifact says so
-    res2 = export_model(sd, ExportConfig(scheme="gptq6_emb7_brotli"))
+    res2 = export_model(sd, ExportConfig(scheme="gptq6_emb7_brotli"), roles=ROLES)
     t2 = read_artifact_bytes(res2.blob)
     q, _ = grid.quantize_rtn(sd["blocks.0.mlp.fc.weight"], QuantSpec(bits=6, clip="sdclip", k=12.0))
     assert torch.equal(t2["blocks.0.mlp.fc.weight"].parts["q"], q) and res2.hessian_source == "none"
@@ -137,8 +139,9 @@ def test_gptq6_emb7_brotli_grids(model_sd_h):
 
 def test_budget_scheme_fits_budget_minus_code(model_sd_h):
     _, sd, h = model_sd_h
-    small = export_model(sd, _fast_budget_cfg(10**6), hessians=h, code_bytes_=0).model_bytes
-    res = export_model(sd, _fast_budget_cfg(small + 5_000), hessians=h, hessian_source="generated", code_bytes_=5_000)
+    small = export_model(sd, _fast_budget_cfg(10**6), roles=ROLES, hessians=h, code_bytes_=0).model_bytes
+    res = export_model(sd, _fast_budget_cfg(small + 5_000), roles=ROLES, hessians=h, hessian_source="generated",
+                       code_bytes_=5_000)
     assert res.model_bytes <= small and res.search is not None and res.codec == "streams"
     assert res.header["format_version"] == 2 and res.header["meta"]["export_scheme"] == "budget"
     assert sum(r.compressed_bytes for r in res.rows) == res.payload_compressed_bytes

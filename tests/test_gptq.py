@@ -14,7 +14,7 @@ import torch
 
 from pgolf.config import ModelConfig
 from pgolf.errors import ConfigError
-from pgolf.model.gpt import GPT, count_params, rms_norm
+from pgolf.model.gpt import GPT, count_params, parameter_roles, rms_norm
 from pgolf.quant import grid
 from pgolf.quant.calib import (
     HessianCollector,
@@ -394,7 +394,7 @@ def test_model_gptq_including_tied_embedding():
     mats = [k for k, v in sd.items() if v.ndim == 2 and k.startswith("blocks.") and "resid_mix" not in k]
     specs = {k: QuantSpec(bits=3, gptq=True, clip="gptq_lite") for k in mats}
     specs["tok_emb.weight"] = QuantSpec(bits=4, clip="sdclip", k=4.0, gptq=True)
-    res = quantize_model(sd, specs, hs)
+    res = quantize_model(sd, specs, hs, policy=grid.int8_policy_for(parameter_roles(m)))
     for name in [*mats, "tok_emb.weight"]:
         st = res.stats[name]
         assert st.herr < st.herr_rtn, name
@@ -402,8 +402,11 @@ def test_model_gptq_including_tied_embedding():
         assert st.herr == pytest.approx(float(hessian_error(sd[name].double() - w_hat.double(), hs[name]).sum()), rel=1e-9)
         assert st.scheme == res.tensors[name].scheme == specs[name].scheme and st.bits == specs[name].bits
         assert st.raw_bytes == res.tensors[name].nbytes and 0 <= st.entropy_bits <= specs[name].bits
-    # tensors without a spec follow the baseline policy; the result loads into the model
+    # tensors without a spec follow the policy: here the baseline's (control role → fp32), by default
+    # float_policy (fp16 for fp32 floats); the result loads into the model
     assert res.tensors["blocks.0.attn_scale"].scheme == "fp32"
+    default = quantize_model(sd, {k: specs[k] for k in mats[:1]}, hs)
+    assert default.tensors["blocks.0.attn_scale"].scheme == "fp16" and default.tensors["tok_emb.weight"].scheme == "fp16"
     m2 = GPT(m.cfg)
     m2.load_state_dict(grid.dequantize_state_dict(res.tensors), strict=True)
     assert list(res.tensors) == list(sd)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pgolf
 
 ROOT = Path(pgolf.__file__).parent
-LEAF = {"pgolf", "pgolf.errors", "pgolf.fileio", "pgolf.dist", "pgolf.config", "pgolf.roles"}
+LEAF = {"pgolf", "pgolf.errors", "pgolf.fileio", "pgolf.dist", "pgolf.config", "pgolf.roles", "pgolf.precision"}
 
 # layer → the layers it may import (besides itself and the leaf modules)
 ALLOWED: dict[str, set[str]] = {

@@ -14,7 +14,7 @@ from pgolf.cli import main
 from pgolf.config import apply_overrides
 from pgolf.export import planner
 from pgolf.export.driver import EXPORT_SCHEMES, export_model
-from pgolf.model.gpt import count_params
+from pgolf.model.gpt import count_params, parameter_roles
 from pgolf.presets import get_preset
 
 TOLERANCE = 0.20
@@ -64,7 +64,8 @@ def test_estimate_is_within_tolerance_of_the_real_artifact(tiny_run, scheme):
     cfg = apply_overrides(cfg, [f"export.scheme={scheme}", "export.calib_seqs=4"])
     h, source, info = calibration_hessians(model, cfg.export, seq_len=cfg.train.seq_len)
     needs = EXPORT_SCHEMES[scheme].needs_hessians  # the runner's meta: calibration info only where used
-    res = export_model(model.state_dict(), cfg.export, meta={"config": cfg.to_dict(), "calibration": info if needs else {}},
+    res = export_model(model.state_dict(), cfg.export, roles=parameter_roles(model),
+                       meta={"config": cfg.to_dict(), "calibration": info if needs else {}},
                        hessians=h, hessian_source=source)
     est = planner.estimate_artifact_bytes(cfg)
     assert est.code_bytes == code_bytes() and est.artifact_bytes == est.model_bytes + est.code_bytes

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from pgolf.errors import ConfigError
 from pgolf.quant import grid
 from pgolf.quant.grid import (
     INT8_CLIP_Q,
@@ -23,6 +24,7 @@ from pgolf.quant.grid import (
     quantize_state_dict,
     quantize_tensor,
 )
+from pgolf.roles import Role
 
 
 def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -112,35 +114,33 @@ def test_empty_and_zero_rows():
     assert not q.any() and torch.equal(s, torch.full((2,), 1 / 127).half())
 
 
-CONTROL_NAMES = [
-    "blocks.0.attn_scale",
-    "blocks.3.mlp_scale",
-    "blocks.1.resid_mix",
-    "blocks.2.attn.q_gain",
-    "skip_weights",
-    "blocks.0.attn_scales",
-]
-
-
-@pytest.mark.parametrize("name", CONTROL_NAMES)
-def test_policy_control_small_is_fp32(name):
+@pytest.mark.parametrize("role", list(Role))
+def test_policy_small_floats_fp32_exactly_for_control_role(role):
+    """The baseline keeps control tensors fp32: here the declared role decides, whatever the name."""
     for dt in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
-        assert int8_policy(name, torch.ones(4, 8, dtype=dt)) == "fp32"
+        got = int8_policy("blocks.0.attn_scale", torch.ones(4, 8, dtype=dt), role)
+        if role is Role.CONTROL:
+            assert got == "fp32"
+        else:
+            assert got == ("fp16" if dt in (torch.float32, torch.bfloat16) else "raw")
 
 
-def test_policy_rules_by_size_dtype_name():
+def test_policy_rules_by_size_dtype_role():
     big = grid.KEEP_FLOAT_MAX_NUMEL + 1
+    P = Role.PROJ
     assert grid.KEEP_FLOAT_MAX_NUMEL == 65_536
-    assert int8_policy("w", torch.zeros(256, 256)) == "fp16"  # exactly 65,536: kept
-    assert int8_policy("w", torch.zeros(256, 256, dtype=torch.bfloat16)) == "fp16"
-    assert int8_policy("w", torch.zeros(10, dtype=torch.float16)) == "raw"
-    assert int8_policy("w", torch.zeros(10, dtype=torch.float64)) == "raw"
-    assert int8_policy("w", torch.zeros(big, 1)) == "int8_row"
-    assert int8_policy("w", torch.zeros(big)) == "int8_tensor"
-    assert int8_policy("w", torch.zeros(big, 1, 1)) == "int8_tensor"
-    assert int8_policy("blocks.0.attn_scale", torch.zeros(big, 1)) == "int8_row"  # size rule first
-    assert int8_policy("steps", torch.zeros(big, 1, dtype=torch.int64)) == "raw"
-    assert int8_policy("mask", torch.zeros(3, dtype=torch.bool)) == "raw"
+    assert int8_policy("w", torch.zeros(256, 256), P) == "fp16"  # exactly 65,536: kept
+    assert int8_policy("w", torch.zeros(256, 256, dtype=torch.bfloat16), P) == "fp16"
+    assert int8_policy("w", torch.zeros(10, dtype=torch.float16), P) == "raw"
+    assert int8_policy("w", torch.zeros(10, dtype=torch.float64), P) == "raw"
+    assert int8_policy("w", torch.zeros(big, 1), P) == "int8_row"
+    assert int8_policy("w", torch.zeros(big), P) == "int8_tensor"
+    assert int8_policy("w", torch.zeros(big, 1, 1), P) == "int8_tensor"
+    assert int8_policy("blocks.0.attn_scale", torch.zeros(big, 1), Role.CONTROL) == "int8_row"  # size rule first
+    assert int8_policy("steps", torch.zeros(big, 1, dtype=torch.int64), P) == "raw"
+    assert int8_policy("mask", torch.zeros(3, dtype=torch.bool), Role.CONTROL) == "raw"
+    with pytest.raises(ConfigError, match="no declared role"):
+        grid.int8_policy_for({})("w", torch.zeros(3))
 
 
 def test_passthrough_round_trips_restore_dtype():
@@ -152,7 +152,9 @@ def test_passthrough_round_trips_restore_dtype():
         "buf": torch.arange(7, dtype=torch.int64),
         "dbl": torch.randn(3, generator=g, dtype=torch.float64),
     }
-    qsd = quantize_state_dict(sd)
+    roles = {"blocks.0.resid_mix": Role.CONTROL, "blocks.0.attn.c_q.weight": Role.ATTN_Q, "norm.weight": Role.GATE,
+             "buf": Role.CONTROL, "dbl": Role.GATE}
+    qsd = quantize_state_dict(sd, grid.int8_policy_for(roles))
     assert [qt.scheme for qt in qsd.values()] == ["fp32", "fp16", "raw", "raw", "raw"]
     out = dequantize_state_dict(qsd)
     for name, t in sd.items():
@@ -165,7 +167,7 @@ def test_passthrough_round_trips_restore_dtype():
 
 def test_quantized_dequantize_matches_parts_and_dtype():
     w = torch.randn(300, 260, generator=torch.Generator().manual_seed(4)).bfloat16()
-    qt = quantize_tensor(w, int8_policy("x", w))
+    qt = quantize_tensor(w, int8_policy("x", w, Role.EMBED))
     assert qt.scheme == "int8_row" and qt.nbytes == 300 * 260 + 2 * 300
     out = dequantize_tensor(qt)
     assert out.dtype == torch.bfloat16 and out.shape == w.shape

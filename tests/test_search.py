@@ -26,7 +26,7 @@ from pgolf.export.search import (
     format_choices,
     search_budget,
 )
-from pgolf.model.gpt import GPT
+from pgolf.model.gpt import GPT, parameter_roles
 from pgolf.quant import grid
 from pgolf.quant.calib import HessianCollector
 from pgolf.quant.gptq import hessian_error
@@ -39,8 +39,8 @@ CFG = ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv
 
 @functools.lru_cache(maxsize=1)
 def _model_and_hessians():
-    """A tiny GPT whose matrices look trained (heavier-tailed than init) and its input Hessians from
-    random token batches."""
+    """A tiny GPT whose matrices look trained (heavier-tailed than init), its declared roles and its
+    input Hessians from random token batches."""
     torch.manual_seed(0)
     model = GPT(CFG)
     g = torch.Generator().manual_seed(1)
@@ -54,13 +54,13 @@ def _model_and_hessians():
         hc.run(idx)
         hessians, _ = hc.hessians()
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return sd, hessians
+    return sd, parameter_roles(model), hessians
 
 
 @functools.lru_cache(maxsize=1)
 def _search() -> Search:
-    sd, h = _model_and_hessians()
-    s = Search(sd, h, space=SPACE, settings=FAST_PACK)
+    sd, roles, h = _model_and_hessians()
+    s = Search(sd, roles, h, space=SPACE, settings=FAST_PACK)
     s.run_measurements()
     return s
 
@@ -177,9 +177,9 @@ def test_budget_just_below_the_smallest_plan_is_pruned_to_fit_or_refused():
 
 
 def test_infeasible_budget_is_a_one_line_budget_error():
-    sd, h = _model_and_hessians()
+    sd, roles, h = _model_and_hessians()
     with pytest.raises(BudgetError) as e:
-        search_budget(sd, h, 500, space=SearchSpace(bits=(8,), sdclip_k=(12.0,), gptq=False, lqer_rank=0, max_options=1),
+        search_budget(sd, roles, h, 500, space=SearchSpace(bits=(8,), sdclip_k=(12.0,), gptq=False, lqer_rank=0, max_options=1),
                       settings=FAST_PACK)
     assert "\n" not in str(e.value) and "500" in str(e.value)
 

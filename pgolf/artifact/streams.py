@@ -1,8 +1,9 @@
 """Per-group compressed streams: group the packed parts, transform each group, search its codec.
 
 Source: the per-group compressor of [04-27a] (PR #1855, ``COMPRESSOR=pergroup``; CATALOGUE §2.5
-"Compressors"): int8 tensors grouped by role (tok_emb, c_q, c_k, c_v, attn.proj, mlp.fc, mlp.proj),
-the rows of the hot groups (tok_emb, c_q, mlp.fc) reordered greedily by L1 nearest neighbour with the
+"Compressors"): int8 tensors grouped by role (tok_emb, c_q, c_k, c_v, attn.proj, mlp.fc, mlp.proj —
+here the roles the model declares, :mod:`pgolf.roles`, via :func:`role_grouping`),
+the rows of the hot groups (tok_emb, c_q, mlp.fc: roles embed, attn_q, mlp_up) reordered greedily by L1 nearest neighbour with the
 permutations stored as uint16, each group transposed and compressed on its own (there with lrzip/ZPAQ,
 here with the best of zlib/zstd/brotli/lzma), and byte-shuffled brotli-11 ([03-31]/[04-01], PR #1089)
 as a candidate for fp16 data. Container: version 2 of :mod:`pgolf.artifact.format`.
@@ -59,12 +60,14 @@ from pgolf.artifact.format import (
 )
 from pgolf.errors import ArtifactError, ConfigError
 from pgolf.quant.grid import QuantTensor
+from pgolf.roles import HOT_GROUPS as ROLE_HOT_GROUPS
+from pgolf.roles import RoleMap, role_of
 
 Grouping = Callable[[str, str, Tensor], str]
 """``(tensor name, part role, part) -> group name``: the parts of one group share a stream."""
 
-HOT_GROUPS: tuple[str, ...] = ("tok_emb", "attn.c_q", "mlp.fc")
-"""[04-27a]'s row-reordered groups (names as :func:`default_grouping` gives them)."""
+HOT_GROUPS: tuple[str, ...] = ROLE_HOT_GROUPS
+"""[04-27a]'s row-reordered groups (tok_emb, c_q, mlp.fc): the names :func:`role_grouping` gives them."""
 SMALL_PART_NUMEL = 4096
 """Parts with fewer elements go to the ``small`` stream (a stream costs ~100 header bytes)."""
 VALUE_ROLES = ("q", "w")
@@ -77,30 +80,41 @@ PERMUTABLE_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.bool)
 # --------------------------------------------------------------------------- grouping
 
 
-def structural_name(name: str) -> str:
-    """A tensor's role in the model: numeric path components, a leading ``blocks`` and a trailing
-    ``weight`` dropped (``blocks.3.attn.c_q.weight`` → ``attn.c_q``, ``tok_emb.weight`` → ``tok_emb``)."""
-    comps = [c for c in name.split(".") if not c.isdigit()]
-    if len(comps) > 1 and comps[-1] == "weight":
-        comps.pop()
-    if len(comps) > 1 and comps[0] == "blocks":
-        comps.pop(0)
-    return ".".join(comps) or name
-
-
-def default_grouping(name: str, role: str, part: Tensor) -> str:
-    """Floating parts that are not values (scales, LQER factor scales) → ``scales``; parts under
-    :data:`SMALL_PART_NUMEL` elements → ``small``; integer value parts → the structural name
-    (``mlp.fc``); large float value parts (fp16 passthrough) → ``<structural>:<dtype>``; other large
-    integer parts (LQER factors) → their role (``lqer_a``), across tensors."""
+def _side_group(role: str, part: Tensor) -> str | None:
+    """The stream of a part that is not a large value part (``None`` for those)."""
     if part.is_floating_point() and role not in VALUE_ROLES:
         return "scales"
     if part.numel() < SMALL_PART_NUMEL:
         return "small"
     if role not in VALUE_ROLES:
         return role
-    base = structural_name(name)
-    return f"{base}:{dtype_name(part.dtype)}" if part.is_floating_point() else base
+    return None
+
+
+def role_grouping(roles: RoleMap) -> Grouping:
+    """[04-27a]'s grouping by role: floating parts that are not values (scales, LQER factor scales) →
+    ``scales``; parts under :data:`SMALL_PART_NUMEL` elements → ``small``; other integer parts (LQER
+    factors) → their part name (``lqer_a``), across tensors; integer value parts → the tensor's role
+    (``mlp_up``); large float value parts (fp16 passthrough) → ``<role>:<dtype>``. A tensor without a
+    role is a ConfigError."""
+
+    def grouping(name: str, part_role: str, part: Tensor) -> str:
+        side = _side_group(part_role, part)
+        if side is not None:
+            return side
+        base = role_of(roles, name).value
+        return f"{base}:{dtype_name(part.dtype)}" if part.is_floating_point() else base
+
+    return grouping
+
+
+def default_grouping(name: str, role: str, part: Tensor) -> str:
+    """Without roles: as :func:`role_grouping`, but each tensor's large value parts get a stream of
+    their own (named after the tensor); nothing is inferred from the name."""
+    side = _side_group(role, part)
+    if side is not None:
+        return side
+    return f"{name}:{dtype_name(part.dtype)}" if part.is_floating_point() else name
 
 
 def single_group(name: str, role: str, part: Tensor) -> str:
@@ -466,7 +480,7 @@ __all__ = [
     "pack",
     "read_packed",
     "single_group",
-    "structural_name",
+    "role_grouping",
     "tensor_grouping",
     "unpack",
     "write_packed",

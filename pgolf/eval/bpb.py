@@ -41,6 +41,7 @@ from torch import nn
 from pgolf import dist
 from pgolf.data.bytetables import ByteTables, stream_token_bytes
 from pgolf.errors import ConfigError, DataError
+from pgolf.precision import resolve_amp
 
 LN2 = math.log(2.0)
 
@@ -154,8 +155,10 @@ def evaluate(
     world_size = dist.world_size() if world_size is None else world_size
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+    if amp_dtype == "auto":
+        amp_dtype = resolve_amp("auto", device).dtype
     if amp_dtype not in ("bf16", "fp32"):
-        raise ConfigError(f"amp_dtype must be bf16 or fp32, got {amp_dtype!r}")
+        raise ConfigError(f"amp_dtype must be auto, bf16 or fp32, got {amp_dtype!r}")
     if seq_len < 1:
         raise ConfigError(f"eval seq_len must be >= 1, got {seq_len}")
     batch_seqs = batch_tokens // (world_size * seq_len)

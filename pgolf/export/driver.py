@@ -34,7 +34,6 @@ in proportion to their packed bytes. The container header is reported separately
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -62,42 +61,44 @@ from pgolf.model.gpt import GPT, unwrap
 from pgolf.quant import grid
 from pgolf.quant.calib import HESSIANS_FILE, calibrate_from_generated, generate_tokens, load_hessians
 from pgolf.quant.gptq import ModelQuantizer, TensorSpec
-from pgolf.quant.grid import QuantSpec, tensor_group
+from pgolf.quant.grid import QuantSpec
+from pgolf.roles import Role, RoleMap, check_roles
 
-PolicyFn = Callable[[str, Tensor, ExportConfig], TensorSpec]
-"""``(name, tensor, export_cfg) -> spec``: a QuantSpec or a fixed scheme name."""
+PolicyFn = Callable[[str, Tensor, Role, ExportConfig], TensorSpec]
+"""``(name, tensor, role, export_cfg) -> spec``: a QuantSpec or a fixed scheme name. The role (declared
+by the model, :mod:`pgolf.roles`) says what the tensor is; its name is only a label."""
 
-_MATRIX_GROUPS = ("attn_q", "attn_k", "attn_v", "attn_o", "mlp_up", "mlp_down")
+_MATRIX_FAMILIES = ("attn", "mlp")
 
 
 def _is_matrix(t: Tensor) -> bool:
     return t.is_floating_point() and t.ndim == 2 and t.numel() > 0
 
 
-def int8_zlib_policy(name: str, t: Tensor, cfg: ExportConfig) -> TensorSpec:
-    return grid.int8_policy(name, t, keep_float_max_numel=cfg.keep_float_max_numel)
+def int8_zlib_policy(name: str, t: Tensor, role: Role, cfg: ExportConfig) -> TensorSpec:
+    return grid.int8_policy(name, t, role, keep_float_max_numel=cfg.keep_float_max_numel)
 
 
-def gptqlite_policy(name: str, t: Tensor, cfg: ExportConfig) -> TensorSpec:
-    """[03-22]: int6 GPTQ-lite matrices, int8 embeddings, the baseline's small-tensor rule."""
-    g = tensor_group(name)
-    if _is_matrix(t) and g in _MATRIX_GROUPS:
+def gptqlite_policy(name: str, t: Tensor, role: Role, cfg: ExportConfig) -> TensorSpec:
+    """[03-22]: int6 GPTQ-lite attention/MLP matrices, int8 for the other quantized matrices (embeddings,
+    head, projections, tables), the baseline's small-tensor rule for the rest."""
+    if _is_matrix(t) and role.family in _MATRIX_FAMILIES:
         return QuantSpec(bits=6, clip="gptq_lite", search="matrix")
-    if _is_matrix(t) and g in ("embed", "head", "other"):
+    if _is_matrix(t) and role.quantized:
         return "int8_row"
-    return grid.int8_policy(name, t, keep_float_max_numel=grid.KEEP_FLOAT_MAX_NUMEL)
+    return grid.int8_policy(name, t, role, keep_float_max_numel=grid.KEEP_FLOAT_MAX_NUMEL)
 
 
 SDCLIP_K_0414 = {"attn": 13.0, "mlp": 12.0, "embed": 15.0}
 """[04-14]'s SDClip multipliers (CATALOGUE §2.5 "SDClip")."""
 
 
-def gptq_0414_policy(name: str, t: Tensor, cfg: ExportConfig) -> TensorSpec:
-    """[04-14]: GPTQ + SDClip int6 matrices (MLP k 12, attention k 13), int7 embedding (k 15), fp16 rest."""
-    g = tensor_group(name)
-    if _is_matrix(t) and g in _MATRIX_GROUPS:
-        return QuantSpec(bits=6, clip="sdclip", k=SDCLIP_K_0414["mlp" if g.startswith("mlp") else "attn"], gptq=True)
-    if _is_matrix(t) and g in ("embed", "head", "other"):
+def gptq_0414_policy(name: str, t: Tensor, role: Role, cfg: ExportConfig) -> TensorSpec:
+    """[04-14]: GPTQ + SDClip int6 matrices (MLP k 12, attention k 13), int7 embedding (k 15; also the
+    other quantized matrices: head, projections, tables), fp16 rest (control tensors included)."""
+    if _is_matrix(t) and role.family in _MATRIX_FAMILIES:
+        return QuantSpec(bits=6, clip="sdclip", k=SDCLIP_K_0414[role.family], gptq=True)
+    if _is_matrix(t) and role.quantized:
         return QuantSpec(bits=7, clip="sdclip", k=SDCLIP_K_0414["embed"], gptq=True)
     if t.is_floating_point() and t.dtype in (torch.float32, torch.bfloat16):
         return "fp16"
@@ -160,6 +161,7 @@ def export_model(
     state_dict: Mapping[str, Tensor],
     export_cfg: ExportConfig,
     *,
+    roles: RoleMap,
     meta: Mapping[str, Any] | None = None,
     share_estimate: str = "standalone",
     hessians: Mapping[str, Tensor] | None = None,
@@ -170,6 +172,9 @@ def export_model(
 ) -> ExportResult:
     """Quantize ``state_dict`` with ``export_cfg.scheme`` and pack it into an artifact (in memory).
 
+    ``roles`` ({name: Role}, from :func:`pgolf.model.gpt.parameter_roles` or ``model_roles(cfg)``)
+    must cover exactly the state dict's tensors.
+
     ``hessians`` ({weight name: H}) feed GPTQ and the search (schemes that need them fall back to
     plain rounding / the Frobenius error for tensors without one); ``loss_fn`` (a state dict → loss
     on self-generated text) enables the ``budget`` scheme's loss weights and plan verification.
@@ -178,19 +183,20 @@ def export_model(
     if share_estimate not in ("standalone", "proportional"):
         raise ConfigError(f"share_estimate must be 'standalone' or 'proportional', got {share_estimate!r}")
     state_dict = {k: v.detach().to("cpu") for k, v in state_dict.items()}
+    check_roles(roles, state_dict)
     hessians = dict(hessians or {}) if scheme.needs_hessians else {}
     source = hessian_source if hessians else "none"
     full_meta = {"pgolf_version": pgolf.__version__, "export_scheme": scheme.name, "hessian_source": source,
                  **dict(meta or {})}
     if scheme.policy is None:
-        return _export_budget(state_dict, export_cfg, hessians, source, full_meta, loss_fn, code_bytes_, log)
+        return _export_budget(state_dict, roles, export_cfg, hessians, source, full_meta, loss_fn, code_bytes_, log)
 
     if scheme.policy is int8_zlib_policy:  # the baseline's own quantizer (no stats needed)
-        policy = functools.partial(grid.int8_policy, keep_float_max_numel=export_cfg.keep_float_max_numel)
-        qsd = grid.quantize_state_dict(state_dict, policy)
+        qsd = grid.quantize_state_dict(state_dict, grid.int8_policy_for(roles, export_cfg.keep_float_max_numel))
     else:
         mq = ModelQuantizer(state_dict, hessians)
-        specs = {n: _without_missing_hessian(scheme.policy(n, t, export_cfg), n, hessians) for n, t in state_dict.items()}
+        specs = {n: _without_missing_hessian(scheme.policy(n, t, roles[n], export_cfg), n, hessians)
+                 for n, t in state_dict.items()}
         qsd = mq.quantize(specs).tensors
     blob, header = pack_artifact(qsd, codec=scheme.codec, meta=full_meta, scheme=scheme.name)
     comp_total = header["payload"]["compressed_bytes"]
@@ -229,6 +235,7 @@ def _row(name: str, t: Tensor, qt: grid.QuantTensor, share: int) -> TensorRow:
 
 def _export_budget(
     state_dict: dict[str, Tensor],
+    roles: RoleMap,
     cfg: ExportConfig,
     hessians: dict[str, Tensor],
     source: str,
@@ -239,15 +246,15 @@ def _export_budget(
 ) -> ExportResult:
     code = code_bytes() if code_bytes_ is None else code_bytes_
     space = SearchSpace(
-        bits=tuple(int(float(b)) for b in cfg.search_bits.split(",") if b.strip()),
-        sdclip_k=tuple(float(k) for k in cfg.search_k.split(",") if k.strip()),
+        bits=tuple(cfg.search_bits),
+        sdclip_k=tuple(cfg.search_k),
         gptq=cfg.search_gptq,
         lqer_rank=cfg.search_lqer_rank,
         lqer_top=cfg.search_lqer_top,
         max_options=cfg.search_max_options,
     )
     res = search_budget(
-        state_dict, hessians, cfg.budget_bytes - code, space=space, settings=PackSettings(), loss_fn=loss_fn,
+        state_dict, roles, hessians, cfg.budget_bytes - code, space=space, settings=PackSettings(), loss_fn=loss_fn,
         weights=cfg.search_weights, verify=cfg.verify_plans, meta=meta, scheme="budget", log=log,
     )
     rows = stream_rows(state_dict, res.tensors, res.report)

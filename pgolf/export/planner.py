@@ -43,9 +43,10 @@ from pgolf.artifact.format import DIGEST_BYTES, PREFIX_BYTES, tensor_bytes
 from pgolf.config import RunConfig
 from pgolf.errors import ConfigError
 from pgolf.export.driver import get_export_scheme
-from pgolf.model.gpt import GPT, count_params
+from pgolf.model.gpt import GPT, count_params, parameter_roles
 from pgolf.quant import grid
 from pgolf.quant.grid import QuantSpec
+from pgolf.roles import Role
 
 TABLE_PATH = Path(__file__).with_name("planner_table.json")
 SAMPLE_VALUES = 1 << 17
@@ -78,16 +79,10 @@ def load_table(path: str = str(TABLE_PATH)) -> dict[str, Any]:
     return json.loads(p.read_text())
 
 
-def group_class(name: str) -> str:
-    """embed (tok_emb, lm_head), attn, mlp or other — the granularity of the fitted statistics."""
-    g = grid.tensor_group(name)
-    if g in ("embed", "head"):
-        return "embed"
-    if g.startswith("attn_"):
-        return "attn"
-    if g.startswith("mlp_"):
-        return "mlp"
-    return "other"
+def group_class(role: Role) -> str:
+    """The granularity of the fitted statistics: the role's family (embed: token embedding, head and
+    tables; attn; mlp; other)."""
+    return role.family
 
 
 def gn_kurtosis(beta: float) -> float:
@@ -193,12 +188,13 @@ def breakdown(cfg: RunConfig, table: dict[str, Any] | None = None) -> Breakdown:
         raise ConfigError(f"planner: export.scheme={scheme.name} has no fixed policy")
     with torch.device("meta"):
         model = GPT(cfg.model)
+    roles = parameter_roles(model)
     synthetic: dict[str, float] = {}
     passthrough: dict[str, int] = {}
     payload = 0
     header_tensors: dict[str, tuple[str, tuple[int, ...], torch.dtype]] = {}
     for name, t in model.state_dict().items():
-        spec = scheme.policy(name, t, cfg.export)
+        spec = scheme.policy(name, t, roles[name], cfg.export)
         shape = tuple(t.shape)
         if isinstance(spec, str) and spec in ("fp16", "fp32", "raw"):
             nb = t.numel() * (2 if spec == "fp16" else 4 if spec == "fp32" else t.element_size())
@@ -208,8 +204,8 @@ def breakdown(cfg: RunConfig, table: dict[str, Any] | None = None) -> Breakdown:
             continue
         if len(shape) != 2:
             raise ConfigError(f"planner: no estimate for {name} {list(shape)} with {spec}")
-        raw, n = quantized_sample(name, shape, spec, table.get("tails", {}).get(group_class(name), DEFAULT_TAILS))
-        gc = group_class(name)
+        gc = group_class(roles[name])
+        raw, n = quantized_sample(name, shape, spec, table.get("tails", {}).get(gc, DEFAULT_TAILS))
         synthetic[gc] = synthetic.get(gc, 0.0) + len(codecs.compress(raw, scheme.codec)) * shape[0] / n
         payload += len(raw) * shape[0] // n
         header_tensors[name] = (spec.scheme if isinstance(spec, QuantSpec) else spec, shape, t.dtype)

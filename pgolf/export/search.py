@@ -7,7 +7,7 @@ LQER on the largest errors [04-27a] (PR #1855); selective ±1 pruning to close a
 (PR #1019); per-group compressed streams [04-27a].
 
 Problem. Every 2-D float tensor that is not a control tensor belongs to a group g
-(:func:`pgolf.quant.grid.tensor_group`: embed, head, attn_q/k/v/o, mlp_up/down, other); everything
+(its declared role, :mod:`pgolf.roles`: embed, head, attn_q/k/v/o, mlp_up/down, proj, hash, …); everything
 else is stored as fp16 (raw for non-floats), as the records do. An *option* o for a group is a grid
 (B bits, clip = SDClip k or GPTQ-lite, GPTQ on/off), optionally with a rank-r LQER correction of the
 group's m largest-error tensors, or plain fp16. Choose one option per group:
@@ -64,11 +64,13 @@ from pgolf.artifact import streams
 from pgolf.errors import BudgetError, ConfigError
 from pgolf.quant import grid
 from pgolf.quant.gptq import ModelQuantizer, TensorResult, TensorSpec
-from pgolf.quant.grid import QuantSpec, QuantTensor, dequantize_tensor, tensor_group
+from pgolf.quant.grid import QuantSpec, QuantTensor, dequantize_tensor, float_policy
 from pgolf.quant.lqer import LqerSpec
 from pgolf.quant.selective_prune import PruneOrder, apply_pruning, prune_order, pruned_cost
+from pgolf.roles import QUANT_GROUPS, Role, RoleMap, check_roles
 
-GROUP_ORDER: tuple[str, ...] = ("embed", "head", "attn_q", "attn_k", "attn_v", "attn_o", "mlp_up", "mlp_down", "other")
+GROUP_ORDER: tuple[str, ...] = QUANT_GROUPS
+"""One group per quantized role, in :class:`pgolf.roles.Role` order."""
 DP_STATES = 20_000
 """Byte resolution of the knapsack: budget / DP_STATES (rounded up)."""
 SCREEN_SLACK = 0.02
@@ -83,31 +85,28 @@ LossFn = Callable[[Mapping[str, Tensor]], float]
 # --------------------------------------------------------------------------- policy and options
 
 
-def fixed_scheme(name: str, t: Tensor) -> str:
-    """The scheme of a tensor the search does not choose: fp16 for fp32/bf16 floats, raw otherwise."""
-    if t.is_floating_point() and t.dtype in (torch.float32, torch.bfloat16):
-        return "fp16"
-    return "raw"
+fixed_scheme = float_policy
+"""The scheme of a tensor the search does not choose: fp16 for fp32/bf16 floats, raw otherwise."""
 
 
-def search_group(name: str, t: Tensor) -> str | None:
-    """The group whose option the search chooses for this tensor, or None (fixed: control tensors,
-    vectors, non-floats)."""
-    if not t.is_floating_point() or t.ndim != 2 or t.numel() == 0:
+def search_group(name: str, t: Tensor, role: Role) -> str | None:
+    """The group whose option the search chooses for this tensor (its role's name), or None (fixed:
+    control tensors, vectors, non-floats)."""
+    if not t.is_floating_point() or t.ndim != 2 or t.numel() == 0 or not role.quantized:
         return None
-    g = tensor_group(name)
-    return None if g == "control" else g
+    return role.value
 
 
-def make_grouping(searchable: Mapping[str, str]) -> streams.Grouping:
+def make_grouping(searchable: Mapping[str, str], roles: RoleMap) -> streams.Grouping:
     """Streams of the search artifact: for the tensors in ``searchable`` (name → group), stream ``g``
     (int parts) and ``g:fp16`` (float parts); every other tensor as
-    :func:`pgolf.artifact.streams.default_grouping` (whose names never collide with group names)."""
+    :func:`pgolf.artifact.streams.role_grouping` (control tensors: ``small``/``scales``/``control:…``)."""
+    others = streams.role_grouping(roles)
 
     def grouping(name: str, role: str, part: Tensor) -> str:
         g = searchable.get(name)
         if g is None:
-            return streams.default_grouping(name, role, part)
+            return others(name, role, part)
         return f"{g}:fp16" if part.is_floating_point() else g
 
     return grouping
@@ -296,6 +295,7 @@ class Search:
     def __init__(
         self,
         state_dict: Mapping[str, Tensor],
+        roles: RoleMap,
         hessians: Mapping[str, Tensor] | None = None,
         *,
         space: SearchSpace = SearchSpace(),
@@ -303,18 +303,20 @@ class Search:
         log: Callable[[str], None] | None = None,
     ):
         self.state_dict = {k: v.detach().to("cpu") for k, v in state_dict.items()}
+        check_roles(roles, self.state_dict)
+        self.roles = dict(roles)
         self.hessians = {k: v for k, v in (hessians or {}).items() if k in self.state_dict}
         self.space, self.settings = space, settings
         self.log = log or (lambda s: None)
         self.q = ModelQuantizer(self.state_dict, self.hessians, policy=fixed_scheme)
         self.groups: dict[str, list[str]] = {}
         for name, t in self.state_dict.items():
-            g = search_group(name, t)
+            g = search_group(name, t, self.roles[name])
             if g is not None:
                 self.groups.setdefault(g, []).append(name)
         self.groups = {g: self.groups[g] for g in GROUP_ORDER if g in self.groups}
         self.group_of = {n: g for g, names in self.groups.items() for n in names}
-        self.grouping = make_grouping(self.group_of)
+        self.grouping = make_grouping(self.group_of, self.roles)
         self.fixed = [n for n in self.state_dict if n not in self.group_of]
         self.measured: dict[str, list[Measured]] = {}
         self._results: dict[tuple[str, Option], tuple[dict[str, TensorResult], tuple[str, ...]]] = {}
@@ -517,6 +519,7 @@ def loss_weights(search: Search, loss_fn: LossFn, log: Callable[[str], None]) ->
 
 def search_budget(
     state_dict: Mapping[str, Tensor],
+    roles: RoleMap,
     hessians: Mapping[str, Tensor] | None,
     budget: int,
     *,
@@ -532,7 +535,7 @@ def search_budget(
     """The artifact of the lowest estimated loss whose file is at most ``budget`` bytes (module
     docstring). ``weights="loss"`` and ``verify`` > 0 need ``loss_fn``; without it the weights are the
     Hessian ones and no plan is evaluated. BudgetError (one line) when no plan can fit."""
-    s = Search(state_dict, hessians, space=space, settings=settings, log=log)
+    s = Search(state_dict, roles, hessians, space=space, settings=settings, log=log)
     return s.solve(budget, loss_fn=loss_fn, weights=weights, verify=verify, meta=meta, scheme=scheme)
 
 

@@ -21,6 +21,15 @@ The maths (E = token embedding [V,d], rms(x) = x / sqrt(mean(x²) + eps), no lea
 
 W_o and W_2 are zero-initialised, so a fresh block is the identity on x.
 
+Options (each off by default, one field of :class:`pgolf.config.ModelConfig`, source in its docstring):
+``skips`` (U-Net or none), ``attn.xsa_layers`` (XSA), ``embed.bigram_buckets`` (BigramHash, in
+:mod:`pgolf.model.hashed`). Which layer does what is decided once in ``__init__`` by
+:func:`build_plan`; ``forward`` walks that plan.
+
+Parameter roles: every module lists its own parameters in ``param_roles`` (:mod:`pgolf.roles`), and
+:func:`parameter_roles` collects and checks them; the optimizer split, quantization, streams,
+calibration and the planner read those roles, never the names.
+
 Precision: all weights are fp32 master copies. ``CastedLinear`` casts its weight to the activation
 dtype at matmul time, so the same code runs under bf16 autocast on CPU and CUDA (one code path).
 Deliberate differences from the baseline script (same function, more precision): the baseline
@@ -31,48 +40,20 @@ fp32 and the residual stream follows the embedding (fp32). The softcap is applie
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.config import ModelConfig
-
-CONTROL_TENSOR_PATTERNS: tuple[str, ...] = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
-"""Name fragments of the small control tensors: kept fp32, optimised by Adam, never Muon."""
+from pgolf.errors import ConfigError
+from pgolf.model.hashed import BigramHash
+from pgolf.model.layers import CastedLinear, RMSNorm, declare, rms_norm
+from pgolf.roles import Role
 
 # SDPA's native grouped-query attention (no K/V copy) exists from torch 2.5; older: expand K/V.
 _SDPA_HAS_GQA: bool = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
-
-
-def rms_norm(x: Tensor) -> Tensor:
-    """RMS-normalise the last dim (no learned gain; eps = finfo(dtype).eps, as F.rms_norm)."""
-    return F.rms_norm(x, (x.size(-1),))
-
-
-class RMSNorm(nn.Module):
-    """:func:`rms_norm` as a parameter-free module: a named hook point (e.g. ``GPT.final_norm``, whose
-    output is the LM-head input GPTQ calibrates the tied embedding on); numerics identical."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return rms_norm(x)
-
-
-class CastedLinear(nn.Linear):
-    """``nn.Linear`` with fp32 weights cast to the input dtype at matmul time (bf16 compute).
-
-    ``zero_init=True`` starts the weight at zero and marks it (``_zero_init``) so that later
-    re-initialisations (e.g. orthogonal init) can leave it alone, as the records do.
-    """
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = False, zero_init: bool = False):
-        super().__init__(in_features, out_features, bias=bias)
-        self._zero_init = zero_init
-        if zero_init:
-            nn.init.zeros_(self.weight)
-
-    def forward(self, x: Tensor) -> Tensor:
-        bias = self.bias.to(x.dtype) if self.bias is not None else None
-        return F.linear(x, self.weight.to(x.dtype), bias)
 
 
 def rotary_tables(seq_len: int, head_dim: int, base: float, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -100,18 +81,33 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, native_gqa: bool = _SDPA_H
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
+def exclusive(y: Tensor, v: Tensor) -> Tensor:
+    """XSA: each head output minus its component along its own token's value direction.
+
+    y [B,H,T,D], v [B,Hkv,T,D] (query head h reads KV head h // (H/Hkv)): y ← y − (y·v̂)v̂ with
+    v̂ = v/‖v‖ per token, computed on the grouped view [B,Hkv,H/Hkv,T,D] without copying K/V
+    (the GQA-aware form of [03-20c]). Afterwards y·v = 0 for every head and token."""
+    B, H, T, D = y.shape
+    hkv = v.size(1)
+    yg = y.view(B, hkv, H // hkv, T, D)
+    vhat = F.normalize(v, dim=-1).unsqueeze(2)  # [B,Hkv,1,T,D]
+    yg = yg - (yg * vhat).sum(-1, keepdim=True) * vhat
+    return yg.view(B, H, T, D)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d, hd = cfg.model_dim, cfg.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
-        self.c_q = CastedLinear(d, cfg.num_heads * hd, bias=False)
-        self.c_k = CastedLinear(d, cfg.num_kv_heads * hd, bias=False)
-        self.c_v = CastedLinear(d, cfg.num_kv_heads * hd, bias=False)
-        self.proj = CastedLinear(d, d, bias=False, zero_init=True)
+        self.c_q = CastedLinear(d, cfg.num_heads * hd, bias=False, role=Role.ATTN_Q)
+        self.c_k = CastedLinear(d, cfg.num_kv_heads * hd, bias=False, role=Role.ATTN_K)
+        self.c_v = CastedLinear(d, cfg.num_kv_heads * hd, bias=False, role=Role.ATTN_V)
+        self.proj = CastedLinear(d, d, bias=False, zero_init=True, role=Role.ATTN_O)
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init, dtype=torch.float32))
+        declare(self, q_gain=Role.CONTROL)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, xsa: bool = False) -> Tensor:
         B, T, d = x.shape
         q = self.c_q(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # [B,H,T,D]
         k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B,Hkv,T,D]
@@ -121,6 +117,8 @@ class CausalSelfAttention(nn.Module):
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
         # Same dtype for SDPA whatever autocast does to rms_norm (no-op in practice).
         y = causal_attention(q.to(v.dtype), k.to(v.dtype), v)  # [B,H,T,D]
+        if xsa:
+            y = exclusive(y, v)
         return self.proj(y.transpose(1, 2).reshape(B, T, d))
 
 
@@ -128,8 +126,8 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         hidden = cfg.mlp_mult * cfg.model_dim
-        self.fc = CastedLinear(cfg.model_dim, hidden, bias=False)
-        self.proj = CastedLinear(hidden, cfg.model_dim, bias=False, zero_init=True)
+        self.fc = CastedLinear(cfg.model_dim, hidden, bias=False, role=Role.MLP_UP)
+        self.proj = CastedLinear(hidden, cfg.model_dim, bias=False, zero_init=True, role=Role.MLP_DOWN)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(torch.relu(self.fc(x)).square())  # [B,T,d] → [B,T,mlp_mult·d] → [B,T,d]
@@ -144,13 +142,43 @@ class Block(nn.Module):
         self.attn_scale = nn.Parameter(torch.ones(d, dtype=torch.float32))
         self.mlp_scale = nn.Parameter(torch.ones(d, dtype=torch.float32))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))).float())  # [2, d]
+        declare(self, attn_scale=Role.CONTROL, mlp_scale=Role.CONTROL, resid_mix=Role.CONTROL)
 
-    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, layer: LayerPlan | None = None) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x), cos, sin)
+        xsa = layer.xsa if layer is not None else False
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x), cos, sin, xsa=xsa)
         x = x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
         return x
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What virtual layer ``index`` does (built once by :func:`build_plan`)."""
+
+    index: int
+    block: int
+    """Physical block it runs (= ``index`` without recurrence)."""
+    xsa: bool = False
+    push_skip: bool = False
+    """Push its output onto the U-Net skip stack."""
+    pop_skip: int | None = None
+    """Before running, add ``skip_weights[pop_skip] ⊙ pop()``."""
+
+
+def build_plan(cfg: ModelConfig) -> tuple[LayerPlan, ...]:
+    """The per-layer plan: U-Net skips (the first ⌊L/2⌋ layers push, each later layer pops while the
+    stack is non-empty, LIFO — the baseline), XSA layers."""
+    n = cfg.num_virtual_layers
+    n_enc = n // 2 if cfg.skips == "unet" else 0
+    n_skip = min(n_enc, n - n_enc)
+    xsa = set(cfg.attn.xsa_layers)
+    plan = []
+    for i in range(n):
+        pop = i - n_enc if (n_enc <= i < n_enc + n_skip) else None
+        plan.append(LayerPlan(index=i, block=i, xsa=i in xsa, push_skip=i < n_enc, pop_skip=pop))
+    return tuple(plan)
 
 
 class GPT(nn.Module):
@@ -158,16 +186,19 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.model_dim
-        self.tok_emb = nn.Embedding(cfg.vocab_size, d)  # [V, d]
-        self.num_encoder_layers = cfg.num_layers // 2
-        self.num_decoder_layers = cfg.num_layers - self.num_encoder_layers
-        num_skips = min(self.num_encoder_layers, self.num_decoder_layers)
-        self.skip_weights = nn.Parameter(torch.ones(num_skips, d, dtype=torch.float32))  # [L//2, d]
+        self.plan = build_plan(cfg)
+        self.tok_emb = declare(nn.Embedding(cfg.vocab_size, d), weight=Role.EMBED)  # [V, d]
+        self.bigram: BigramHash | None = None
+        if cfg.embed.bigram_buckets:
+            self.bigram = BigramHash(cfg.embed.bigram_buckets, cfg.embed.bigram_dim, d, cfg.embed.bigram_scale_init)
+        num_skips = sum(p.pop_skip is not None for p in self.plan)
+        self.skip_weights = nn.Parameter(torch.ones(num_skips, d, dtype=torch.float32))  # [num_skips, d]
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.final_norm = RMSNorm()  # no parameters: the state dict is unchanged
         self.lm_head: CastedLinear | None = None
         if not cfg.tie_embeddings:
-            self.lm_head = CastedLinear(d, cfg.vocab_size, bias=False, zero_init=True)  # [V, d]
+            self.lm_head = CastedLinear(d, cfg.vocab_size, bias=False, zero_init=True, role=Role.HEAD)  # [V, d]
+        declare(self, skip_weights=Role.CONTROL)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -183,15 +214,18 @@ class GPT(nn.Module):
         """idx [B,T] int64 → fp32 logits [B,T,V] (fp64 for a float64 model) if ``targets`` is None, else the cross-entropy in
         nats: a scalar (``reduction`` "mean" or "sum") or [B,T] (``reduction="none"``)."""
         B, T = idx.shape
-        x = rms_norm(self.tok_emb(idx))  # [B,T,d]
+        x = self.tok_emb(idx)  # [B,T,d]
+        if self.bigram is not None:
+            x = x + self.bigram(idx).to(x.dtype)
+        x = rms_norm(x)
         x0 = x
         cos, sin = rotary_tables(T, self.cfg.head_dim, self.cfg.rope_base, idx.device, x.dtype)  # [1,1,T,D/2]
         skips: list[Tensor] = []
-        for i, block in enumerate(self.blocks):
-            if i >= self.num_encoder_layers and skips:  # decoder: LIFO skip from the encoder half
-                x = x + self.skip_weights[i - self.num_encoder_layers].to(x.dtype) * skips.pop()
-            x = block(x, x0, cos, sin)
-            if i < self.num_encoder_layers:
+        for layer in self.plan:
+            if layer.pop_skip is not None and skips:  # decoder: LIFO skip from the encoder half
+                x = x + self.skip_weights[layer.pop_skip].to(x.dtype) * skips.pop()
+            x = self.blocks[layer.block](x, x0, cos, sin, layer)
+            if layer.push_skip:
                 skips.append(x)
         x = self.final_norm(x)  # [B,T,d], the LM-head input
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight  # [V, d]
@@ -206,6 +240,11 @@ class GPT(nn.Module):
             raise ValueError(f"reduction must be mean, sum or none, got {reduction!r}")
         loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T), reduction=reduction)
         return loss.view(B, T) if reduction == "none" else loss
+
+    @property
+    def head_weight_name(self) -> str:
+        """The tensor that acts as the LM head on ``final_norm``'s output (the tied embedding or ``lm_head``)."""
+        return "tok_emb.weight" if self.lm_head is None else "lm_head.weight"
 
 
 def count_params(cfg: ModelConfig) -> int:
@@ -225,27 +264,53 @@ def unwrap(model: nn.Module) -> nn.Module:
         model = inner
 
 
-def is_control(name: str) -> bool:
-    return any(p in name for p in CONTROL_TENSOR_PATTERNS)
+def parameter_roles(model: nn.Module) -> dict[str, Role]:
+    """``{parameter name: Role}`` for every parameter of ``model`` (unwrapped), in ``named_parameters``
+    order, from the ``param_roles`` each module declares for its own parameters.
+
+    The coverage check: a parameter with no declared role, a role declared for a name that is not a
+    parameter of that module, a role that is not a :class:`~pgolf.roles.Role`, one tensor given two
+    different roles through two modules, or a ``matrix`` role on a tensor that is not 2-D is an error."""
+    net = unwrap(model)
+    by_id: dict[int, tuple[str, Role]] = {}
+    for mname, mod in net.named_modules(remove_duplicate=False):
+        declared = dict(getattr(mod, "param_roles", {}))
+        own = dict(mod.named_parameters(recurse=False))
+        stray = sorted(set(declared) - set(own))
+        if stray:
+            raise ConfigError(f"module {mname or type(mod).__name__} declares a role for {stray[0]!r}, not one of its parameters")
+        for pname, p in own.items():
+            full = f"{mname}.{pname}" if mname else pname
+            role = declared.get(pname)
+            if not isinstance(role, Role):
+                raise ConfigError(f"parameter {full} has no declared role ({type(mod).__name__}.param_roles)")
+            if role.optimizer == "matrix" and p.ndim != 2:
+                raise ConfigError(f"parameter {full} has matrix role {role.value} but shape {list(p.shape)}")
+            prev = by_id.get(id(p))
+            if prev is not None and prev[1] is not role:
+                raise ConfigError(f"parameter {prev[0]} (also {full}) has two roles: {prev[1].value} and {role.value}")
+            by_id.setdefault(id(p), (full, role))
+    roles = {}
+    for name, p in net.named_parameters():
+        roles[name] = by_id[id(p)][1]
+    return roles
+
+
+def model_roles(cfg: ModelConfig) -> dict[str, Role]:
+    """:func:`parameter_roles` of ``GPT(cfg)`` without allocating it (meta device): the roles of the
+    tensors of any state dict or artifact of this config."""
+    with torch.device("meta"):
+        return parameter_roles(GPT(cfg))
 
 
 def parameter_groups(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
-    """Split the parameters as the baseline's optimizers do (CATALOGUE §1.4 "Optimizer split").
-
-    Keys: ``embed`` (tok_emb.weight → Adam), ``head`` (untied lm_head.weight → Adam),
-    ``matrix`` (2-D block weights that are not control tensors → Muon), ``scalar`` (everything else:
-    vectors, control tensors such as the 2×d resid_mix, skip_weights → Adam). Each parameter
-    appears in exactly one list, as (name, parameter).
-    """
+    """The optimizer split, read from the roles (:attr:`pgolf.roles.Role.optimizer`): ``embed``
+    (token embedding, hashed/value-embedding tables → Adam), ``head`` (untied head → Adam), ``matrix``
+    (2-D attention/MLP/projection weights → Muon), ``scalar`` (control tensors, gates → Adam). For the
+    baseline this is the split of CATALOGUE §1.4. Each parameter is in exactly one list, as (name, p)."""
+    net = unwrap(model)
+    roles = parameter_roles(net)
     groups: dict[str, list[tuple[str, nn.Parameter]]] = {"embed": [], "head": [], "matrix": [], "scalar": []}
-    for name, p in unwrap(model).named_parameters():
-        if name == "tok_emb.weight":
-            key = "embed"
-        elif name == "lm_head.weight":
-            key = "head"
-        elif name.startswith("blocks.") and p.ndim == 2 and not is_control(name):
-            key = "matrix"
-        else:
-            key = "scalar"
-        groups[key].append((name, p))
+    for name, p in net.named_parameters():
+        groups[roles[name].optimizer].append((name, p))
     return groups

@@ -1,9 +1,11 @@
-"""The optimizer split of the naive baseline [03-17b] (root ``train_gpt.py``, no PR; CATALOGUE §1.4).
+"""The optimizer split of the naive baseline [03-17b] (root ``train_gpt.py``, no PR; CATALOGUE §1.4),
+read from the parameters' declared roles (:attr:`pgolf.roles.Role.optimizer`, via
+:func:`pgolf.model.gpt.parameter_groups`), so a technique's new tensor lands in its group without a change here:
 
-- token embedding: Adam at ``tied_embed_lr`` (tied) or ``embed_lr`` (untied);
+- token embedding (and hashed / value-embedding tables): Adam at ``tied_embed_lr`` (tied) or ``embed_lr`` (untied);
 - untied output head: Adam at ``head_lr``;
-- 2-D block matrices: :class:`~pgolf.optim.muon.Muon` at ``matrix_lr``;
-- vectors, scalars, control tensors (incl. the 2×d ``resid_mix``) and ``skip_weights``: Adam at
+- 2-D matrices (attention, MLP, projections): :class:`~pgolf.optim.muon.Muon` at ``matrix_lr``;
+- vectors, scalars, control tensors (incl. the 2×d ``resid_mix``), ``skip_weights`` and gates: Adam at
   ``scalar_lr``.
 
 Adam: betas (beta1, beta2), eps ``adam_eps``, no weight decay, ``fused`` on CUDA only. Every param

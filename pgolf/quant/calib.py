@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from pgolf import dist, fileio
 from pgolf.errors import ConfigError, DataError
-from pgolf.model.gpt import unwrap
+from pgolf.model.gpt import parameter_roles, unwrap
 from pgolf.quant.gptq import full_fp32_matmul
 
 
@@ -85,15 +85,20 @@ class HessianCollector:
         self._counts: dict[str, int] = {}
         self._targets: list[tuple[nn.Module, str, bool]] = []  # (module, weight name, output-side)
         want = None if names is None else set(names)
+        # What to hook comes from the declared roles (pgolf.roles): a weight whose role takes its
+        # Hessian from the layer input gets a pre-hook on the linear that owns it; the LM head (the
+        # untied head, else the tied embedding) gets the output of the final norm.
+        roles = parameter_roles(self.model)
+        modules = dict(self.model.named_modules())
         final_norm = getattr(self.model, "final_norm", None)
-        head = "lm_head.weight" if getattr(self.model, "lm_head", None) is not None else "tok_emb.weight"
-        if final_norm is None or not hasattr(self.model, "tok_emb"):
-            head = ""  # no head hook point: linears only
-        for mname, mod in self.model.named_modules():
-            if isinstance(mod, nn.Linear) and f"{mname}.weight" != head:  # GPT applies its head functionally
-                self._add(mod, f"{mname}.weight", mod.in_features, False, want)
-        if head:
-            self._add(final_norm, head, int(self.model.tok_emb.weight.shape[1]), True, want)
+        head = getattr(self.model, "head_weight_name", "")
+        for wname, role in roles.items():
+            if role.hessian == "input":
+                owner = modules.get(wname.rsplit(".", 1)[0]) if "." in wname else None
+                if isinstance(owner, nn.Linear) and wname.endswith(".weight") and wname != head:
+                    self._add(owner, wname, owner.in_features, False, want)
+            elif role.hessian == "head" and wname == head and final_norm is not None:
+                self._add(final_norm, wname, int(dict(self.model.named_parameters())[wname].shape[1]), True, want)
         if want is not None and want - set(self._sums):
             raise ConfigError(f"no hook point for {', '.join(sorted(want - set(self._sums)))}")
         self._handles: list = []

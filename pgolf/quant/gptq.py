@@ -36,7 +36,7 @@ from torch import Tensor
 
 from pgolf.errors import ConfigError
 from pgolf.quant import grid
-from pgolf.quant.grid import Policy, QuantSpec, QuantTensor, dequantize_tensor, int8_policy, quantize_tensor
+from pgolf.quant.grid import Policy, QuantSpec, QuantTensor, dequantize_tensor, float_policy, quantize_tensor
 from pgolf.quant.lqer import LqerSpec, add_lqer, is_eligible, top_k_by_error
 
 TensorSpec = QuantSpec | str
@@ -262,7 +262,7 @@ class ModelQuantizer:
         self,
         state_dict: Mapping[str, Tensor],
         hessians: Mapping[str, Tensor] | None = None,
-        policy: Policy = int8_policy,
+        policy: Policy = float_policy,
     ):
         self.state_dict = dict(state_dict)
         self.hessians = dict(hessians or {})
@@ -312,7 +312,7 @@ def quantize_model(
     hessians: Mapping[str, Tensor] | None = None,
     *,
     lqer: LqerSpec | None = None,
-    policy: Policy = int8_policy,
+    policy: Policy = float_policy,
 ) -> QuantizeResult:
     """One-shot :meth:`ModelQuantizer.quantize` (tensors absent from ``specs`` follow ``policy``)."""
     return ModelQuantizer(state_dict, hessians, policy).quantize(specs, lqer)

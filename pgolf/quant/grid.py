@@ -16,9 +16,10 @@ Maths (w a float tensor, computed in fp32):
   so ``ŵ_ij = q_ij · fp16(s_i)``. The floor at 1/127 means rows with ``c_i < 1`` share the step 1/127.
 - **int8_tensor** (other float tensors with more than 65,536 elements): one scale
   ``s = c/127`` if ``c > 0`` else 1 (fp32, no floor), ``c`` the same quantile over all elements.
-- **fp32** / **fp16**: passthrough casts for float tensors with at most 65,536 elements: fp32 when
-  the name contains a control pattern (``attn_scale, mlp_scale, resid_mix, q_gain, skip_weight``),
-  fp16 when the tensor is fp32 or bf16, else **raw** (fp16/fp64 kept as they are, as the baseline).
+- **fp32** / **fp16**: passthrough casts for float tensors with at most 65,536 elements: fp32 for
+  control tensors (role :attr:`~pgolf.roles.Role.CONTROL`: the baseline's ``attn_scale, mlp_scale,
+  resid_mix, q_gain, skip_weight`` name patterns, here declared by the model), fp16 when the tensor is
+  fp32 or bf16, else **raw** (fp16/fp64 kept as they are, as the baseline).
 - **raw**: stored bit-exactly (non-float tensors).
 
 Every scheme dequantizes to the tensor's original dtype and shape (the baseline leaves control
@@ -82,10 +83,8 @@ import torch
 from torch import Tensor
 
 from pgolf.errors import ConfigError
+from pgolf.roles import Role, RoleMap, role_of
 
-CONTROL_PATTERNS: tuple[str, ...] = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
-"""Substrings naming control tensors kept fp32 when small (the baseline also lists their plurals,
-which these substrings already match)."""
 KEEP_FLOAT_MAX_NUMEL = 65_536
 """Float tensors with at most this many elements are stored as floats, not quantized."""
 INT8_CLIP_Q = 99.99984 / 100.0
@@ -256,12 +255,8 @@ Policy = Callable[[str, Tensor], str]
 """A filter function choosing each tensor's scheme from its name and value."""
 
 
-def is_control(name: str, patterns: tuple[str, ...] = CONTROL_PATTERNS) -> bool:
-    return any(p in name for p in patterns)
-
-
-def int8_policy(name: str, t: Tensor, keep_float_max_numel: int = KEEP_FLOAT_MAX_NUMEL) -> str:
-    """The baseline's choice (CATALOGUE §1.7): raw non-floats; small floats fp32 (control) / fp16
+def int8_policy(name: str, t: Tensor, role: Role, keep_float_max_numel: int = KEEP_FLOAT_MAX_NUMEL) -> str:
+    """The baseline's choice (CATALOGUE §1.7): raw non-floats; small floats fp32 (control role) / fp16
     (fp32 or bf16) / raw (fp16, fp64); large 2-D floats per-row int8; other large floats per-tensor.
 
     ``keep_float_max_numel`` is the baseline's 65,536: right for 512-wide models, where only control
@@ -269,10 +264,26 @@ def int8_policy(name: str, t: Tensor, keep_float_max_numel: int = KEEP_FLOAT_MAX
     if not t.is_floating_point():
         return "raw"
     if t.numel() <= keep_float_max_numel:
-        if is_control(name):
+        if role is Role.CONTROL:
             return "fp32"
         return "fp16" if t.dtype in (torch.float32, torch.bfloat16) else "raw"
     return "int8_row" if t.ndim == 2 else "int8_tensor"
+
+
+def int8_policy_for(roles: RoleMap, keep_float_max_numel: int = KEEP_FLOAT_MAX_NUMEL) -> Policy:
+    """:func:`int8_policy` as a :data:`Policy`, reading each tensor's role from ``roles``."""
+
+    def policy(name: str, t: Tensor) -> str:
+        return int8_policy(name, t, role_of(roles, name), keep_float_max_numel)
+
+    return policy
+
+
+def float_policy(name: str, t: Tensor) -> str:
+    """fp16 for fp32/bf16 floats, raw otherwise (the records' rule for what they do not quantize)."""
+    if t.is_floating_point() and t.dtype in (torch.float32, torch.bfloat16):
+        return "fp16"
+    return "raw"
 
 
 def quantize_tensor(t: Tensor, scheme: str) -> QuantTensor:
@@ -303,7 +314,7 @@ def check_parts(scheme: str, parts: Mapping[str, Tensor], shape: tuple[int, ...]
             )
 
 
-def quantize_state_dict(state_dict: Mapping[str, Tensor], policy: Policy = int8_policy) -> dict[str, QuantTensor]:
+def quantize_state_dict(state_dict: Mapping[str, Tensor], policy: Policy) -> dict[str, QuantTensor]:
     """Quantize every tensor with the scheme ``policy(name, tensor)`` picks (order kept)."""
     return {name: quantize_tensor(t, policy(name, t)) for name, t in state_dict.items()}
 
@@ -689,29 +700,6 @@ def family_scheme(name: str) -> Scheme | None:
     if p is None or name == "int8_row":
         return None
     return Scheme(name, _quantize(p), _dequantize(p), _part_specs(p))
-
-
-# --------------------------------------------------------------------------- tensor groups
-
-
-def tensor_group(name: str) -> str:
-    """The role of a state-dict tensor, for per-group bits/clip choices: ``embed``, ``head``,
-    ``attn_q``, ``attn_k``, ``attn_v``, ``attn_o``, ``mlp_up``, ``mlp_down``, ``control`` or ``other``."""
-    if is_control(name):
-        return "control"
-    for key, group in (
-        ("tok_emb", "embed"),
-        ("lm_head", "head"),
-        (".attn.c_q.", "attn_q"),
-        (".attn.c_k.", "attn_k"),
-        (".attn.c_v.", "attn_v"),
-        (".attn.proj.", "attn_o"),
-        (".mlp.fc.", "mlp_up"),
-        (".mlp.proj.", "mlp_down"),
-    ):
-        if key in name:
-            return group
-    return "other"
 
 
 def entropy_bits(q: Tensor) -> float:

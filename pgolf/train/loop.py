@@ -48,6 +48,7 @@ from pgolf.eval.bpb import EvalResult, evaluate
 from pgolf.model.gpt import GPT
 from pgolf.optim import build_optimizers
 from pgolf.optim.schedule import lr_multiplier, muon_momentum
+from pgolf.precision import agreed_amp, autocast
 from pgolf.quant.calib import HESSIANS_FILE, calibrate_from_train, save_hessians
 from pgolf.train import checkpoint as ckpt_mod
 from pgolf.train.log import RunLog
@@ -71,12 +72,6 @@ class TrainResult:
     @property
     def ms_per_step(self) -> float:
         return 1000.0 * self.train_seconds / self.steps if self.steps else 0.0
-
-
-def autocast_ctx(device: torch.device, amp_dtype: str):
-    if amp_dtype == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _sync(device: torch.device) -> None:
@@ -132,6 +127,8 @@ def train(
                                     calib_reserve_seconds=0.0)
     accum = grad_accum_steps(cfg, world)
     data = data or prepare_data(cfg)
+    prec = agreed_amp(t.amp_dtype, device)
+    log(f"precision: {prec.dtype} ({prec.reason})")
 
     torch.manual_seed(t.seed)  # identical init on every rank
     model = GPT(cfg.model).to(device)
@@ -154,7 +151,7 @@ def train(
         model.eval()
         r = evaluate(
             compiled if cfg.eval.compile else model, val_subset(), data.tables, seq_len=cfg.eval.seq_len or t.seq_len,
-            batch_tokens=cfg.eval.batch_tokens, device=device, amp_dtype=t.amp_dtype,
+            batch_tokens=cfg.eval.batch_tokens, device=device, amp_dtype=prec.dtype,
         )
         model.train()
         return r
@@ -173,7 +170,7 @@ def train(
             x, y = loader.next_batch(t.batch_tokens, t.seq_len, accum)
             sync_ctx = fwd.no_sync() if (world > 1 and micro < accum - 1) else contextlib.nullcontext()
             with sync_ctx:
-                with autocast_ctx(device, t.amp_dtype):
+                with autocast(prec, device):
                     loss = fwd(x, y)
                 (loss / accum).backward()
             loss_sum += loss.detach().double()
@@ -226,7 +223,7 @@ def train(
 
     log(f"model_params:{model.num_params()} world_size:{world} grad_accum_steps:{accum} device:{device}")
     log(f"train: batch_tokens:{t.batch_tokens} seq_len:{t.seq_len} budget:{t.max_wallclock_seconds}s "
-        f"iterations:{t.iterations} warmdown_frac:{t.warmdown_frac} amp:{t.amp_dtype} compile:{t.compile}")
+        f"iterations:{t.iterations} warmdown_frac:{t.warmdown_frac} amp:{prec.dtype} compile:{t.compile}")
 
     budget = sched.max_wallclock_seconds
     show_bar = progress if progress is not None else sys.stderr.isatty()
@@ -286,14 +283,15 @@ def train(
         left = t.calib_reserve_seconds
         if t.max_wallclock_seconds > 0:  # the last step may have run into the reserve
             left = min(left, t.max_wallclock_seconds - train_seconds)
-        train_seconds += _calibrate_in_reserve(cfg, model, loader, accum, left, run_dir, log)
+        train_seconds += _calibrate_in_reserve(cfg, model, loader, accum, left, run_dir, log,
+                                              prec.torch_dtype)
     save(step)
     return TrainResult(model=model, steps=step, train_seconds=train_seconds, tokens_seen=tokens_seen,
                        stopped_by=stopped_by, last_val=last_val, losses=losses)
 
 
 def _calibrate_in_reserve(cfg: RunConfig, model: GPT, loader: DistributedTokenLoader, accum: int,
-                          seconds: float, run_dir: Path, log: RunLog) -> float:
+                          seconds: float, run_dir: Path, log: RunLog, amp: torch.dtype | None) -> float:
     """GPTQ Hessians from the training loader within ``seconds`` (what is left of
     ``train.calib_reserve_seconds`` inside the budget: CATALOGUE §2.5 "Calibration data", inside the
     600 s, never after), saved to ``hessians.safetensors``; returns the seconds spent, which count as
@@ -301,7 +299,7 @@ def _calibrate_in_reserve(cfg: RunConfig, model: GPT, loader: DistributedTokenLo
     t = cfg.train
     cal = calibrate_from_train(
         model, loader, batch_tokens=t.batch_tokens, seq_len=t.seq_len, grad_accum=accum,
-        reserve_seconds=max(seconds, 0.0), autocast_dtype=torch.bfloat16 if t.amp_dtype == "bf16" else None,
+        reserve_seconds=max(seconds, 0.0), autocast_dtype=amp,
     )
     log(f"calibration: {cal.batches} training batches ({cal.tokens} tokens) in {cal.seconds * 1000:.0f}ms "
         f"of the {t.calib_reserve_seconds}s reserve; {len(cal.hessians)} Hessians")
