@@ -143,9 +143,32 @@ class OptimConfig:
     beta2: float = 0.95
     adam_eps: float = 1e-8
     grad_clip_norm: float = 0.0
-    """Clip the global gradient norm to this value (0 = off, the baseline)."""
+    """Clip the global gradient norm to this value (0 = off, the baseline; 0.3 from [03-19d])."""
+    muon_wd: float = 0.0
+    """Muon decoupled weight decay λ: p ← p·(1 − lr·λ) each step ([03-19f] 0.02, [03-20a] PR #162 0.04,
+    [04-01] PR #1218 0.085, [04-03] PR #1285 0.090, [04-09b] PR #1493 0.095)."""
+    adam_wd: float = 0.0
+    """AdamW decoupled weight decay on the embedding and scalar groups ([03-19b], [03-20a]–[03-29]: 0.04;
+    0.02 from [04-01]). The untied head keeps plain Adam, as the records."""
+    embed_wd: float | None = None
+    """Weight decay of the embedding group alone (None = ``adam_wd``; [04-01]+: 0.085)."""
+    wd_taper_start_frac: float = 1.0
+    """WD taper ([04-18] PR #1729): the weight-decay multiplier is 1 until this fraction of the budget,
+    then linear to ``wd_taper_final_mult`` at the end (records: 0.70 → 0.5). 1 = no taper."""
+    wd_taper_final_mult: float = 1.0
+    muon_row_normalize: bool = False
+    """MuonEq-R ([04-03] PR #1285): unit-ℓ2 rows of the momentum-corrected gradient before Newton–Schulz."""
+    muon_ns: Literal["quintic", "polar_express"] = "quintic"
+    """Newton–Schulz coefficients: the baseline's fixed quintic, or Polar Express's per-iteration
+    minimax triples ([04-23] PR #1787, from PR #1344; needs muon_backend_steps=5)."""
 
     def __post_init__(self) -> None:
+        _check(self.muon_wd >= 0 and self.adam_wd >= 0 and (self.embed_wd is None or self.embed_wd >= 0),
+               "optim weight decays must be >= 0")
+        _check(0 <= self.wd_taper_start_frac <= 1 and self.wd_taper_final_mult >= 0,
+               "optim.wd_taper_start_frac must be in [0, 1], optim.wd_taper_final_mult >= 0")
+        _check(self.muon_ns != "polar_express" or self.muon_backend_steps == 5,
+               "optim.muon_ns=polar_express has 5 iterations: set optim.muon_backend_steps=5")
         for name in ("matrix_lr", "scalar_lr", "tied_embed_lr", "embed_lr", "head_lr"):
             _check(getattr(self, name) >= 0, f"optim.{name} must be >= 0")
         _check(0 <= self.muon_momentum < 1, "optim.muon_momentum must be in [0, 1)")
@@ -167,6 +190,9 @@ class TrainConfig:
     warmdown_frac: float = 0.0
     """If > 0: the LR multiplier decays linearly to 0 over the last ``warmdown_frac`` of the
     training budget (of wallclock when a budget is set, else of ``iterations``). Right on any hardware."""
+    min_lr_mult: float = 0.0
+    """MIN_LR ([04-23] PR #1787): the LR multiplier never falls below this floor during the warmdown
+    (records: 0.10). 0 = decay to 0 (the baseline)."""
     warmdown_iters: int = 1200
     """Used when ``warmdown_frac`` = 0: the baseline's rule, window = warmdown_iters × mean step
     time (§1.5). On slow hardware this window exceeds the run; prefer ``warmdown_frac``."""
@@ -203,6 +229,7 @@ class TrainConfig:
         _check(self.iterations >= 1, "train.iterations must be >= 1")
         _check(self.max_wallclock_seconds >= 0, "train.max_wallclock_seconds must be >= 0")
         _check(0 <= self.warmdown_frac <= 1, "train.warmdown_frac must be in [0, 1]")
+        _check(0 <= self.min_lr_mult <= 1, "train.min_lr_mult must be in [0, 1]")
         _check(self.warmup_steps >= 0 and self.warmdown_iters >= 0, "train warmup/warmdown must be >= 0")
         _check(self.seq_len >= 1 and self.batch_tokens >= self.seq_len, "train.batch_tokens must be >= train.seq_len")
         _check(self.grad_accum >= 0, "train.grad_accum must be >= 0")

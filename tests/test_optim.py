@@ -312,3 +312,83 @@ def test_muon_momentum_warmup() -> None:
     assert muon_momentum(500, cfg) == pytest.approx(0.95)
     assert muon_momentum(10**6, cfg) == pytest.approx(0.95)
     assert muon_momentum(0, OptimConfig(muon_momentum_warmup_steps=0)) == 0.95
+
+
+# --- optimizer techniques: decoupled WD, MuonEq-R, Polar Express, AdamW groups, WD taper, MIN_LR ------
+
+
+def _one_step(p0: torch.Tensor, g: torch.Tensor, **kw) -> torch.Tensor:
+    p = torch.nn.Parameter(p0.clone())
+    opt = Muon([p], lr=0.1, momentum=0.0, nesterov=False, **kw)
+    p.grad = g.clone()
+    opt.step()
+    return p.detach()
+
+
+def test_muon_decoupled_weight_decay_is_exactly_a_shrink_before_the_update() -> None:
+    g0 = torch.Generator().manual_seed(11)
+    p0, g = torch.randn(24, 16, generator=g0), torch.randn(24, 16, generator=g0)
+    plain, decayed = _one_step(p0, g), _one_step(p0, g, weight_decay=0.04)
+    # p_wd − p_plain = p0·(1 − lr·λ) − p0 = −lr·λ·p0 (the update term is the same bf16 tensor)
+    assert torch.allclose(decayed - plain, -0.1 * 0.04 * p0, atol=1e-6)
+    assert torch.equal(_one_step(p0, torch.zeros_like(g), weight_decay=0.5), p0 * (1 - 0.1 * 0.5))
+
+
+def test_muoneq_r_normalizes_rows_before_newton_schulz() -> None:
+    g0 = torch.Generator().manual_seed(12)
+    p0 = torch.randn(32, 16, generator=g0)
+    g = torch.randn(32, 16, generator=g0) * torch.logspace(-2, 2, 32)[:, None]  # very unequal rows
+    rn = _one_step(p0, g, row_normalize=True)
+    ref = _one_step(p0, g / g.norm(dim=1, keepdim=True))
+    assert torch.equal(rn, ref)
+    assert not torch.allclose(rn, _one_step(p0, g))
+
+
+def test_polar_express_per_iteration_coefficients_match_a_float64_reference() -> None:
+    from pgolf.optim.muon import POLAR_EXPRESS_COEFFS
+
+    g0 = torch.Generator().manual_seed(13)
+    G = torch.randn(48, 20, generator=g0, dtype=torch.float64)
+    X = G / (G.norm() + 1e-7)
+    X = X.T  # rows > cols: work on the transpose
+    for a, b, c in POLAR_EXPRESS_COEFFS:
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    ref = X.T
+    got = newton_schulz(G, steps=5, coeffs=POLAR_EXPRESS_COEFFS)
+    assert torch.allclose(got, ref, atol=1e-12)
+    # and it is closer to orthogonal than the fixed quintic in the same five steps
+    pe = torch.linalg.svdvals(got)
+    qu = torch.linalg.svdvals(newton_schulz(G, steps=5))
+    assert (pe - 1).abs().max() < (qu - 1).abs().max()
+    with pytest.raises(ValueError, match="5 iterations"):
+        Muon([torch.nn.Parameter(torch.zeros(4, 4))], backend_steps=4, ns="polar_express")
+    with pytest.raises(ValueError, match="per-iteration"):
+        newton_schulz(G, steps=3, coeffs=POLAR_EXPRESS_COEFFS)
+
+
+def test_adamw_groups_and_weight_decay_wiring() -> None:
+    torch.manual_seed(0)
+    m = GPT(ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1))
+    opts = build_optimizers(m, OptimConfig(adam_wd=0.04, embed_wd=0.085, muon_wd=0.095, muon_row_normalize=True,
+                                           muon_ns="polar_express"))
+    embed, muon, scalar = opts
+    assert isinstance(embed, torch.optim.AdamW) and embed.param_groups[0]["weight_decay"] == 0.085
+    assert isinstance(scalar, torch.optim.AdamW) and scalar.param_groups[0]["base_wd"] == 0.04
+    assert muon.param_groups[0]["weight_decay"] == 0.095 and muon.param_groups[0]["row_normalize"]
+    assert muon.param_groups[0]["ns"] == "polar_express"
+    plain = build_optimizers(m, OptimConfig())
+    assert type(plain[0]) is torch.optim.Adam and plain[1].param_groups[0]["weight_decay"] == 0.0
+
+
+def test_wd_taper_and_min_lr_floor() -> None:
+    from pgolf.optim.schedule import progress, wd_multiplier
+
+    o = OptimConfig(wd_taper_start_frac=0.7, wd_taper_final_mult=0.5)
+    assert wd_multiplier(0.0, o) == wd_multiplier(0.7, o) == 1.0
+    assert wd_multiplier(0.85, o) == pytest.approx(0.75) and wd_multiplier(1.0, o) == pytest.approx(0.5)
+    assert wd_multiplier(0.9, OptimConfig()) == 1.0
+    t = TrainConfig(max_wallclock_seconds=100, warmdown_frac=0.5, min_lr_mult=0.1)
+    assert lr_multiplier(0, 99.0, t) == pytest.approx(0.1)  # (1 − 0.99)/0.5 = 0.02 → floored
+    assert lr_multiplier(0, 60.0, t) == pytest.approx(0.8)
+    assert progress(0, 25.0, t) == 0.25 and progress(5, 0.0, TrainConfig(max_wallclock_seconds=0, iterations=20)) == 0.25

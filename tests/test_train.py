@@ -96,3 +96,18 @@ def test_grad_accum_rule_and_errors():
 
 # Gradient accumulation's defining property (same update as more ranks with the same global batch)
 # is tested against a real 2-process gloo run in test_ddp.py.
+
+
+def test_weight_decay_taper_reaches_the_optimizers(tiny_data, tmp_path):
+    """The trainer sets every group's weight_decay = base_wd × wd_multiplier(progress) before each step."""
+    from pgolf.config import OptimConfig
+    from pgolf.optim.schedule import wd_multiplier
+
+    cfg = _cfg(tiny_data, "optim.adam_wd=0.1", "optim.muon_wd=0.05", "optim.wd_taper_start_frac=0.5",
+               "optim.wd_taper_final_mult=0.2")
+    train(cfg, tmp_path, data=prepare_data(cfg), progress=False)
+    groups = [g for s in ckpt.load_checkpoint(tmp_path).optimizer_states for g in s["param_groups"]]
+    mul = wd_multiplier(7 / 8, OptimConfig(wd_taper_start_frac=0.5, wd_taper_final_mult=0.2))  # before step 8
+    assert mul == pytest.approx(0.4)
+    wds = sorted(round(g["weight_decay"], 12) for g in groups)
+    assert wds == sorted(round(w * mul, 12) for w in (0.1, 0.05, 0.1))  # embed AdamW, Muon, scalar AdamW

@@ -8,9 +8,12 @@ read from the parameters' declared roles (:attr:`pgolf.roles.Role.optimizer`, vi
 - vectors, scalars, control tensors (incl. the 2×d ``resid_mix``), ``skip_weights`` and gates: Adam at
   ``scalar_lr``.
 
-Adam: betas (beta1, beta2), eps ``adam_eps``, no weight decay, ``fused`` on CUDA only. Every param
-group carries ``base_lr``; the trainer sets ``lr = base_lr × lr_multiplier`` and, on groups that
-have a ``momentum`` key (Muon), ``momentum = muon_momentum(step)``.
+Adam: betas (beta1, beta2), eps ``adam_eps``, ``fused`` on CUDA only; with ``adam_wd``/``embed_wd`` > 0
+the embedding and scalar groups are AdamW (decoupled decay, [03-20a]); Muon takes ``muon_wd``,
+``muon_row_normalize`` (MuonEq-R) and ``muon_ns``. Every param group carries ``base_lr`` and
+``base_wd``; the trainer sets ``lr = base_lr × lr_multiplier``, ``weight_decay = base_wd ×
+wd_multiplier`` (WD taper) and, on groups that have a ``momentum`` key (Muon),
+``momentum = muon_momentum(step)``.
 """
 
 from __future__ import annotations
@@ -35,12 +38,12 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     all_params = [p for lst in groups.values() for _, p in lst]
     fused = bool(all_params) and all(p.is_cuda for p in all_params)
 
-    def adam(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
-        return torch.optim.Adam(
-            [{"params": params, "lr": lr, "base_lr": lr}],
+    def adam(params: list[nn.Parameter], lr: float, wd: float = 0.0) -> torch.optim.Optimizer:
+        cls = torch.optim.AdamW if wd > 0 else torch.optim.Adam
+        return cls(
+            [{"params": params, "lr": lr, "base_lr": lr, "weight_decay": wd, "base_wd": wd}],
             betas=(cfg.beta1, cfg.beta2),
             eps=cfg.adam_eps,
-            weight_decay=0.0,
             fused=fused or None,
         )
 
@@ -49,7 +52,8 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
 
     opts: list[torch.optim.Optimizer] = []
     if groups["embed"]:
-        opts.append(adam(params_of("embed"), cfg.tied_embed_lr if tied else cfg.embed_lr))
+        embed_wd = cfg.adam_wd if cfg.embed_wd is None else cfg.embed_wd
+        opts.append(adam(params_of("embed"), cfg.tied_embed_lr if tied else cfg.embed_lr, embed_wd))
     if groups["head"]:
         opts.append(adam(params_of("head"), cfg.head_lr))
     if groups["matrix"]:
@@ -59,10 +63,13 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
             momentum=cfg.muon_momentum,
             backend_steps=cfg.muon_backend_steps,
             nesterov=cfg.muon_nesterov,
+            weight_decay=cfg.muon_wd,
+            row_normalize=cfg.muon_row_normalize,
+            ns=cfg.muon_ns,
         )
         for g in muon.param_groups:
-            g["base_lr"] = cfg.matrix_lr
+            g["base_lr"], g["base_wd"] = cfg.matrix_lr, cfg.muon_wd
         opts.append(muon)
     if groups["scalar"]:
-        opts.append(adam(params_of("scalar"), cfg.scalar_lr))
+        opts.append(adam(params_of("scalar"), cfg.scalar_lr, cfg.adam_wd))
     return opts

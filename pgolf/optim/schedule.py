@@ -21,6 +21,13 @@ Rule (b), ``warmdown_frac`` = 0 — the baseline's rule, W = warmdown_iters:
 
 Rule (b) sizes its window in *steps*: when fewer than W steps fit in the budget (slow hardware),
 remaining < window from step 1 and the LR decays for the whole run. Rule (a) is right anywhere.
+
+MIN_LR ([04-23] PR #1787): with ``min_lr_mult`` = m > 0 the multiplier is max(multiplier, m) — the
+LR never reaches 0.
+
+Every other schedule is a function of the *progress* p ∈ [0, 1] (:func:`progress`: the fraction of the
+wallclock budget used, else of the iterations), so a preset tuned on 8×H100 runs sensibly on a CPU
+and the reverse. WD taper ([04-18] PR #1729): :func:`wd_multiplier`.
 """
 
 from __future__ import annotations
@@ -28,8 +35,27 @@ from __future__ import annotations
 from pgolf.config import OptimConfig, TrainConfig
 
 
+def progress(step: int, elapsed_s: float, cfg: TrainConfig) -> float:
+    """The fraction of the run done: elapsed / budget with a wallclock budget, else step / iterations."""
+    budget = cfg.max_wallclock_seconds
+    p = elapsed_s / budget if budget > 0 else step / cfg.iterations
+    return min(1.0, max(0.0, p))
+
+
 def lr_multiplier(step: int, elapsed_s: float, cfg: TrainConfig) -> float:
     """The LR multiplier in [0, 1] before taking optimizer step ``step + 1`` (see module docstring)."""
+    return max(_warmdown(step, elapsed_s, cfg), cfg.min_lr_mult)
+
+
+def wd_multiplier(p: float, cfg: OptimConfig) -> float:
+    """WD taper: 1 until progress ``wd_taper_start_frac``, then linear to ``wd_taper_final_mult`` at p = 1."""
+    s, m = cfg.wd_taper_start_frac, cfg.wd_taper_final_mult
+    if p <= s or s >= 1:
+        return 1.0
+    return 1.0 + (m - 1.0) * (min(p, 1.0) - s) / (1.0 - s)
+
+
+def _warmdown(step: int, elapsed_s: float, cfg: TrainConfig) -> float:
     budget = cfg.max_wallclock_seconds
     if cfg.warmdown_frac > 0:
         p = elapsed_s / budget if budget > 0 else step / cfg.iterations

@@ -47,7 +47,8 @@ from pgolf.errors import ConfigError, TrainingError
 from pgolf.eval.bpb import EvalResult, evaluate
 from pgolf.model.gpt import GPT
 from pgolf.optim import build_optimizers
-from pgolf.optim.schedule import lr_multiplier, muon_momentum
+from pgolf.optim.schedule import lr_multiplier, muon_momentum, wd_multiplier
+from pgolf.optim.schedule import progress as run_progress
 from pgolf.precision import agreed_amp, autocast
 from pgolf.quant.calib import HESSIANS_FILE, calibrate_from_train, save_hessians
 from pgolf.train import checkpoint as ckpt_mod
@@ -160,9 +161,12 @@ def train(
         """One optimizer step; returns the mean micro-loss (all-reduced)."""
         mul = lr_multiplier(step, elapsed, sched)
         mom = muon_momentum(step, cfg.optim)
+        wd_mul = wd_multiplier(run_progress(step, elapsed, sched), cfg.optim)
         for opt in optimizers:
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * mul
+                if "base_wd" in g:
+                    g["weight_decay"] = g["base_wd"] * wd_mul
                 if "momentum" in g:
                     g["momentum"] = mom
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
