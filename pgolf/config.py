@@ -46,8 +46,26 @@ class AttnConfig:
     loses its component along the token's own value direction, y ← y − (y·v̂)v̂ (arXiv:2603.09078;
     [03-20c] last 3 of 11, [03-20d] PR #287 last 4, [03-25] PR #1019 all layers). GQA-aware, no K/V copy."""
 
+    rope_dims: int = 0
+    """Partial RoPE ([03-21] PR #315): rotate only the first ``rope_dims`` dims of each head (records: 16
+    of 64); the rest carry no position. 0 = the whole head (the baseline)."""
+    rope_train_len: int = 0
+    """NTK-style RoPE base scaling for sequences longer than this: base' = base·(T/L)^(r/(r−2)) with r the
+    rotated dims (the records' "yarn"; [03-21]–[03-22] build it with L = 1024, so their 2048-token
+    training already runs scaled). 0 = never scale."""
+    ve_layers: tuple[int, ...] = ()
+    """Value embeddings ([03-22], credited to PR #374): one shared table (vocab × ``ve_dim``, N(0, 0.01))
+    projected to the K/V width with a learned scale (init 0.1) is added to the attention values of these
+    layers, each with its own learned scale (init 1). Records: layers 9, 10 of 11; removed in [04-05]."""
+    ve_dim: int = 128
+
     def __post_init__(self) -> None:
         _check(all(i >= 0 for i in self.xsa_layers), "model.attn.xsa_layers must be layer indices >= 0")
+        _check(self.rope_dims >= 0 and self.rope_dims % 2 == 0, "model.attn.rope_dims must be even and >= 0")
+        _check(self.rope_train_len >= 0, "model.attn.rope_train_len must be >= 0")
+        _check(all(i >= 0 for i in self.ve_layers) and len(set(self.ve_layers)) == len(self.ve_layers),
+               "model.attn.ve_layers must be distinct layer indices >= 0")
+        _check(self.ve_dim >= 1, "model.attn.ve_dim must be >= 1")
         _check(len(set(self.xsa_layers)) == len(self.xsa_layers), "model.attn.xsa_layers lists a layer twice")
 
 
@@ -63,10 +81,21 @@ class EmbedConfig:
     """Width of the BigramHash table (records: 128, 112 from [03-25])."""
     bigram_scale_init: float = 0.05
     """Initial value of BigramHash's learned output scale ([03-20a])."""
+    smear: Literal["off", "v1", "v2", "v3"] = "off"
+    """SmearGate, a learned blend with the previous token's embedding (``pgolf.model.smear``): ``v1``
+    [03-19h] PR #65 (x' = σ(γ)x + (1−σ(γ))x_{t−1}, γ per dim init 3, before the RMSNorm); ``v2`` [03-20a]
+    PR #162 … [03-23] (x' = (1−σ(γ))x + σ(γ)x_{t−1}, γ init 0, after the RMSNorm); ``v3`` [04-16] PR #1667
+    (x ← x + λ·σ(W·x[:12])·x_{t−1}, W and λ zero-initialised, before the RMSNorm)."""
+    smear_bos_fix: bool = False
+    """The BOS fix of [04-27a]/[04-27b] (PR #1855/#1851; leak found on #1797): no blend into a BOS
+    position, so the last token of one document never reaches the next. Off reproduces the earlier records."""
+    bos_id: int = 1
+    """The document delimiter (the challenge's BOS id)."""
 
     def __post_init__(self) -> None:
         _check(self.bigram_buckets == 0 or self.bigram_buckets >= 2, "model.embed.bigram_buckets must be 0 or >= 2")
         _check(self.bigram_dim >= 1, "model.embed.bigram_dim must be >= 1")
+        _check(self.bos_id >= 0, "model.embed.bos_id must be >= 0")
 
 
 @dataclass
@@ -89,6 +118,18 @@ class ModelConfig:
     qk_gain_init: float = 1.5
     """Initial per-head multiplier on the (normalized) queries."""
     tied_embed_init_std: float = 0.005
+    mlp_act: Literal["relu2", "leaky_relu2"] = "relu2"
+    """MLP activation: ReLU² (the baseline) or LeakyReLU(``leaky_slope``)² ([03-23] PR #493/#518; −0.0021)."""
+    leaky_slope: float = 0.5
+    ln_scale: bool = False
+    """LN scale ([03-21] PR #315): the RMSNorm outputs feeding attention and MLP of physical layer i are
+    multiplied by 1/√(i+1). No parameters."""
+    init: Literal["default", "orthogonal", "orthogonal_records"] = "default"
+    """``orthogonal`` ([03-19h] PR #65, [03-20a] PR #162): every 2-D linear with both sides ≥ 64 that is not
+    zero-initialised gets orthogonal_(gain 1); output-side projections (attention/MLP out, other
+    projections) are then scaled by 1/√(2L). ``orthogonal_records`` does what the records' code did
+    (CATALOGUE §5.4): the same, but overriding the zero init of the other projections (value-embedding
+    projection) too. ``default``: nn.Linear's Kaiming-uniform, as the baseline."""
     skips: Literal["unet", "none"] = "unet"
     """``unet``: the baseline's U-Net skips (the first ⌊L/2⌋ layers push, the later ones pop, LIFO,
     x ← x + w⊙skip; [03-17b]); ``none``: a plain stack."""
@@ -104,8 +145,10 @@ class ModelConfig:
         _check((self.model_dim // self.num_heads) % 2 == 0, "head_dim (model_dim/num_heads) must be even for RoPE")
         _check(self.mlp_mult >= 1, "model.mlp_mult must be >= 1")
         _check(self.logit_softcap >= 0, "model.logit_softcap must be >= 0")
-        bad = [i for i in self.attn.xsa_layers if i >= self.num_virtual_layers]
-        _check(not bad, f"model.attn.xsa_layers: layer {bad[0] if bad else 0} does not exist "
+        _check(self.attn.rope_dims <= self.head_dim, "model.attn.rope_dims must be <= head_dim")
+        _check(0 <= self.embed.bos_id < self.vocab_size, "model.embed.bos_id must be a token id")
+        bad = [i for i in (*self.attn.xsa_layers, *self.attn.ve_layers) if i >= self.num_virtual_layers]
+        _check(not bad, f"model.attn: layer {bad[0] if bad else 0} does not exist "
                         f"({self.num_virtual_layers} layers)")
 
     @property

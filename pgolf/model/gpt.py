@@ -22,8 +22,11 @@ The maths (E = token embedding [V,d], rms(x) = x / sqrt(mean(x²) + eps), no lea
 W_o and W_2 are zero-initialised, so a fresh block is the identity on x.
 
 Options (each off by default, one field of :class:`pgolf.config.ModelConfig`, source in its docstring):
-``skips`` (U-Net or none), ``attn.xsa_layers`` (XSA), ``embed.bigram_buckets`` (BigramHash, in
-:mod:`pgolf.model.hashed`). Which layer does what is decided once in ``__init__`` by
+``skips`` (U-Net or none), ``attn.xsa_layers`` (XSA), ``attn.rope_dims`` / ``attn.rope_train_len``
+(partial RoPE, NTK scaling: :mod:`pgolf.model.rotary`), ``attn.ve_layers`` (value embeddings:
+:mod:`pgolf.model.value`), ``ln_scale``, ``mlp_act`` (LeakyReLU²), ``init`` (orthogonal),
+``embed.bigram_buckets`` (BigramHash: :mod:`pgolf.model.hashed`), ``embed.smear`` (SmearGate v1–v3 with
+the BOS fix: :mod:`pgolf.model.smear`). Which layer does what is decided once in ``__init__`` by
 :func:`build_plan`; ``forward`` walks that plan.
 
 Parameter roles: every module lists its own parameters in ``param_roles`` (:mod:`pgolf.roles`), and
@@ -40,6 +43,7 @@ fp32 and the residual stream follows the embedding (fp32). The softcap is applie
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -50,25 +54,13 @@ from pgolf.config import ModelConfig
 from pgolf.errors import ConfigError
 from pgolf.model.hashed import BigramHash
 from pgolf.model.layers import CastedLinear, RMSNorm, declare, rms_norm
+from pgolf.model.rotary import apply_rotary, rotary_tables
+from pgolf.model.smear import SmearGate
+from pgolf.model.value import ValueEmbedding
 from pgolf.roles import Role
 
 # SDPA's native grouped-query attention (no K/V copy) exists from torch 2.5; older: expand K/V.
 _SDPA_HAS_GQA: bool = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
-
-
-def rotary_tables(seq_len: int, head_dim: int, base: float, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """cos, sin of θ_{t,i} = t · base^(-2i/D), each [1, 1, T, D/2]; computed in fp32 (fp64 for fp64)."""
-    ct = torch.float64 if dtype == torch.float64 else torch.float32
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=ct) / head_dim))  # [D/2]
-    freqs = torch.outer(torch.arange(seq_len, device=device, dtype=ct), inv_freq)  # [T, D/2]
-    return freqs.cos()[None, None].to(dtype), freqs.sin()[None, None].to(dtype)
-
-
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate each pair (x_i, x_{i+D/2}) by −θ (the baseline's sign convention, so its weights load)."""
-    half = x.size(-1) // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
 
 
 def causal_attention(q: Tensor, k: Tensor, v: Tensor, native_gqa: bool = _SDPA_HAS_GQA) -> Tensor:
@@ -107,11 +99,15 @@ class CausalSelfAttention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init, dtype=torch.float32))
         declare(self, q_gain=Role.CONTROL)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, xsa: bool = False) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, xsa: bool = False, v_extra: Tensor | None = None) -> Tensor:
+        """x [B,T,d]; ``v_extra`` [B,T,Hkv·D] is added to the values before the head split (value embeddings)."""
         B, T, d = x.shape
         q = self.c_q(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # [B,H,T,D]
         k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B,Hkv,T,D]
-        v = self.c_v(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B,Hkv,T,D]
+        v = self.c_v(x)  # [B,T,Hkv·D]
+        if v_extra is not None:
+            v = v + v_extra.to(v.dtype)
+        v = v.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B,Hkv,T,D]
         q, k = rms_norm(q), rms_norm(k)
         q, k = apply_rotary(q, cos.to(q.dtype), sin.to(q.dtype)), apply_rotary(k, cos.to(k.dtype), sin.to(k.dtype))
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
@@ -128,9 +124,12 @@ class MLP(nn.Module):
         hidden = cfg.mlp_mult * cfg.model_dim
         self.fc = CastedLinear(cfg.model_dim, hidden, bias=False, role=Role.MLP_UP)
         self.proj = CastedLinear(hidden, cfg.model_dim, bias=False, zero_init=True, role=Role.MLP_DOWN)
+        self.slope = cfg.leaky_slope if cfg.mlp_act == "leaky_relu2" else 0.0
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(torch.relu(self.fc(x)).square())  # [B,T,d] → [B,T,mlp_mult·d] → [B,T,d]
+        h = self.fc(x)  # [B,T,d] → [B,T,mlp_mult·d]
+        h = F.leaky_relu(h, self.slope) if self.slope else torch.relu(h)  # LeakyReLU(0.5)²: [03-23] PR #493
+        return self.proj(h.square())  # → [B,T,d]
 
 
 class Block(nn.Module):
@@ -144,12 +143,15 @@ class Block(nn.Module):
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))).float())  # [2, d]
         declare(self, attn_scale=Role.CONTROL, mlp_scale=Role.CONTROL, resid_mix=Role.CONTROL)
 
-    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, layer: LayerPlan | None = None) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, layer: LayerPlan | None = None,
+                v_extra: Tensor | None = None) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        xsa = layer.xsa if layer is not None else False
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x), cos, sin, xsa=xsa)
-        x = x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
+        xsa, ln = (layer.xsa, layer.ln_scale) if layer is not None else (False, 1.0)
+        h = rms_norm(x) if ln == 1.0 else rms_norm(x) * ln  # LN scale: 1/√(i+1), [03-21]
+        x = x + self.attn_scale.to(x.dtype) * self.attn(h, cos, sin, xsa=xsa, v_extra=v_extra)
+        h = rms_norm(x) if ln == 1.0 else rms_norm(x) * ln
+        x = x + self.mlp_scale.to(x.dtype) * self.mlp(h)
         return x
 
 
@@ -165,19 +167,26 @@ class LayerPlan:
     """Push its output onto the U-Net skip stack."""
     pop_skip: int | None = None
     """Before running, add ``skip_weights[pop_skip] ⊙ pop()``."""
+    ln_scale: float = 1.0
+    """Factor on the block's RMSNorm outputs (LN scale: 1/√(block+1))."""
+    ve: bool = False
+    """Add the value embedding (× its per-layer scale) to this layer's values."""
 
 
 def build_plan(cfg: ModelConfig) -> tuple[LayerPlan, ...]:
     """The per-layer plan: U-Net skips (the first ⌊L/2⌋ layers push, each later layer pops while the
-    stack is non-empty, LIFO — the baseline), XSA layers."""
+    stack is non-empty, LIFO — the baseline), XSA layers, LN-scale factors, value-embedding layers."""
     n = cfg.num_virtual_layers
     n_enc = n // 2 if cfg.skips == "unet" else 0
     n_skip = min(n_enc, n - n_enc)
-    xsa = set(cfg.attn.xsa_layers)
+    xsa, ve = set(cfg.attn.xsa_layers), set(cfg.attn.ve_layers)
     plan = []
     for i in range(n):
+        block = i
         pop = i - n_enc if (n_enc <= i < n_enc + n_skip) else None
-        plan.append(LayerPlan(index=i, block=i, xsa=i in xsa, push_skip=i < n_enc, pop_skip=pop))
+        ln = 1.0 / math.sqrt(block + 1) if cfg.ln_scale else 1.0
+        plan.append(LayerPlan(index=i, block=block, xsa=i in xsa, push_skip=i < n_enc, pop_skip=pop, ln_scale=ln,
+                              ve=i in ve))
     return tuple(plan)
 
 
@@ -191,6 +200,13 @@ class GPT(nn.Module):
         self.bigram: BigramHash | None = None
         if cfg.embed.bigram_buckets:
             self.bigram = BigramHash(cfg.embed.bigram_buckets, cfg.embed.bigram_dim, d, cfg.embed.bigram_scale_init)
+        self.smear: SmearGate | None = None
+        if cfg.embed.smear != "off":
+            self.smear = SmearGate(cfg.embed.smear, d, bos_fix=cfg.embed.smear_bos_fix, bos_id=cfg.embed.bos_id)
+        self.ve: ValueEmbedding | None = None
+        if cfg.attn.ve_layers:
+            self.ve = ValueEmbedding(cfg.vocab_size, cfg.attn.ve_dim, cfg.num_kv_heads * cfg.head_dim,
+                                     tuple(sorted(cfg.attn.ve_layers)))
         num_skips = sum(p.pop_skip is not None for p in self.plan)
         self.skip_weights = nn.Parameter(torch.ones(num_skips, d, dtype=torch.float32))  # [num_skips, d]
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
@@ -203,9 +219,12 @@ class GPT(nn.Module):
 
     def _init_weights(self) -> None:
         # Tied: N(0, tied_embed_init_std). Untied: nn.Embedding's N(0, 1), as the baseline.
-        # Linears keep nn.Linear's default (Kaiming-uniform) unless zero-init (set at construction).
+        # Linears keep nn.Linear's default (Kaiming-uniform) unless zero-init (set at construction),
+        # or get the orthogonal init of [03-19h]/[03-20a] (model.init).
         if self.cfg.tie_embeddings:
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=self.cfg.tied_embed_init_std)
+        if self.cfg.init != "default":
+            orthogonal_init(self, self.cfg.num_layers, override_zero_proj=self.cfg.init == "orthogonal_records")
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -217,14 +236,24 @@ class GPT(nn.Module):
         x = self.tok_emb(idx)  # [B,T,d]
         if self.bigram is not None:
             x = x + self.bigram(idx).to(x.dtype)
+        if self.smear is not None and self.smear.pre_norm:
+            x = self.smear(x, idx)
         x = rms_norm(x)
+        if self.smear is not None and not self.smear.pre_norm:
+            x = self.smear(x, idx)
         x0 = x
-        cos, sin = rotary_tables(T, self.cfg.head_dim, self.cfg.rope_base, idx.device, x.dtype)  # [1,1,T,D/2]
+        a = self.cfg.attn
+        cos, sin = rotary_tables(T, a.rope_dims or self.cfg.head_dim, self.cfg.rope_base, idx.device, x.dtype,
+                                 a.rope_train_len)  # [1,1,T,r/2]
+        ve = self.ve(idx) if self.ve is not None else None  # [B,T,Hkv·D], shared by the VE layers
         skips: list[Tensor] = []
         for layer in self.plan:
             if layer.pop_skip is not None and skips:  # decoder: LIFO skip from the encoder half
                 x = x + self.skip_weights[layer.pop_skip].to(x.dtype) * skips.pop()
-            x = self.blocks[layer.block](x, x0, cos, sin, layer)
+            v_extra = None
+            if layer.ve and ve is not None:
+                v_extra = ve * self.ve.layer_scales[self.ve.slot[layer.index]].to(ve.dtype)
+            x = self.blocks[layer.block](x, x0, cos, sin, layer, v_extra)
             if layer.push_skip:
                 skips.append(x)
         x = self.final_norm(x)  # [B,T,d], the LM-head input
@@ -262,6 +291,26 @@ def unwrap(model: nn.Module) -> nn.Module:
         if not isinstance(inner, nn.Module):
             return model
         model = inner
+
+
+def orthogonal_init(model: nn.Module, num_layers: int, override_zero_proj: bool = False) -> None:
+    """[03-19h]/[03-20a]: ``orthogonal_(gain=1)`` on every 2-D linear weight with both sides ≥ 64 that is
+    not zero-initialised; output-side ones (attention out, MLP down, other projections) then × 1/√(2L).
+    Zero-initialised weights stay zero, except, with ``override_zero_proj``, ``proj``-role ones (what the
+    records' name-based code did to the value-embedding projection, CATALOGUE §5.4)."""
+    scale = 1.0 / math.sqrt(2 * num_layers)
+    with torch.no_grad():
+        for mod in model.modules():
+            if not isinstance(mod, CastedLinear):
+                continue
+            w, role = mod.weight, mod.param_roles["weight"]
+            if w.ndim != 2 or min(w.shape) < 64:
+                continue
+            if mod._zero_init and not (override_zero_proj and role is Role.PROJ):
+                continue
+            nn.init.orthogonal_(w, gain=1.0)
+            if role in (Role.ATTN_O, Role.MLP_DOWN, Role.PROJ):
+                w.mul_(scale)
 
 
 def parameter_roles(model: nn.Module) -> dict[str, Role]:
