@@ -220,6 +220,79 @@ class OptimConfig:
 
 
 @dataclass
+class EmaConfig:
+    """Exponential moving average of the weights (``--set train.ema.KEY=VALUE``); the average is what
+    gets exported. [03-20d] PR #287: θ̄ ← 0.997·θ̄ + 0.003·θ every step (fp32); 0.9965 from [04-09b]."""
+
+    decay: float = 0.0
+    """A fixed per-step decay d (records: 0.997, 0.9965). 0 = off. Tied to the step count: 0.997 is a
+    333-step horizon, 7 % of an 8×H100 run but half of a 600-step CPU run (it cost +0.118 bpb there)."""
+    horizon_frac: float = 0.0
+    """The same as a fraction of the run: d_t = 1 − 1/max(1, f·N̂) with N̂ = step/progress the projected
+    steps of the whole run (0.068 ≈ 0.997 over 4,900 steps). 0 = off. Set at most one of the two."""
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.decay < 1 and 0 <= self.horizon_frac <= 1, "train.ema: decay in [0, 1), horizon_frac in [0, 1]")
+        _check(not (self.decay and self.horizon_frac), "train.ema: set decay or horizon_frac, not both")
+
+    @property
+    def enabled(self) -> bool:
+        return self.decay > 0 or self.horizon_frac > 0
+
+
+@dataclass
+class SwaConfig:
+    """Stochastic weight averaging: the uniform mean of snapshots taken every ``every`` steps once the
+    window opens, *applied* to the exported weights ([03-20a] PR #162: every 50 steps while the LR
+    multiplier < 0.5; [03-20b] < 0.4; [03-22]/[03-23] accumulated "tight SWA" (< 0.2) and never used it,
+    CATALOGUE §5.2)."""
+
+    every: int = 0
+    """Snapshot interval in steps (0 = off)."""
+    start_frac: float = 0.0
+    """Open the window at this fraction of the run."""
+    start_lr_mult: float = 0.0
+    """Or (the records' rule) once the LR multiplier falls below this."""
+
+    def __post_init__(self) -> None:
+        _check(self.every >= 0 and 0 <= self.start_frac <= 1 and 0 <= self.start_lr_mult <= 1,
+               "train.swa: every >= 0, start_frac and start_lr_mult in [0, 1]")
+        _check(not (self.start_frac and self.start_lr_mult), "train.swa: set start_frac or start_lr_mult, not both")
+
+    @property
+    def enabled(self) -> bool:
+        return self.every > 0
+
+
+@dataclass
+class QatConfig:
+    """Quantization-aware training, a model transform (:mod:`pgolf.quant.qat`): the 2-D weights of the
+    attention, MLP and projection linears are fake-quantized per row (clip at the row max, the grid of
+    ``QuantSpec(bits, clip="max")``) in the forward pass once QAT is on. Sources: STE [03-19c]/[03-19h];
+    late QAT [03-21] PR #315 (lr_mul < 0.1; constant-folded away by torch.compile there), [03-22] PR #414
+    (< 0.15); soft-round [03-31] PR #1204 (α ramped 1 → 16 over 500 steps)."""
+
+    kind: Literal["off", "ste", "soft_round"] = "off"
+    """``ste``: w + stopgrad(Q(w) − w); ``soft_round``: ⌊w/s⌋ + σ(α(frac − ½)), differentiable."""
+    bits: int = 6
+    start_frac: float = 0.0
+    """Switch on at this fraction of the run (0 with start_lr_mult 0: from the first step)."""
+    start_lr_mult: float = 0.0
+    """Or (the records' rule) once the LR multiplier falls below this (records: 0.15)."""
+    soft_alpha_start: float = 1.0
+    soft_alpha_end: float = 16.0
+    soft_ramp_frac: float = 0.05
+    """``soft_round``: α rises linearly from start to end over this fraction of the run."""
+
+    def __post_init__(self) -> None:
+        _check(2 <= self.bits <= 8, "train.qat.bits must be in 2..8")
+        _check(0 <= self.start_frac <= 1 and 0 <= self.start_lr_mult <= 1, "train.qat: start_* in [0, 1]")
+        _check(not (self.start_frac and self.start_lr_mult), "train.qat: set start_frac or start_lr_mult, not both")
+        _check(self.soft_alpha_start > 0 and self.soft_alpha_end > 0 and 0 <= self.soft_ramp_frac <= 1,
+               "train.qat: soft_alpha_* > 0, soft_ramp_frac in [0, 1]")
+
+
+@dataclass
 class TrainConfig:
     """The budgeted training loop (CATALOGUE §1.5, §1.6)."""
 
@@ -262,6 +335,9 @@ class TrainConfig:
     """torch intra-op threads on CPU (0 = torch's default)."""
     checkpoint_every_seconds: float = 60.0
     """Write a resumable checkpoint at most this often (0 = only at the end)."""
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    swa: SwaConfig = field(default_factory=SwaConfig)
+    qat: QatConfig = field(default_factory=QatConfig)
     calib_reserve_seconds: float = 0.0
     """GPTQ calibration on training tokens inside the training budget (CATALOGUE §2.5 "Calibration
     data": [03-29] reserves 14 s, [04-14] 4 s, [04-23]+ 0.5 s): when > 0 the loop trains until
@@ -277,6 +353,7 @@ class TrainConfig:
         _check(self.seq_len >= 1 and self.batch_tokens >= self.seq_len, "train.batch_tokens must be >= train.seq_len")
         _check(self.grad_accum >= 0, "train.grad_accum must be >= 0")
         _check(self.calib_reserve_seconds >= 0, "train.calib_reserve_seconds must be >= 0")
+        _check(not (self.ema.enabled and self.swa.enabled), "train.ema and train.swa: enable one average, not both")
         _check(
             self.max_wallclock_seconds == 0 or self.calib_reserve_seconds < self.max_wallclock_seconds,
             "train.calib_reserve_seconds must be smaller than train.max_wallclock_seconds",

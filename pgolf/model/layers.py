@@ -43,9 +43,13 @@ class CastedLinear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias)
         declare(self, weight=role, **({"bias": Role.CONTROL} if bias else {}))
         self._zero_init = zero_init
+        self.weight_fn: nn.Module | None = None
+        """A transform of the weight used in the forward pass (QAT's fake quantization,
+        :mod:`pgolf.quant.qat`), swapped in from outside the model; None = the weight as it is."""
         if zero_init:
             nn.init.zeros_(self.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         bias = self.bias.to(x.dtype) if self.bias is not None else None
-        return F.linear(x, self.weight.to(x.dtype), bias)
+        w = self.weight if self.weight_fn is None else self.weight_fn(self.weight)
+        return F.linear(x, w.to(x.dtype), bias)

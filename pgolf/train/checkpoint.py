@@ -3,7 +3,8 @@
 A checkpoint is two files in the run directory:
 
 - ``checkpoint.safetensors``: every tensor — model parameters (``model.<name>``), optimizer state
-  (``optim.<i>.<param index>.<key>``) and RNG states (``rng.<name>``, uint8);
+  (``optim.<i>.<param index>.<key>``), weight averages (``avg.<kind>.<name>``; ``avg.live.<name>`` =
+  the last live weights when ``model.<name>`` holds the applied average) and RNG states (``rng.<name>``);
 - ``checkpoint.json``: everything else (step, training seconds, loader position, optimizer
   hyper-parameters and non-tensor state, the config) plus the sha256 of the tensor file.
 
@@ -43,6 +44,8 @@ class Checkpoint:
     optimizer_states: list[dict[str, Any]]
     rng: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    averages: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Weight-average tensors (EMA / SWA sums, and the live weights of a run that ended on its average)."""
 
 
 def _sha256(path: Path) -> str:
@@ -114,6 +117,8 @@ def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint, suffix: str = "") -> 
     tensors: dict[str, torch.Tensor] = {}
     for k, v in ckpt.model_state.items():
         tensors[f"model.{k}"] = v.detach().cpu().contiguous()
+    for k, v in ckpt.averages.items():
+        tensors[f"avg.{k}"] = v.detach().cpu().contiguous()
     optim_js = [_split_optimizer_state(i, sd, tensors) for i, sd in enumerate(ckpt.optimizer_states)]
     rng_t, rng_js = capture_rng() if not ckpt.rng else (ckpt.rng.get("tensors", {}), ckpt.rng.get("json", {}))
     tensors.update(rng_t)
@@ -158,6 +163,7 @@ def load_checkpoint(run_dir: str | Path, suffix: str = "") -> Checkpoint:
     model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     optimizer_states = [_join_optimizer_state(js, tensors) for js in state["optimizers"]]
     rng_t = {k: v for k, v in tensors.items() if k.startswith("rng.")}
+    averages = {k[len("avg.") :]: v for k, v in tensors.items() if k.startswith("avg.")}
     return Checkpoint(
         step=int(state["step"]),
         train_seconds=float(state["train_seconds"]),
@@ -167,4 +173,5 @@ def load_checkpoint(run_dir: str | Path, suffix: str = "") -> Checkpoint:
         optimizer_states=optimizer_states,
         rng={"tensors": rng_t, "json": state.get("rng", {})},
         extra=state.get("extra", {}),
+        averages=averages,
     )

@@ -51,7 +51,9 @@ from pgolf.optim.schedule import lr_multiplier, muon_momentum, wd_multiplier
 from pgolf.optim.schedule import progress as run_progress
 from pgolf.precision import agreed_amp, autocast
 from pgolf.quant.calib import HESSIANS_FILE, calibrate_from_train, save_hessians
+from pgolf.quant.qat import attach_qat
 from pgolf.train import checkpoint as ckpt_mod
+from pgolf.train.averaging import WeightAverager
 from pgolf.train.log import RunLog
 
 
@@ -134,6 +136,8 @@ def train(
     torch.manual_seed(t.seed)  # identical init on every rank
     model = GPT(cfg.model).to(device)
     optimizers = build_optimizers(model, cfg.optim)
+    qat = attach_qat(model, t.qat)  # before compile: the weight functions are part of the graph
+    averager = WeightAverager(model, t)
     compiled: torch.nn.Module = torch.compile(model, dynamic=False) if t.compile else model
     fwd: torch.nn.Module = compiled
     if world > 1:
@@ -161,7 +165,10 @@ def train(
         """One optimizer step; returns the mean micro-loss (all-reduced)."""
         mul = lr_multiplier(step, elapsed, sched)
         mom = muon_momentum(step, cfg.optim)
-        wd_mul = wd_multiplier(run_progress(step, elapsed, sched), cfg.optim)
+        prog = run_progress(step, elapsed, sched)
+        wd_mul = wd_multiplier(prog, cfg.optim)
+        if qat is not None and qat.update(prog, mul):
+            log(f"late_qat:enabled step:{step} progress:{prog:.4f} lr_mul:{mul:.4f} kind:{t.qat.kind} bits:{t.qat.bits}")
         for opt in optimizers:
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * mul
@@ -184,6 +191,8 @@ def train(
             opt.step()
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
+        if averager.enabled:
+            averager.update(model, step + 1, prog, mul)
         dist.all_reduce_(loss_sum)
         return float(loss_sum.item()) / (accum * world)
 
@@ -192,8 +201,13 @@ def train(
         init_model = copy.deepcopy(model.state_dict())
         init_opts = [copy.deepcopy(o.state_dict()) for o in optimizers]
         init_loader = loader.state_dict()
+        init_avg = averager.state_dict()
         for i in range(t.warmup_steps):
             one_step(i, 0.0)
+        if qat is not None:  # priming steps may have switched QAT on (a schedule that starts at 0)
+            qat.set(False)
+            qat.on, qat.started_at = False, None
+        averager.load_state_dict({k: v.clone() for k, v in init_avg[0].items()}, init_avg[1])
         model.load_state_dict(init_model)
         for o, s in zip(optimizers, init_opts, strict=True):
             o.load_state_dict(s)
@@ -210,17 +224,30 @@ def train(
         for o, s in zip(optimizers, ck.optimizer_states, strict=True):
             o.load_state_dict(s)
         loader.load_state_dict(ck.loader_state)
+        if averager.enabled:
+            live = {k[len("live."):]: v for k, v in ck.averages.items() if k.startswith("live.")}
+            if live:  # a run that ended on its average: continue from its live weights
+                model.load_state_dict(live)
+            averager.load_state_dict({k: v.to(device) for k, v in ck.averages.items()}, ck.extra.get("averaging", {}))
         ckpt_mod.restore_rng(ck.rng.get("tensors", {}), ck.rng.get("json", {}))
         step, train_seconds, tokens_seen = ck.step, ck.train_seconds, ck.tokens_seen
         log(f"resume: step:{step} train_time:{train_seconds * 1000:.0f}ms tokens:{tokens_seen}")
 
-    def save(at_step: int) -> None:
+    def save(at_step: int, live_state: dict | None = None) -> None:
+        """``live_state``: the model holds the applied average; keep the live weights beside it."""
+        avg_t, avg_info = averager.state_dict()
+        averages = dict(avg_t) if rank == 0 else {}
+        model_state = model.state_dict() if rank == 0 else {}
+        if live_state is not None and rank == 0:
+            averages.update({f"live.{k}": v for k, v in live_state.items()})
         ck = ckpt_mod.Checkpoint(
             step=at_step, train_seconds=train_seconds, tokens_seen=tokens_seen,
             loader_state=loader.state_dict(),
-            model_state=model.state_dict() if rank == 0 else {},
+            model_state=model_state,
             optimizer_states=[o.state_dict() for o in optimizers],
-            extra={"world_size": world, "config": cfg.to_dict()},
+            extra={"world_size": world, "config": cfg.to_dict(), "averaging": avg_info,
+                   "weights": averager.kind if live_state is not None else "live"},
+            averages=averages,
         )
         ckpt_mod.save_checkpoint(run_dir, ck, suffix)
         dist.barrier()
@@ -283,13 +310,26 @@ def train(
             on_step(step, loss)
     if bar is not None:
         bar.close()
-    if t.calib_reserve_seconds > 0:
+    final = averager.averaged_state(model)
+    if qat is not None:
+        qat.detach()  # the exported model is the plain GPT
+    live_state = None
+    if final is not None:
+        if averager.kind == "ema":
+            log(f"ema: applying EMA weights (last decay {averager.last_decay:.6f}, {averager.count} updates)")
+        else:
+            log(f"swa: applying the mean of {averager.count} snapshots")
+        live_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(final)
+    elif averager.kind == "swa":
+        log("swa: the window never opened; exporting the live weights")
+    if t.calib_reserve_seconds > 0:  # Hessians of the weights that get exported (after averaging)
         left = t.calib_reserve_seconds
         if t.max_wallclock_seconds > 0:  # the last step may have run into the reserve
             left = min(left, t.max_wallclock_seconds - train_seconds)
         train_seconds += _calibrate_in_reserve(cfg, model, loader, accum, left, run_dir, log,
                                               prec.torch_dtype)
-    save(step)
+    save(step, live_state)
     return TrainResult(model=model, steps=step, train_seconds=train_seconds, tokens_seen=tokens_seen,
                        stopped_by=stopped_by, last_val=last_val, losses=losses)
 
