@@ -144,6 +144,55 @@ for _fn in (demo, cpu, baseline, tiny):
     register(Preset(_fn.__name__, build=_fn, doc=(_fn.__doc__ or "").strip()))
 
 
+RECORD_0322 = {
+    # model: 11L × 512, MLP 3×, the [03-22] stack
+    "model.num_layers": 11,                 # [03-20b]/[03-20c]: 10 → 11 layers
+    "model.mlp_mult": 3,                    # [03-19b/c]: MLP 3×, "the largest single gain"
+    "model.embed.bigram_buckets": 2048,     # BigramHash 2048×128 [03-20d]–[03-22] (hash of PR #162)
+    "model.embed.bigram_dim": 128,
+    "model.embed.smear": "v2",              # SmearGate v2 [03-20a] PR #162 (no BOS fix yet)
+    "model.attn.xsa_layers": (7, 8, 9, 10), # XSA on the last 4 [03-20d] PR #287
+    "model.attn.rope_dims": 16,             # partial RoPE 16/64 [03-21] PR #315
+    "model.attn.rope_train_len": 1024,      # the record's Rotary(train_seq_len=1024): NTK-scaled at 2048
+    "model.ln_scale": True,                 # LN scale [03-21] PR #315
+    "model.attn.ve_layers": (9, 10),        # value embeddings 128 on layers 9, 10 [03-22] (PR #374)
+    "model.attn.ve_dim": 128,
+    "model.init": "orthogonal_records",     # orthogonal init + 1/√(2L) on .proj [03-19h]/[03-20a], as coded
+    # optimizer
+    "optim.tied_embed_lr": 0.035,
+    "optim.matrix_lr": 0.025,               # 0.02 [03-18c] → 0.025
+    "optim.scalar_lr": 0.025,
+    "optim.muon_momentum": 0.99,            # 0.99 warmed from 0.92 over 1,500 steps [03-19g], [03-19c]
+    "optim.muon_momentum_warmup_start": 0.92,
+    "optim.muon_momentum_warmup_steps": 1500,
+    "optim.grad_clip_norm": 0.3,            # [03-19d]
+    "optim.muon_wd": 0.04,                  # Muon WD 0.04 [03-20a] PR #162
+    "optim.adam_wd": 0.04,                  # AdamW 0.04 on embeddings and scalars (03-20 … 03-29 stacks)
+    # training
+    "train.batch_tokens": 786_432,          # [03-20a] on
+    "train.seq_len": 2048,                  # [03-18b] on
+    "train.warmdown_iters": 3500,           # [03-22]: warmdown 3500 (−0.0002)
+    "train.val_every": 4000,
+    "train.log_every": 500,
+    "train.ema.decay": 0.997,               # EMA [03-20d] PR #287, the exported weights
+    "train.qat.kind": "ste",                # late QAT int6 below lr_mul 0.15 [03-22] (PR #286)
+    "train.qat.bits": 6,
+    "train.qat.start_lr_mult": 0.15,
+    "eval.seq_len": 2048,
+    "export.scheme": "budget",              # the byte-budget search until GPTQ-lite's own scheme is chosen
+}
+"""[03-22] ``2026-03-22_11L_EMA_GPTQ-lite_warmdown3500_QAT015_1.1233`` (PR #414; 1.1228 best seed,
+1.1233 mean): every setting that differs from the baseline, with its source. 26,993,756 parameters, as
+``train_seed1337.log``'s ``model_params``. Not reproduced: the record's "tight SWA" (accumulated, never
+applied, CATALOGUE §5.2), its export (int6 GPTQ-lite + zstd-22: scheme ``int6_gptqlite_zstd``; here the
+byte-budget search fills the 16 MB) and its sliding-window stride-64 evaluation (joins with the
+evaluation issue). Needs FineWeb sp1024 shards and 8×H100 for its 600 s."""
+
+derive("record-0322", "baseline", RECORD_0322,
+       doc="[03-22] PR #414, 1.1228: 11L×512 MLP3×, BigramHash 2048, SmearGate, XSA-4, partial RoPE, LN scale, "
+           "VE 9–10, EMA 0.997, late QAT 0.15, Muon/Adam WD 0.04 (26,993,756 params)")
+
+
 def _lookup(name: str) -> Preset:
     try:
         return PRESETS[name]

@@ -35,6 +35,18 @@ def test_info_baseline_params_exact(capsys):
     assert out["estimated_artifact_bytes"] > 0 and out["config"]["model"]["num_layers"] == 9
 
 
+def test_record_0322_preset_has_the_logged_parameter_count(capsys):
+    """[03-22] train_seed1337.log: model_params:26993756."""
+    from pgolf.presets import preset_layers
+
+    assert main(["info", "record-0322", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"] == 26_993_756
+    assert [n for n, _ in preset_layers("record-0322")] == ["default", "baseline", "record-0322"]
+    assert out["fields"]["model.num_layers"] == {"value": 11, "source": "record-0322"}
+    assert out["fields"]["model.model_dim"] == {"value": 512, "source": "default"}
+
+
 def test_info_shows_every_field_with_its_source(capsys):
     assert main(["info", "cpu", "--json", "--set", "model.attn.xsa_layers=1,2", "--set", "train.seed=3"]) == 0
     out = json.loads(capsys.readouterr().out)
