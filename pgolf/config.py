@@ -42,7 +42,7 @@ class AttnConfig:
     """Attention options (``--set model.attn.KEY=VALUE``)."""
 
     xsa_layers: tuple[int, ...] = ()
-    """Exclusive Self Attention on these layers (virtual indices, e.g. ``7,8,9,10``): each head's output
+    """Exclusive Self Attention on these (physical) layers, e.g. ``7,8,9,10``: each head's output
     loses its component along the token's own value direction, y ← y − (y·v̂)v̂ (arXiv:2603.09078;
     [03-20c] last 3 of 11, [03-20d] PR #287 last 4, [03-25] PR #1019 all layers). GQA-aware, no K/V copy."""
 
@@ -58,9 +58,25 @@ class AttnConfig:
     projected to the K/V width with a learned scale (init 0.1) is added to the attention values of these
     layers, each with its own learned scale (init 1). Records: layers 9, 10 of 11; removed in [04-05]."""
     ve_dim: int = 128
+    gate: Literal["off", "out", "dense", "sparse"] = "off"
+    """A per-head gate on the attention output, before the output projection: ``out`` AttnOutGate
+    ([04-16] PR #1667: y_h ← 2σ(w_h·x[:w])·y_h, zero-init, the identity at init); ``dense`` GatedAttn
+    ([04-19] PR #1736, arXiv:2505.06708: y_h ← σ(W_g x)_h·y_h, W_g [H, d] ~ N(0, gate_init_std));
+    ``sparse`` SparseAttnGate ([04-23] PR #1787: y_h ← σ(s·W_g x[:w])_h·y_h, W_g [H, w])."""
+    gate_window: int = 12
+    """Input dims w the ``out`` and ``sparse`` gates read (records: 12)."""
+    gate_scale: float = 1.0
+    """s of the sparse gate ([04-27a]: 0.5)."""
+    gate_init_std: float = 0.0
+    """Init std of the ``dense``/``sparse`` gate weights (0 = zeros; [04-19] dense: 0.005)."""
+    doc_mask: bool = False
+    """Document-aware attention ([04-10] PR #1530 uses FlashAttention varlen): no position attends across
+    a BOS, so documents packed in one sequence never see each other. Here an SDPA boolean mask (the
+    portable reference; O(T²) memory per sequence)."""
 
     def __post_init__(self) -> None:
         _check(all(i >= 0 for i in self.xsa_layers), "model.attn.xsa_layers must be layer indices >= 0")
+        _check(self.gate_window >= 1 and self.gate_init_std >= 0, "model.attn.gate_window >= 1, gate_init_std >= 0")
         _check(self.rope_dims >= 0 and self.rope_dims % 2 == 0, "model.attn.rope_dims must be even and >= 0")
         _check(self.rope_train_len >= 0, "model.attn.rope_train_len must be >= 0")
         _check(all(i >= 0 for i in self.ve_layers) and len(set(self.ve_layers)) == len(self.ve_layers),
@@ -91,11 +107,38 @@ class EmbedConfig:
     position, so the last token of one document never reaches the next. Off reproduces the earlier records."""
     bos_id: int = 1
     """The document delimiter (the challenge's BOS id)."""
+    bigram_bos_reset: bool = False
+    """BigramHash at a BOS uses the "no previous token" bucket, as at a sequence start, so no bigram
+    spans two documents (off: the records' hash, which pairs the last token of one document with BOS)."""
 
     def __post_init__(self) -> None:
         _check(self.bigram_buckets == 0 or self.bigram_buckets >= 2, "model.embed.bigram_buckets must be 0 or >= 2")
         _check(self.bigram_dim >= 1, "model.embed.bigram_dim must be >= 1")
         _check(self.bos_id >= 0, "model.embed.bos_id must be >= 0")
+
+
+@dataclass
+class RecurConfig:
+    """Depth recurrence (``--set model.recur.KEY=VALUE``): the physical layers ``start..end`` run
+    ``loops`` extra times (1 + loops passes in a row), from ``start_frac`` of the run on. Sources:
+    [03-31] PR #1204 (layers 4–5 twice, from step 3000, repeated MLPs untied); [04-03] PR #1285 (4–5, fully
+    shared); [04-05] PR #1394 (4–5 three times from 50 %); [04-09b] PR #1493 and later: 3–5 three times
+    from 35 % (11 physical → 17 virtual layers). The U-Net skips follow the virtual encoder/decoder halves."""
+
+    loops: int = 0
+    """Extra passes over the segment (0 = off; records: 1 or 2)."""
+    start: int = 0
+    end: int = 0
+    """First and last physical layer of the looped segment (inclusive)."""
+    start_frac: float = 0.0
+    """Run the plain stack until this fraction of the run, then the looped one (0 = always looped)."""
+    untie_mlp: bool = False
+    """Repeated passes get MLPs of their own ([03-31]); attention stays shared. Off = fully tied (no
+    extra parameters)."""
+
+    def __post_init__(self) -> None:
+        _check(self.loops >= 0 and 0 <= self.start <= self.end and 0 <= self.start_frac <= 1,
+               "model.recur: loops >= 0, 0 <= start <= end, start_frac in [0, 1]")
 
 
 @dataclass
@@ -130,11 +173,22 @@ class ModelConfig:
     projections) are then scaled by 1/√(2L). ``orthogonal_records`` does what the records' code did
     (CATALOGUE §5.4): the same, but overriding the zero init of the other projections (value-embedding
     projection) too. ``default``: nn.Linear's Kaiming-uniform, as the baseline."""
-    skips: Literal["unet", "none"] = "unet"
-    """``unet``: the baseline's U-Net skips (the first ⌊L/2⌋ layers push, the later ones pop, LIFO,
-    x ← x + w⊙skip; [03-17b]); ``none``: a plain stack."""
+    skips: Literal["unet", "gated", "none"] = "unet"
+    """``unet``: the baseline's U-Net skips (the first half of the layers push, the later ones pop, LIFO,
+    x ← x + w⊙skip; [03-17b]); ``gated``: sigmoid-gated skips ([04-01] PR #1218, from PR #1089:
+    x ← σ(g)⊙x + (1−σ(g))⊙(w⊙skip), g init 0); ``none``: a plain stack."""
+    parallel_start: int = 0
+    """Parallel residual lanes ([03-31] PR #1204 from layer 7; [04-10]+ from layer 8): from the first
+    decoder layer whose physical index is ≥ this, two lanes; attention reads lane 0 (with the x0 mix),
+    the MLP lane 1, both as they were before the block; each writes to both through learned 2×2 post
+    lambdas (init 1) and each lane is scaled by a residual lambda (init ``parallel_resid_init``).
+    0 = off."""
+    parallel_resid_init: float = 1.1
+    parallel_final: Literal["mean", "attn", "mlp"] = "mean"
+    """What leaves the last layer: the mean of the lanes (records) or one lane."""
     attn: AttnConfig = field(default_factory=AttnConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    recur: RecurConfig = field(default_factory=RecurConfig)
 
     def __post_init__(self) -> None:
         _check(0 < self.vocab_size <= 65536, "model.vocab_size must be in 1..65536 (uint16 shards)")
@@ -147,14 +201,19 @@ class ModelConfig:
         _check(self.logit_softcap >= 0, "model.logit_softcap must be >= 0")
         _check(self.attn.rope_dims <= self.head_dim, "model.attn.rope_dims must be <= head_dim")
         _check(0 <= self.embed.bos_id < self.vocab_size, "model.embed.bos_id must be a token id")
-        bad = [i for i in (*self.attn.xsa_layers, *self.attn.ve_layers) if i >= self.num_virtual_layers]
-        _check(not bad, f"model.attn: layer {bad[0] if bad else 0} does not exist "
-                        f"({self.num_virtual_layers} layers)")
+        bad = [i for i in (*self.attn.xsa_layers, *self.attn.ve_layers) if i >= self.num_layers]
+        _check(not bad, f"model.attn: layer {bad[0] if bad else 0} does not exist ({self.num_layers} layers)")
+        _check(self.recur.loops == 0 or self.recur.end < self.num_layers,
+               f"model.recur.end must be a layer (< {self.num_layers})")
+        _check(self.parallel_start >= 0, "model.parallel_start must be >= 0")
+        _check(self.attn.gate not in ("out", "sparse") or self.attn.gate_window <= self.model_dim,
+               "model.attn.gate_window must be <= model_dim")
 
     @property
     def num_virtual_layers(self) -> int:
-        """Layers the forward pass runs (= ``num_layers`` until depth recurrence adds repeats)."""
-        return self.num_layers
+        """Layers the forward pass runs once recurrence is on."""
+        r = self.recur
+        return self.num_layers + (r.loops * (r.end - r.start + 1) if r.loops else 0)
 
     @property
     def head_dim(self) -> int:

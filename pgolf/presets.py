@@ -236,3 +236,67 @@ def provenance(name: str, overrides: list[str] | tuple[str, ...] = ()) -> dict[s
                 source = src
         out[path] = (flat[-1][1][path], source)
     return out
+
+
+RECORD_0427 = {
+    # data: SP8192 with CaseOps ([04-18] PR #1729); pgolf data build --caseops joins with CaseOps support
+    "data.path": "data/datasets/fineweb10B_sp8192_caseops",
+    # model: stack "A" of CATALOGUE §3 plus the [04-27a] changes
+    "model.vocab_size": 8192,               # SP8192 [04-05] PR #1394
+    "model.num_layers": 11,
+    "model.mlp_mult": 4,                    # MLP 4× [04-01] PR #1218
+    "model.mlp_act": "leaky_relu2",         # LeakyReLU(0.5)² [03-23] PR #493/#518
+    "model.qk_gain_init": 5.0,              # QK gain 5 [04-04], [04-06b]
+    "model.ln_scale": True,                 # [03-21] PR #315
+    "model.attn.rope_dims": 16,             # partial RoPE [03-21] (rope_yarn off: no NTK scaling)
+    "model.attn.xsa_layers": tuple(range(11)),  # XSA on all layers [03-25] PR #1019
+    "model.recur.loops": 2,                 # layers 3–5 three times from 35 % [04-09b] PR #1493
+    "model.recur.start": 3,
+    "model.recur.end": 5,
+    "model.recur.start_frac": 0.35,
+    "model.parallel_start": 8,              # parallel lanes from layer 8 [04-10] PR #1530, mean of lanes
+    "model.skips": "gated",                 # sigmoid-gated U-Net skips [04-01] PR #1218 (from PR #1089)
+    "model.embed.smear": "v3",              # SmearGate [04-16] PR #1667 …
+    "model.embed.smear_bos_fix": True,      # … with the BOS fix [04-27a] PR #1855
+    "model.attn.gate": "sparse",            # SparseAttnGate [04-23] PR #1787, scale 0.5 [04-27a]
+    "model.attn.gate_scale": 0.5,
+    "model.init": "orthogonal",             # the banks' init: orthogonal q/k/v/up, zero o/down
+    "model.attn.doc_mask": True,            # document-aware attention [04-10] PR #1530 (varlen there)
+    # optimizer
+    "optim.tied_embed_lr": 0.03,
+    "optim.matrix_lr": 0.026,               # [04-14] PR #1626 ("sharp optimum")
+    "optim.scalar_lr": 0.02,
+    "optim.beta2": 0.99,                    # [04-27a]
+    "optim.muon_momentum": 0.97,            # [04-09a] PR #1514
+    "optim.muon_momentum_warmup_start": 0.92,
+    "optim.muon_momentum_warmup_steps": 1500,
+    "optim.muon_row_normalize": True,       # MuonEq-R [04-03] PR #1285
+    "optim.muon_ns": "polar_express",       # Polar Express [04-23] PR #1787
+    "optim.muon_wd": 0.095,                 # [04-09b] on
+    "optim.embed_wd": 0.085,
+    "optim.adam_wd": 0.02,
+    "optim.grad_clip_norm": 0.3,
+    # training
+    "train.batch_tokens": 786_432,
+    "train.seq_len": 2048,
+    "train.warmdown_frac": 0.85,            # [04-27a]
+    "train.min_lr_mult": 0.1,               # MIN_LR 0.1 [04-23] PR #1787
+    "train.ema.decay": 0.9965,              # [04-09b] on
+    "train.calib_reserve_seconds": 0.5,     # GPTQ Hessians on training tokens in the last 0.5 s [04-23]+
+    "train.val_every": 0,
+    "train.log_every": 500,
+    "eval.seq_len": 2048,
+    "export.scheme": "budget",              # byte-budget search (GPTQ+SDClip, LQER) until the record's scheme lands
+}
+"""[04-27a] ``2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611`` (PR #1855; 1.06108 over 3
+seeds): every setting that differs from the baseline, with its source. 35,945,671 parameters, as
+``train_seed42.log``'s ``model_params``. Not reproduced yet: CaseOps data (the CaseOps issue), phased
+score-first TTT (rank 80, prefix 2,500 documents; the evaluation issue), its export (GPTQ+SDClip MLP k 11.5,
+embedding int7 k 14, int8 gates, LQER asym rank 4 top 3, per-group lrzip: the budget search is used),
+the fused Triton CE (a CUDA accelerator; the reference CE is used); document-aware attention runs as an
+SDPA mask (``model.attn.doc_mask``) where the record uses FlashAttention varlen."""
+
+derive("record-0427", "baseline", RECORD_0427,
+       doc="[04-27a] PR #1855, 1.0611: SP8192, 11L×512 MLP4×, loop 3–5 ×3 from 35 %, parallel lanes from 8, "
+           "XSA-all, gated skips, BOS-fixed SmearGate, SparseAttnGate, MuonEq-R + Polar Express, EMA 0.9965 "
+           "(35,945,671 params)")

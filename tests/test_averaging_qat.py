@@ -165,3 +165,16 @@ def test_late_qat_switches_on_in_training_at_its_fraction_and_is_removed_after(t
     assert "late_qat:enabled step:4 progress:0.5000" in text  # before step 5: progress 4/8
     assert all(getattr(m, "weight_fn", None) is None for m in res.model.modules())
     assert list(res.model.state_dict()) == list(GPT(cfg.model).state_dict())  # no QAT buffers exported
+
+
+def test_recurrence_switches_on_at_its_fraction(tiny_data, tmp_path):
+    from pgolf.train.log import RunLog
+
+    cfg = _cfg(tiny_data, "model.recur.loops=1", "model.recur.start=0", "model.recur.end=1",
+               "model.recur.start_frac=0.5", "train.warmup_steps=1")
+    log = RunLog(tmp_path / "train.log")
+    res = train(cfg, tmp_path, data=prepare_data(cfg), progress=False, log=log)
+    log.close()
+    text = (tmp_path / "train.log").read_text()
+    assert "layer_loop:enabled step:4 progress:0.5000 order:[0, 1, 0, 1]" in text
+    assert res.model.looping and res.model.num_params() == GPT(cfg.model).num_params()

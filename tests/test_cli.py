@@ -47,6 +47,14 @@ def test_record_0322_preset_has_the_logged_parameter_count(capsys):
     assert out["fields"]["model.model_dim"] == {"value": 512, "source": "default"}
 
 
+def test_record_0427_preset_has_the_logged_parameter_count(capsys):
+    """[04-27a] train_seed42.log: model_params:35945671 (vocab 8192, 17 virtual layers)."""
+    assert main(["info", "record-0427", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"] == 35_945_671
+    assert out["fields"]["model.recur.loops"] == {"value": 2, "source": "record-0427"}
+
+
 def test_info_shows_every_field_with_its_source(capsys):
     assert main(["info", "cpu", "--json", "--set", "model.attn.xsa_layers=1,2", "--set", "train.seed=3"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -104,7 +104,7 @@ def test_tuple_literal_optional_and_nested_fields():
     "item, needle",
     [
         ("model.attn.xsa_layers=1,x", "model.attn.xsa_layers[1]: cannot parse 'x' as int"),
-        ("model.skips=unett", "model.skips: 'unett' is not one of 'unet', 'none'"),
+        ("model.skips=unett", "model.skips: 'unett' is not one of 'unet', 'gated', 'none'"),
         ("train.amp_dtype=fp8", "is not one of 'auto', 'bf16', 'fp32'"),
         ("model.attn=3", "model.attn is a section"),
         ("model.attn.nope=3", "unknown config key model.attn.nope"),

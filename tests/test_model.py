@@ -14,6 +14,8 @@ from pgolf.model.gpt import (
     GPT,
     Block,
     CausalSelfAttention,
+    Context,
+    LayerPlan,
     causal_attention,
     count_params,
     parameter_groups,
@@ -216,7 +218,7 @@ def test_fresh_blocks_are_identity() -> None:
         block.mlp.fc.weight.normal_()
     x, x0 = torch.randn(2, 6, 32, dtype=torch.float64), torch.randn(2, 6, 32, dtype=torch.float64)
     cos, sin = rotary_tables(6, cfg.head_dim, cfg.rope_base, x.device, x.dtype)
-    assert torch.equal(block(x, x0, cos, sin), x)
+    assert torch.equal(block(x, x0, Context(cos, sin), LayerPlan(index=0, block=0)), x)
 
 
 def test_fresh_model_logits_depend_only_on_embedding_path() -> None:

@@ -215,3 +215,131 @@ def test_orthogonal_init_respects_zero_init(mode):
     assert torch.allclose(bp @ bp.T, torch.eye(64, dtype=torch.float64) / 4, atol=1e-5)
     ve_zero = not m.ve.proj.weight.any()
     assert ve_zero == (mode == "orthogonal")  # the records overwrote the value-embedding projection's zero
+
+
+# --- depth recurrence, parallel lanes, gated skips, attention gates, document-aware attention ---------
+
+
+def test_recurrence_virtual_order_and_parameters():
+    cfg11 = ModelConfig(vocab_size=64, num_layers=11, model_dim=32, num_heads=2, num_kv_heads=1)
+    looped = apply_overrides(RunConfig(model=cfg11), ["model.recur.loops=2", "model.recur.start=3",
+                                                      "model.recur.end=5"]).model
+    plan = build_plan(looped, True)
+    assert [p.block for p in plan] == [0, 1, 2, 3, 4, 5, 3, 4, 5, 3, 4, 5, 6, 7, 8, 9, 10]  # [04-09b]
+    assert [p.block for p in plan if p.push_skip] == [0, 1, 2, 3, 4, 5, 3, 4]  # the record's encoder list
+    assert [p.pop_skip for p in plan if p.pop_skip is not None] == list(range(8))
+    assert [p.block for p in build_plan(looped, False)] == list(range(11))
+    plain = GPT(cfg11)
+    tied = GPT(looped)
+    # tied recurrence adds no parameters beyond the 3 extra skip weights of the longer U-Net
+    assert tied.num_params() - plain.num_params() == (8 - 5) * 32
+    untied = GPT(apply_overrides(RunConfig(model=looped), ["model.recur.untie_mlp=true"]).model)
+    assert len(untied.recur_mlps) == 6  # blocks 3, 4, 5 × passes 2, 3
+    assert {p.mlp_slot for p in untied.plans[True] if p.mlp_slot is not None} == set(range(6))
+    # the looped forward really runs blocks 3..5 three times
+    calls = []
+    for i, b in enumerate(tied.blocks):
+        b.register_forward_hook(lambda m, a, o, i=i: calls.append(i))
+    tied(torch.randint(0, 64, (1, 8)))
+    assert calls == [p.block for p in plan]
+    tied.looping = False
+    calls.clear()
+    tied(torch.randint(0, 64, (1, 8)))
+    assert calls == list(range(11))
+
+
+def test_parallel_lanes_match_a_reference():
+    cfg = _cfg("model.parallel_start=3", "model.skips=none")
+    torch.manual_seed(6)
+    m = GPT(cfg)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(std=0.2)
+    plan = m.plan
+    assert [p.parallel for p in plan] == [False, False, False, True, True]
+    # reference: sequential blocks 0..2, then two lanes updated from the lanes before each block
+    from pgolf.model.gpt import Context
+    from pgolf.model.layers import rms_norm
+    from pgolf.model.rotary import rotary_tables
+
+    x_idx = torch.randint(0, 64, (2, 7))
+    x = rms_norm(m.tok_emb(x_idx))
+    x0 = x
+    cos, sin = rotary_tables(7, cfg.head_dim, cfg.rope_base, x.device, x.dtype)
+    ctx = Context(cos, sin)
+    for layer in plan[:3]:
+        x = m.blocks[layer.block](x, x0, ctx, layer)
+    l0 = l1 = x
+    for layer in plan[3:]:
+        b = m.blocks[layer.block]
+        a = b.attn_branch(b.mix(l0, x0), ctx, layer)
+        f = b.mlp_branch(l1, layer)
+        r, p = m.lane_resid[layer.block], m.lane_post[layer.block]
+        l0, l1 = r[0] * l0 + p[0, 0] * a + p[1, 0] * f, r[1] * l1 + p[0, 1] * a + p[1, 1] * f
+    h = rms_norm(0.5 * (l0 + l1))
+    ref = 30 * torch.tanh(torch.nn.functional.linear(h, m.tok_emb.weight) / 30)
+    assert torch.allclose(m(x_idx), ref, atol=1e-5)
+    assert m.lane_resid.shape == (5, 2) and m.lane_post.shape == (5, 2, 2)
+    assert float(GPT(cfg).lane_resid[0, 0]) == pytest.approx(1.1)
+
+
+def test_gated_skips_blend_with_a_sigmoid():
+    m = GPT(_cfg("model.skips=gated"))
+    x, s = torch.randn(2, 3, 32), torch.randn(2, 3, 32)
+    with torch.no_grad():
+        m.skip_weights.normal_()
+    assert torch.allclose(m._merge_skip(1, x, s), 0.5 * x + 0.5 * m.skip_weights[1] * s, atol=1e-6)  # g = 0
+    with torch.no_grad():
+        m.skip_gates.fill_(2.0)
+    g = torch.sigmoid(torch.tensor(2.0))
+    assert torch.allclose(m._merge_skip(1, x, s), g * x + (1 - g) * m.skip_weights[1] * s, atol=1e-6)
+
+
+@pytest.mark.parametrize("gate", ["out", "dense", "sparse"])
+def test_attention_output_gates(gate):
+    from pgolf.model.gpt import parameter_roles
+
+    torch.manual_seed(7)
+    base = GPT(TINY)
+    with torch.no_grad():
+        for p in base.parameters():
+            p.normal_(std=0.1)
+    gated = GPT(_cfg(f"model.attn.gate={gate}", "model.attn.gate_scale=0.5"))
+    gated.load_state_dict({**gated.state_dict(), **base.state_dict()})
+    x = torch.randint(0, 64, (2, 9))
+    attn = gated.blocks[0].attn
+    h = torch.randn(2, 9, 32)
+    g = attn.head_gate(h)
+    assert g.shape == (2, 9, 4)
+    if gate == "out":  # zero-init: 2σ(0) = 1, the model is unchanged
+        assert torch.equal(g, torch.ones_like(g)) and torch.allclose(gated(x), base(x), atol=1e-6)
+    else:  # zero-init σ(0) = ½ halves every head at init
+        assert torch.equal(g, torch.full_like(g, 0.5))
+    roles = parameter_roles(gated)
+    assert {r.value for n, r in roles.items() if "gate" in n} == {"gate"}
+    n_gate = {"out": 12 * 4, "dense": 4 * 32, "sparse": 4 * 12}[gate]
+    assert gated.num_params() - base.num_params() == 5 * n_gate
+
+
+def test_document_aware_model_never_crosses_a_bos():
+    """Change every token of the first document: the second document's logits are bit-identical with
+    document-aware attention, the SmearGate BOS fix and BigramHash reset at BOS; different without."""
+    sets = ["model.embed.smear=v3", "model.embed.smear_bos_fix=true", "model.embed.bigram_buckets=31",
+            "model.embed.bigram_bos_reset=true"]
+    torch.manual_seed(8)
+    aware = GPT(_cfg(*sets, "model.attn.doc_mask=true"))
+    with torch.no_grad():
+        for p in aware.parameters():
+            p.normal_(std=0.2)
+    plain = GPT(_cfg(*sets))
+    plain.load_state_dict(aware.state_dict())
+    a = torch.tensor([[1, 5, 9, 12, 7, 1, 20, 21, 22, 23, 24, 25]])  # BOS = 1 at 0 and 5
+    b = a.clone()
+    b[0, 1:5] = torch.tensor([40, 41, 42, 43])
+    with torch.no_grad():
+        assert torch.equal(aware(a)[:, 5:], aware(b)[:, 5:])
+        assert not torch.allclose(plain(a)[:, 5:], plain(b)[:, 5:])
+        # causality within the stream is kept: a later change never reaches an earlier position
+        c = a.clone()
+        c[0, 9:] = 3
+        assert torch.equal(aware(a)[:, :9], aware(c)[:, :9])

@@ -63,14 +63,28 @@ from pgolf.roles import Role
 _SDPA_HAS_GQA: bool = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
 
 
-def causal_attention(q: Tensor, k: Tensor, v: Tensor, native_gqa: bool = _SDPA_HAS_GQA) -> Tensor:
-    """Causal SDPA. q [B,H,T,D]; k, v [B,Hkv,T,D] with Hkv | H (query head h reads KV head h // (H/Hkv))."""
+def causal_attention(q: Tensor, k: Tensor, v: Tensor, native_gqa: bool = _SDPA_HAS_GQA,
+                     mask: Tensor | None = None) -> Tensor:
+    """Causal SDPA. q [B,H,T,D]; k, v [B,Hkv,T,D] with Hkv | H (query head h reads KV head h // (H/Hkv)).
+    ``mask`` [B,1,T,T] bool (True = may attend) replaces the causal rule (it must include it)."""
     if k.size(1) != q.size(1):
         if native_gqa:
+            if mask is not None:
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         rep = q.size(1) // k.size(1)
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    if mask is not None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def document_mask(idx: Tensor, bos_id: int) -> Tensor:
+    """[B,1,T,T] bool: position t may attend to s ≤ t of the same document (documents start at BOS)."""
+    doc = torch.cumsum((idx == bos_id).to(torch.int32), dim=1)  # [B,T]: document number of each position
+    T = idx.size(1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+    return (causal[None] & (doc[:, :, None] == doc[:, None, :]))[:, None]
 
 
 def exclusive(y: Tensor, v: Tensor) -> Tensor:
@@ -98,9 +112,32 @@ class CausalSelfAttention(nn.Module):
         self.proj = CastedLinear(d, d, bias=False, zero_init=True, role=Role.ATTN_O)
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init, dtype=torch.float32))
         declare(self, q_gain=Role.CONTROL)
+        a = cfg.attn
+        self.gate_kind, self.gate_window, self.gate_scale = a.gate, a.gate_window, a.gate_scale
+        if a.gate == "out":  # AttnOutGate [04-16]: 2σ(W x[:w]), W zero-init
+            self.gate = CastedLinear(a.gate_window, cfg.num_heads, zero_init=True, role=Role.GATE)
+        elif a.gate in ("dense", "sparse"):  # GatedAttn [04-19] / SparseAttnGate [04-23]
+            w = torch.zeros(cfg.num_heads, d if a.gate == "dense" else a.gate_window, dtype=torch.float32)
+            if a.gate_init_std > 0:
+                nn.init.normal_(w, std=a.gate_init_std)
+            self.gate_w = nn.Parameter(w)  # [H, d] or [H, w]
+            declare(self, gate_w=Role.GATE)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, xsa: bool = False, v_extra: Tensor | None = None) -> Tensor:
-        """x [B,T,d]; ``v_extra`` [B,T,Hkv·D] is added to the values before the head split (value embeddings)."""
+    def head_gate(self, x: Tensor) -> Tensor | None:
+        """[B,T,H] multipliers of the head outputs, or None (no gate)."""
+        k = self.gate_kind
+        if k == "out":
+            return 2.0 * torch.sigmoid(self.gate(x[..., : self.gate_window]))
+        if k == "dense":
+            return torch.sigmoid(F.linear(x, self.gate_w.to(x.dtype)))
+        if k == "sparse":
+            return torch.sigmoid(self.gate_scale * F.linear(x[..., : self.gate_window], self.gate_w.to(x.dtype)))
+        return None
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, xsa: bool = False, v_extra: Tensor | None = None,
+                mask: Tensor | None = None) -> Tensor:
+        """x [B,T,d]; ``v_extra`` [B,T,Hkv·D] is added to the values before the head split (value
+        embeddings); ``mask`` [B,1,T,T] replaces the causal mask (document-aware attention)."""
         B, T, d = x.shape
         q = self.c_q(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # [B,H,T,D]
         k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B,Hkv,T,D]
@@ -112,9 +149,12 @@ class CausalSelfAttention(nn.Module):
         q, k = apply_rotary(q, cos.to(q.dtype), sin.to(q.dtype)), apply_rotary(k, cos.to(k.dtype), sin.to(k.dtype))
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
         # Same dtype for SDPA whatever autocast does to rms_norm (no-op in practice).
-        y = causal_attention(q.to(v.dtype), k.to(v.dtype), v)  # [B,H,T,D]
+        y = causal_attention(q.to(v.dtype), k.to(v.dtype), v, mask=mask)  # [B,H,T,D]
         if xsa:
             y = exclusive(y, v)
+        g = self.head_gate(x)
+        if g is not None:
+            y = y * g.transpose(1, 2).unsqueeze(-1).to(y.dtype)  # [B,H,T,1]
         return self.proj(y.transpose(1, 2).reshape(B, T, d))
 
 
@@ -143,16 +183,41 @@ class Block(nn.Module):
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))).float())  # [2, d]
         declare(self, attn_scale=Role.CONTROL, mlp_scale=Role.CONTROL, resid_mix=Role.CONTROL)
 
-    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, layer: LayerPlan | None = None,
-                v_extra: Tensor | None = None) -> Tensor:
-        mix = self.resid_mix.to(x.dtype)
-        x = mix[0] * x + mix[1] * x0
-        xsa, ln = (layer.xsa, layer.ln_scale) if layer is not None else (False, 1.0)
-        h = rms_norm(x) if ln == 1.0 else rms_norm(x) * ln  # LN scale: 1/√(i+1), [03-21]
-        x = x + self.attn_scale.to(x.dtype) * self.attn(h, cos, sin, xsa=xsa, v_extra=v_extra)
-        h = rms_norm(x) if ln == 1.0 else rms_norm(x) * ln
-        x = x + self.mlp_scale.to(x.dtype) * self.mlp(h)
-        return x
+    def mix(self, x: Tensor, x0: Tensor) -> Tensor:
+        m = self.resid_mix.to(x.dtype)
+        return m[0] * x + m[1] * x0
+
+    def attn_branch(self, x: Tensor, ctx: Context, layer: LayerPlan) -> Tensor:
+        """attn_scale ⊙ attn(rms(x)·ln) for the (already mixed) residual read x."""
+        h = rms_norm(x) if layer.ln_scale == 1.0 else rms_norm(x) * layer.ln_scale  # LN scale [03-21]
+        out = self.attn(h, ctx.cos, ctx.sin, xsa=layer.xsa, v_extra=ctx.v_extra(layer), mask=ctx.mask)
+        return self.attn_scale.to(x.dtype) * out
+
+    def mlp_branch(self, x: Tensor, layer: LayerPlan, mlp: nn.Module | None = None) -> Tensor:
+        h = rms_norm(x) if layer.ln_scale == 1.0 else rms_norm(x) * layer.ln_scale
+        return self.mlp_scale.to(x.dtype) * (mlp or self.mlp)(h)
+
+    def forward(self, x: Tensor, x0: Tensor, ctx: Context, layer: LayerPlan, mlp: nn.Module | None = None) -> Tensor:
+        x = self.mix(x, x0)
+        x = x + self.attn_branch(x, ctx, layer)
+        return x + self.mlp_branch(x, layer, mlp)
+
+
+@dataclass
+class Context:
+    """Per-forward tensors shared by every layer."""
+
+    cos: Tensor
+    sin: Tensor
+    mask: Tensor | None = None
+    ve: Tensor | None = None
+    ve_scales: Tensor | None = None
+    ve_slot: dict[int, int] | None = None
+
+    def v_extra(self, layer: LayerPlan) -> Tensor | None:
+        if not layer.ve or self.ve is None or self.ve_scales is None or self.ve_slot is None:
+            return None
+        return self.ve * self.ve_scales[self.ve_slot[layer.block]].to(self.ve.dtype)
 
 
 @dataclass(frozen=True)
@@ -161,32 +226,57 @@ class LayerPlan:
 
     index: int
     block: int
-    """Physical block it runs (= ``index`` without recurrence)."""
+    """Physical block it runs (a looped block appears several times)."""
     xsa: bool = False
     push_skip: bool = False
     """Push its output onto the U-Net skip stack."""
     pop_skip: int | None = None
-    """Before running, add ``skip_weights[pop_skip] ⊙ pop()``."""
+    """Before running, merge ``skip_weights[pop_skip] ⊙ pop()`` (added, or gated)."""
     ln_scale: float = 1.0
     """Factor on the block's RMSNorm outputs (LN scale: 1/√(block+1))."""
     ve: bool = False
     """Add the value embedding (× its per-layer scale) to this layer's values."""
+    parallel: bool = False
+    """Run as a parallel-lane block."""
+    mlp_slot: int | None = None
+    """An untied MLP of a repeated pass (index into ``GPT.recur_mlps``), else the block's own."""
 
 
-def build_plan(cfg: ModelConfig) -> tuple[LayerPlan, ...]:
-    """The per-layer plan: U-Net skips (the first ⌊L/2⌋ layers push, each later layer pops while the
-    stack is non-empty, LIFO — the baseline), XSA layers, LN-scale factors, value-embedding layers."""
-    n = cfg.num_virtual_layers
-    n_enc = n // 2 if cfg.skips == "unet" else 0
+def virtual_order(cfg: ModelConfig, looping: bool) -> list[int]:
+    """Physical block of each virtual layer: 0..L−1, or with recurrence on the segment start..end
+    repeated 1 + loops times in a row ([04-09b]: 0 1 2 3 4 5 3 4 5 3 4 5 6 7 8 9 10)."""
+    L, r = cfg.num_layers, cfg.recur
+    if not looping or r.loops == 0:
+        return list(range(L))
+    seg = list(range(r.start, r.end + 1))
+    return list(range(r.start)) + seg * (r.loops + 1) + list(range(r.end + 1, L))
+
+
+def build_plan(cfg: ModelConfig, looping: bool | None = None) -> tuple[LayerPlan, ...]:
+    """The per-layer plan: the virtual layer order (depth recurrence), U-Net skips (the first half of
+    the virtual layers push, each later one pops while the stack is non-empty, LIFO — the baseline),
+    per-block XSA / value embeddings / LN scale, the parallel-lane layers (from the first decoder layer
+    whose block is ≥ ``parallel_start`` to the end) and untied MLPs of repeated passes."""
+    looping = cfg.recur.loops > 0 if looping is None else looping
+    order = virtual_order(cfg, looping)
+    n = len(order)
+    n_enc = n // 2 if cfg.skips != "none" else 0
     n_skip = min(n_enc, n - n_enc)
     xsa, ve = set(cfg.attn.xsa_layers), set(cfg.attn.ve_layers)
-    plan = []
-    for i in range(n):
-        block = i
+    seen: dict[int, int] = {}
+    untied: dict[tuple[int, int], int] = {}
+    plan, lanes = [], False
+    for i, block in enumerate(order):
         pop = i - n_enc if (n_enc <= i < n_enc + n_skip) else None
         ln = 1.0 / math.sqrt(block + 1) if cfg.ln_scale else 1.0
-        plan.append(LayerPlan(index=i, block=block, xsa=i in xsa, push_skip=i < n_enc, pop_skip=pop, ln_scale=ln,
-                              ve=i in ve))
+        lanes = lanes or (cfg.parallel_start > 0 and i >= (n // 2) and block >= cfg.parallel_start)
+        passes = seen.get(block, 0)
+        seen[block] = passes + 1
+        slot = None
+        if cfg.recur.untie_mlp and passes > 0:
+            slot = untied.setdefault((block, passes), len(untied))
+        plan.append(LayerPlan(index=i, block=block, xsa=block in xsa, push_skip=i < n_enc, pop_skip=pop,
+                              ln_scale=ln, ve=block in ve, parallel=lanes, mlp_slot=slot))
     return tuple(plan)
 
 
@@ -195,11 +285,14 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.model_dim
-        self.plan = build_plan(cfg)
+        self.plans = {False: build_plan(cfg, False), True: build_plan(cfg, True)}
+        self.looping = cfg.recur.loops > 0
+        """Depth recurrence on (the trainer switches it on at ``recur.start_frac``); evaluation runs looped."""
         self.tok_emb = declare(nn.Embedding(cfg.vocab_size, d), weight=Role.EMBED)  # [V, d]
         self.bigram: BigramHash | None = None
         if cfg.embed.bigram_buckets:
-            self.bigram = BigramHash(cfg.embed.bigram_buckets, cfg.embed.bigram_dim, d, cfg.embed.bigram_scale_init)
+            self.bigram = BigramHash(cfg.embed.bigram_buckets, cfg.embed.bigram_dim, d, cfg.embed.bigram_scale_init,
+                                     bos_id=cfg.embed.bos_id if cfg.embed.bigram_bos_reset else None)
         self.smear: SmearGate | None = None
         if cfg.embed.smear != "off":
             self.smear = SmearGate(cfg.embed.smear, d, bos_fix=cfg.embed.smear_bos_fix, bos_id=cfg.embed.bos_id)
@@ -207,15 +300,29 @@ class GPT(nn.Module):
         if cfg.attn.ve_layers:
             self.ve = ValueEmbedding(cfg.vocab_size, cfg.attn.ve_dim, cfg.num_kv_heads * cfg.head_dim,
                                      tuple(sorted(cfg.attn.ve_layers)))
-        num_skips = sum(p.pop_skip is not None for p in self.plan)
+        num_skips = max(sum(p.pop_skip is not None for p in plan) for plan in self.plans.values())
         self.skip_weights = nn.Parameter(torch.ones(num_skips, d, dtype=torch.float32))  # [num_skips, d]
+        declare(self, skip_weights=Role.CONTROL)
+        if cfg.skips == "gated":  # σ(0) = ½ at init, as [04-01]
+            self.skip_gates = nn.Parameter(torch.zeros(num_skips, d, dtype=torch.float32))
+            declare(self, skip_gates=Role.CONTROL)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        n_untied = max((p.mlp_slot + 1 for p in self.plans[True] if p.mlp_slot is not None), default=0)
+        self.recur_mlps = nn.ModuleList(MLP(cfg) for _ in range(n_untied))
+        if cfg.parallel_start > 0:  # [layer, 2 lanes] residual scales and [layer, from, to] post lambdas
+            self.lane_resid = nn.Parameter(torch.full((cfg.num_layers, 2), cfg.parallel_resid_init, dtype=torch.float32))
+            self.lane_post = nn.Parameter(torch.ones(cfg.num_layers, 2, 2, dtype=torch.float32))
+            declare(self, lane_resid=Role.CONTROL, lane_post=Role.CONTROL)
         self.final_norm = RMSNorm()  # no parameters: the state dict is unchanged
         self.lm_head: CastedLinear | None = None
         if not cfg.tie_embeddings:
             self.lm_head = CastedLinear(d, cfg.vocab_size, bias=False, zero_init=True, role=Role.HEAD)  # [V, d]
-        declare(self, skip_weights=Role.CONTROL)
         self._init_weights()
+
+    @property
+    def plan(self) -> tuple[LayerPlan, ...]:
+        """The plan the forward pass runs now."""
+        return self.plans[self.looping]
 
     def _init_weights(self) -> None:
         # Tied: N(0, tied_embed_init_std). Untied: nn.Embedding's N(0, 1), as the baseline.
@@ -228,6 +335,20 @@ class GPT(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def _merge_skip(self, j: int, x: Tensor, skip: Tensor) -> Tensor:
+        s = self.skip_weights[j].to(x.dtype) * skip
+        if self.cfg.skips == "gated":  # σ(g)⊙x + (1 − σ(g))⊙(w⊙skip)
+            return torch.lerp(s, x, torch.sigmoid(self.skip_gates[j].to(x.dtype)))
+        return x + s
+
+    def _parallel(self, layer: LayerPlan, lane0: Tensor, lane1: Tensor, x0: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
+        """Parallel lanes ([03-31] PR #1204, [04-10]+): both branches read the lanes before the block."""
+        b = self.blocks[layer.block]
+        a = b.attn_branch(b.mix(lane0, x0), ctx, layer)
+        m = b.mlp_branch(lane1, layer, self.recur_mlps[layer.mlp_slot] if layer.mlp_slot is not None else None)
+        r, p = self.lane_resid[layer.block].to(lane0.dtype), self.lane_post[layer.block].to(lane0.dtype)
+        return r[0] * lane0 + p[0, 0] * a + p[1, 0] * m, r[1] * lane1 + p[0, 1] * a + p[1, 1] * m
 
     def forward(self, idx: Tensor, targets: Tensor | None = None, reduction: str = "mean") -> Tensor:
         """idx [B,T] int64 → fp32 logits [B,T,V] (fp64 for a float64 model) if ``targets`` is None, else the cross-entropy in
@@ -245,17 +366,29 @@ class GPT(nn.Module):
         a = self.cfg.attn
         cos, sin = rotary_tables(T, a.rope_dims or self.cfg.head_dim, self.cfg.rope_base, idx.device, x.dtype,
                                  a.rope_train_len)  # [1,1,T,r/2]
-        ve = self.ve(idx) if self.ve is not None else None  # [B,T,Hkv·D], shared by the VE layers
+        ctx = Context(cos, sin, mask=document_mask(idx, self.cfg.embed.bos_id) if a.doc_mask else None)
+        if self.ve is not None:  # [B,T,Hkv·D], shared by the VE layers
+            ctx.ve, ctx.ve_scales, ctx.ve_slot = self.ve(idx), self.ve.layer_scales, self.ve.slot
         skips: list[Tensor] = []
+        lane0 = lane1 = None
         for layer in self.plan:
+            if layer.parallel and lane0 is None:
+                lane0 = lane1 = x
             if layer.pop_skip is not None and skips:  # decoder: LIFO skip from the encoder half
-                x = x + self.skip_weights[layer.pop_skip].to(x.dtype) * skips.pop()
-            v_extra = None
-            if layer.ve and ve is not None:
-                v_extra = ve * self.ve.layer_scales[self.ve.slot[layer.index]].to(ve.dtype)
-            x = self.blocks[layer.block](x, x0, cos, sin, layer, v_extra)
+                if layer.parallel:
+                    lane0 = self._merge_skip(layer.pop_skip, lane0, skips.pop())
+                else:
+                    x = self._merge_skip(layer.pop_skip, x, skips.pop())
+            if layer.parallel:
+                lane0, lane1 = self._parallel(layer, lane0, lane1, x0, ctx)
+            else:
+                mlp = self.recur_mlps[layer.mlp_slot] if layer.mlp_slot is not None else None
+                x = self.blocks[layer.block](x, x0, ctx, layer, mlp)
             if layer.push_skip:
                 skips.append(x)
+        if lane0 is not None:
+            f = self.cfg.parallel_final
+            x = 0.5 * (lane0 + lane1) if f == "mean" else lane0 if f == "attn" else lane1
         x = self.final_norm(x)  # [B,T,d], the LM-head input
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight  # [V, d]
         logits = F.linear(x, w.to(x.dtype))  # [B,T,V]

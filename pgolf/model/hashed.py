@@ -34,24 +34,27 @@ MUL_CUR = 36313
 MUL_PREV = 27191
 
 
-def bigram_hash(idx: Tensor, buckets: int) -> Tensor:
-    """Bucket ids [B, T] (int64) of the (previous, current) pairs of ``idx`` [B, T] (module docstring)."""
+def bigram_hash(idx: Tensor, buckets: int, bos_id: int | None = None) -> Tensor:
+    """Bucket ids [B, T] (int64) of the (previous, current) pairs of ``idx`` [B, T] (module docstring).
+    With ``bos_id``, a BOS position is a document start too: bucket H − 1, no pair across documents."""
     idx = idx.to(torch.int64)
     h = torch.empty_like(idx)
     h[:, 0] = buckets - 1
     h[:, 1:] = torch.bitwise_xor(MUL_CUR * idx[:, 1:], MUL_PREV * idx[:, :-1]) % (buckets - 1)
+    if bos_id is not None:
+        h = torch.where(idx == bos_id, torch.full_like(h, buckets - 1), h)
     return h
 
 
 class BigramHash(nn.Module):
-    def __init__(self, buckets: int, dim: int, model_dim: int, scale_init: float = 0.05):
+    def __init__(self, buckets: int, dim: int, model_dim: int, scale_init: float = 0.05, bos_id: int | None = None):
         super().__init__()
-        self.buckets = buckets
+        self.buckets, self.bos_id = buckets, bos_id
         self.table = nn.Parameter(torch.zeros(buckets, dim, dtype=torch.float32))  # [H, k]
         self.proj = CastedLinear(dim, model_dim, role=Role.PROJ)  # weight [d, k], nn.Linear's default init
         self.scale = nn.Parameter(torch.tensor(float(scale_init), dtype=torch.float32))
         self.param_roles = {"table": Role.HASH, "scale": Role.CONTROL}
 
     def forward(self, idx: Tensor) -> Tensor:
-        e = F.embedding(bigram_hash(idx, self.buckets), self.table)  # [B, T, k]
+        e = F.embedding(bigram_hash(idx, self.buckets, self.bos_id), self.table)  # [B, T, k]
         return self.scale.to(e.dtype) * self.proj(e)  # [B, T, d]

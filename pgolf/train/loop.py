@@ -137,6 +137,8 @@ def train(
     model = GPT(cfg.model).to(device)
     optimizers = build_optimizers(model, cfg.optim)
     qat = attach_qat(model, t.qat)  # before compile: the weight functions are part of the graph
+    recur = cfg.model.recur
+    late_loop = recur.loops > 0 and recur.start_frac > 0  # plain stack first, looped from start_frac
     averager = WeightAverager(model, t)
     compiled: torch.nn.Module = torch.compile(model, dynamic=False) if t.compile else model
     fwd: torch.nn.Module = compiled
@@ -167,6 +169,9 @@ def train(
         mom = muon_momentum(step, cfg.optim)
         prog = run_progress(step, elapsed, sched)
         wd_mul = wd_multiplier(prog, cfg.optim)
+        if late_loop and not model.looping and prog >= recur.start_frac:
+            model.looping = True  # one recompile under torch.compile (the plan is a guarded attribute)
+            log(f"layer_loop:enabled step:{step} progress:{prog:.4f} order:{[p.block for p in model.plan]}")
         if qat is not None and qat.update(prog, mul):
             log(f"late_qat:enabled step:{step} progress:{prog:.4f} lr_mul:{mul:.4f} kind:{t.qat.kind} bits:{t.qat.bits}")
         for opt in optimizers:
@@ -202,8 +207,11 @@ def train(
         init_opts = [copy.deepcopy(o.state_dict()) for o in optimizers]
         init_loader = loader.state_dict()
         init_avg = averager.state_dict()
-        for i in range(t.warmup_steps):
-            one_step(i, 0.0)
+        for looped in ([False, True] if late_loop else [model.looping]):  # prime both plans' compiles
+            model.looping = looped
+            for i in range(t.warmup_steps):
+                one_step(i, 0.0)
+        model.looping = not late_loop
         if qat is not None:  # priming steps may have switched QAT on (a schedule that starts at 0)
             qat.set(False)
             qat.on, qat.started_at = False, None
@@ -213,6 +221,8 @@ def train(
             o.load_state_dict(s)
         loader.load_state_dict(init_loader)
 
+    if late_loop:
+        model.looping = False
     step, train_seconds, tokens_seen = 0, 0.0, 0
     if not resume and rank == 0:  # Hessians of an earlier run in this directory belong to other weights
         (run_dir / HESSIANS_FILE).unlink(missing_ok=True)
@@ -310,6 +320,9 @@ def train(
             on_step(step, loss)
     if bar is not None:
         bar.close()
+    if late_loop and not model.looping:  # evaluation and the exported model always run looped
+        log(f"layer_loop: the run ended at progress < {recur.start_frac}; the model is evaluated looped anyway")
+        model.looping = True
     final = averager.averaged_state(model)
     if qat is not None:
         qat.detach()  # the exported model is the plain GPT
