@@ -2,7 +2,7 @@
 
     pgolf run demo                                   # the main job on the embedded corpus
     pgolf info baseline --json                       # params and estimated artifact bytes
-    pgolf data build --input a.jsonl --out DIR --vocab-size 1024
+    pgolf data build --input a.jsonl --out DIR --vocab-size 1024 [--caseops]
     pgolf data fetch --variant sp1024 --train-shards 10 --out DIR
     pgolf train cpu --set data.path=DIR --out runs/cpu [--resume]
     pgolf export runs/cpu [--budget 16000000] [--scheme gptq6_emb7_brotli]
@@ -207,13 +207,14 @@ def data_build(
     vocab_size: Annotated[int, typer.Option("--vocab-size", help="Vocabulary of the tokenizer to train.")] = 1024,
     val_docs: Annotated[int | None, typer.Option("--val-docs", help="The first N documents form the validation split.")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Encoding processes (default: CPU count).")] = None,
+    caseops: Annotated[bool, typer.Option("--caseops", help="Lossless CaseOps capitalization transform before the tokenizer ([04-18]).")] = False,
 ) -> None:
     """Corpus → SentencePiece tokenizer → train/val shards + val byte sidecar + manifest."""
     from pgolf.data.corpus import build_dataset
 
     kwargs = {} if val_docs is None else {"val_docs": val_docs}
     manifest = build_dataset([str(p) for p in input_], str(out), tokenizer=str(tokenizer) if tokenizer else None,
-                             vocab_size=vocab_size, workers=workers, **kwargs)
+                             vocab_size=vocab_size, workers=workers, caseops=caseops, **kwargs)
     print(json.dumps({k: v for k, v in manifest.items() if k in ("splits", "vocab_size", "tokenizer_report")}, indent=2))
     print(f"wrote {out}")
 

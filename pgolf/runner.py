@@ -60,6 +60,7 @@ def evaluate_model(model: torch.nn.Module, cfg: RunConfig, data: RunData, device
     return evaluate(
         model, data.val, data.tables, seq_len=cfg.eval.seq_len or cfg.train.seq_len,
         batch_tokens=cfg.eval.batch_tokens, device=device, amp_dtype=agreed_amp(cfg.train.amp_dtype, device).dtype,
+        score=data.score,
     )
 
 
@@ -135,6 +136,8 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
     data = prepare_data(cfg)
     log(f"val_bpb:enabled tokenizer={data.spec.tokenizer_path} data={data.spec.data_dir}")
     log(f"val_loader: tokens:{len(data.val.tokens)} raw_bytes:{'yes' if data.val.raw_bytes is not None else 'no'}")
+    if data.score == "sidecar":
+        log(f"val_bpb:byte_sidecar:enabled (text_transform {data.spec.text_transform}: scored over original bytes)")
 
     tr: TrainResult = train(cfg, out, data=data, resume=resume, log=log, progress=progress)
     log(f"trained: steps:{tr.steps} train_time:{tr.train_seconds:.1f}s tok/s:{tr.tokens_per_second:.0f} "

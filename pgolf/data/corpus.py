@@ -57,8 +57,16 @@ import numpy as np
 import sentencepiece as spm
 
 from pgolf import __version__
+from pgolf.data import caseops as caseops_mod
 from pgolf.data.shards import SHARD_TOKENS, shard_name, sidecar_name, write_byte_sidecar, write_shard
-from pgolf.data.tokenizer import BOS_ID, check_vocab, encode_with_offsets, load_tokenizer, train_tokenizer
+from pgolf.data.tokenizer import (
+    BOS_ID,
+    check_vocab,
+    encode_with_offsets,
+    has_user_symbols,
+    load_tokenizer,
+    train_tokenizer,
+)
 from pgolf.errors import DataError
 from pgolf.fileio import write_bytes, write_json
 
@@ -163,8 +171,11 @@ def default_val_docs(n_docs: int) -> int:
 # -------------------------------------------------------------------------------------- encoding
 
 
-def token_byte_counts(n_bytes: int, begins: Iterable[int], ends: Iterable[int]) -> np.ndarray:
-    """Bytes of the original text charged to each token (int64; sums to ``n_bytes``; module docstring)."""
+def token_byte_counts(n_bytes: int, begins: Iterable[int], ends: Iterable[int],
+                      weights: np.ndarray | None = None) -> np.ndarray:
+    """Bytes of the original text charged to each token (int64; sums to ``n_bytes`` — or to
+    ``weights.sum()``; module docstring). ``weights`` [n_bytes]: original bytes each byte of the encoded
+    text stands for (a text transform such as CaseOps, :func:`pgolf.data.caseops.encode_with_weights`)."""
     b = np.asarray(list(begins) if not isinstance(begins, np.ndarray) else begins, dtype=np.int64)
     e = np.asarray(list(ends) if not isinstance(ends, np.ndarray) else ends, dtype=np.int64)
     m = e.size
@@ -172,7 +183,11 @@ def token_byte_counts(n_bytes: int, begins: Iterable[int], ends: Iterable[int]) 
         return np.zeros(0, dtype=np.int64)
     cuts = np.minimum(np.maximum.accumulate(np.maximum(e, 0)), n_bytes)
     cuts[-1] = n_bytes
-    counts = np.diff(cuts, prepend=0)
+    if weights is not None:
+        cum = np.concatenate(([0], np.cumsum(weights, dtype=np.int64)))
+        counts = np.diff(cum[cuts], prepend=0)
+    else:
+        counts = np.diff(cuts, prepend=0)
     # Groups of consecutive tokens with the same begin share their bytes evenly.
     starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
     if starts.size < m:
@@ -185,10 +200,16 @@ def token_byte_counts(n_bytes: int, begins: Iterable[int], ends: Iterable[int]) 
 
 
 def encode_document(
-    sp: spm.SentencePieceProcessor, text: str, with_bytes: bool
+    sp: spm.SentencePieceProcessor, text: str, with_bytes: bool, transform: str = "identity"
 ) -> tuple[np.ndarray, np.ndarray | None] | None:
     """``(ids, counts)`` for one document: ids = [BOS] + tokens as uint16, counts = [0] + the
-    token byte counts as uint16 (``with_bytes``; else None). None if the text has no token."""
+    token byte counts as uint16 (``with_bytes``; else None), always in bytes of the *original* text.
+    ``transform``: ``identity`` or ``caseops_v1`` (:mod:`pgolf.data.caseops`). None if no token."""
+    weights = None
+    if transform == caseops_mod.NAME:
+        text, weights = caseops_mod.encode_with_weights(text)
+    elif transform != "identity":
+        raise ValueError(f"unknown text transform {transform!r}")
     if not with_bytes:
         ids = sp.encode(text)
         if not ids:
@@ -197,27 +218,30 @@ def encode_document(
     ids, begins, ends = encode_with_offsets(sp, text)
     if not ids:
         return None
-    counts = token_byte_counts(len(text.encode("utf-8")), begins, ends)
+    counts = token_byte_counts(len(text.encode("utf-8")), begins, ends, weights)
     if counts.max() > 0xFFFF:
         raise DataError(f"a document gives {int(counts.max())} bytes to one token, more than a uint16 sidecar holds")
     return np.array([BOS_ID, *ids], dtype=np.uint16), np.r_[0, counts].astype(np.uint16)
 
 
 _WORKER_SP: spm.SentencePieceProcessor | None = None
+_WORKER_TRANSFORM = "identity"
 
 
-def _init_worker(model_path: str) -> None:
-    global _WORKER_SP
+def _init_worker(model_path: str, transform: str = "identity") -> None:
+    global _WORKER_SP, _WORKER_TRANSFORM
     _WORKER_SP = load_tokenizer(model_path)
+    _WORKER_TRANSFORM = transform
 
 
 def _encode_batch(
-    batch: tuple[bool, list[str]], sp: spm.SentencePieceProcessor | None = None
+    batch: tuple[bool, list[str]], sp: spm.SentencePieceProcessor | None = None, transform: str | None = None
 ) -> tuple[bool, list[Any]]:
     is_val, texts = batch
     sp = sp or _WORKER_SP
+    tf = transform or _WORKER_TRANSFORM
     assert sp is not None
-    return is_val, [(encode_document(sp, t, with_bytes=is_val), len(t.encode("utf-8"))) for t in texts]
+    return is_val, [(encode_document(sp, t, with_bytes=is_val, transform=tf), len(t.encode("utf-8"))) for t in texts]
 
 
 def _batches(docs: Iterator[str], val_docs: int) -> Iterator[tuple[bool, list[str]]]:
@@ -249,13 +273,14 @@ def _pool_context() -> multiprocessing.context.BaseContext | None:
 
 
 def _encoded(
-    batches: Iterator[tuple[bool, list[str]]], model_path: Path, pool: ProcessPoolExecutor | None, workers: int
+    batches: Iterator[tuple[bool, list[str]]], model_path: Path, pool: ProcessPoolExecutor | None, workers: int,
+    transform: str = "identity",
 ) -> Iterator[tuple[bool, list[Any]]]:
     """Encoded batches in input order; with a pool, at most ``2 × workers`` batches in flight."""
     if pool is None:
         sp = load_tokenizer(model_path)
         for batch in batches:
-            yield _encode_batch(batch, sp)
+            yield _encode_batch(batch, sp, transform)
         return
     pending: deque[Future[tuple[bool, list[Any]]]] = deque()
     try:
@@ -369,6 +394,7 @@ def build_dataset(
     progress: bool = True,
     overwrite: bool = False,
     tokenizer_options: dict[str, Any] | None = None,
+    caseops: bool = False,
 ) -> dict[str, Any]:
     """Tokenize ``inputs`` into ``out_dir`` (shards, val byte sidecars, ``tokenizer.model``,
     ``manifest.json``); return the manifest.
@@ -378,7 +404,11 @@ def build_dataset(
     :func:`~pgolf.data.tokenizer.train_tokenizer`). ``val_docs``: None = :func:`default_val_docs`
     (one extra reading pass to count documents). ``workers``: encoding processes (None = CPU
     count; ≤ 1 encodes in this process). ``overwrite``: replace an existing dataset in ``out_dir``.
+    ``caseops``: apply the CaseOps transform ([04-18] PR #1729, :mod:`pgolf.data.caseops`) before the
+    tokenizer; a trained tokenizer reserves its operators as user-defined pieces, a given one must have
+    them; the byte sidecar still counts original bytes, and the manifest records ``text_transform``.
     """
+    transform = caseops_mod.NAME if caseops else "identity"
     files = input_files(inputs)
     out = Path(out_dir)
     if shard_tokens < 1:
@@ -403,7 +433,11 @@ def build_dataset(
     report: dict[str, Any] | None = None
     if tokenizer is not None:
         src = Path(tokenizer)
-        check_vocab(load_tokenizer(src), vocab_size, src)
+        sp_given = load_tokenizer(src)
+        check_vocab(sp_given, vocab_size, src)
+        if caseops and not has_user_symbols(sp_given, caseops_mod.OPERATORS):
+            raise DataError(f"{src}: --caseops needs a tokenizer with the CaseOps operators U+E001–U+E004 as "
+                            "user-defined pieces (train one with --caseops and no --tokenizer)")
         if src.resolve() != model_path.resolve():
             write_bytes(model_path, src.read_bytes())
         source = str(src)
@@ -413,10 +447,13 @@ def build_dataset(
         def train_docs() -> Iterator[str]:
             for doc in islice(iter_documents(files), val_docs, None):
                 seen[0] += 1
-                yield doc
+                yield caseops_mod.encode(doc) if caseops else doc
 
+        opts = dict(tokenizer_options or {})
+        if caseops:
+            opts["user_defined_symbols"] = caseops_mod.OPERATORS
         try:
-            report = train_tokenizer(train_docs(), vocab_size, model_path, **(tokenizer_options or {}))
+            report = train_tokenizer(train_docs(), vocab_size, model_path, **opts)
         except DataError:
             if seen[0] == 0:
                 raise DataError(f"{files[0]}: no train documents after the first {val_docs} (validation)") from None
@@ -431,13 +468,13 @@ def build_dataset(
     ctx = _pool_context() if workers > 1 else None
     # The pool starts before the progress bar, whose monitor thread would rule out fork.
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(str(model_path),)) if ctx is not None else None
+                               initargs=(str(model_path), transform)) if ctx is not None else None
     bar = _progress(n_docs, progress, "encode")
     try:
         if pool is not None:  # start the workers now (they are created lazily otherwise)
             pool.submit(int).result()
         batches = _batches(iter_documents(files), val_docs)
-        for is_val, results in _encoded(batches, model_path, pool, workers):
+        for is_val, results in _encoded(batches, model_path, pool, workers, transform):
             writer = writers["val" if is_val else "train"]
             for encoded, n_bytes in results:
                 writer.add(encoded, n_bytes)
@@ -461,6 +498,7 @@ def build_dataset(
         "vocab_size": vocab_size,
         "bos_id": BOS_ID,
         "append_eos": False,
+        "text_transform": transform,
         "val_docs": val_docs,
         "shard_tokens": shard_tokens,
         "tokenizer": {

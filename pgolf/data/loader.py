@@ -58,6 +58,8 @@ class DataSpec:
     """One byte sidecar per val shard, or empty when the dataset has none."""
     vocab_size: int | None = None
     """The vocabulary the shards were checked against (``resolve_data``'s argument)."""
+    text_transform: str = "identity"
+    """The manifest's ``text_transform`` (``caseops_v1`` for a CaseOps dataset; official exports: identity)."""
 
 
 def resolve_data(data_cfg: DataConfig, vocab_size: int) -> DataSpec:
@@ -105,7 +107,27 @@ def resolve_data(data_cfg: DataConfig, vocab_size: int) -> DataSpec:
     if not tok.exists():
         raise DataError(f"{tok}: tokenizer not found (set data.tokenizer)")
     check_vocab(load_tokenizer(tok), vocab_size, tok)
-    return DataSpec(data_dir, tok, train, val, sidecars, vocab_size)
+    transform = _manifest_transform(data_dir)
+    if transform != "identity" and not sidecars:
+        raise DataError(f"{data_dir}: a {transform} dataset needs its validation byte sidecar (original bytes) to be scored")
+    return DataSpec(data_dir, tok, train, val, sidecars, vocab_size, transform)
+
+
+def _manifest_transform(data_dir: Path) -> str:
+    """``text_transform`` of ``data_dir/manifest.json`` (identity when absent or unset)."""
+    import json
+
+    p = data_dir / "manifest.json"
+    if not p.exists():
+        return "identity"
+    try:
+        m = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{p}: unreadable manifest ({e})") from None
+    t = m.get("text_transform", "identity") if isinstance(m, dict) else "identity"
+    if t not in ("identity", "caseops_v1"):
+        raise DataError(f"{p}: unknown text_transform {t!r}")
+    return t
 
 
 class DistributedTokenLoader:

@@ -19,6 +19,12 @@ class RunData:
     val: ValData
     tables: ByteTables
 
+    @property
+    def score(self) -> str:
+        """Which bytes val_bpb divides by: ``table`` (the challenge's LUTs) or ``sidecar`` (original
+        bytes; always for a transformed dataset such as CaseOps, whose pieces are not the text)."""
+        return "table" if self.spec.text_transform == "identity" else "sidecar"
+
 
 def prepare_data(cfg: RunConfig) -> RunData:
     """Resolve ``cfg.data`` (building the embedded corpus on first use), check the tokenizer against

@@ -29,6 +29,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,7 @@ def train_tokenizer(
     input_sentence_size: int = 2_000_000,
     seed: int = 0,
     num_threads: int = 1,
+    user_defined_symbols: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Train a BPE model with :data:`OFFICIAL_TRAINER_SETTINGS` on ``documents``; write it
     atomically to ``model_path``; return a JSON-able report of what the trainer saw.
@@ -124,10 +126,13 @@ def train_tokenizer(
     model = io.BytesIO()
     try:
         with open(os.devnull, "w") as devnull:
+            # SentencePiece redirects its log through sys.stderr's file descriptor; where stderr has
+            # none (a notebook, pytest's capsys) it must keep its own stream.
+            quiet = {"logstream": devnull} if _has_fileno(sys.stderr) else {}
             spm.SentencePieceTrainer.train(
                 sentence_iterator=iter(sentences),
                 model_writer=model,
-                logstream=devnull,
+                **quiet,
                 vocab_size=vocab_size,
                 max_sentence_length=4 * max_sentence_chars,  # UTF-8 ≤ 4 bytes per character
                 input_sentence_size=0,
@@ -135,6 +140,7 @@ def train_tokenizer(
                 num_threads=num_threads,
                 minloglevel=2,
                 **OFFICIAL_TRAINER_SETTINGS,
+                **({"user_defined_symbols": list(user_defined_symbols)} if user_defined_symbols else {}),
             )
     except RuntimeError as e:
         raise DataError(f"{model_path}: SentencePiece could not train a {vocab_size}-piece tokenizer: {e}") from None
@@ -163,6 +169,7 @@ def train_tokenizer(
         "seed": seed,
         "num_threads": num_threads,
         "settings": dict(OFFICIAL_TRAINER_SETTINGS),
+        "user_defined_symbols": [f"U+{ord(c):04X}" if len(c) == 1 else c for c in user_defined_symbols],
         "sentencepiece_version": getattr(spm, "__version__", "unknown"),
     }
 
@@ -180,6 +187,24 @@ def load_tokenizer(path: str | os.PathLike[str]) -> spm.SentencePieceProcessor:
     if ok is False or sp.get_piece_size() == 0:
         raise DataError(f"{p}: not a SentencePiece model")
     return sp
+
+
+def _has_fileno(stream: Any) -> bool:
+    try:
+        stream.fileno()
+        return True
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def has_user_symbols(sp: spm.SentencePieceProcessor, symbols: tuple[str, ...]) -> bool:
+    """Each of ``symbols`` encodes alone as exactly one piece that is the symbol itself (what a
+    user-defined piece does; SentencePiece never splits or merges those)."""
+    for c in symbols:
+        ids = sp.encode(c)
+        if len(ids) != 1 or sp.id_to_piece(ids[0]) != c:
+            return False
+    return True
 
 
 def check_vocab(sp: spm.SentencePieceProcessor, vocab_size: int, path: str | os.PathLike[str] | None = None) -> None:

@@ -75,6 +75,9 @@ class EvalResult:
     """Wallclock of the pass."""
     loss_sum_nats: float
     """Σ cross-entropy in nats (float64), for combining passes."""
+    score: str = "table"
+    """The bytes ``val_bpb`` divides by: ``table`` or ``sidecar`` (a transformed dataset, e.g. CaseOps:
+    then val_bpb = val_bpb_raw, the records' ``val_bpb:byte_sidecar``)."""
 
     def to_metrics(self) -> dict[str, Any]:
         """The ``metrics.json`` keys of this evaluation (DESIGN.md)."""
@@ -87,6 +90,7 @@ class EvalResult:
             "val_bytes_raw": self.bytes_raw,
             "val_byte_ratio": self.byte_ratio,
             "eval_seconds": self.seconds,
+            "val_bpb_bytes": self.score,
         }
 
 
@@ -103,12 +107,18 @@ def bpb_from_sums(loss_sum_nats: float, tokens: int, bytes: int) -> float:
 
 
 def result_from_sums(
-    loss_sum_nats: float, tokens: int, bytes: int, bytes_raw: int | None = None, seconds: float = 0.0
+    loss_sum_nats: float, tokens: int, bytes: int, bytes_raw: int | None = None, seconds: float = 0.0,
+    score: str = "table",
 ) -> EvalResult:
-    """Build an :class:`EvalResult` from (already all-reduced) sums; shared by other evaluators."""
+    """Build an :class:`EvalResult` from (already all-reduced) sums; shared by other evaluators.
+    ``score="sidecar"``: val_bpb over the original bytes (needs ``bytes_raw``)."""
+    if score not in ("table", "sidecar"):
+        raise ConfigError(f"score must be table or sidecar, got {score!r}")
+    if score == "sidecar" and bytes_raw is None:
+        raise DataError("scoring against original bytes needs the validation byte sidecar")
     return EvalResult(
         val_loss=loss_from_sums(loss_sum_nats, tokens),
-        val_bpb=bpb_from_sums(loss_sum_nats, tokens, bytes),
+        val_bpb=bpb_from_sums(loss_sum_nats, tokens, bytes if score == "table" else bytes_raw),
         val_bpb_raw=None if bytes_raw is None else bpb_from_sums(loss_sum_nats, tokens, bytes_raw),
         tokens=int(tokens),
         bytes=int(bytes),
@@ -116,6 +126,7 @@ def result_from_sums(
         byte_ratio=None if bytes_raw is None else (bytes / bytes_raw if bytes_raw > 0 else math.nan),
         seconds=float(seconds),
         loss_sum_nats=float(loss_sum_nats),
+        score=score,
     )
 
 
@@ -141,8 +152,10 @@ def evaluate(
     amp_dtype: str = "bf16",
     rank: int | None = None,
     world_size: int | None = None,
+    score: str = "table",
 ) -> EvalResult:
     """Score the validation stream in non-overlapping ``seq_len`` windows (the baseline's eval).
+    ``score``: the bytes val_bpb divides by (``table`` or ``sidecar``; :attr:`EvalResult.score`).
 
     ``model(x, y, reduction="none")`` must return the per-token cross-entropy in nats, [B, L].
     Each rank runs ``batch_tokens // (world_size · seq_len)`` sequences per forward pass. The sums
@@ -222,4 +235,5 @@ def evaluate(
         int(n_bytes),
         None if raw is None else int(n_raw),
         seconds=time.perf_counter() - t0,
+        score=score,
     )

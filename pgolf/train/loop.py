@@ -158,7 +158,7 @@ def train(
         model.eval()
         r = evaluate(
             compiled if cfg.eval.compile else model, val_subset(), data.tables, seq_len=cfg.eval.seq_len or t.seq_len,
-            batch_tokens=cfg.eval.batch_tokens, device=device, amp_dtype=prec.dtype,
+            batch_tokens=cfg.eval.batch_tokens, device=device, amp_dtype=prec.dtype, score=data.score,
         )
         model.train()
         return r
