@@ -56,8 +56,11 @@ def info(
     preset: Annotated[str, typer.Argument(help="Preset name (demo, cpu, baseline, tiny).")],
     set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    hardware: Annotated[str | None, typer.Option("--hardware", help="Preflight on 8xH100, 1xH100 or cpu (measured here): "
+                                                 "ms/step, steps, tokens, artifact bytes, eval time.")] = None,
 ) -> None:
-    """Show a configuration: parameter count, estimated artifact bytes, and the config."""
+    """Show a configuration: parameter count, estimated artifact bytes, every field with its source, and
+    with --hardware a preflight prediction of the run."""
     from pgolf.config import field_docs
     from pgolf.export.planner import estimate_artifact_bytes
     from pgolf.model.gpt import count_params
@@ -78,12 +81,23 @@ def info(
         "config": cfg.to_dict(),
         "fields": {k: {"value": list(v) if isinstance(v, tuple) else v, "source": src} for k, (v, src) in prov.items()},
     }
+    if hardware is not None:
+        from pgolf.preflight import preflight
+
+        out["preflight"] = preflight(cfg, hardware, artifact_bytes=est.artifact_bytes).to_json()
     if as_json:
         print(json.dumps(out, indent=2))
         return
     print(f"preset {cfg.name}: {out['params']:,} params; estimated artifact {est.artifact_bytes:,} bytes "
           f"(model {est.model_bytes:,} + code {est.code_bytes:,}) of {cfg.export.budget_bytes:,}"
           f" [{est.method}]")
+    if hardware is not None:
+        pf = out["preflight"]
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in pf["ms_per_step_phases"].items())
+        ev = "n/a" if pf["eval_seconds"] is None else f"{pf['eval_seconds']:.1f} s over {pf['eval_tokens']:,} tokens"
+        print(f"preflight on {hardware}: {pf['ms_per_step']:.1f} ms/step ({phases}); {pf['steps']:,} steps in the budget, "
+              f"{pf['tokens']:,} tokens; artifact ≈{pf['artifact_bytes']:,} bytes; plain eval ≈{ev}")
+        print(f"  [{pf['method']}]")
     docs = field_docs()
     width = max(len(k) for k in prov)
     for k, (v, src) in prov.items():

@@ -24,6 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "export": {"data", "model", "quant", "artifact"},
     "presets": set(),
     "runner": {"data", "model", "optim", "quant", "artifact", "eval", "train", "export", "presets"},
+    "preflight": {"model", "optim", "export"},
 }
 TRAINING_PATH = set(ALLOWED)
 FORBIDDEN_FROM_TRAINING_PATH = {"submit", "track", "cli"}

@@ -1,0 +1,179 @@
+"""Preflight: what a configuration will do on given hardware, before renting it (``pgolf info --hardware``).
+
+Participants paid for 8×H100 runs to learn that a config did not fit (openai/parameter-golf issues
+#1102, #942). From the model's FLOP count (:mod:`pgolf.model.flops`) and a per-hardware table this
+predicts ms/step, steps within the budget, tokens seen, artifact bytes (the planner,
+:mod:`pgolf.export.planner`) and the plain evaluation's time.
+
+Time model, per optimizer step of B tokens with F_train FLOPs per token:
+
+    ms/step = overhead_ms + 1000 · B · F_train / R
+
+R (FLOP/s) and the fixed overhead (data, optimizer, all-reduce, launches) are fitted for ``8xH100`` on
+the records' logs (``bench/preflight_fit.py``; leave-one-out errors in docs/benchmarks.md). With depth
+recurrence switched on at a fraction f of the run, the two plans run at their own speeds and the
+average is the time-weighted 1/(f/ms_plain + (1−f)/ms_looped). ``1xH100`` is derived (R/8, same
+overhead: not measured). ``cpu`` is *measured on the spot*: a few real training steps of this config
+on this machine (a shorter micro-batch for big models, scaled by tokens), in the precision
+``train.amp_dtype`` resolves to.
+
+Evaluation: the plain evaluation's forward FLOPs over the validation tokens at R_eval, fitted on the
+records' logged evaluations (coarser: compile and data time are not modelled; TTT is not predicted).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from pgolf.config import RunConfig
+from pgolf.errors import ConfigError
+from pgolf.model.flops import forward_flops_per_token, train_flops_per_token
+
+
+@dataclass(frozen=True)
+class Hardware:
+    name: str
+    flops: float
+    """R: effective training FLOP/s of the whole machine."""
+    overhead_ms: float
+    """Fixed time per optimizer step."""
+    eval_flops: float
+    """R_eval: effective forward FLOP/s of the plain evaluation."""
+    source: str
+
+
+HARDWARE: dict[str, Hardware] = {
+    "8xH100": Hardware(
+        "8xH100", flops=2.786e15, overhead_ms=19.09, eval_flops=1.707e15,
+        source="fitted by bench/preflight_fit.py on the logged ms/step of [03-17b] (43.54), [03-22] (84.56) and "
+               "[04-27a] (121.25, loop from 35 %), and the logged plain evals of [03-17b], [03-22] and [04-27a] (1.4, 2.0, 6.7 s)",
+    ),
+    "1xH100": Hardware(
+        "1xH100", flops=2.786e15 / 8, overhead_ms=19.09, eval_flops=1.707e15 / 8,
+        source="derived from 8xH100 (one eighth of the rate, the same per-step overhead); not measured",
+    ),
+}
+VAL_TOKENS = {1024: 63_779_840, 4096: 45_508_608, 8192: 40_540_160}
+"""The official validation sets' token counts by vocabulary (CATALOGUE §1.1); CaseOps SP8192: 47,851,520."""
+VAL_TOKENS_CASEOPS = 47_851_520
+
+
+@dataclass
+class Preflight:
+    hardware: str
+    ms_per_step: float
+    """Average over the run (time-weighted over the plain and looped phases)."""
+    ms_per_step_phases: dict[str, float]
+    steps: int
+    tokens: int
+    train_flops_per_token: float
+    artifact_bytes: int
+    eval_seconds: float | None
+    eval_tokens: int | None
+    method: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _budget_ms(cfg: RunConfig) -> float:
+    t = cfg.train
+    return 1000.0 * (t.max_wallclock_seconds - t.calib_reserve_seconds) if t.max_wallclock_seconds > 0 else 0.0
+
+
+def _average(ms_plain: float, ms_looped: float | None, frac: float) -> float:
+    if ms_looped is None:
+        return ms_plain
+    if frac <= 0:
+        return ms_looped
+    return 1.0 / (frac / ms_plain + (1.0 - frac) / ms_looped)
+
+
+def measure_cpu_ms_per_token(cfg: RunConfig, looping: bool | None, steps: int = 2, max_seconds: float = 20.0) -> float:
+    """Milliseconds per training token of ``cfg``'s model on this CPU: one warm-up (compiling when
+    ``train.compile``) and ``steps`` timed optimizer steps on random tokens, with as many sequences as
+    fit in about ``max_seconds``."""
+    from pgolf.model.gpt import GPT
+    from pgolf.optim import build_optimizers
+    from pgolf.precision import autocast, resolve_amp
+
+    t = cfg.train
+    prec = resolve_amp(t.amp_dtype, "cpu")
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    if looping is not None:
+        model.looping = looping
+    opts = build_optimizers(model, cfg.optim)
+    fwd = torch.compile(model, dynamic=False) if t.compile else model  # compiled as the run will be
+    per_seq = train_flops_per_token(cfg.model, t.seq_len, looping) * t.seq_len
+    # a first guess of 2e10 FLOP/s bounds the micro-batch, then the measurement decides
+    seqs = int(max(1, min(t.batch_tokens // t.seq_len, max_seconds * 2e10 / max(per_seq, 1) / (steps + 1))))
+    g = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        x = torch.randint(0, cfg.model.vocab_size, (seqs, t.seq_len), generator=g)
+        with autocast(prec, "cpu"):
+            loss = fwd(x, x)
+        loss.backward()
+        for o in opts:
+            o.step()
+            o.zero_grad(set_to_none=True)
+
+    step()  # warm-up (and compilation), not timed
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return 1000.0 * (time.perf_counter() - t0) / (steps * seqs * t.seq_len)
+
+
+def preflight(cfg: RunConfig, hardware: str, *, artifact_bytes: int | None = None,
+              val_tokens: int | None = None) -> Preflight:
+    """The prediction of the module docstring for ``cfg`` on ``hardware`` (``8xH100``, ``1xH100``, ``cpu``)."""
+    m, t = cfg.model, cfg.train
+    loops = m.recur.loops > 0
+    frac = m.recur.start_frac if loops else 0.0
+    f_plain = train_flops_per_token(m, t.seq_len, False)
+    f_loop = train_flops_per_token(m, t.seq_len, True) if loops else None
+    if hardware == "cpu":
+        ms_tok_plain = measure_cpu_ms_per_token(cfg, False if loops else None)
+        ms_plain = ms_tok_plain * t.batch_tokens
+        ms_loop = measure_cpu_ms_per_token(cfg, True) * t.batch_tokens if loops and frac > 0 else None
+        if loops and frac == 0:
+            ms_plain, ms_loop = measure_cpu_ms_per_token(cfg, True) * t.batch_tokens, None
+        method = "measured on this CPU (a few real training steps, scaled to the batch)"
+        eval_rate = None
+    else:
+        hw = HARDWARE.get(hardware)
+        if hw is None:
+            raise ConfigError(f"unknown hardware {hardware!r} (known: {', '.join([*HARDWARE, 'cpu'])})")
+
+        def ms(flops: float) -> float:
+            return hw.overhead_ms + 1000.0 * t.batch_tokens * flops / hw.flops
+
+        ms_plain = ms(f_plain)
+        ms_loop = ms(f_loop) if f_loop is not None else None
+        if loops and frac == 0:
+            ms_plain, ms_loop = ms_loop, None  # type: ignore[assignment]
+        method = f"FLOP model, {hw.name} table ({hw.source})"
+        eval_rate = hw.eval_flops
+    avg = _average(ms_plain, ms_loop, frac)
+    budget = _budget_ms(cfg)
+    steps = min(t.iterations, int(budget // avg)) if budget > 0 else t.iterations
+    phases = {"plain": ms_plain} if ms_loop is None else {"plain": ms_plain, "looped": ms_loop}
+    n_val = val_tokens
+    if n_val is None and cfg.data.path:
+        n_val = VAL_TOKENS_CASEOPS if "caseops" in cfg.data.path else VAL_TOKENS.get(m.vocab_size)
+    eval_s = None
+    if n_val is not None and eval_rate is not None:
+        eval_s = n_val * forward_flops_per_token(m, cfg.eval.seq_len or t.seq_len) / eval_rate
+    if artifact_bytes is None:
+        from pgolf.export.planner import estimate_artifact_bytes
+
+        artifact_bytes = estimate_artifact_bytes(cfg).artifact_bytes
+    return Preflight(hardware=hardware, ms_per_step=avg, ms_per_step_phases=phases, steps=steps,
+                     tokens=steps * t.batch_tokens, train_flops_per_token=f_plain if f_loop is None else f_loop,
+                     artifact_bytes=int(artifact_bytes), eval_seconds=eval_s, eval_tokens=n_val, method=method)

@@ -1,0 +1,56 @@
+"""Preflight (pgolf info --hardware): the FLOP count and the 8xH100 table reproduce the records' logged
+ms/step within 10 %; cpu is measured on the spot."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pgolf.cli import main
+from pgolf.model.flops import forward_flops_per_token, train_flops_per_token
+from pgolf.preflight import preflight
+from pgolf.presets import get_preset
+
+LOGGED_MS = {"baseline": 600_038 / 13_780, "record-0322": 600_036 / 7_096, "record-0427": 599_592 / 4_945}
+"""train_time / steps at the wallclock stop of [03-17b] train.log, [03-22] train_seed1337.log, [04-27a] seed 42."""
+
+
+def test_flop_count_of_the_baseline_by_hand():
+    c = get_preset("baseline")
+    per_layer = 2 * (512 * 512 * 2 + 512 * 256 * 2 + 512 * 1024 * 2) + 2 * 1024 * 8 * 64
+    assert forward_flops_per_token(c.model, 1024) == 9 * per_layer + 2 * 1024 * 512
+    assert train_flops_per_token(c.model, 1024) == 3 * forward_flops_per_token(c.model, 1024)
+    r = get_preset("record-0427")
+    assert train_flops_per_token(r.model, 2048, True) > 1.4 * train_flops_per_token(r.model, 2048, False)  # 17 vs 11
+
+
+@pytest.mark.parametrize("preset", sorted(LOGGED_MS))
+def test_8xh100_prediction_is_within_10_percent_of_the_logged_ms_per_step(preset):
+    cfg = get_preset(preset)
+    pf = preflight(cfg, "8xH100", artifact_bytes=0)
+    err = pf.ms_per_step / LOGGED_MS[preset] - 1
+    assert abs(err) < 0.10, f"{preset}: predicted {pf.ms_per_step:.2f} ms vs logged {LOGGED_MS[preset]:.2f} ({err:+.1%})"
+    budget_ms = 1000 * (cfg.train.max_wallclock_seconds - cfg.train.calib_reserve_seconds)
+    assert pf.steps == int(budget_ms // pf.ms_per_step) and pf.tokens == pf.steps * cfg.train.batch_tokens
+    one = preflight(cfg, "1xH100", artifact_bytes=0)
+    assert 4 < one.ms_per_step / pf.ms_per_step < 8  # one eighth of the FLOP rate, the same fixed overhead
+
+
+def test_record_0427_phases_and_eval():
+    pf = preflight(get_preset("record-0427"), "8xH100", artifact_bytes=0)
+    assert set(pf.ms_per_step_phases) == {"plain", "looped"}
+    assert pf.ms_per_step_phases["plain"] < pf.ms_per_step < pf.ms_per_step_phases["looped"]
+    assert pf.eval_tokens == 47_851_520 and 0 < pf.eval_seconds < 60
+
+
+def test_cpu_is_measured_here_and_info_reports_it(capsys):
+    assert main(["info", "tiny", "--hardware", "cpu", "--json"]) == 0
+    pf = json.loads(capsys.readouterr().out)["preflight"]
+    assert pf["hardware"] == "cpu" and pf["ms_per_step"] > 0 and "measured" in pf["method"]
+    assert pf["steps"] == 20  # tiny: an iteration budget, no wallclock
+
+
+def test_unknown_hardware_is_one_line(capsys):
+    assert main(["info", "tiny", "--hardware", "tpu"]) != 0
+    assert capsys.readouterr().err.strip() == "pgolf: error: unknown hardware 'tpu' (known: 8xH100, 1xH100, cpu)"
