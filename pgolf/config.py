@@ -161,6 +161,16 @@ class ModelConfig:
     qk_gain_init: float = 1.5
     """Initial per-head multiplier on the (normalized) queries."""
     tied_embed_init_std: float = 0.005
+    embed_init: Literal["normal", "overtone"] = "normal"
+    """``overtone`` ([03-19f]): after the N(0, std) draw, the embedding's singular values are replaced by a
+    power law, E = U S Vᵀ → U diag(S₁·k^(−1/2)) Vᵀ (k = 1, 2, …)."""
+    resid_mix_init: Literal["identity", "schedule"] = "identity"
+    """``identity``: resid_mix (m0, m1) = (1, 0), the baseline; ``schedule`` ([03-19f] "phase-transition"):
+    m0 = σ(3·(i/(L−1) − ½)), m1 = 1 − m0 for block i."""
+    ce_chunk_tokens: int = 0
+    """Cross-entropy over chunks of this many tokens, each recomputed in the backward pass
+    (activation checkpointing), so the full [tokens, V] logits never exist at once — the memory the
+    records' fused CE ([04-23] PR #1787) saves, done portably. 0 = one pass (the baseline)."""
     mlp_act: Literal["relu2", "leaky_relu2"] = "relu2"
     """MLP activation: ReLU² (the baseline) or LeakyReLU(``leaky_slope``)² ([03-23] PR #493/#518; −0.0021)."""
     leaky_slope: float = 0.5
@@ -199,6 +209,7 @@ class ModelConfig:
         _check((self.model_dim // self.num_heads) % 2 == 0, "head_dim (model_dim/num_heads) must be even for RoPE")
         _check(self.mlp_mult >= 1, "model.mlp_mult must be >= 1")
         _check(self.logit_softcap >= 0, "model.logit_softcap must be >= 0")
+        _check(self.ce_chunk_tokens >= 0, "model.ce_chunk_tokens must be >= 0")
         _check(self.attn.rope_dims <= self.head_dim, "model.attn.rope_dims must be <= head_dim")
         _check(0 <= self.embed.bos_id < self.vocab_size, "model.embed.bos_id must be a token id")
         bad = [i for i in (*self.attn.xsa_layers, *self.attn.ve_layers) if i >= self.num_layers]
@@ -238,6 +249,9 @@ class OptimConfig:
     muon_momentum_warmup_start: float = 0.85
     muon_momentum_warmup_steps: int = 500
     """Muon momentum rises linearly from ``muon_momentum_warmup_start`` over this many steps."""
+    muon_momentum_warmup_frac: float = 0.0
+    """If > 0: the warm-up spans this fraction of the run instead of a step count (so a record's
+    1,500 of ~4,900 steps ≈ 0.3 transfers to a 600-step CPU run). 0 = ``muon_momentum_warmup_steps``."""
     muon_backend_steps: int = 5
     """Newton–Schulz iterations."""
     muon_nesterov: bool = True
@@ -265,6 +279,7 @@ class OptimConfig:
     minimax triples ([04-23] PR #1787, from PR #1344; needs muon_backend_steps=5)."""
 
     def __post_init__(self) -> None:
+        _check(0 <= self.muon_momentum_warmup_frac <= 1, "optim.muon_momentum_warmup_frac must be in [0, 1]")
         _check(self.muon_wd >= 0 and self.adam_wd >= 0 and (self.embed_wd is None or self.embed_wd >= 0),
                "optim weight decays must be >= 0")
         _check(0 <= self.wd_taper_start_frac <= 1 and self.wd_taper_final_mult >= 0,
@@ -374,6 +389,12 @@ class TrainConfig:
     batch_tokens: int = 524288
     """Global tokens per optimizer step (all ranks, all micro-steps)."""
     seq_len: int = 1024
+    seq_len_stages: tuple[int, ...] = ()
+    """Progressive sequence length (PR #2014: context 1k → 2k → 3k during training): train with these
+    lengths in turn, the batch staying ``batch_tokens``; the last must be ``seq_len`` (what evaluation
+    uses). Empty = ``seq_len`` throughout."""
+    seq_len_stage_fracs: tuple[float, ...] = ()
+    """Where each stage starts, as fractions of the run (0 first, increasing)."""
     grad_accum: int = 0
     """Micro-steps per optimizer step on each rank; 0 = 8 // world_size, the baseline's rule."""
     val_every: int = 1000
@@ -410,6 +431,14 @@ class TrainConfig:
         _check(0 <= self.min_lr_mult <= 1, "train.min_lr_mult must be in [0, 1]")
         _check(self.warmup_steps >= 0 and self.warmdown_iters >= 0, "train warmup/warmdown must be >= 0")
         _check(self.seq_len >= 1 and self.batch_tokens >= self.seq_len, "train.batch_tokens must be >= train.seq_len")
+        if self.seq_len_stages or self.seq_len_stage_fracs:
+            st, fr = self.seq_len_stages, self.seq_len_stage_fracs
+            _check(len(st) == len(fr) and len(st) >= 1, "train.seq_len_stages and seq_len_stage_fracs must pair up")
+            _check(st[-1] == self.seq_len, "train.seq_len_stages must end with train.seq_len")
+            _check(fr[0] == 0 and all(a < b for a, b in zip(fr, fr[1:], strict=False)) and fr[-1] < 1,
+                   "train.seq_len_stage_fracs must start at 0 and increase below 1")
+            _check(all(s_ >= 1 and self.batch_tokens % s_ == 0 for s_ in st),
+                   "every train.seq_len_stages length must divide train.batch_tokens")
         _check(self.grad_accum >= 0, "train.grad_accum must be >= 0")
         _check(self.calib_reserve_seconds >= 0, "train.calib_reserve_seconds must be >= 0")
         _check(not (self.ema.enabled and self.swa.enabled), "train.ema and train.swa: enable one average, not both")

@@ -178,3 +178,26 @@ def test_recurrence_switches_on_at_its_fraction(tiny_data, tmp_path):
     text = (tmp_path / "train.log").read_text()
     assert "layer_loop:enabled step:4 progress:0.5000 order:[0, 1, 0, 1]" in text
     assert res.model.looping and res.model.num_params() == GPT(cfg.model).num_params()
+
+
+def test_progressive_sequence_length_switches_at_its_fractions(tiny_data, tmp_path, monkeypatch):
+    from pgolf.data.loader import DistributedTokenLoader
+    from pgolf.train.log import RunLog
+
+    seen = []
+    orig = DistributedTokenLoader.next_batch
+
+    def spy(self, global_tokens, seq_len, grad_accum):
+        x, y = orig(self, global_tokens, seq_len, grad_accum)
+        seen.append(tuple(x.shape))
+        return x, y
+
+    monkeypatch.setattr(DistributedTokenLoader, "next_batch", spy)
+    cfg = _cfg(tiny_data, "train.seq_len_stages=16,32,64", "train.seq_len_stage_fracs=0,0.25,0.5")
+    log = RunLog(tmp_path / "train.log")
+    train(cfg, tmp_path, data=prepare_data(cfg), progress=False, log=log)
+    log.close()
+    assert seen == [(128, 16)] * 2 + [(64, 32)] * 2 + [(32, 64)] * 4  # 2048 tokens per step throughout
+    assert "seq_len:32 step:2 progress:0.2500" in (tmp_path / "train.log").read_text()
+    with pytest.raises(ConfigError, match="end with train.seq_len"):
+        apply_overrides(cfg, ["train.seq_len_stages=16,32", "train.seq_len_stage_fracs=0,0.5"])

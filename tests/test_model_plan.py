@@ -343,3 +343,53 @@ def test_document_aware_model_never_crosses_a_bos():
         c = a.clone()
         c[0, 9:] = 3
         assert torch.equal(aware(a)[:, :9], aware(c)[:, :9])
+
+
+# --- chunked cross-entropy, overtone embedding init, resid-mix schedule, momentum warm-up by fraction --
+
+
+def test_chunked_cross_entropy_equals_the_full_one_with_gradients():
+    torch.manual_seed(9)
+    full = GPT(TINY).double()
+    with torch.no_grad():
+        for p in full.parameters():
+            p.normal_(std=0.1)
+    chunked = GPT(_cfg("model.ce_chunk_tokens=7")).double()
+    chunked.load_state_dict(full.state_dict())
+    x, y = torch.randint(0, 64, (3, 10)), torch.randint(0, 64, (3, 10))
+    for red in ("mean", "sum", "none"):
+        assert torch.allclose(full(x, y, reduction=red), chunked(x, y, reduction=red), atol=1e-12)
+    full(x, y).backward()
+    chunked(x, y).backward()
+    for (n, p), q in zip(full.named_parameters(), chunked.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-12), n
+
+
+def test_overtone_init_gives_a_power_law_spectrum():
+    from pgolf.model.gpt import overtone_
+
+    w = torch.randn(64, 32, dtype=torch.float64) * 0.005
+    s0 = torch.linalg.svdvals(w)[0]
+    overtone_(w)
+    s = torch.linalg.svdvals(w)
+    assert torch.allclose(s, s0 * torch.arange(1, 33, dtype=torch.float64).rsqrt(), rtol=1e-10)
+    m = GPT(_cfg("model.embed_init=overtone"))
+    sv = torch.linalg.svdvals(m.tok_emb.weight.double())
+    assert torch.allclose(sv / sv[0], torch.arange(1, 33, dtype=torch.float64).rsqrt(), rtol=1e-4)
+
+
+def test_resid_mix_schedule_init():
+    m = GPT(_cfg("model.resid_mix_init=schedule"))
+    for i, b in enumerate(m.blocks):
+        m0 = 1 / (1 + torch.exp(torch.tensor(-3.0 * (i / 4 - 0.5))))
+        assert torch.allclose(b.resid_mix[0], m0.expand(32)) and torch.allclose(b.resid_mix[1], 1 - m0.expand(32))
+
+
+def test_momentum_warmup_by_fraction():
+    from pgolf.config import OptimConfig
+    from pgolf.optim.schedule import muon_momentum
+
+    o = OptimConfig(muon_momentum=0.99, muon_momentum_warmup_start=0.9, muon_momentum_warmup_frac=0.2)
+    assert muon_momentum(5, o, 0.0) == pytest.approx(0.9) and muon_momentum(5, o, 0.1) == pytest.approx(0.945)
+    assert muon_momentum(5, o, 0.5) == pytest.approx(0.99)
+    assert muon_momentum(250, OptimConfig(), None) == pytest.approx(0.9)  # the step rule when frac = 0

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from pgolf.config import ModelConfig
@@ -330,6 +331,15 @@ class GPT(nn.Module):
         # or get the orthogonal init of [03-19h]/[03-20a] (model.init).
         if self.cfg.tie_embeddings:
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=self.cfg.tied_embed_init_std)
+        if self.cfg.embed_init == "overtone":
+            overtone_(self.tok_emb.weight)
+        if self.cfg.resid_mix_init == "schedule":  # [03-19f]: m0 = σ(3(i/(L−1) − ½)), m1 = 1 − m0
+            L = self.cfg.num_layers
+            with torch.no_grad():
+                for i, b in enumerate(self.blocks):
+                    m0 = torch.sigmoid(torch.tensor(3.0 * (i / max(L - 1, 1) - 0.5)))
+                    b.resid_mix[0].fill_(float(m0))
+                    b.resid_mix[1].fill_(float(1 - m0))
         if self.cfg.init != "default":
             orthogonal_init(self, self.cfg.num_layers, override_zero_proj=self.cfg.init == "orthogonal_records")
 
@@ -390,18 +400,42 @@ class GPT(nn.Module):
             f = self.cfg.parallel_final
             x = 0.5 * (lane0 + lane1) if f == "mean" else lane0 if f == "attn" else lane1
         x = self.final_norm(x)  # [B,T,d], the LM-head input
-        w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight  # [V, d]
-        logits = F.linear(x, w.to(x.dtype))  # [B,T,V]
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32 (fp64 stays fp64)
-        c = self.cfg.logit_softcap
-        if c > 0:
-            logits = c * torch.tanh(logits / c)
+        if targets is not None and self.cfg.ce_chunk_tokens:
+            return self._chunked_loss(x, targets, reduction)
+        logits = self._logits(x)  # [B,T,V], fp32 (fp64 stays fp64), softcapped
         if targets is None:
             return logits
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be mean, sum or none, got {reduction!r}")
         loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T), reduction=reduction)
         return loss.view(B, T) if reduction == "none" else loss
+
+    def _chunked_loss(self, x: Tensor, targets: Tensor, reduction: str) -> Tensor:
+        """Cross-entropy of the final hidden states x [B,T,d] in chunks of ``ce_chunk_tokens``, each
+        recomputed in backward (``torch.utils.checkpoint``): the [B·T, V] logits never exist at once."""
+        B, T, d = x.shape
+        h, y = x.reshape(B * T, d), targets.reshape(B * T)
+        n = self.cfg.ce_chunk_tokens
+        if torch.is_grad_enabled():
+            parts = [torch.utils.checkpoint.checkpoint(self._chunk_ce, h[i : i + n], y[i : i + n], use_reentrant=False)
+                     for i in range(0, B * T, n)]
+        else:
+            parts = [self._chunk_ce(h[i : i + n], y[i : i + n]) for i in range(0, B * T, n)]
+        ce = torch.cat(parts)  # [B·T] nats
+        if reduction == "none":
+            return ce.view(B, T)
+        return ce.sum() if reduction == "sum" else ce.mean()
+
+    def _chunk_ce(self, h: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(self._logits(h), y, reduction="none")
+
+    def _logits(self, x: Tensor) -> Tensor:
+        """Softcapped logits (fp32; fp64 for a float64 model) of final hidden states x [..., d]."""
+        w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight  # [V, d]
+        logits = F.linear(x, w.to(x.dtype))
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        c = self.cfg.logit_softcap
+        return c * torch.tanh(logits / c) if c > 0 else logits
 
     @property
     def head_weight_name(self) -> str:
@@ -424,6 +458,14 @@ def unwrap(model: nn.Module) -> nn.Module:
         if not isinstance(inner, nn.Module):
             return model
         model = inner
+
+
+def overtone_(w: Tensor) -> None:
+    """[03-19f] overtone/spectral init, in place: W = U S Vᵀ → U diag(S₁·k^(−1/2)) Vᵀ, k = 1, 2, … ."""
+    with torch.no_grad():
+        u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
+        k = torch.arange(1, s.numel() + 1, dtype=torch.float64)
+        w.copy_(((u * (s[0] * k.rsqrt())) @ vh).to(w.dtype))
 
 
 def orthogonal_init(model: nn.Module, num_layers: int, override_zero_proj: bool = False) -> None:

@@ -72,9 +72,24 @@ def _warmdown(step: int, elapsed_s: float, cfg: TrainConfig) -> float:
     return remaining / window if remaining < window else 1.0
 
 
-def muon_momentum(step: int, cfg: OptimConfig) -> float:
+def muon_momentum(step: int, cfg: OptimConfig, progress: float | None = None) -> float:
     """Linear warmup from ``muon_momentum_warmup_start`` to ``muon_momentum`` over
-    ``muon_momentum_warmup_steps`` steps, then constant."""
+    ``muon_momentum_warmup_steps`` steps — or, with ``muon_momentum_warmup_frac`` > 0, over that
+    fraction of the run (``progress``) — then constant."""
+    if cfg.muon_momentum_warmup_frac > 0 and progress is not None:
+        frac = min(progress / cfg.muon_momentum_warmup_frac, 1.0)
+        return (1.0 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
     n = cfg.muon_momentum_warmup_steps
     frac = min(step / n, 1.0) if n > 0 else 1.0
     return (1.0 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
+
+
+def seq_len_at(p: float, cfg: TrainConfig) -> int:
+    """Progressive sequence length: the stage of ``seq_len_stages`` whose start fraction ≤ p is last."""
+    if not cfg.seq_len_stages:
+        return cfg.seq_len
+    cur = cfg.seq_len_stages[0]
+    for length, start in zip(cfg.seq_len_stages, cfg.seq_len_stage_fracs, strict=True):
+        if p >= start:
+            cur = length
+    return cur

@@ -47,7 +47,7 @@ from pgolf.errors import ConfigError, TrainingError
 from pgolf.eval.bpb import EvalResult, evaluate
 from pgolf.model.gpt import GPT
 from pgolf.optim import build_optimizers
-from pgolf.optim.schedule import lr_multiplier, muon_momentum, wd_multiplier
+from pgolf.optim.schedule import lr_multiplier, muon_momentum, seq_len_at, wd_multiplier
 from pgolf.optim.schedule import progress as run_progress
 from pgolf.precision import agreed_amp, autocast
 from pgolf.quant.calib import HESSIANS_FILE, calibrate_from_train, save_hessians
@@ -91,11 +91,12 @@ def grad_accum_steps(cfg: RunConfig, world_size: int) -> int:
             raise ConfigError(f"world size {world_size} must divide 8 when train.grad_accum=0 (baseline rule)")
         accum = 8 // world_size
     per_micro = t.batch_tokens // (world_size * accum)
-    if per_micro * world_size * accum != t.batch_tokens or per_micro % t.seq_len:
-        raise ConfigError(
-            f"train.batch_tokens={t.batch_tokens} must split into world_size={world_size} × grad_accum={accum}"
-            f" micro-batches of whole train.seq_len={t.seq_len} sequences"
-        )
+    for seq in (t.seq_len, *t.seq_len_stages):
+        if per_micro * world_size * accum != t.batch_tokens or per_micro % seq:
+            raise ConfigError(
+                f"train.batch_tokens={t.batch_tokens} must split into world_size={world_size} × grad_accum={accum}"
+                f" micro-batches of whole sequences of {seq} tokens (train.seq_len / seq_len_stages)"
+            )
     return accum
 
 
@@ -163,11 +164,13 @@ def train(
         model.train()
         return r
 
+    cur_seq = [0]
+
     def one_step(step: int, elapsed: float) -> float:
         """One optimizer step; returns the mean micro-loss (all-reduced)."""
         mul = lr_multiplier(step, elapsed, sched)
-        mom = muon_momentum(step, cfg.optim)
         prog = run_progress(step, elapsed, sched)
+        mom = muon_momentum(step, cfg.optim, prog)
         wd_mul = wd_multiplier(prog, cfg.optim)
         if late_loop and not model.looping and prog >= recur.start_frac:
             model.looping = True  # one recompile under torch.compile (the plan is a guarded attribute)
@@ -181,9 +184,14 @@ def train(
                     g["weight_decay"] = g["base_wd"] * wd_mul
                 if "momentum" in g:
                     g["momentum"] = mom
+        seq = seq_len_at(prog, sched)
+        if seq != cur_seq[0]:
+            if cur_seq[0]:
+                log(f"seq_len:{seq} step:{step} progress:{prog:.4f}")
+            cur_seq[0] = seq
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         for micro in range(accum):
-            x, y = loader.next_batch(t.batch_tokens, t.seq_len, accum)
+            x, y = loader.next_batch(t.batch_tokens, seq, accum)
             sync_ctx = fwd.no_sync() if (world > 1 and micro < accum - 1) else contextlib.nullcontext()
             with sync_ctx:
                 with autocast(prec, device):
