@@ -274,6 +274,10 @@ class OptimConfig:
     wd_taper_final_mult: float = 1.0
     muon_row_normalize: bool = False
     """MuonEq-R ([04-03] PR #1285): unit-ℓ2 rows of the momentum-corrected gradient before Newton–Schulz."""
+    parallel_muon: bool = False
+    """Parallel Muon ([03-23] PR #549): same-shape matrices form banks whose gradients are reduce-scattered
+    instead of all-reduced by DDP; each rank orthogonalizes its slice (batched) and the updates are
+    all-gathered (:mod:`pgolf.optim.parallel_muon`). The same update as Muon; a systems option."""
     muon_ns: Literal["quintic", "polar_express"] = "quintic"
     """Newton–Schulz coefficients: the baseline's fixed quintic, or Polar Express's per-iteration
     minimax triples ([04-23] PR #1787, from PR #1344; needs muon_backend_steps=5)."""

@@ -17,14 +17,17 @@ def _sets(data_dir):
 
 
 @pytest.mark.slow
-def test_two_process_gloo_matches_one_process_with_accumulation(tiny_data, tmp_path):
+@pytest.mark.parametrize("parallel_muon", [False, True])
+def test_two_process_gloo_matches_one_process_with_accumulation(tiny_data, tmp_path, parallel_muon):
+    """Also with parallel Muon ([03-23]): DDP leaves the matrices alone, the optimizer reduce-scatters them."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("RANK", None)
     two = tmp_path / "two"
     one = tmp_path / "one"
+    pm = ["--set", f"optim.parallel_muon={str(parallel_muon).lower()}"]
     cmd2 = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pgolf",
-            "train", "tiny", *_sets(tiny_data), "--set", "train.grad_accum=1", "--out", str(two)]
-    cmd1 = [sys.executable, "-m", "pgolf", "train", "tiny", *_sets(tiny_data), "--set", "train.grad_accum=2",
+            "train", "tiny", *_sets(tiny_data), *pm, "--set", "train.grad_accum=1", "--out", str(two)]
+    cmd1 = [sys.executable, "-m", "pgolf", "train", "tiny", *_sets(tiny_data), *pm, "--set", "train.grad_accum=2",
             "--out", str(one)]
     for cmd in (cmd2, cmd1):
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -32,8 +35,10 @@ def test_two_process_gloo_matches_one_process_with_accumulation(tiny_data, tmp_p
     a, b = ckpt.load_checkpoint(two), ckpt.load_checkpoint(one)
     assert a.step == b.step == 2
     assert json.loads((two / "config.json").read_text())["train"]["grad_accum"] == 1
-    # rank 1 wrote its own optimizer state (Muon momentum lives on the rank that owns the matrix)
+    # rank 1 wrote its own optimizer state (Muon momentum lives on the rank that owns the matrix / slice)
     assert ckpt.has_checkpoint(two, ".rank1")
+    if parallel_muon:
+        assert any("bank_buf" in st for st in a.optimizer_states[1]["state"].values())
     for k, v in b.model_state.items():
         torch.testing.assert_close(a.model_state[k], v, rtol=0, atol=1e-4, msg=k)  # see test_train
 

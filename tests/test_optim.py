@@ -392,3 +392,60 @@ def test_wd_taper_and_min_lr_floor() -> None:
     assert lr_multiplier(0, 99.0, t) == pytest.approx(0.1)  # (1 − 0.99)/0.5 = 0.02 → floored
     assert lr_multiplier(0, 60.0, t) == pytest.approx(0.8)
     assert progress(0, 25.0, t) == 0.25 and progress(5, 0.0, TrainConfig(max_wallclock_seconds=0, iterations=20)) == 0.25
+
+
+# --- parallel Muon ([03-23] PR #549): banks, reduce-scatter, sharded batched NS, all-gather --------------
+
+
+def _parallel_problem():
+    g = torch.Generator().manual_seed(17)
+    shapes = [(16, 48), (16, 48), (48, 16), (32, 32), (16, 48)]
+    params = [torch.randn(*s, generator=g) for s in shapes]
+    grads = [[torch.randn(*s, generator=g) for s in shapes] for _ in range(3)]
+    return params, grads
+
+
+def _run_opt(cls, params, grads, scale: float = 1.0, **kw) -> list[torch.Tensor]:
+    ps = [torch.nn.Parameter(p.clone()) for p in params]
+    opt = cls(ps, lr=0.05, momentum=0.95, weight_decay=0.04, row_normalize=True, **kw)
+    for step_grads in grads:
+        for p, gr in zip(ps, step_grads, strict=True):
+            p.grad = gr.clone() * scale
+        opt.step()
+    return [p.detach().clone() for p in ps]
+
+
+def _parallel_worker(rank: int, world: int, port: int, out: dict) -> None:
+    from pgolf.optim.parallel_muon import ParallelMuon
+
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        params, grads = _parallel_problem()
+        # local gradients whose rank mean is exactly the reference: 2·g on rank 0, 0 on rank 1
+        result = _run_opt(ParallelMuon, params, grads, scale=2.0 if rank == 0 else 0.0)
+        out[rank] = [t.numpy() for t in result]
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_parallel_muon_equals_plain_muon_on_one_and_two_gloo_processes() -> None:
+    from pgolf.optim.parallel_muon import ParallelMuon
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        params, grads = _parallel_problem()
+        plain = _run_opt(Muon, params, grads)
+        one = _run_opt(ParallelMuon, params, grads)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(plain, one, strict=True))  # one process: the same numbers
+    assert [len(b) for b in ParallelMuon.banks([torch.zeros(s) for s in [(16, 48), (16, 48), (48, 16)]])] == [2, 1]
+    with mp.get_context("spawn").Manager() as manager:
+        out = manager.dict()
+        mp.start_processes(_parallel_worker, args=(2, _free_port(), out), nprocs=2, join=True, start_method="spawn")
+        results = {r: out[r] for r in range(2)}
+    for r in range(2):
+        for got, ref in zip(results[r], plain, strict=True):
+            assert torch.equal(torch.from_numpy(got), ref)

@@ -45,7 +45,7 @@ from pgolf.data.loader import DistributedTokenLoader, ValData
 from pgolf.data.prepare import RunData, prepare_data
 from pgolf.errors import ConfigError, TrainingError
 from pgolf.eval.bpb import EvalResult, evaluate
-from pgolf.model.gpt import GPT
+from pgolf.model.gpt import GPT, parameter_groups
 from pgolf.optim import build_optimizers
 from pgolf.optim.schedule import lr_multiplier, muon_momentum, seq_len_at, wd_multiplier
 from pgolf.optim.schedule import progress as run_progress
@@ -144,6 +144,13 @@ def train(
     compiled: torch.nn.Module = torch.compile(model, dynamic=False) if t.compile else model
     fwd: torch.nn.Module = compiled
     if world > 1:
+        if cfg.optim.parallel_muon:  # parallel Muon reduce-scatters the matrix gradients itself
+            if cfg.optim.grad_clip_norm > 0:
+                raise ConfigError("optim.parallel_muon with optim.grad_clip_norm > 0 is not supported: the clip needs "
+                                  "the full gradient norm before the matrix gradients are reduced")
+            mat = {id(p) for _, p in parameter_groups(model)["matrix"]}
+            DDP._set_params_and_buffers_to_ignore_for_model(
+                compiled, [n for n, p in compiled.named_parameters() if id(p) in mat])
         fwd = DDP(compiled, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
     loader = DistributedTokenLoader(data.spec.train_files, rank, world, device, vocab_size=cfg.model.vocab_size)
     suffix = "" if rank == 0 else f".rank{rank}"

@@ -1,0 +1,127 @@
+"""Parallel Muon: Muon over parameter banks with sharded Newton–Schulz and reduce-scatter/all-gather.
+
+Source: [03-23] (PR #549, from PR #399; CATALOGUE §2.1 "Parallel Muon + parameter banking"): the
+per-layer matrices become stacked banks, DDP no longer averages their gradients, and the optimizer
+
+1. reduce-scatters each bank's gradient (mean over ranks), so every rank holds a slice of the bank;
+2. runs momentum and a *batched* Newton–Schulz (bmm over the slice) on its slice only;
+3. all-gathers the orthogonalised updates and applies them everywhere.
+
+83.3 vs ≈85 ms/step on 8×H100 in the record, ±0.0000 BPB: a systems option. Here the banks are formed
+inside the optimizer (same-shape matrices of a parameter group, in order), so the model keeps its
+per-layer tensors and state-dict names. The update equals plain :class:`~pgolf.optim.muon.Muon`'s on
+the rank-mean gradient (tested on 2 gloo processes); with one process it *is* plain Muon, batched.
+
+Contract: the gradients of this optimizer's parameters must be the *local* ones (the trainer tells DDP
+to ignore them); every rank calls :meth:`step` with the same parameter groups. Backends without
+reduce-scatter or all-gather-into-tensor (gloo) fall back to all-reduce + slice and a list all-gather:
+the same numbers, more traffic. Momentum buffers live with the slice that owns them (``bank_buf``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.distributed as tdist
+from torch import Tensor
+
+from pgolf import dist
+from pgolf.optim.muon import NS_COEFFS, POLAR_EXPRESS_COEFFS, newton_schulz
+
+
+def _reduce_scatter_mean(full: Tensor, world: int, rank: int) -> Tensor:
+    """full [k', m, n] (k' divisible by world) summed over ranks, divided by world; this rank's k'/world slice."""
+    k = full.shape[0] // world
+    if world == 1:
+        return full
+    try:
+        out = torch.empty_like(full[:k])
+        tdist.reduce_scatter_tensor(out, full.contiguous())
+    except (RuntimeError, NotImplementedError, AttributeError):
+        summed = full.clone()
+        tdist.all_reduce(summed)
+        out = summed[rank * k : (rank + 1) * k].clone()
+    return out / world
+
+
+def _all_gather(shard: Tensor, world: int) -> Tensor:
+    if world == 1:
+        return shard
+    try:
+        out = torch.empty((world * shard.shape[0], *shard.shape[1:]), dtype=shard.dtype, device=shard.device)
+        tdist.all_gather_into_tensor(out, shard.contiguous())
+        return out
+    except (RuntimeError, NotImplementedError, AttributeError):
+        parts = [torch.empty_like(shard) for _ in range(world)]
+        tdist.all_gather(parts, shard.contiguous())
+        return torch.cat(parts)
+
+
+class ParallelMuon(torch.optim.Optimizer):
+    """Muon over banks (module docstring); the same group options as :class:`~pgolf.optim.muon.Muon`."""
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 0.02,
+        momentum: float = 0.95,
+        backend_steps: int = 5,
+        nesterov: bool = True,
+        weight_decay: float = 0.0,
+        row_normalize: bool = False,
+        ns: str = "quintic",
+    ):
+        if ns not in ("quintic", "polar_express"):
+            raise ValueError(f"ParallelMuon ns must be quintic or polar_express, got {ns!r}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov,
+                                      weight_decay=weight_decay, row_normalize=row_normalize, ns=ns))
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.ndim != 2:
+                    raise ValueError(f"ParallelMuon takes 2-D parameters only, got shape {tuple(p.shape)}")
+
+    @staticmethod
+    def banks(params: list[Tensor]) -> list[list[Tensor]]:
+        """Same-shape parameters grouped, in first-appearance order."""
+        out: dict[tuple[int, int], list[Tensor]] = {}
+        for p in params:
+            out.setdefault(tuple(p.shape), []).append(p)
+        return list(out.values())
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        world, rank = dist.world_size(), dist.rank()
+        for group in self.param_groups:
+            mu, nesterov, steps = group["momentum"], group["nesterov"], group["backend_steps"]
+            coeffs = POLAR_EXPRESS_COEFFS if group.get("ns") == "polar_express" else NS_COEFFS
+            for bank in self.banks([p for p in group["params"]]):
+                k = len(bank)
+                kp = -(-k // world) * world  # padded to a multiple of the world size
+                m, n = bank[0].shape
+                full = torch.zeros(kp, m, n, device=bank[0].device, dtype=torch.float32)
+                for i, p in enumerate(bank):
+                    if p.grad is not None:
+                        full[i] = p.grad.float()
+                g = _reduce_scatter_mean(full, world, rank)  # [kp/world, m, n], this rank's slice
+                state = self.state[bank[0]]
+                if "bank_buf" not in state:
+                    state["bank_buf"] = torch.zeros_like(g)
+                buf = state["bank_buf"]
+                buf.mul_(mu).add_(g)
+                g = g.add(buf, alpha=mu) if nesterov else buf
+                if group.get("row_normalize", False):
+                    g = g / g.norm(dim=2, keepdim=True).clamp_min(1e-12)
+                x = newton_schulz(g.bfloat16(), steps=steps, coeffs=coeffs) * max(1.0, m / n) ** 0.5
+                upd = _all_gather(x, world)[:k]  # [k, m, n] bf16
+                decay = group["lr"] * group.get("weight_decay", 0.0)
+                for i, p in enumerate(bank):
+                    if decay > 0:
+                        p.mul_(1.0 - decay)
+                    p.add_(upd[i].to(p.dtype), alpha=-group["lr"])
+        return loss
