@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch  # noqa: E402
+
 from pgolf.config import apply_overrides  # noqa: E402
 from pgolf.precision import cpu_model  # noqa: E402
 from pgolf.presets import get_preset  # noqa: E402
@@ -70,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"data.path={args.data}", f"train.max_wallclock_seconds={args.seconds}", f"train.seed={seed}",
                 f"data.val_max_tokens={args.val_tokens}", "train.val_every=0", "train.log_every=100000",
                 *TECHNIQUES[name]])
+            # A fresh compile cache per run: torch.compile keeps at most cache_size_limit graphs of
+            # GPT.forward per process and then silently runs eager, which made the structural variants
+            # of the first screen 25-35 % slower than their FLOPs explain (docs/benchmarks.md).
+            torch._dynamo.reset()
             with tempfile.TemporaryDirectory() as d:
                 m = run(cfg, d, progress=False)
             r = {k: m[k] for k in ("params", "model_bytes", "steps", "tokens_per_second", "pre_quant_val_bpb",

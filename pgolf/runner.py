@@ -21,6 +21,7 @@ import torch
 
 from pgolf import dist, fileio
 from pgolf.artifact.budget import ByteReport, check_budget, code_bytes, format_table
+from pgolf.compile import compile_model
 from pgolf.config import RunConfig, apply_overrides, load_config
 from pgolf.data.prepare import RunData, prepare_data
 from pgolf.errors import ArtifactError, DataError
@@ -56,7 +57,7 @@ class Scored:
 def evaluate_model(model: torch.nn.Module, cfg: RunConfig, data: RunData, device: torch.device) -> EvalResult:
     model.eval()
     if cfg.eval.compile:
-        model = torch.compile(model, dynamic=False)
+        model = compile_model(model)
     return evaluate(
         model, data.val, data.tables, seq_len=cfg.eval.seq_len or cfg.train.seq_len,
         batch_tokens=cfg.eval.batch_tokens, device=device, amp_dtype=agreed_amp(cfg.train.amp_dtype, device).dtype,

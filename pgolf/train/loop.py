@@ -40,6 +40,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pgolf import dist
+from pgolf.compile import compile_model
 from pgolf.config import RunConfig
 from pgolf.data.loader import DistributedTokenLoader, ValData
 from pgolf.data.prepare import RunData, prepare_data
@@ -141,7 +142,7 @@ def train(
     recur = cfg.model.recur
     late_loop = recur.loops > 0 and recur.start_frac > 0  # plain stack first, looped from start_frac
     averager = WeightAverager(model, t)
-    compiled: torch.nn.Module = torch.compile(model, dynamic=False) if t.compile else model
+    compiled: torch.nn.Module = compile_model(model) if t.compile else model
     fwd: torch.nn.Module = compiled
     if world > 1:
         if cfg.optim.parallel_muon:  # parallel Muon reduce-scatters the matrix gradients itself
