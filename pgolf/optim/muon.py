@@ -86,6 +86,28 @@ def newton_schulz(
     return X.mT if transposed else X
 
 
+def muon_direction(g: Tensor, buf: Tensor, group: dict[str, Any]) -> Tensor:
+    """The orthogonalized update of a gradient ``g`` ([rows, cols] or a bank [k, rows, cols]) with its
+    momentum buffer ``buf`` (updated in place): b ← μb + g; g' = g + μb (Nesterov) or b; MuonEq-R rows
+    when ``row_normalize``; Newton–Schulz in bf16 with the group's coefficients; × √max(1, rows/cols)."""
+    mu = group["momentum"]
+    buf.mul_(mu).add_(g)
+    g = g.add(buf, alpha=mu) if group["nesterov"] else buf
+    if group.get("row_normalize", False):  # MuonEq-R
+        g = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    coeffs = POLAR_EXPRESS_COEFFS if group.get("ns") == "polar_express" else NS_COEFFS
+    x = newton_schulz(g.bfloat16(), steps=group["backend_steps"], coeffs=coeffs)
+    return x * max(1.0, g.size(-2) / g.size(-1)) ** 0.5
+
+
+def apply_update(p: Tensor, update: Tensor, group: dict[str, Any]) -> None:
+    """p ← p·(1 − η·λ) (decoupled decay, before the update) − η·update."""
+    decay = group["lr"] * group.get("weight_decay", 0.0)
+    if decay > 0:
+        p.mul_(1.0 - decay)
+    p.add_(update.to(p.dtype), alpha=-group["lr"])
+
+
 class Muon(torch.optim.Optimizer):
     """Muon for 2-D parameters. Per group: ``lr``, ``momentum`` (the trainer may set it every
     step, see :func:`pgolf.optim.schedule.muon_momentum`), ``backend_steps``, ``nesterov``,
@@ -127,34 +149,21 @@ class Muon(torch.optim.Optimizer):
             params: list[Tensor] = group["params"]
             if not params:
                 continue
-            mu, nesterov, steps = group["momentum"], group["nesterov"], group["backend_steps"]
             flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.bfloat16)
             offset = 0
             for i, p in enumerate(params):
                 n = p.numel()
                 if i % world == rank and p.grad is not None:
-                    g = p.grad
                     state = self.state[p]
                     if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = torch.zeros_like(g)
-                    buf = state["momentum_buffer"]
-                    buf.mul_(mu).add_(g)
-                    g = g.add(buf, alpha=mu) if nesterov else buf
-                    if group.get("row_normalize", False):  # MuonEq-R
-                        g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
-                    coeffs = POLAR_EXPRESS_COEFFS if group.get("ns") == "polar_express" else NS_COEFFS
-                    x = newton_schulz(g.bfloat16(), steps=steps, coeffs=coeffs)
-                    x = x * max(1.0, p.size(0) / p.size(1)) ** 0.5
-                    flat[offset : offset + n] = x.reshape(-1)
+                        state["momentum_buffer"] = torch.zeros_like(p.grad)
+                    flat[offset : offset + n] = muon_direction(p.grad, state["momentum_buffer"], group).reshape(-1)
                 offset += n
             # Every element is non-zero on at most one rank, so the SUM is exact in bf16.
             dist.all_reduce_(flat)
             offset = 0
-            decay = group["lr"] * group.get("weight_decay", 0.0)
             for p in params:
                 n = p.numel()
-                if decay > 0:  # decoupled: p ← p·(1 − η·λ), before the update
-                    p.mul_(1.0 - decay)
-                p.add_(flat[offset : offset + n].view_as(p).to(p.dtype), alpha=-group["lr"])
+                apply_update(p, flat[offset : offset + n].view_as(p), group)
                 offset += n
         return loss

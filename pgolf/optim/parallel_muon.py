@@ -20,15 +20,14 @@ the same numbers, more traffic. Momentum buffers live with the slice that owns t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
 
 import torch
 import torch.distributed as tdist
 from torch import Tensor
 
 from pgolf import dist
-from pgolf.optim.muon import NS_COEFFS, POLAR_EXPRESS_COEFFS, newton_schulz
+from pgolf.optim.muon import Muon, apply_update, muon_direction
 
 
 def _reduce_scatter_mean(full: Tensor, world: int, rank: int) -> Tensor:
@@ -59,28 +58,9 @@ def _all_gather(shard: Tensor, world: int) -> Tensor:
         return torch.cat(parts)
 
 
-class ParallelMuon(torch.optim.Optimizer):
-    """Muon over banks (module docstring); the same group options as :class:`~pgolf.optim.muon.Muon`."""
-
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        lr: float = 0.02,
-        momentum: float = 0.95,
-        backend_steps: int = 5,
-        nesterov: bool = True,
-        weight_decay: float = 0.0,
-        row_normalize: bool = False,
-        ns: str = "quintic",
-    ):
-        if ns not in ("quintic", "polar_express"):
-            raise ValueError(f"ParallelMuon ns must be quintic or polar_express, got {ns!r}")
-        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov,
-                                      weight_decay=weight_decay, row_normalize=row_normalize, ns=ns))
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.ndim != 2:
-                    raise ValueError(f"ParallelMuon takes 2-D parameters only, got shape {tuple(p.shape)}")
+class ParallelMuon(Muon):
+    """Muon over banks (module docstring): the same options and checks as
+    :class:`~pgolf.optim.muon.Muon`, a different :meth:`step`."""
 
     @staticmethod
     def banks(params: list[Tensor]) -> list[list[Tensor]]:
@@ -98,9 +78,7 @@ class ParallelMuon(torch.optim.Optimizer):
                 loss = closure()
         world, rank = dist.world_size(), dist.rank()
         for group in self.param_groups:
-            mu, nesterov, steps = group["momentum"], group["nesterov"], group["backend_steps"]
-            coeffs = POLAR_EXPRESS_COEFFS if group.get("ns") == "polar_express" else NS_COEFFS
-            for bank in self.banks([p for p in group["params"]]):
+            for bank in self.banks(group["params"]):
                 k = len(bank)
                 kp = -(-k // world) * world  # padded to a multiple of the world size
                 m, n = bank[0].shape
@@ -112,16 +90,7 @@ class ParallelMuon(torch.optim.Optimizer):
                 state = self.state[bank[0]]
                 if "bank_buf" not in state:
                     state["bank_buf"] = torch.zeros_like(g)
-                buf = state["bank_buf"]
-                buf.mul_(mu).add_(g)
-                g = g.add(buf, alpha=mu) if nesterov else buf
-                if group.get("row_normalize", False):
-                    g = g / g.norm(dim=2, keepdim=True).clamp_min(1e-12)
-                x = newton_schulz(g.bfloat16(), steps=steps, coeffs=coeffs) * max(1.0, m / n) ** 0.5
-                upd = _all_gather(x, world)[:k]  # [k, m, n] bf16
-                decay = group["lr"] * group.get("weight_decay", 0.0)
+                upd = _all_gather(muon_direction(g, state["bank_buf"], group), world)[:k]  # [k, m, n] bf16
                 for i, p in enumerate(bank):
-                    if decay > 0:
-                        p.mul_(1.0 - decay)
-                    p.add_(upd[i].to(p.dtype), alpha=-group["lr"])
+                    apply_update(p, upd[i], group)
         return loss
