@@ -318,6 +318,12 @@ class EmaConfig:
         return self.decay > 0 or self.horizon_frac > 0
 
 
+def window_open(start_frac: float, start_lr_mult: float, progress: float, lr_mult: float) -> bool:
+    """A schedule that starts at ``start_frac`` of the run, or (the records' rule, when
+    ``start_lr_mult`` > 0) once the LR multiplier falls below ``start_lr_mult``."""
+    return lr_mult < start_lr_mult if start_lr_mult > 0 else progress >= start_frac
+
+
 @dataclass
 class SwaConfig:
     """Stochastic weight averaging: the uniform mean of snapshots taken every ``every`` steps once the
@@ -340,6 +346,9 @@ class SwaConfig:
     @property
     def enabled(self) -> bool:
         return self.every > 0
+
+    def started(self, progress: float, lr_mult: float) -> bool:
+        return window_open(self.start_frac, self.start_lr_mult, progress, lr_mult)
 
 
 @dataclass
@@ -368,6 +377,9 @@ class QatConfig:
         _check(not (self.start_frac and self.start_lr_mult), "train.qat: set start_frac or start_lr_mult, not both")
         _check(self.soft_alpha_start > 0 and self.soft_alpha_end > 0 and 0 <= self.soft_ramp_frac <= 1,
                "train.qat: soft_alpha_* > 0, soft_ramp_frac in [0, 1]")
+
+    def started(self, progress: float, lr_mult: float) -> bool:
+        return window_open(self.start_frac, self.start_lr_mult, progress, lr_mult)
 
 
 @dataclass
@@ -575,16 +587,9 @@ def _build(cls: type, d: Any, prefix: str) -> Any:
     unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
         kind = "section" if not prefix else "key"
-        raise ConfigError(f"unknown config {kind} {prefix}{unknown[0]}" + _suggest(unknown[0], hints))
+        raise ConfigError(f"unknown config {kind} {prefix}{unknown[0]}" + _close(unknown[0], list(hints)))
     kwargs = {k: _coerce(f"{prefix}{k}", v, hints[k]) for k, v in d.items()}
     return cls(**kwargs)
-
-
-def _suggest(key: str, hints: dict[str, Any]) -> str:
-    import difflib
-
-    near = difflib.get_close_matches(key, list(hints), n=1)
-    return f" (did you mean {near[0]}?)" if near else ""
 
 
 def type_name(typ: Any) -> str:
@@ -748,6 +753,7 @@ def set_path(d: dict[str, Any], path: str, value: Any, *, item: str | None = Non
 
 
 def _close(key: str, options: list[str]) -> str:
+    """`` (did you mean X?)`` for the closest of ``options``, or ""."""
     import difflib
 
     near = difflib.get_close_matches(key, options, n=1)

@@ -87,7 +87,7 @@ class Qat:
         """Apply the schedule before a step at run ``progress`` with LR multiplier ``lr_mult``; True when
         QAT switches on at this call."""
         c = self.cfg
-        switch = (c.start_lr_mult > 0 and lr_mult < c.start_lr_mult) or (c.start_lr_mult == 0 and progress >= c.start_frac)
+        switch = c.started(progress, lr_mult)
         turned_on = switch and not self.on
         if turned_on:
             self.started_at = progress

@@ -60,8 +60,7 @@ class WeightAverager:
             self.count += 1
         elif self.kind == "swa":
             s = self.cfg.swa
-            window = (lr_mult < s.start_lr_mult) if s.start_lr_mult > 0 else (progress >= s.start_frac)
-            if window and step % s.every == 0:
+            if s.started(progress, lr_mult) and step % s.every == 0:
                 if not self.avg:
                     self.avg = {k: v.detach().float().clone() for k, v in model.state_dict().items()
                                 if v.is_floating_point()}
