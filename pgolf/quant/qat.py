@@ -71,10 +71,14 @@ class Qat:
     """The attached transform: its weight functions and the switch schedule."""
 
     cfg: QatConfig
-    fns: list[FakeQuant] = field(default_factory=list)
+    owners: list[CastedLinear] = field(default_factory=list)
+    """The linears whose ``weight_fn`` is a :class:`FakeQuant`."""
     on: bool = False
     started_at: float | None = None
-    _owners: list[CastedLinear] = field(default_factory=list)
+
+    @property
+    def fns(self) -> list[FakeQuant]:
+        return [m.weight_fn for m in self.owners]  # type: ignore[misc]
 
     def set(self, active: bool, alpha: float | None = None) -> None:
         for f in self.fns:
@@ -82,6 +86,11 @@ class Qat:
             if alpha is not None:
                 f.alpha.fill_(alpha)
         self.on = active
+
+    def reset(self) -> None:
+        """Off again, as before the first :meth:`update` (after the trainer's rolled-back priming steps)."""
+        self.set(False)
+        self.started_at = None
 
     def update(self, progress: float, lr_mult: float) -> bool:
         """Apply the schedule before a step at run ``progress`` with LR multiplier ``lr_mult``; True when
@@ -101,10 +110,9 @@ class Qat:
 
     def detach(self) -> None:
         """Remove the weight functions (the model is plain again)."""
-        for m in list(self._owners):
+        for m in self.owners:
             m.weight_fn = None
-        self.fns.clear()
-
+        self.owners.clear()
 
 
 def attach_qat(model: nn.Module, cfg: QatConfig) -> Qat | None:
@@ -115,8 +123,6 @@ def attach_qat(model: nn.Module, cfg: QatConfig) -> Qat | None:
     q = Qat(cfg)
     for mod in model.modules():
         if isinstance(mod, CastedLinear) and mod.param_roles["weight"].optimizer == "matrix":
-            fn = FakeQuant(cfg.bits, cfg.kind).to(mod.weight.device)
-            mod.weight_fn = fn
-            q.fns.append(fn)
-            q._owners.append(mod)
+            mod.weight_fn = FakeQuant(cfg.bits, cfg.kind).to(mod.weight.device)
+            q.owners.append(mod)
     return q

@@ -229,8 +229,7 @@ def train(
                 one_step(i, 0.0)
         model.looping = not late_loop
         if qat is not None:  # priming steps may have switched QAT on (a schedule that starts at 0)
-            qat.set(False)
-            qat.on, qat.started_at = False, None
+            qat.reset()
         averager.load_state_dict({k: v.clone() for k, v in init_avg[0].items()}, init_avg[1])
         model.load_state_dict(init_model)
         for o, s in zip(optimizers, init_opts, strict=True):
