@@ -201,3 +201,14 @@ def test_progressive_sequence_length_switches_at_its_fractions(tiny_data, tmp_pa
     assert "seq_len:32 step:2 progress:0.2500" in (tmp_path / "train.log").read_text()
     with pytest.raises(ConfigError, match="end with train.seq_len"):
         apply_overrides(cfg, ["train.seq_len_stages=16,32", "train.seq_len_stage_fracs=0,0.5"])
+
+
+@pytest.mark.parametrize("start", [0.0, 0.4])
+def test_soft_round_alpha_ramps_from_where_qat_switched_on(start):
+    q = attach_qat(GPT(SMALL), QatConfig(kind="soft_round", start_frac=start, soft_alpha_start=1.0,
+                                         soft_alpha_end=16.0, soft_ramp_frac=0.1))
+    assert q.update(start, 1.0) and float(q.fns[0].alpha) == pytest.approx(1.0)
+    q.update(start + 0.05, 1.0)
+    assert float(q.fns[0].alpha) == pytest.approx(8.5)
+    q.update(start + 0.5, 1.0)
+    assert float(q.fns[0].alpha) == pytest.approx(16.0) and all(float(f.active) == 1.0 for f in q.fns)

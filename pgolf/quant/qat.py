@@ -102,7 +102,8 @@ class Qat:
             self.started_at = progress
         alpha = None
         if c.kind == "soft_round" and (switch or self.on):
-            t = 1.0 if c.soft_ramp_frac == 0 else min(1.0, (progress - (self.started_at or progress)) / c.soft_ramp_frac)
+            start = progress if self.started_at is None else self.started_at
+            t = 1.0 if c.soft_ramp_frac == 0 else min(1.0, (progress - start) / c.soft_ramp_frac)
             alpha = c.soft_alpha_start + (c.soft_alpha_end - c.soft_alpha_start) * t
         if switch or self.on:
             self.set(True, alpha)
