@@ -87,10 +87,9 @@ def _budget_ms(cfg: RunConfig) -> float:
 
 
 def _average(ms_plain: float, ms_looped: float | None, frac: float) -> float:
+    """Time-weighted ms/step: plain for the first ``frac`` of the wallclock, looped after."""
     if ms_looped is None:
         return ms_plain
-    if frac <= 0:
-        return ms_looped
     return 1.0 / (frac / ms_plain + (1.0 - frac) / ms_looped)
 
 
@@ -140,11 +139,10 @@ def preflight(cfg: RunConfig, hardware: str, *, artifact_bytes: int | None = Non
     f_plain = train_flops_per_token(m, t.seq_len, False)
     f_loop = train_flops_per_token(m, t.seq_len, True) if loops else None
     if hardware == "cpu":
-        ms_tok_plain = measure_cpu_ms_per_token(cfg, False if loops else None)
-        ms_plain = ms_tok_plain * t.batch_tokens
-        ms_loop = measure_cpu_ms_per_token(cfg, True) * t.batch_tokens if loops and frac > 0 else None
-        if loops and frac == 0:
-            ms_plain, ms_loop = measure_cpu_ms_per_token(cfg, True) * t.batch_tokens, None
+
+        def ms_at(looping: bool | None) -> float:
+            return measure_cpu_ms_per_token(cfg, looping) * t.batch_tokens
+
         method = "measured on this CPU (a few real training steps, scaled to the batch)"
         eval_rate = None
     else:
@@ -152,15 +150,16 @@ def preflight(cfg: RunConfig, hardware: str, *, artifact_bytes: int | None = Non
         if hw is None:
             raise ConfigError(f"unknown hardware {hardware!r} (known: {', '.join([*HARDWARE, 'cpu'])})")
 
-        def ms(flops: float) -> float:
-            return hw.overhead_ms + 1000.0 * t.batch_tokens * flops / hw.flops
+        def ms_at(looping: bool | None) -> float:
+            flops = f_loop if looping else f_plain
+            return hw.overhead_ms + 1000.0 * t.batch_tokens * flops / hw.flops  # type: ignore[operator]
 
-        ms_plain = ms(f_plain)
-        ms_loop = ms(f_loop) if f_loop is not None else None
-        if loops and frac == 0:
-            ms_plain, ms_loop = ms_loop, None  # type: ignore[assignment]
         method = f"FLOP model, {hw.name} table ({hw.source})"
         eval_rate = hw.eval_flops
+    if loops and frac > 0:  # plain until start_frac, looped after
+        ms_plain, ms_loop = ms_at(False), ms_at(True)
+    else:  # one plan all run (looped from the start, or no recurrence)
+        ms_plain, ms_loop = ms_at(True if loops else None), None
     avg = _average(ms_plain, ms_loop, frac)
     budget = _budget_ms(cfg)
     steps = min(t.iterations, int(budget // avg)) if budget > 0 else t.iterations
