@@ -188,15 +188,19 @@ class Block(nn.Module):
         m = self.resid_mix.to(x.dtype)
         return m[0] * x + m[1] * x0
 
+    @staticmethod
+    def normed(x: Tensor, layer: LayerPlan) -> Tensor:
+        """rms(x), times the LN-scale factor 1/√(block+1) when ``ln_scale`` ([03-21])."""
+        return rms_norm(x) if layer.ln_scale == 1.0 else rms_norm(x) * layer.ln_scale
+
     def attn_branch(self, x: Tensor, ctx: Context, layer: LayerPlan) -> Tensor:
         """attn_scale ⊙ attn(rms(x)·ln) for the (already mixed) residual read x."""
-        h = rms_norm(x) if layer.ln_scale == 1.0 else rms_norm(x) * layer.ln_scale  # LN scale [03-21]
-        out = self.attn(h, ctx.cos, ctx.sin, xsa=layer.xsa, v_extra=ctx.v_extra(layer), mask=ctx.mask)
+        out = self.attn(self.normed(x, layer), ctx.cos, ctx.sin, xsa=layer.xsa, v_extra=ctx.v_extra(layer),
+                        mask=ctx.mask)
         return self.attn_scale.to(x.dtype) * out
 
     def mlp_branch(self, x: Tensor, layer: LayerPlan, mlp: nn.Module | None = None) -> Tensor:
-        h = rms_norm(x) if layer.ln_scale == 1.0 else rms_norm(x) * layer.ln_scale
-        return self.mlp_scale.to(x.dtype) * (mlp or self.mlp)(h)
+        return self.mlp_scale.to(x.dtype) * (mlp or self.mlp)(self.normed(x, layer))
 
     def forward(self, x: Tensor, x0: Tensor, ctx: Context, layer: LayerPlan, mlp: nn.Module | None = None) -> Tensor:
         x = self.mix(x, x0)
@@ -212,13 +216,13 @@ class Context:
     sin: Tensor
     mask: Tensor | None = None
     ve: Tensor | None = None
-    ve_scales: Tensor | None = None
-    ve_slot: dict[int, int] | None = None
+    """The shared value-embedding term s·P E_v[idx] [B,T,Hkv·D] of ``ve_mod``."""
+    ve_mod: ValueEmbedding | None = None
 
     def v_extra(self, layer: LayerPlan) -> Tensor | None:
-        if not layer.ve or self.ve is None or self.ve_scales is None or self.ve_slot is None:
+        if not layer.ve or self.ve is None or self.ve_mod is None:
             return None
-        return self.ve * self.ve_scales[self.ve_slot[layer.block]].to(self.ve.dtype)
+        return self.ve * self.ve_mod.layer_scales[self.ve_mod.slot[layer.block]].to(self.ve.dtype)
 
 
 @dataclass(frozen=True)
@@ -352,11 +356,15 @@ class GPT(nn.Module):
             return torch.lerp(s, x, torch.sigmoid(self.skip_gates[j].to(x.dtype)))
         return x + s
 
+    def _untied_mlp(self, layer: LayerPlan) -> nn.Module | None:
+        """The repeated pass's own MLP (``recur.untie_mlp``), or None for the block's."""
+        return self.recur_mlps[layer.mlp_slot] if layer.mlp_slot is not None else None
+
     def _parallel(self, layer: LayerPlan, lane0: Tensor, lane1: Tensor, x0: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
         """Parallel lanes ([03-31] PR #1204, [04-10]+): both branches read the lanes before the block."""
         b = self.blocks[layer.block]
         a = b.attn_branch(b.mix(lane0, x0), ctx, layer)
-        m = b.mlp_branch(lane1, layer, self.recur_mlps[layer.mlp_slot] if layer.mlp_slot is not None else None)
+        m = b.mlp_branch(lane1, layer, self._untied_mlp(layer))
         r, p = self.lane_resid[layer.block].to(lane0.dtype), self.lane_post[layer.block].to(lane0.dtype)
         return r[0] * lane0 + p[0, 0] * a + p[1, 0] * m, r[1] * lane1 + p[0, 1] * a + p[1, 1] * m
 
@@ -378,7 +386,7 @@ class GPT(nn.Module):
                                  a.rope_train_len)  # [1,1,T,r/2]
         ctx = Context(cos, sin, mask=document_mask(idx, self.cfg.embed.bos_id) if a.doc_mask else None)
         if self.ve is not None:  # [B,T,Hkv·D], shared by the VE layers
-            ctx.ve, ctx.ve_scales, ctx.ve_slot = self.ve(idx), self.ve.layer_scales, self.ve.slot
+            ctx.ve, ctx.ve_mod = self.ve(idx), self.ve
         skips: list[Tensor] = []
         lane0 = lane1 = None
         for layer in self.plan:
@@ -392,8 +400,7 @@ class GPT(nn.Module):
             if layer.parallel:
                 lane0, lane1 = self._parallel(layer, lane0, lane1, x0, ctx)
             else:
-                mlp = self.recur_mlps[layer.mlp_slot] if layer.mlp_slot is not None else None
-                x = self.blocks[layer.block](x, x0, ctx, layer, mlp)
+                x = self.blocks[layer.block](x, x0, ctx, layer, self._untied_mlp(layer))
             if layer.push_skip:
                 skips.append(x)
         if lane0 is not None:
