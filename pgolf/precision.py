@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from pgolf.errors import ConfigError
+
 MIN_SPEEDUP = 1.2
 """bf16 must beat fp32 by this factor in the probe (a margin against timing noise)."""
 PROBE_N = 384
@@ -126,8 +128,6 @@ def resolve_amp(amp_dtype: str, device: torch.device | str) -> Precision:
     if amp_dtype in ("bf16", "fp32"):
         return Precision(amp_dtype, f"train.amp_dtype={amp_dtype} (set explicitly)")
     if amp_dtype != "auto":
-        from pgolf.errors import ConfigError
-
         raise ConfigError(f"train.amp_dtype must be auto, bf16 or fp32, got {amp_dtype!r}")
     return _auto(device.type, device.index)
 

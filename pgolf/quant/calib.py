@@ -98,7 +98,7 @@ class HessianCollector:
                 if isinstance(owner, nn.Linear) and wname.endswith(".weight") and wname != head:
                     self._add(owner, wname, owner.in_features, False, want)
             elif role.hessian == "head" and wname == head and final_norm is not None:
-                self._add(final_norm, wname, int(dict(self.model.named_parameters())[wname].shape[1]), True, want)
+                self._add(final_norm, wname, int(self.model.get_parameter(wname).shape[1]), True, want)
         if want is not None and want - set(self._sums):
             raise ConfigError(f"no hook point for {', '.join(sorted(want - set(self._sums)))}")
         self._handles: list = []
