@@ -40,10 +40,13 @@ def _spy(monkeypatch):
     return seen
 
 
-def test_ema_in_training_equals_a_float64_reference(tiny_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_ema_in_training_equals_a_float64_reference(tiny_data, tmp_path, monkeypatch, warmup):
+    """With priming steps too: they are rolled back, and so is what they did to the average."""
     seen = _spy(monkeypatch)
-    cfg = _cfg(tiny_data, "train.ema.decay=0.8")
+    cfg = _cfg(tiny_data, "train.ema.decay=0.8", f"train.warmup_steps={warmup}")
     res = train(cfg, tmp_path, data=prepare_data(cfg), progress=False)
+    seen = seen[warmup:]  # the averager also sees the rolled-back priming steps
     assert len(seen) == 8
     torch.manual_seed(cfg.train.seed)
     ref = {k: v.double() for k, v in GPT(cfg.model).state_dict().items()}  # the EMA starts at the initial weights

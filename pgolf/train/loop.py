@@ -222,15 +222,15 @@ def train(
         init_model = copy.deepcopy(model.state_dict())
         init_opts = [copy.deepcopy(o.state_dict()) for o in optimizers]
         init_loader = loader.state_dict()
-        init_avg = averager.state_dict()
+        avg_t, avg_info = averager.state_dict()  # copies: the priming steps update the average in place
+        init_avg = ({k: v.clone() for k, v in avg_t.items()}, dict(avg_info))
         for looped in ([False, True] if late_loop else [model.looping]):  # prime both plans' compiles
             model.looping = looped
             for i in range(t.warmup_steps):
                 one_step(i, 0.0)
-        model.looping = not late_loop
         if qat is not None:  # priming steps may have switched QAT on (a schedule that starts at 0)
             qat.reset()
-        averager.load_state_dict({k: v.clone() for k, v in init_avg[0].items()}, init_avg[1])
+        averager.load_state_dict(*init_avg)
         model.load_state_dict(init_model)
         for o, s in zip(optimizers, init_opts, strict=True):
             o.load_state_dict(s)
