@@ -246,6 +246,11 @@ def data_fetch(
     print(json.dumps(summary, indent=2, default=str))
 
 
+from pgolf.commands import register_all  # noqa: E402  (after the core commands: their order in --help)
+
+register_all(app)
+
+
 def _exc(name: str) -> tuple[type[BaseException], ...]:
     """The click exception class ``name`` from click and from typer's vendored click, if present."""
     found = {getattr(m.exceptions, name) for m in (click, _tclick) if hasattr(m.exceptions, name)}

@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "preflight": {"model", "optim", "export"},
 }
 TRAINING_PATH = set(ALLOWED)
-FORBIDDEN_FROM_TRAINING_PATH = {"submit", "track", "cli"}
+FORBIDDEN_FROM_TRAINING_PATH = {"submit", "track", "cli", "commands"}
 
 
 def layer(mod: str) -> str | None:
