@@ -6,7 +6,7 @@
     pgolf data fetch --variant sp1024 --train-shards 10 --out DIR
     pgolf train cpu --set data.path=DIR --out runs/cpu [--resume]
     pgolf export runs/cpu [--budget 16000000] [--scheme gptq6_emb7_brotli]
-    pgolf eval runs/cpu
+    pgolf eval runs/cpu [--method plain --method sliding --method mix] [--data DIR]
     torchrun --standalone --nproc_per_node=8 -m pgolf run baseline --out runs/baseline
 
 User errors (bad path, corrupt file, unknown key, over budget) print one line
@@ -189,28 +189,6 @@ def export_cmd(
     print(format_table(rep))
     print(f"artifact {run_dir / 'model.pgolf'} ({res.scheme}, hessians: {res.hessian_source}): "
           f"{rep.artifact_bytes:,} bytes (model {rep.model_bytes:,} + code {rep.code_bytes:,}) of {rep.cap:,}")
-
-
-@app.command("eval")
-def eval_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory (config.json + model.pgolf).")],
-    artifact: Annotated[Path | None, typer.Option("--artifact", help="Artifact to evaluate instead of RUN_DIR/model.pgolf.")] = None,
-    set_: SetOpt = None,
-) -> None:
-    """Reload an artifact from disk and evaluate it exactly (val_bpb and val_bpb_raw)."""
-    from pgolf import dist
-    from pgolf.config import apply_overrides, load_config
-    from pgolf.runner import eval_run
-
-    if not (run_dir / "config.json").exists():
-        raise PgolfError(f"{run_dir}: not a run directory (no config.json)")
-    cfg = apply_overrides(load_config(str(run_dir / "config.json")), set_ or [])
-    try:
-        m = eval_run(run_dir, cfg, artifact)
-    finally:
-        dist.cleanup()
-    if dist.rank() == 0:
-        print(json.dumps(m, indent=2))
 
 
 @data_app.command("build")

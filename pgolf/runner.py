@@ -11,6 +11,7 @@ reloaded from disk (the baseline's "roundtrip"), never of the in-memory weights.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -241,18 +242,112 @@ def export_run(
         log.close()
 
 
-def eval_run(run_dir: str | Path, cfg: RunConfig | None = None, artifact: str | Path | None = None) -> dict[str, Any]:
-    """Reload the artifact of ``run_dir`` and evaluate it (``pgolf eval``)."""
+def eval_run(run_dir: str | Path, cfg: RunConfig | None = None, artifact: str | Path | None = None, *,
+             methods: tuple[str, ...] | list[str] = ("plain",), data_dir: str | Path | None = None,
+             dump_losses: str | Path | None = None, metrics_path: str | Path | None = None) -> dict[str, Any]:
+    """Reload the artifact of ``run_dir`` and evaluate it with each of ``methods`` (``pgolf eval``), each on
+    its own budgeted clock started when the artifact is opened (:mod:`pgolf.eval.methods`).
+
+    ``data_dir``: score another dataset (its tokenizer must match the artifact's vocabulary and, when
+    both manifests say, the run's tokenizer file). ``dump_losses``: write each method's per-target losses
+    (``FILE``, or ``FILE`` with ``.METHOD`` before the suffix when several). The results are merged into
+    ``metrics_path`` (default ``RUN_DIR/metrics.json``) under ``evals``; every file is written only after
+    every method finished. Returns the first method's metrics, its artifact bytes, and ``methods``."""
+    from pgolf.eval.budget import EvalClock
+    from pgolf.eval.methods import parse_method, run_method
+    from pgolf.eval.scoring import loss_table, write_losses
+
     run_dir = Path(run_dir)
     cfg = cfg or load_config(str(run_dir / CONFIG))
+    methods = list(methods) or ["plain"]
+    for m in methods:
+        parse_method(m)
+    if len(set(methods)) != len(methods):
+        raise DataError(f"eval methods listed twice: {', '.join(methods)}")
+    run_manifest = _manifest_tokenizer(Path(cfg.data.path)) if cfg.data.path else None
+    if data_dir is not None:
+        cfg = apply_overrides(cfg, [f"data.path={data_dir}", "data.tokenizer="])
     info = dist.init(cfg.train.device)
     path = Path(artifact) if artifact else run_dir / ARTIFACT
     if not path.exists():
         raise ArtifactError(f"{path}: no such artifact (run `pgolf export` first)")
-    data = prepare_data(cfg)
-    model = reload_model(path, cfg, info.device)
-    t0 = time.perf_counter()
-    res = evaluate_model(model, cfg, data, info.device)
-    out = {**res.to_metrics(), "eval_seconds": time.perf_counter() - t0,
-           "artifact_bytes": path.stat().st_size + code_bytes()}
-    return out
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    data = prepare_data(cfg)  # checks the tokenizer's vocabulary against the artifact's
+    if data_dir is not None:
+        theirs = _manifest_tokenizer(Path(data_dir))
+        if run_manifest and theirs and run_manifest != theirs:
+            raise DataError(f"{data_dir}: its tokenizer (sha256 {theirs[:12]}…) is not the one the run was trained "
+                            f"with (sha256 {run_manifest[:12]}…)")
+    amp = agreed_amp(cfg.train.amp_dtype, info.device).dtype
+    runs = []
+    for name in methods:
+        clock = EvalClock(cfg.eval.budget_seconds)
+        with clock.phase("load"):
+            model = reload_model(path, cfg, info.device)
+        runs.append(run_method(name, model, data.val, data.tables, cfg, device=info.device, amp_dtype=amp,
+                               score=data.score, clock=clock))
+        del model
+    entries = []
+    for r in runs:
+        entry = {**r.scored.result.to_metrics(), "method": r.name, "data": str(data.spec.data_dir),
+                 "eval_seconds": r.report["total_seconds"], "tokens_per_second": r.report["tokens_per_second"],
+                 **{k: r.report[k] for k in ("settings", "phases", "actions", "within_budget", "budget_seconds")},
+                 "details": r.report["details"]}
+        entries.append(entry)
+    if dist.is_main():
+        if dump_losses is not None:
+            for r in runs:
+                target = _dump_path(Path(dump_losses), r.name, len(runs))
+                write_losses(target, loss_table(r.scored, data.val.tokens, data.tables, data.val.raw_bytes))
+        mpath = Path(metrics_path) if metrics_path else run_dir / METRICS
+        merged: dict[str, Any] = {}
+        if mpath.exists():
+            try:
+                merged = json.loads(mpath.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise DataError(f"{mpath}: unreadable metrics file ({e})") from None
+        evals = merged.get("evals", {}) if isinstance(merged.get("evals"), dict) else {}
+        suffix = "" if data_dir is None else f"@{Path(data_dir).name}"
+        for entry in entries:
+            evals[entry["method"] + suffix] = entry
+        merged["evals"] = evals
+        fileio.write_json(mpath, merged)
+    first = entries[0]
+    return {**{k: first[k] for k in runs[0].scored.result.to_metrics()}, "eval_seconds": first["eval_seconds"],
+            "artifact_bytes": path.stat().st_size + code_bytes(), "methods": entries}
+
+
+def _manifest_tokenizer(data_dir: Path) -> str | None:
+    """The tokenizer sha256 a dataset's manifest records, or None."""
+    p = data_dir / "manifest.json"
+    try:
+        m = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    tok = m.get("tokenizer") if isinstance(m, dict) else None
+    return tok.get("sha256") if isinstance(tok, dict) else None
+
+
+def _dump_path(path: Path, method: str, n_methods: int) -> Path:
+    if n_methods == 1:
+        return path
+    tag = method.replace("+", "_")
+    return path.with_name(f"{path.stem}.{tag}{path.suffix or '.npy'}")
+
+
+def eval_scorecard(result: dict[str, Any]) -> str:
+    """One line per method: val_bpb, val_bpb_raw, seconds, tokens/s, settings and budget actions."""
+    def f(v: Any, nd: int = 6) -> str:
+        return "n/a" if v is None else f"{v:.{nd}f}"
+
+    rows = [f"{'method':<12} {'val_bpb':>9} {'val_bpb_raw':>11} {'seconds':>8} {'tok/s':>8}  settings"]
+    for e in result["methods"]:
+        st = " ".join(f"{k}={v}" for k, v in e["settings"].items())
+        rows.append(f"{e['method']:<12} {f(e['val_bpb']):>9} {f(e['val_bpb_raw']):>11} {e['eval_seconds']:>8.1f} "
+                    f"{e['tokens_per_second']:>8,.0f}  {st}")
+        phases = ", ".join(f"{k} {v:.1f}s" for k, v in e["phases"].items())
+        rows.append(f"{'':<12} phases: {phases}" + ("" if e["within_budget"] else "   OVER BUDGET"))
+        for a in e["actions"]:
+            rows.append(f"{'':<12} budget: {a}")
+    return "\n".join(rows)

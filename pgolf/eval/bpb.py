@@ -25,25 +25,33 @@ Exactness. Each CE_p is the model's fp32 (or wider) value. The sums are kept in 
 device. T, Σ B_p and Σ R_p are integers, computed exactly in int64 and carried as float64
 (exact below 2^53). The S sequences are split into contiguous runs, one per rank:
 [⌊S·r/W⌋, ⌊S·(r+1)/W⌋). All four sums go through one SUM all-reduce.
+
+The per-target CE values are kept (:func:`evaluate_scored`, :mod:`pgolf.eval.scoring`): Σ CE is the
+float64 sum of exactly the float32 values ``--dump-losses`` writes, and every target of the M − 1
+is checked to be scored exactly once.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from pgolf import dist
-from pgolf.data.bytetables import ByteTables, stream_token_bytes
+from pgolf.data.bytetables import ByteTables
 from pgolf.errors import ConfigError, DataError
+from pgolf.eval.result import (  # noqa: F401  (the metrics live there; re-exported here)
+    LN2,
+    EvalResult,
+    bpb_from_sums,
+    loss_from_sums,
+    result_from_sums,
+)
+from pgolf.eval.scoring import TargetSink, check_tokens, finish
 from pgolf.precision import resolve_amp
-
-LN2 = math.log(2.0)
 
 
 class ValTokens(Protocol):
@@ -51,83 +59,6 @@ class ValTokens(Protocol):
 
     tokens: np.ndarray
     raw_bytes: np.ndarray | None
-
-
-@dataclass
-class EvalResult:
-    """Metrics of one evaluation pass, with the exact sums they come from."""
-
-    val_loss: float
-    """Mean cross-entropy per scored target, nats."""
-    val_bpb: float
-    """Bits per byte of normalized text (the challenge's score)."""
-    val_bpb_raw: float | None
-    """Bits per original UTF-8 byte (tokenizer-agnostic); None without a byte sidecar."""
-    tokens: int
-    """Scored targets."""
-    bytes: int
-    """Σ table bytes of the scored targets."""
-    bytes_raw: int | None
-    """Σ sidecar (original-text) bytes of the scored targets; None without a sidecar."""
-    byte_ratio: float | None
-    """bytes / bytes_raw (normalized vs original text); None without a sidecar."""
-    seconds: float
-    """Wallclock of the pass."""
-    loss_sum_nats: float
-    """Σ cross-entropy in nats (float64), for combining passes."""
-    score: str = "table"
-    """The bytes ``val_bpb`` divides by: ``table`` or ``sidecar`` (a transformed dataset, e.g. CaseOps:
-    then val_bpb = val_bpb_raw, the records' ``val_bpb:byte_sidecar``)."""
-
-    def to_metrics(self) -> dict[str, Any]:
-        """The ``metrics.json`` keys of this evaluation (DESIGN.md)."""
-        return {
-            "val_loss": self.val_loss,
-            "val_bpb": self.val_bpb,
-            "val_bpb_raw": self.val_bpb_raw,
-            "val_tokens": self.tokens,
-            "val_bytes": self.bytes,
-            "val_bytes_raw": self.bytes_raw,
-            "val_byte_ratio": self.byte_ratio,
-            "eval_seconds": self.seconds,
-            "val_bpb_bytes": self.score,
-        }
-
-
-def loss_from_sums(loss_sum_nats: float, tokens: int) -> float:
-    """Mean loss in nats; NaN when nothing was scored."""
-    return loss_sum_nats / tokens if tokens > 0 else math.nan
-
-
-def bpb_from_sums(loss_sum_nats: float, tokens: int, bytes: int) -> float:
-    """(Σ CE / ln 2) / bytes, i.e. val_loss / ln 2 × tokens / bytes; NaN when bytes ≤ 0."""
-    if tokens <= 0 or bytes <= 0:
-        return math.nan
-    return loss_sum_nats / (LN2 * bytes)
-
-
-def result_from_sums(
-    loss_sum_nats: float, tokens: int, bytes: int, bytes_raw: int | None = None, seconds: float = 0.0,
-    score: str = "table",
-) -> EvalResult:
-    """Build an :class:`EvalResult` from (already all-reduced) sums; shared by other evaluators.
-    ``score="sidecar"``: val_bpb over the original bytes (needs ``bytes_raw``)."""
-    if score not in ("table", "sidecar"):
-        raise ConfigError(f"score must be table or sidecar, got {score!r}")
-    if score == "sidecar" and bytes_raw is None:
-        raise DataError("scoring against original bytes needs the validation byte sidecar")
-    return EvalResult(
-        val_loss=loss_from_sums(loss_sum_nats, tokens),
-        val_bpb=bpb_from_sums(loss_sum_nats, tokens, bytes if score == "table" else bytes_raw),
-        val_bpb_raw=None if bytes_raw is None else bpb_from_sums(loss_sum_nats, tokens, bytes_raw),
-        tokens=int(tokens),
-        bytes=int(bytes),
-        bytes_raw=None if bytes_raw is None else int(bytes_raw),
-        byte_ratio=None if bytes_raw is None else (bytes / bytes_raw if bytes_raw > 0 else math.nan),
-        seconds=float(seconds),
-        loss_sum_nats=float(loss_sum_nats),
-        score=score,
-    )
 
 
 def num_eval_sequences(n_tokens: int, seq_len: int) -> int:
@@ -156,12 +87,33 @@ def evaluate(
 ) -> EvalResult:
     """Score the validation stream in non-overlapping ``seq_len`` windows (the baseline's eval).
     ``score``: the bytes val_bpb divides by (``table`` or ``sidecar``; :attr:`EvalResult.score`).
+    :func:`evaluate_scored` with the per-target losses; this returns only the metrics."""
+    return evaluate_scored(model, val, tables, seq_len=seq_len, batch_tokens=batch_tokens, device=device,
+                           amp_dtype=amp_dtype, rank=rank, world_size=world_size, score=score).result
+
+
+def evaluate_scored(
+    model: nn.Module,
+    val: ValTokens,
+    tables: ByteTables,
+    *,
+    seq_len: int,
+    batch_tokens: int,
+    device: torch.device | str,
+    amp_dtype: str = "bf16",
+    rank: int | None = None,
+    world_size: int | None = None,
+    score: str = "table",
+    pad_batches: bool = False,
+):
+    """The plain evaluation as a :class:`pgolf.eval.scoring.Scored` (per-target losses and counts).
 
     ``model(x, y, reduction="none")`` must return the per-token cross-entropy in nats, [B, L].
     Each rank runs ``batch_tokens // (world_size · seq_len)`` sequences per forward pass. The sums
     are all-reduced when ``world_size`` > 1 and a process group is up. If ``rank`` and
     ``world_size`` are given without a process group, the result covers that rank's share only,
-    which is how tests simulate ranks.
+    which is how tests simulate ranks. ``pad_batches``: a short last batch is padded with zero rows
+    (one input shape for a compiled model; the padding is not scored).
     """
     t0 = time.perf_counter()
     rank = dist.rank() if rank is None else rank
@@ -189,22 +141,13 @@ def evaluate(
     if total_seqs == 0:
         raise DataError(f"validation split has {tokens.shape[0]} tokens, too few for seq_len={seq_len}")
     n_used = total_seqs * seq_len + 1
-    if int(tokens[:n_used].max()) >= tables.vocab_size:
-        raise DataError(f"validation tokens contain id {int(tokens[:n_used].max())} >= vocab_size {tables.vocab_size}")
     raw = None if val.raw_bytes is None else np.asarray(val.raw_bytes)
+    check_tokens(tokens[:n_used], tables, None)
     if raw is not None and raw.shape != tokens.shape:
         raise DataError(f"byte sidecar has {raw.shape[0]} entries but the validation stream has {tokens.shape[0]} tokens")
 
     seq_start, seq_end = rank_sequences(total_seqs, rank, world_size)
-    a, b = seq_start * seq_len, seq_end * seq_len  # this rank scores targets u[a+1 .. b]
-    # Byte counts do not depend on the model: exact int64 sums over this rank's targets, with
-    # two tokens of left context so that every target sees the same context as in the full stream.
-    lo = max(a - 1, 0)
-    tb = stream_token_bytes(tables, tokens[lo : b + 1])[a + 1 - lo :]
-    local_bytes = int(tb.sum(dtype=np.int64))
-    local_raw = 0 if raw is None else int(raw[a + 1 : b + 1].sum(dtype=np.int64))
-
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    sink = TargetSink(tokens.shape[0] - 1, device)
     was_training = model.training
     model.eval()
     try:
@@ -215,25 +158,19 @@ def evaluate(
                 chunk = chunk.to(device, non_blocking=True)
                 x = chunk[:-1].view(-1, seq_len)  # [B, L]
                 y = chunk[1:].view(-1, seq_len)  # [B, L]
+                rows = x.shape[0]
+                if pad_batches and rows < batch_seqs:
+                    x = torch.cat([x, x.new_zeros(batch_seqs - rows, seq_len)])
+                    y = torch.cat([y, y.new_zeros(batch_seqs - rows, seq_len)])
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp_dtype == "bf16"):
                     ce = model(x, y, reduction="none")
                 if tuple(ce.shape) != tuple(y.shape):
                     raise ValueError(f"model(x, y, reduction='none') returned shape {tuple(ce.shape)}, expected {tuple(y.shape)}")
-                loss_sum += ce.to(torch.float64).sum()
+                index = torch.arange(s * seq_len, e * seq_len, device=device)  # target position − 1
+                sink.put(index, ce[:rows].reshape(-1))
     finally:
         model.train(was_training)
-
-    local_tokens = (seq_end - seq_start) * seq_len
-    counts = torch.tensor([local_tokens, local_bytes, local_raw], dtype=torch.float64, device=device)
-    sums = torch.cat([loss_sum.view(1), counts])
-    if world_size > 1:
-        dist.all_reduce_(sums, "sum")
-    loss_total, n_tok, n_bytes, n_raw = sums.tolist()
-    return result_from_sums(
-        loss_total,
-        int(n_tok),
-        int(n_bytes),
-        None if raw is None else int(n_raw),
-        seconds=time.perf_counter() - t0,
-        score=score,
-    )
+    losses, counts, _ = sink.host()
+    return finish(losses, counts, tokens, raw, tables, expected=slice(0, total_seqs * seq_len), world_size=world_size,
+                  device=device, t0=t0, score=score, what="plain evaluation",
+                  info={"method": "plain", "seq_len": seq_len})

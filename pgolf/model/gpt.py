@@ -368,9 +368,11 @@ class GPT(nn.Module):
         r, p = self.lane_resid[layer.block].to(lane0.dtype), self.lane_post[layer.block].to(lane0.dtype)
         return r[0] * lane0 + p[0, 0] * a + p[1, 0] * m, r[1] * lane1 + p[0, 1] * a + p[1, 1] * m
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None, reduction: str = "mean") -> Tensor:
+    def forward(self, idx: Tensor, targets: Tensor | None = None, reduction: str = "mean", adapter=None) -> Tensor:
         """idx [B,T] int64 → fp32 logits [B,T,V] (fp64 for a float64 model) if ``targets`` is None, else the cross-entropy in
-        nats: a scalar (``reduction`` "mean" or "sum") or [B,T] (``reduction="none"``)."""
+        nats: a scalar (``reduction`` "mean" or "sum") or [B,T] (``reduction="none"``). ``adapter``: a callable on the
+        final hidden states [B,T,d] whose output [B,T,V] is added to the logits before the softcap (the LM-head
+        adapter of test-time training, :mod:`pgolf.eval.lora`); None = the model as trained."""
         B, T = idx.shape
         x = self.tok_emb(idx)  # [B,T,d]
         if self.bigram is not None:
@@ -407,9 +409,9 @@ class GPT(nn.Module):
             f = self.cfg.parallel_final
             x = 0.5 * (lane0 + lane1) if f == "mean" else lane0 if f == "attn" else lane1
         x = self.final_norm(x)  # [B,T,d], the LM-head input
-        if targets is not None and self.cfg.ce_chunk_tokens:
+        if targets is not None and self.cfg.ce_chunk_tokens and adapter is None:
             return self._chunked_loss(x, targets, reduction)
-        logits = self._logits(x)  # [B,T,V], fp32 (fp64 stays fp64), softcapped
+        logits = self._logits(x, adapter)  # [B,T,V], fp32 (fp64 stays fp64), softcapped
         if targets is None:
             return logits
         if reduction not in ("mean", "sum", "none"):
@@ -436,10 +438,12 @@ class GPT(nn.Module):
     def _chunk_ce(self, h: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(self._logits(h), y, reduction="none")
 
-    def _logits(self, x: Tensor) -> Tensor:
+    def _logits(self, x: Tensor, adapter=None) -> Tensor:
         """Softcapped logits (fp32; fp64 for a float64 model) of final hidden states x [..., d]."""
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight  # [V, d]
         logits = F.linear(x, w.to(x.dtype))
+        if adapter is not None:
+            logits = logits + adapter(x).to(logits.dtype)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         c = self.cfg.logit_softcap
         return c * torch.tanh(logits / c) if c > 0 else logits

@@ -1,0 +1,50 @@
+"""``pgolf eval``: evaluate any artifact on any dataset with one or more methods, each inside its budget.
+
+    pgolf eval runs/cpu                                       # plain, as the run scored itself
+    pgolf eval runs/cpu --method plain --method sliding --method mix
+    pgolf eval runs/cpu --method ttt --set eval.ttt.mode=phased --data data/other --dump-losses losses.npy
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pgolf.errors import PgolfError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_cmd(
+        run_dir: Annotated[Path, typer.Argument(help="Run directory (config.json + model.pgolf).")],
+        method: Annotated[list[str] | None, typer.Option("--method", help="plain, sliding, ttt, mix, sliding+mix or "
+                                                         "ttt+mix; repeatable (default plain).")] = None,
+        data: Annotated[Path | None, typer.Option("--data", help="Score this dataset directory instead of the run's.")] = None,
+        artifact: Annotated[Path | None, typer.Option("--artifact", help="Artifact instead of RUN_DIR/model.pgolf.")] = None,
+        budget: Annotated[float | None, typer.Option("--budget", help="Seconds per method (eval.budget_seconds; 0 = none).")] = None,
+        dump_losses: Annotated[Path | None, typer.Option("--dump-losses", help="Write every scored target's loss and "
+                                                         "byte counts (.npy; FILE.METHOD.npy for several methods).")] = None,
+        metrics: Annotated[Path | None, typer.Option("--metrics", help="Merge the results into this JSON file "
+                                                     "(default RUN_DIR/metrics.json).")] = None,
+        set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config field: section.key=value.")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of the scorecard.")] = False,
+    ) -> None:
+        """Reload an artifact from disk and evaluate it exactly (val_bpb and val_bpb_raw per method, with seconds)."""
+        from pgolf import dist
+        from pgolf.config import apply_overrides, load_config
+        from pgolf.runner import eval_run, eval_scorecard
+
+        if not (run_dir / "config.json").exists():
+            raise PgolfError(f"{run_dir}: not a run directory (no config.json)")
+        sets = list(set_ or []) + ([] if budget is None else [f"eval.budget_seconds={budget}"])
+        cfg = apply_overrides(load_config(str(run_dir / "config.json")), sets)
+        try:
+            m = eval_run(run_dir, cfg, artifact, methods=method or ["plain"], data_dir=data, dump_losses=dump_losses,
+                         metrics_path=metrics)
+        finally:
+            dist.cleanup()
+        if dist.rank() == 0:
+            print(json.dumps(m, indent=2) if as_json else eval_scorecard(m))

@@ -1,0 +1,120 @@
+"""Batched per-document LoRA for test-time training: one independent adapter per batch row.
+
+Sources: [03-17a] LoRA TTT (rank 8 on lm_head, c_q, c_v); [04-10] PR #1530 (Q, K, V, O, a d→d LoRA
+beside the MLP, lm_head); PR #1767 in [04-23] (output scaled by α/r; "warm-start A": at a reset only
+B is zeroed). CATALOGUE §2.6. Written here because peft does not batch per-document adapters
+(DESIGN.md "Dependencies").
+
+For a linear map y = W x (x ∈ R^{d_in}) and batch row b (one document):
+
+    y_b = W x_b + (α/r) · B_b A_b x_b        A_b ∈ R^{r×d_in} ~ U(±1/√d_in),  B_b ∈ R^{d_out×r} = 0
+
+so a fresh adapter is the identity on the model. Rows share nothing: the loss is a sum of per-row
+losses, Adam/SGD act elementwise, so row b's adapter only ever sees row b's document.
+
+It is a model transform applied from outside the model (DESIGN.md): forward hooks on the attention
+projections (``q`` → c_q, ``k`` → c_k, ``v`` → c_v, ``o`` → proj) and on each MLP (``mlp``: the d→d LoRA
+reads the MLP's input, its output is added to the MLP's), and, for ``head``, the ``adapter=`` argument
+of :meth:`pgolf.model.gpt.GPT.forward`, which adds (α/r)·B A h to the logits of the final hidden state h
+before the softcap. A block that runs several times (depth recurrence) uses its adapter every time.
+:meth:`BatchedLoRA.detach` removes every hook; the model's parameters and state dict never change.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+TARGETS = ("q", "k", "v", "o", "mlp", "head")
+
+
+class LoRASlots(nn.Module):
+    """``bsz`` independent rank-r adapters of one map d_in → d_out: A [bsz, r, d_in], B [bsz, d_out, r]."""
+
+    def __init__(self, bsz: int, d_in: int, d_out: int, rank: int, scale: float, generator: torch.Generator,
+                 device: torch.device) -> None:
+        super().__init__()
+        self.bound = 1.0 / math.sqrt(d_in)
+        self.scale = scale
+        self.generator = generator
+        self.A = nn.Parameter(torch.empty(bsz, rank, d_in, device=device))
+        self.B = nn.Parameter(torch.zeros(bsz, d_out, rank, device=device))
+        self.reset(warm_start_a=False)
+
+    def reset(self, warm_start_a: bool) -> None:
+        with torch.no_grad():
+            self.B.zero_()
+            if not warm_start_a:
+                a = torch.rand(self.A.shape, generator=self.generator, dtype=torch.float32)
+                self.A.copy_((a * 2 - 1) * self.bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [bsz, T, d_in] → [bsz, T, d_out]."""
+        if x.shape[0] != self.A.shape[0]:
+            raise ValueError(f"LoRA batch of {self.A.shape[0]} documents got an input batch of {x.shape[0]}")
+        h = torch.bmm(x, self.A.transpose(1, 2).to(x.dtype))  # [bsz, T, r]
+        return torch.bmm(h, self.B.transpose(1, 2).to(x.dtype)) * self.scale
+
+
+class BatchedLoRA(nn.Module):
+    """The adapters of every targeted layer of a GPT, for ``bsz`` documents side by side."""
+
+    def __init__(self, model: nn.Module, bsz: int, rank: int, targets: tuple[str, ...], alpha: float = 0.0,
+                 seed: int = 0) -> None:
+        super().__init__()
+        bad = sorted(set(targets) - set(TARGETS))
+        if bad:
+            raise ValueError(f"unknown LoRA target {bad[0]!r} (one of {', '.join(TARGETS)})")
+        self.bsz, self.rank, self.targets = bsz, rank, tuple(targets)
+        scale = (alpha or rank) / rank
+        device = next(model.parameters()).device
+        self.generator = torch.Generator().manual_seed(seed)
+        self.slots = nn.ModuleDict()
+        self._hooked: list[tuple[nn.Module, str]] = []
+        d = model.cfg.model_dim
+        kv = model.cfg.num_kv_heads * model.cfg.head_dim
+
+        def add(name: str, module: nn.Module, d_in: int, d_out: int) -> None:
+            self.slots[name] = LoRASlots(bsz, d_in, d_out, rank, scale, self.generator, device)
+            self._hooked.append((module, name))
+
+        for i, blk in enumerate(model.blocks):
+            a = blk.attn
+            for t, mod, d_out in (("q", a.c_q, a.c_q.out_features), ("k", a.c_k, kv), ("v", a.c_v, kv), ("o", a.proj, d)):
+                if t in targets:
+                    add(f"{t}{i}", mod, mod.in_features, d_out)
+            if "mlp" in targets:
+                add(f"mlp{i}", blk.mlp, d, d)
+        if "mlp" in targets:
+            for j, m in enumerate(getattr(model, "recur_mlps", [])):
+                add(f"rmlp{j}", m, d, d)
+        if "head" in targets:
+            self.slots["head"] = LoRASlots(bsz, d, model.cfg.vocab_size, rank, scale, self.generator, device)
+        self._handles: list = []
+        self.attach()
+
+    def attach(self) -> None:
+        """Install the forward hooks (done at construction)."""
+        if self._handles:
+            return
+        for module, name in self._hooked:
+            lora = self.slots[name]
+            self._handles.append(module.register_forward_hook(lambda _m, args, out, lora=lora: out + lora(args[0]).to(out.dtype)))
+
+    def detach(self) -> None:
+        """Remove every hook: the model computes exactly what it did before."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    @property
+    def head(self):
+        """The ``adapter=`` argument of GPT.forward (None without a head adapter)."""
+        return self.slots["head"] if "head" in self.slots else None
+
+    def reset(self, warm_start_a: bool = False) -> None:
+        """A new batch of documents: B = 0 everywhere; A redrawn unless ``warm_start_a``."""
+        for s in self.slots.values():
+            s.reset(warm_start_a)

@@ -1,0 +1,203 @@
+"""One entry point for every evaluation method, each inside its own time budget.
+
+Methods (``pgolf eval --method NAME``, repeatable):
+
+    plain         the challenge's non-overlapping windows (:mod:`pgolf.eval.bpb`)
+    sliding       sliding windows, ``eval.sliding.*`` (:mod:`pgolf.eval.sliding`)
+    ttt           score-first test-time training, ``eval.ttt.*`` (:mod:`pgolf.eval.ttt`)
+    mix           plain + causal online n-gram mixing, ``eval.mix.*`` (:mod:`pgolf.eval.mix`)
+    sliding+mix   sliding windows, then the mixer;   ttt+mix   TTT, then the mixer
+
+Order of work inside a method, all on its :class:`~pgolf.eval.budget.EvalClock` (started by the
+caller when it opened the artifact): compile warm-up on random tokens (``eval.compile``; plain and
+sliding) timed to project the scoring; the mixer's n-gram statistics (tokens only; they also give the
+tilt's hints, which the LM pass needs); the scoring pass; the mixing. A projection over the budget
+before any validation token is scored is a BudgetError.
+
+Every method returns a :class:`MethodRun`: the :class:`~pgolf.eval.scoring.Scored` per-target losses
+(after mixing), its metrics, and a report (settings, seconds per phase, tokens/s, budget actions).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pgolf import dist
+from pgolf.compile import compile_model
+from pgolf.config import RunConfig
+from pgolf.data.bytetables import ByteTables
+from pgolf.errors import ConfigError
+from pgolf.eval.bpb import ValTokens, evaluate_scored, num_eval_sequences
+from pgolf.eval.budget import EvalClock
+from pgolf.eval.mix import hints as ngram_hints
+from pgolf.eval.mix import mix_losses, ngram_stats
+from pgolf.eval.scoring import Scored, finish
+from pgolf.eval.sliding import evaluate_sliding, sliding_windows
+from pgolf.eval.ttt import evaluate_ttt
+
+BASES = ("plain", "sliding", "ttt")
+METHODS = ("plain", "sliding", "ttt", "mix", "sliding+mix", "ttt+mix")
+
+
+def parse_method(name: str) -> tuple[str, bool]:
+    """(base, mixed) of a method name; ConfigError for anything else."""
+    n = name.strip().lower()
+    if n in ("mix", "plain+mix"):
+        return "plain", True
+    base, _, extra = n.partition("+")
+    if base in BASES and extra in ("", "mix"):
+        return base, extra == "mix"
+    raise ConfigError(f"unknown eval method {name!r} (one of {', '.join(METHODS)})")
+
+
+@dataclass
+class MethodRun:
+    name: str
+    scored: Scored
+    report: dict[str, Any]
+
+
+def settings(name: str, cfg: RunConfig) -> dict[str, Any]:
+    """The config values a method depends on (for its report line)."""
+    base, mixed = parse_method(name)
+    e = cfg.eval
+    out: dict[str, Any] = {"seq_len": e.seq_len or cfg.train.seq_len}
+    if base == "sliding" or (base == "ttt" and e.ttt.mode == "sgd"):
+        out.update(stride=e.sliding.stride, doc_aware=e.sliding.doc_aware)
+    if base == "ttt":
+        t = e.ttt
+        out.update(mode=t.mode)
+        if t.mode in ("lora", "phased"):
+            out.update(chunk=t.chunk, rank=t.lora_rank, targets=",".join(t.lora_targets), lr=t.lora_lr,
+                       steps=t.lora_steps, batch_docs=t.batch_docs, warm_start_a=t.warm_start_a)
+        if t.mode == "phased":
+            out.update(phases=t.phases, prefix_docs=t.prefix_docs, global_lr=t.global_lr)
+        if t.mode == "sgd":
+            out.update(chunk_tokens=t.sgd_chunk_tokens, sgd_lr=t.sgd_lr, epochs=t.sgd_epochs)
+    if mixed:
+        m = e.mix
+        out.update(mix=m.mode, order=m.max_order, discount=m.discount, learn=m.learn)
+    return out
+
+
+def _warmup(model: nn.Module, vocab: int, rows: int, seq_len: int, device: torch.device, amp_dtype: str) -> float:
+    """Run the scoring shape twice on random tokens (the first call compiles); seconds of the second."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, vocab, (rows, seq_len), generator=g).to(device)
+    y = torch.randint(0, vocab, (rows, seq_len), generator=g).to(device)
+    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp_dtype == "bf16"):
+        model(x, y, reduction="none")
+        t0 = time.perf_counter()
+        model(x, y, reduction="none")
+    return time.perf_counter() - t0
+
+
+def _ngram_estimate(n_tokens: int, max_order: int, vocab: int) -> float:
+    """Seconds of the n-gram statistics for ``n_tokens``, from a timed run on random tokens (≤ 65,536)."""
+    m = min(n_tokens, 65536)
+    rand = np.random.default_rng(0).integers(0, vocab, m)
+    t0 = time.perf_counter()
+    ngram_stats(rand, max_order, vocab)
+    return (time.perf_counter() - t0) * n_tokens / max(m, 1) * (1.0 + math.log2(max(n_tokens / max(m, 1), 1.0)) / 16)
+
+
+def run_method(name: str, model: nn.Module, val: ValTokens, tables: ByteTables, cfg: RunConfig, *,
+               device: torch.device, amp_dtype: str, score: str, clock: EvalClock) -> MethodRun:
+    """Evaluate ``model`` on ``val`` with method ``name`` (module docstring) on ``clock``."""
+    base, mixed = parse_method(name)
+    e = cfg.eval
+    seq_len = e.seq_len or cfg.train.seq_len
+    world = dist.world_size()
+    if (base == "ttt" or mixed) and world > 1:
+        raise ConfigError(f"eval method {name} runs on one process (launch `pgolf eval` without torchrun)")
+    tokens = np.asarray(val.tokens)
+    vocab = tables.vocab_size
+    bos = cfg.model.embed.bos_id
+    t_start = clock.elapsed()
+    scorer = model
+    per_batch = 0.0
+    rows = max(1, e.batch_tokens // (world * seq_len))
+    if base in ("plain", "sliding"):
+        with clock.phase("warmup"):
+            if e.compile:
+                scorer = compile_model(model)
+            model.eval()
+            per_batch = _warmup(scorer, vocab, rows, seq_len, device, amp_dtype)
+    stats = hint_ids = None
+    if mixed:
+        with clock.phase("warmup"):
+            est = _ngram_estimate(tokens.shape[0], e.mix.max_order, vocab)
+        clock.require(est, f"the n-gram statistics of {tokens.shape[0]:,} tokens")
+        with clock.phase("ngram"):
+            stats = ngram_stats(tokens, e.mix.max_order, vocab)
+            if e.mix.mode == "tilt":
+                hint_ids = ngram_hints(stats, e.mix.tilt_min_order)
+    if base == "plain":
+        n_batches = math.ceil(math.ceil(num_eval_sequences(tokens.shape[0], seq_len) / world) / rows)
+        clock.require(n_batches * per_batch, f"scoring {n_batches} batches")
+        with clock.phase("score"):
+            if hint_ids is None:
+                scored = evaluate_scored(scorer, val, tables, seq_len=seq_len, batch_tokens=e.batch_tokens,
+                                         device=device, amp_dtype=amp_dtype, score=score, pad_batches=e.compile)
+            else:  # tilt needs log p(hint): the plain cut as sliding windows with stride = seq_len
+                scored = evaluate_sliding(scorer, _truncated(val, seq_len), tables, seq_len=seq_len, stride=seq_len,
+                                          batch_tokens=e.batch_tokens, device=device, amp_dtype=amp_dtype,
+                                          score=score, hints=hint_ids[: num_eval_sequences(tokens.shape[0], seq_len) * seq_len],
+                                          pad_batches=e.compile)
+                scored = _extend(scored, tokens.shape[0])
+    elif base == "sliding":
+        n_win = len(sliding_windows(tokens, seq_len, e.sliding.stride, e.sliding.doc_aware, bos))
+        n_batches = math.ceil(math.ceil(n_win / world) / rows)
+        clock.require(n_batches * per_batch, f"scoring {n_win:,} sliding windows")
+        with clock.phase("score"):
+            scored = evaluate_sliding(scorer, val, tables, seq_len=seq_len, stride=e.sliding.stride,
+                                      doc_aware=e.sliding.doc_aware, bos_id=bos, batch_tokens=e.batch_tokens,
+                                      device=device, amp_dtype=amp_dtype, score=score, hints=hint_ids,
+                                      pad_batches=e.compile)
+    else:
+        scored = evaluate_ttt(model, val, tables, e.ttt, seq_len=seq_len, device=device, stride=e.sliding.stride,
+                              doc_aware=e.sliding.doc_aware, batch_tokens=e.batch_tokens, bos_id=bos,
+                              amp_dtype=amp_dtype, score=score, clock=clock, hints=hint_ids, seed=cfg.train.seed)
+    info = dict(scored.info)
+    if mixed:
+        with clock.phase("mix"):
+            mask = scored.counts > 0
+            out = mix_losses(tokens, scored.losses, mask, e.mix, vocab, hint_logp=scored.hint_logp,
+                             hint_ids=hint_ids, stats=stats)
+            info["mix"] = {k: v for k, v in out.info.items() if k != "ngram_seconds"}
+            info["lm_val_bpb"] = scored.result.val_bpb
+            raw = None if val.raw_bytes is None else np.asarray(val.raw_bytes)
+            expected = mask if world == 1 else None
+            scored = finish(out.losses, scored.counts, tokens, raw, tables, expected=expected, world_size=world,
+                            device=device, t0=time.perf_counter(), score=score, what=f"{name} evaluation", info=info)
+    rep = clock.report()
+    seconds = rep["total_seconds"]
+    rep.update(method=name, settings=settings(name, cfg), method_seconds=seconds - t_start,
+               tokens_per_second=scored.result.tokens / seconds if seconds > 0 else math.nan, details=info)
+    scored.result.seconds = seconds
+    return MethodRun(name=name, scored=scored, report=rep)
+
+
+def _truncated(val: ValTokens, seq_len: int):
+    """The plain evaluation's tokens: the first ⌊(N−1)/L⌋·L + 1 of the stream."""
+    from pgolf.data.loader import ValData
+
+    m = num_eval_sequences(len(val.tokens), seq_len) * seq_len + 1
+    raw = None if val.raw_bytes is None else np.asarray(val.raw_bytes)[:m]
+    return ValData(np.asarray(val.tokens)[:m], raw)
+
+
+def _extend(s: Scored, n_tokens: int) -> Scored:
+    """Pad a Scored of a truncated stream back to the full stream's N − 1 targets (the tail unscored)."""
+    pad = n_tokens - 1 - s.losses.shape[0]
+    z32 = np.zeros(pad, np.float32)
+    return Scored(losses=np.concatenate([s.losses, z32]), counts=np.concatenate([s.counts, np.zeros(pad, np.uint8)]),
+                  result=s.result, hint_logp=None if s.hint_logp is None else np.concatenate([s.hint_logp, z32]),
+                  info=s.info)

@@ -1,0 +1,387 @@
+"""Score-first test-time training: the model adapts only on tokens it has already scored.
+
+Sources (CATALOGUE §2.6): per-document LoRA [03-17a] and the batched, document-independent form of
+[04-10] PR #1530 (chunks inside a window, one optimizer step per chunk, reset per document,
+warm-start A from PR #1767); chunked full-model SGD over the stream [03-23] PR #549 (recipe PR #461);
+phased global SGD on the already-scored document prefix [04-13] PR #1610 and its multi-phase form
+[04-14] PR #1626. The records' code was read for understanding; this is a new implementation.
+
+``eval.ttt.mode``:
+
+- ``lora``: documents (split at BOS, in stream order) are taken ``batch_docs`` at a time, one
+  :class:`~pgolf.eval.lora.BatchedLoRA` row each. Chunk k of a document holds its targets
+  r ∈ (k·c, (k+1)·c], read from the window of the ``seq_len`` inputs before the chunk's end
+  (:func:`pgolf.eval.windows.plan` with first = step = c). For k = 0, 1, …: score chunk k of every
+  document under no-grad, then take ``lora_steps`` optimizer steps on the loss of those same targets
+  (Σ over documents of each document's mean CE). So chunk k is scored with an adapter trained on
+  chunks < k of its own document only. At the next batch the adapters reset (B = 0; A redrawn, or kept
+  with ``warm_start_a``) and the optimizer state is new.
+- ``phased``: ``lora``, and whenever the documents scored so far reach a phase boundary
+  ⌈prefix_docs·i/phases⌉, the base model takes SGD steps (momentum ``sgd_momentum``, clip
+  ``sgd_clip``, cosine lr from ``global_lr``, ``global_epochs``) over all documents scored so far, cut
+  into non-overlapping ``seq_len`` pieces inside each document; scoring then resumes with the new base.
+  Documents are in stream order (the records sort them by length, which breaks causality in stream
+  order), so every update uses only targets before the next scored one.
+- ``sgd``: the sliding windows of ``eval.sliding`` are grouped into chunks of ``sgd_chunk_tokens``
+  targets by their first scored target; chunk i is scored under no-grad, then (except the last) the
+  whole model trains on the targets of chunk i for ``sgd_epochs`` epochs (SGD, momentum, clip, lr
+  cosine over the chunks from ``sgd_lr``). A window that reaches past its chunk is scored before the
+  update, so every target used for training was scored first.
+
+Nothing is rescored: every target is written once (the single-pass check of
+:mod:`pgolf.eval.scoring`). The model's weights are restored when the method ends.
+
+Budget (:mod:`pgolf.eval.budget`): the warm-up runs the scoring and training shapes on random tokens
+(never validation tokens) and times them; if scoring alone cannot finish in the budget, BudgetError.
+During the pass the measured rates project the rest: pending global phases are skipped first, then
+adaptation stops (the rest is scored with the current weights), whenever the projection overruns.
+
+One process only (the records split documents across ranks; here, one rank scores everything).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from pgolf.config import TttConfig
+from pgolf.data.bytetables import ByteTables
+from pgolf.errors import ConfigError
+from pgolf.eval.bpb import ValTokens
+from pgolf.eval.budget import EvalClock, Rate
+from pgolf.eval.lora import BatchedLoRA
+from pgolf.eval.scoring import Scored, TargetSink, amp_context, check_tokens, finish, score_logits
+from pgolf.eval.sliding import score_windows, sliding_windows
+from pgolf.eval.windows import Windows, gather, plan, spans
+
+
+def _rows(w: Windows, span: np.ndarray, k: int, bsz: int) -> Windows:
+    """Windows of chunk ``k`` laid out one row per slot (slot = span index − first span), empty rows elsewhere."""
+    out = Windows(*(np.zeros(bsz, np.int64) for _ in range(7)))
+    sel = np.flatnonzero(w.k == k)
+    slots = w.span[sel] - span
+    for f in ("start", "width", "valid", "lo", "hi", "span", "k"):
+        getattr(out, f)[slots] = getattr(w, f)[sel]
+    return out
+
+
+def _masked_mean_ce(ce: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """Per row: mean CE over the scored entries (0 for a row with none) — rows stay independent."""
+    m = scored.to(ce.dtype)
+    return (ce * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def _sgd_steps(model: nn.Module, tokens_t: torch.Tensor, w: Windows, opt: torch.optim.Optimizer, lr_at, *,
+               rows: int, seq_len: int, clip: float, epochs: int, device: torch.device, amp_dtype: str) -> int:
+    """Full-model SGD over the windows ``w`` (their inputs and scored targets), ``rows`` windows a step,
+    lr ``lr_at(step, total_steps)``. Returns the number of target tokens trained on (× epochs)."""
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for p in params:
+        p.requires_grad_(True)
+    total = max(1, epochs * math.ceil(len(w) / rows))
+    step = 0
+    for _ in range(epochs):
+        for i in range(0, len(w), rows):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total)
+            x, y, scored, _, _ = gather(tokens_t, w.take(slice(i, i + rows)), seq_len, device)
+            with amp_context(device, amp_dtype):
+                ce, _ = score_logits(model, x, y)
+            loss = (ce * scored).sum() / scored.sum().clamp(min=1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+            step += 1
+    for p in params:
+        p.requires_grad_(False)
+        p.grad = None
+    return epochs * w.targets()
+
+
+def _cosine(peak: float):
+    return lambda step, total: peak * 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+
+def _lora_optimizer(lora: BatchedLoRA, cfg: TttConfig) -> torch.optim.Optimizer:
+    if cfg.lora_optimizer == "sgd":
+        return torch.optim.SGD(lora.parameters(), lr=cfg.lora_lr, momentum=cfg.lora_beta1,
+                               weight_decay=cfg.lora_weight_decay)
+    return torch.optim.AdamW(lora.parameters(), lr=cfg.lora_lr, betas=(cfg.lora_beta1, cfg.lora_beta2),
+                             eps=1e-10, weight_decay=cfg.lora_weight_decay)
+
+
+def _time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def evaluate_ttt(
+    model: nn.Module,
+    val: ValTokens,
+    tables: ByteTables,
+    cfg: TttConfig,
+    *,
+    seq_len: int,
+    device: torch.device | str,
+    stride: int = 0,
+    doc_aware: bool = False,
+    batch_tokens: int = 65536,
+    bos_id: int = 1,
+    amp_dtype: str = "fp32",
+    score: str = "table",
+    clock: EvalClock | None = None,
+    hints: np.ndarray | None = None,
+    seed: int = 0,
+) -> Scored:
+    """Score-first TTT of ``val`` (module docstring). ``stride``/``doc_aware``/``batch_tokens`` are the
+    sliding windows of the ``sgd`` mode (stride 0 = ``seq_len``). ``hints``: also record log p(hint)."""
+    t0 = time.perf_counter()
+    device = torch.device(device)
+    clock = clock or EvalClock(0.0)
+    tokens = np.asarray(val.tokens)
+    raw = None if val.raw_bytes is None else np.asarray(val.raw_bytes)
+    check_tokens(tokens, tables, raw)
+    if cfg.chunk > seq_len:
+        raise ConfigError(f"eval.ttt.chunk={cfg.chunk} is longer than the context seq_len={seq_len}")
+    tokens_t = torch.from_numpy(tokens.astype(np.int64))
+    hints_t = None if hints is None else torch.from_numpy(np.asarray(hints, dtype=np.int64))
+    sink = TargetSink(tokens.shape[0] - 1, device, hints=hints is not None)
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    was_training = model.training
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        if cfg.mode == "sgd":
+            info = _sgd_stream(model, tokens_t, sink, cfg, seq_len=seq_len, stride=stride or seq_len,
+                               doc_aware=doc_aware, rows=max(1, batch_tokens // seq_len), bos_id=bos_id, device=device,
+                               amp_dtype=amp_dtype, clock=clock, hints_t=hints_t, seed=seed)
+        else:
+            info = _lora_stream(model, tokens_t, sink, cfg, seq_len=seq_len, bos_id=bos_id, device=device,
+                                amp_dtype=amp_dtype, clock=clock, hints_t=hints_t, seed=seed)
+    finally:
+        model.load_state_dict(saved)
+        for p, f in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(f)
+        model.train(was_training)
+    losses, counts, hl = sink.host()
+    info = {"method": "ttt", "mode": cfg.mode, "seq_len": seq_len, **info}
+    return finish(losses, counts, tokens, raw, tables, expected=None, world_size=1, device=device, t0=t0,
+                  score=score, what=f"ttt ({cfg.mode})", hint_logp=hl, info=info)
+
+
+def _random_batch(vocab: int, rows: int, width: int, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randint(0, vocab, (rows, width + 1), generator=g)
+    return t[:, :-1].to(device), t[:, 1:].to(device)
+
+
+def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, device, amp_dtype, clock: EvalClock,
+                 hints_t, seed) -> dict:
+    tokens = tokens_t.numpy()
+    starts, ns = spans(tokens, bos_id, doc_aware=True)
+    n_docs, bsz, c = len(starts), cfg.batch_docs, cfg.chunk
+    vocab = model.cfg.vocab_size
+    phased = cfg.mode == "phased"
+    prefix = min(cfg.prefix_docs, n_docs) if phased else 0
+    n_phases = cfg.phases if phased and prefix > 0 else 0
+    bounds = [math.ceil(prefix * (i + 1) / n_phases) for i in range(n_phases)]
+
+    # warm-up on random tokens: the shapes of scoring, of a LoRA step and of a global SGD step, timed
+    def lora_step(lora, opt, x, y, scored):
+        with amp_context(device, amp_dtype):
+            ce, _ = score_logits(model, x, y, adapter=lora.head)
+        loss = _masked_mean_ce(ce, scored).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    with clock.phase("warmup"):
+        lora = BatchedLoRA(model, bsz, cfg.lora_rank, cfg.lora_targets, cfg.lora_alpha, seed=seed)
+        opt = _lora_optimizer(lora, cfg)
+        x, y = _random_batch(vocab, bsz, seq_len, device, seed)
+        full = torch.ones_like(y, dtype=torch.bool)
+
+        def score_once():
+            with torch.no_grad(), amp_context(device, amp_dtype):
+                score_logits(model, x, y, adapter=lora.head)
+
+        score_once()
+        t_score = _time(score_once)  # one chunk batch at full width
+        t_train = _time(lambda: lora_step(lora, opt, x, y, full)) if cfg.lora_steps > 0 else 0.0
+        t_global = 0.0
+        lora.detach()
+        if n_phases:
+            gx, gy = _random_batch(vocab, cfg.sgd_batch_seqs, seq_len, device, seed + 1)
+            params = list(model.parameters())
+
+            def global_fwd_bwd():
+                for p in params:
+                    p.requires_grad_(True)
+                with amp_context(device, amp_dtype):
+                    ce, _ = score_logits(model, gx, gy)
+                ce.mean().backward()
+                for p in params:
+                    p.grad = None
+                    p.requires_grad_(False)
+
+            global_fwd_bwd()
+            t_global = _time(global_fwd_bwd) / (cfg.sgd_batch_seqs * seq_len)  # per trained target
+        del lora, opt
+
+    total_targets = int(ns.sum())
+    est_score = t_score / (bsz * c)  # per target, as if every window were full width
+    est_train = t_train * cfg.lora_steps / (bsz * c)
+    clock.require(total_targets * est_score, f"scoring {total_targets:,} targets in chunks of {c}")
+    score_rate, train_rate = Rate(), Rate()
+
+    lora = BatchedLoRA(model, bsz, cfg.lora_rank, cfg.lora_targets, cfg.lora_alpha, seed=seed)
+    adapt = cfg.lora_steps > 0
+    phase, phases_run, done_targets, docs_done = 0, 0, 0, 0
+    stopped_at = None
+    try:
+        for b0 in range(0, n_docs, bsz):
+            b1 = min(b0 + bsz, n_docs)
+            if b0 > 0:
+                lora.reset(cfg.warm_start_a)
+            opt = _lora_optimizer(lora, cfg)
+            w = plan(starts[b0:b1], ns[b0:b1], seq_len, c, c)
+            n_chunks = np.bincount(w.span, minlength=b1 - b0)
+            train_rows = torch.zeros(bsz, dtype=torch.bool)
+            for k in range(int(n_chunks.max())):
+                rows = _rows(w, np.int64(0), k, bsz)
+                width = min(seq_len, (k + 1) * c)
+                x, y, scored, index, h = gather(tokens_t, rows, width, device, hints_t=hints_t)
+                ts = time.perf_counter()
+                with torch.no_grad(), amp_context(device, amp_dtype):
+                    ce, hl = score_logits(model, x, y, h, adapter=lora.head)
+                sink.put(index, ce[scored], None if hl is None else hl[scored])
+                score_rate.add(time.perf_counter() - ts, int(scored.sum()))
+                train_rows[: b1 - b0] = torch.from_numpy(k < n_chunks - 1)
+                if adapt and bool(train_rows.any()):
+                    tt = time.perf_counter()
+                    mask = scored & train_rows.to(device)[:, None]
+                    for _ in range(cfg.lora_steps):
+                        lora_step(lora, opt, x, y, mask)
+                    train_rate.add(time.perf_counter() - tt, int(scored.sum()))
+            docs_done = b1
+            done_targets += int(ns[b0:b1].sum())
+            left = total_targets - done_targets
+            s_rate, t_rate = score_rate.per_unit(est_score), train_rate.per_unit(est_train)
+            if phase < n_phases and docs_done >= bounds[phase]:
+                cost = done_targets * cfg.global_epochs * t_global
+                if clock.affords(cost + left * (s_rate + (t_rate if adapt else 0.0))):
+                    with clock.phase("global_sgd"):
+                        lora.detach()
+                        sw = plan(starts[:docs_done], ns[:docs_done], seq_len, seq_len, seq_len)
+                        tg = time.perf_counter()
+                        gopt = torch.optim.SGD(list(model.parameters()), lr=cfg.global_lr, momentum=cfg.sgd_momentum)
+                        trained = _sgd_steps(model, tokens_t, sw, gopt, _cosine(cfg.global_lr), rows=cfg.sgd_batch_seqs,
+                                             seq_len=seq_len, clip=cfg.sgd_clip, epochs=cfg.global_epochs,
+                                             device=device, amp_dtype=amp_dtype)
+                        del gopt
+                        if trained:
+                            t_global = (time.perf_counter() - tg) / trained
+                        lora.attach()
+                    phases_run += 1
+                    clock.act(f"global SGD phase {phases_run} on the first {docs_done} documents ({trained:,} targets)")
+                else:
+                    clock.act(f"skipped global SGD phases {phase + 1}..{n_phases}: projected over budget")
+                    n_phases = phase
+                while phase < n_phases and docs_done >= bounds[phase]:
+                    phase += 1
+            pending = sum(1 for i in range(phase, n_phases)) * done_targets * cfg.global_epochs * t_global
+            if adapt and not clock.affords(left * (s_rate + t_rate) + pending):
+                if phase < n_phases:
+                    clock.act(f"skipped global SGD phases {phase + 1}..{n_phases}: projected over budget")
+                    n_phases = phase
+                if not clock.affords(left * (s_rate + t_rate)):
+                    adapt = False
+                    stopped_at = docs_done
+                    clock.act(f"stopped adapting after {docs_done} of {n_docs} documents: projected over budget")
+    finally:
+        lora.detach()
+    clock.add_phase("score", score_rate.seconds)
+    clock.add_phase("adapt", train_rate.seconds)
+    return {"documents": n_docs, "chunk": c, "batch_docs": bsz, "lora_rank": cfg.lora_rank,
+            "lora_targets": list(cfg.lora_targets), "lora_lr": cfg.lora_lr, "lora_steps": cfg.lora_steps,
+            "warm_start_a": cfg.warm_start_a, "phases_planned": cfg.phases if phased else 0, "phases_run": phases_run,
+            "prefix_docs": prefix, "adapted_documents": n_docs if stopped_at is None else stopped_at}
+
+
+def _sgd_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, stride, doc_aware, rows, bos_id, device,
+                amp_dtype, clock: EvalClock, hints_t, seed) -> dict:
+    tokens = tokens_t.numpy()
+    n_targets = tokens.shape[0] - 1
+    T = cfg.sgd_chunk_tokens
+    w = sliding_windows(tokens, seq_len, stride, doc_aware, bos_id)
+    chunk_of = (w.start + w.lo) // T  # chunk of each window's first scored target (position − 1)
+    n_chunks = (n_targets + T - 1) // T
+    vocab = model.cfg.vocab_size
+    with clock.phase("warmup"):
+        x, y = _random_batch(vocab, rows, seq_len, device, seed)
+
+        def score_once():
+            with torch.no_grad(), amp_context(device, amp_dtype):
+                score_logits(model, x, y)
+
+        score_once()
+        t_score = _time(score_once) / rows  # per window
+        gx, gy = _random_batch(vocab, cfg.sgd_batch_seqs, seq_len, device, seed + 1)
+        params = list(model.parameters())
+
+        def fwd_bwd():
+            for p in params:
+                p.requires_grad_(True)
+            with amp_context(device, amp_dtype):
+                ce, _ = score_logits(model, gx, gy)
+            ce.mean().backward()
+            for p in params:
+                p.grad = None
+                p.requires_grad_(False)
+
+        fwd_bwd()
+        t_train = _time(fwd_bwd) / (cfg.sgd_batch_seqs * seq_len)  # per trained target
+    clock.require(len(w) * t_score, f"scoring {len(w):,} sliding windows")
+    score_rate, train_rate = Rate(), Rate()
+    adapt = cfg.sgd_epochs > 0
+    trained_chunks = 0
+    opt = torch.optim.SGD(list(model.parameters()), lr=cfg.sgd_lr, momentum=cfg.sgd_momentum)  # momentum across chunks
+    for ci in range(n_chunks):
+        mine = w.take(chunk_of == ci)
+        ts = time.perf_counter()
+        score_windows(model, tokens_t, mine, sink, rows=rows, width=seq_len, device=device, amp_dtype=amp_dtype,
+                      hints_t=hints_t)
+        score_rate.add(time.perf_counter() - ts, len(mine))
+        if not adapt or ci == n_chunks - 1:
+            continue
+        left_windows = int((chunk_of > ci).sum())
+        lo, n = ci * T, min(T, n_targets - ci * T)
+        cost = n * cfg.sgd_epochs * train_rate.per_unit(t_train)
+        rest = (n_chunks - ci - 2) * T * cfg.sgd_epochs * train_rate.per_unit(t_train)
+        s_rate = score_rate.per_unit(t_score)
+        if not clock.affords(left_windows * s_rate + cost + max(rest, 0)):
+            if not clock.affords(left_windows * s_rate + cost):
+                adapt = False
+                clock.act(f"stopped adapting after chunk {ci + 1} of {n_chunks}: projected over budget")
+                continue
+        tt = time.perf_counter()
+        cw = plan(np.array([lo]), np.array([n]), seq_len, seq_len, seq_len)
+        lr = cfg.sgd_lr * 0.5 * (1.0 + math.cos(math.pi * ci / max(n_chunks - 1, 1)))
+        trained = _sgd_steps(model, tokens_t, cw, opt, lambda _s, _t, lr=lr: lr, rows=cfg.sgd_batch_seqs,
+                             seq_len=seq_len, clip=cfg.sgd_clip, epochs=cfg.sgd_epochs, device=device,
+                             amp_dtype=amp_dtype)
+        train_rate.add(time.perf_counter() - tt, trained)
+        trained_chunks += 1
+    clock.add_phase("score", score_rate.seconds)
+    clock.add_phase("adapt", train_rate.seconds)
+    return {"stride": stride, "doc_aware": doc_aware, "chunk_tokens": T, "chunks": n_chunks,
+            "trained_chunks": trained_chunks, "sgd_lr": cfg.sgd_lr, "sgd_epochs": cfg.sgd_epochs}

@@ -1,0 +1,127 @@
+"""`pgolf eval` end to end: several methods side by side, another dataset, the loss dump from which both
+bpb figures are recomputed exactly, and bad input (config mismatch, foreign tokenizer, too small a
+budget, unknown method): one line, non-zero exit, nothing written."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from pgolf.cli import main
+
+TINY = ["--set", "model.vocab_size=384"]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_data, tmp_path_factory, one_thread):
+    out = tmp_path_factory.mktemp("eval-run") / "run"
+    assert main(["run", "tiny", *TINY, "--set", f"data.path={tiny_data}", "--out", str(out)]) == 0
+    return out
+
+
+def _corpus(tmp_path, first: int, n: int):
+    from pgolf.data.embedded import stdlib_documents
+
+    src = tmp_path / f"docs{first}.jsonl"
+    docs = [t for _name, t in stdlib_documents()[first : first + n]]
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
+    return src
+
+
+@pytest.fixture(scope="module")
+def other_data(tiny_data, tmp_path_factory):
+    """Documents the tiny model never saw, tokenized with the run's tokenizer."""
+    from pgolf.data.corpus import build_dataset
+
+    root = tmp_path_factory.mktemp("other")
+    out = root / "other"
+    build_dataset([_corpus(root, 300, 30)], out, tokenizer=tiny_data / "tokenizer.model", vocab_size=384, val_docs=6, workers=1,
+                  progress=False)
+    return out
+
+
+def _err(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code != 0, err
+    assert err.splitlines()[-1].startswith("pgolf: error: ") and "Traceback" not in err
+    return code, err.splitlines()[-1]
+
+
+def _bpb(loss: np.ndarray, nbytes: np.ndarray) -> float:
+    return float(np.sum(loss, dtype=np.float64)) / (math.log(2.0) * int(nbytes.sum(dtype=np.int64)))
+
+
+def test_methods_side_by_side_with_dumps(run_dir, other_data, tmp_path, capsys) -> None:
+    metrics = tmp_path / "m.json"
+    dump = tmp_path / "losses.npy"
+    sets = ["--set", "eval.sliding.stride=16", "--set", "eval.ttt.chunk=16", "--set", "eval.ttt.batch_docs=4",
+            "--set", "data.val_max_tokens=5000"]
+    argv = ["eval", str(run_dir), "--method", "plain", "--method", "sliding", "--method", "ttt", "--method", "sliding+mix",
+            "--json", "--metrics", str(metrics), "--dump-losses", str(dump), *sets]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    written = json.loads(metrics.read_text())["evals"]
+    assert set(written) == {"plain", "sliding", "ttt", "sliding+mix"}
+    for e in out["methods"]:
+        name = e["method"]
+        table = np.load(tmp_path / f"losses.{name.replace('+', '_')}.npy")
+        assert len(table) == e["val_tokens"]
+        assert np.all(np.diff(table["pos"]) > 0)  # stream order, each target once
+        assert _bpb(table["loss"], table["bytes"]) == e["val_bpb"]  # exactly, from the file alone
+        assert _bpb(table["loss"], table["raw_bytes"]) == e["val_bpb_raw"]
+        assert written[name]["val_bpb"] == e["val_bpb"] and written[name]["eval_seconds"] > 0
+        assert e["tokens_per_second"] > 0 and "load" in e["phases"] and "score" in e["phases"]
+        assert e["within_budget"]
+    full = {e["method"]: e for e in out["methods"]}
+    n_val = full["sliding"]["val_tokens"]
+    assert full["ttt"]["val_tokens"] == full["sliding+mix"]["val_tokens"] == n_val >= full["plain"]["val_tokens"]
+    assert full["sliding+mix"]["details"]["lm_val_bpb"] == full["sliding"]["val_bpb"]  # mixed on top of the same LM
+
+    # the scorecard, and another dataset scored with the same artifact
+    assert main(["eval", str(run_dir), "--method", "plain", "--data", str(other_data), "--metrics", str(metrics)]) == 0
+    card = capsys.readouterr().out
+    run_metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "evals" not in run_metrics  # --metrics elsewhere: the run directory is left alone
+    assert "val_bpb" in card and "plain" in card and "phases:" in card
+    written = json.loads(metrics.read_text())["evals"]
+    assert "plain@other" in written and written["plain@other"]["data"] == str(other_data)
+    assert written["plain@other"]["val_tokens"] != written["plain"]["val_tokens"]
+
+
+def _snapshot(d):
+    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in d.rglob("*"))
+
+
+def test_bad_input_one_line_and_nothing_written(run_dir, tiny_data, tmp_path, capsys) -> None:
+    from pgolf.data.corpus import build_dataset
+
+    metrics = tmp_path / "m.json"
+    metrics.write_text("{}")
+    before = _snapshot(tmp_path)
+    common = ["--metrics", str(metrics), "--dump-losses", str(tmp_path / "d.npy")]
+    _, line = _err(capsys, ["eval", str(run_dir), "--set", "model.num_layers=3", *common])
+    assert "model.pgolf" in line and "does not match the model config" in line
+    code, line = _err(capsys, ["eval", str(run_dir), "--method", "sliding", "--budget", "0.001", *common])
+    assert code == 3 and "eval budget" in line and "too small" in line
+    _, line = _err(capsys, ["eval", str(run_dir), "--method", "lookahead", *common])
+    assert "unknown eval method" in line
+    # a dataset whose tokenizer has another vocabulary, and one with the same size but other pieces
+    small = tmp_path / "v512"
+    build_dataset([_corpus(tmp_path, 300, 12)], small, vocab_size=512, val_docs=5, workers=1, progress=False)
+    _, line = _err(capsys, ["eval", str(run_dir), "--data", str(small), *common])
+    assert "tokenizer" in line and "384" in line
+    alien = tmp_path / "v384"
+    build_dataset([_corpus(tmp_path, 400, 16)], alien, vocab_size=384, val_docs=5, workers=1, progress=False)
+    _, line = _err(capsys, ["eval", str(run_dir), "--data", str(alien), *common])
+    assert str(alien) in line and "not the one the run was trained with" in line
+    shutil.rmtree(small)
+    shutil.rmtree(alien)
+    for p in tmp_path.glob("docs*.jsonl"):
+        p.unlink()
+    assert _snapshot(tmp_path) == before  # nothing written, not even a temp file

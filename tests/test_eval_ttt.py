@@ -1,0 +1,197 @@
+"""Test-time training parts (pgolf.eval.lora, pgolf.eval.ttt, pgolf.eval.budget).
+
+A fresh adapter is exactly the identity and detaching restores the model bit for bit; batch rows
+(documents) never see each other's tokens; with no update TTT scores exactly its chunk windows; an
+update helps on repeated text; the budget logic stops adapting (everything still scored once, the
+adapted part unchanged, the rest exactly the unadapted model) and skips global phases, and refuses a
+budget too small to score at all.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from pgolf.config import apply_overrides
+from pgolf.data.bytetables import ByteTables
+from pgolf.errors import BudgetError
+from pgolf.eval.budget import EvalClock
+from pgolf.eval.lora import BatchedLoRA
+from pgolf.eval.scoring import TargetSink
+from pgolf.eval.sliding import score_windows
+from pgolf.eval.ttt import evaluate_ttt
+from pgolf.eval.windows import plan, spans
+from pgolf.model.gpt import GPT
+from pgolf.presets import get_preset
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+V, BOS, L = 48, 1, 32
+TABLES = ByteTables(np.r_[0, 0, np.ones(V - 2, np.int32)].astype(np.int32), np.zeros(V, bool),
+                    np.r_[True, True, np.zeros(V - 2, bool)], None)
+
+
+@dataclass
+class Val:
+    tokens: np.ndarray
+    raw_bytes: np.ndarray | None
+
+
+def _gpt(seed: int = 0, sets: tuple[str, ...] = ()) -> GPT:
+    torch.manual_seed(seed)
+    cfg = apply_overrides(get_preset("tiny"), [f"model.vocab_size={V}", *sets])
+    m = GPT(cfg.model)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return m.eval()
+
+
+def _ttt(sets: list[str]):
+    return apply_overrides(get_preset("tiny"), ["eval.ttt.chunk=8", "eval.ttt.batch_docs=3", *sets]).eval.ttt
+
+
+def _stream(n: int, seed: int, repeat: bool = False) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if repeat:  # documents that repeat one of two phrases: learnable inside a document and across them
+        phrases = rng.integers(2, V, (2, 10))
+        docs = []
+        for _ in range(n // 80):
+            docs += [BOS, *np.tile(phrases[rng.integers(2)], 8)[:79]]
+        return np.array(docs[:n], np.uint16)
+    t = rng.integers(2, V, n)
+    t[rng.random(n) < 0.03] = BOS
+    t[0] = BOS
+    return t.astype(np.uint16)
+
+
+@pytest.mark.parametrize("sets", [(), ("model.recur.loops=1", "model.recur.start=0", "model.recur.end=1",
+                                       "model.recur.untie_mlp=true", "model.tie_embeddings=false")])
+def test_fresh_adapter_is_identity_and_detach_restores(sets) -> None:
+    model = _gpt(sets=sets)
+    x = torch.randint(0, V, (3, 20))
+    ref = model(x)
+    lora = BatchedLoRA(model, 3, 4, ("q", "k", "v", "o", "mlp", "head"))
+    assert torch.equal(model(x, adapter=lora.head), ref)  # B = 0: exactly the model
+    with torch.no_grad():
+        for s in lora.slots.values():
+            s.B.normal_()
+    assert not torch.equal(model(x, adapter=lora.head), ref)
+    lora.detach()
+    assert torch.equal(model(x), ref)
+    assert set(model.state_dict()) == set(_gpt(sets=sets).state_dict())  # no parameter was added to the model
+
+
+def test_documents_in_a_batch_do_not_interact() -> None:
+    model = _gpt()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.randint(0, V, (3, 16))
+    y = torch.randint(0, V, (3, 16))
+
+    def step(xx, yy):
+        lora = BatchedLoRA(model, 3, 4, ("q", "v", "o", "mlp", "head"), seed=1)
+        opt = torch.optim.AdamW(lora.parameters(), lr=0.05)
+        for _ in range(2):
+            ce = torch.nn.functional.cross_entropy(model(xx, adapter=lora.head).flatten(0, 1), yy.flatten(),
+                                                   reduction="none").view(3, 16)
+            opt.zero_grad()
+            ce.mean(1).sum().backward()
+            opt.step()
+        lora.detach()
+        return {k: v.detach().clone() for k, v in lora.state_dict().items()}
+
+    a = step(x, y)
+    x2, y2 = x.clone(), y.clone()
+    x2[1], y2[1] = torch.randint(0, V, (16,)), torch.randint(0, V, (16,))
+    b = step(x2, y2)
+    for k in a:
+        assert torch.equal(a[k][0], b[k][0]) and torch.equal(a[k][2], b[k][2]), k  # rows 0 and 2 untouched
+        if k.endswith(".B"):
+            assert not torch.equal(a[k][1], b[k][1])
+
+
+def test_without_updates_ttt_scores_exactly_its_chunk_windows() -> None:
+    model = _gpt()
+    tok = _stream(300, 1)
+    frozen = evaluate_ttt(model, Val(tok, None), TABLES, _ttt(["eval.ttt.lora_steps=0"]), seq_len=L, device="cpu")
+    zero_lr = evaluate_ttt(model, Val(tok, None), TABLES, _ttt(["eval.ttt.lora_lr=0"]), seq_len=L, device="cpu")
+    np.testing.assert_array_equal(frozen.losses, zero_lr.losses)
+    s, n = spans(tok, BOS, True)
+    w = plan(s, n, L, 8, 8)
+    sink = TargetSink(len(tok) - 1, torch.device("cpu"))
+    for width in np.unique(w.width):  # one tensor width per chunk index
+        score_windows(model, torch.from_numpy(tok.astype(np.int64)), w.take(w.width == width), sink, rows=5,
+                      width=int(width), device=torch.device("cpu"), amp_dtype="fp32")
+    losses, counts, _ = sink.host()
+    assert np.all(counts == 1)
+    np.testing.assert_allclose(frozen.losses, losses, rtol=1e-6, atol=1e-6)  # other batch shapes: float32 rounding
+
+
+@pytest.mark.parametrize("mode", ["lora", "sgd"])
+def test_adaptation_helps_on_repeated_text(mode: str) -> None:
+    model = _gpt()
+    tok = _stream(640, 2, repeat=True)
+    sets = [f"eval.ttt.mode={mode}", "eval.ttt.lora_lr=0.03", "eval.ttt.lora_targets=q,v,o,mlp,head",
+            "eval.ttt.sgd_chunk_tokens=80", "eval.ttt.sgd_lr=0.05", "eval.ttt.sgd_batch_seqs=2"]
+    off = ["eval.ttt.lora_steps=0", "eval.ttt.sgd_epochs=0"]
+    on = evaluate_ttt(model, Val(tok, None), TABLES, _ttt(sets), seq_len=L, device="cpu", stride=16)
+    no = evaluate_ttt(model, Val(tok, None), TABLES, _ttt(sets + off), seq_len=L, device="cpu", stride=16)
+    assert on.result.val_loss < no.result.val_loss - 0.05
+
+
+class Tight(EvalClock):
+    """A clock that affords the first ``n_ok`` projections and no more (no timing in the test)."""
+
+    def __init__(self, n_ok: int) -> None:
+        super().__init__(1000.0)
+        self.n_ok = n_ok
+
+    def affords(self, seconds: float) -> bool:
+        self.n_ok -= 1
+        return self.n_ok >= 0
+
+
+def test_budget_stops_adapting_and_still_scores_everything() -> None:
+    model = _gpt()
+    tok = _stream(400, 3)
+    cfg = _ttt(["eval.ttt.lora_lr=0.05"])
+    full = evaluate_ttt(model, Val(tok, None), TABLES, cfg, seq_len=L, device="cpu")
+    frozen = evaluate_ttt(model, Val(tok, None), TABLES, _ttt(["eval.ttt.lora_steps=0"]), seq_len=L, device="cpu")
+    clock = Tight(0)
+    cut = evaluate_ttt(model, Val(tok, None), TABLES, cfg, seq_len=L, device="cpu", clock=clock)
+    assert np.all(cut.counts == 1)
+    assert cut.info["adapted_documents"] == 3 and any("stopped adapting after 3" in a for a in clock.actions)
+    s, n = spans(tok, BOS, True)
+    first = slice(0, int(s[3]))  # the targets of the first batch of 3 documents
+    np.testing.assert_array_equal(cut.losses[first], full.losses[first])
+    np.testing.assert_array_equal(cut.losses[int(s[3]):], frozen.losses[int(s[3]):])
+    assert not np.array_equal(full.losses[int(s[3]):], frozen.losses[int(s[3]):])
+
+
+def test_budget_skips_global_phases_first() -> None:
+    model = _gpt()
+    tok = _stream(400, 4)
+    cfg = _ttt(["eval.ttt.mode=phased", "eval.ttt.prefix_docs=9", "eval.ttt.phases=3"])
+    clock = Tight(1)  # the check before phase 1 passes, the next one fails
+    s = evaluate_ttt(model, Val(tok, None), TABLES, cfg, seq_len=L, device="cpu", clock=clock)
+    assert np.all(s.counts == 1)
+    assert s.info["phases_run"] == 1
+    assert any("skipped global SGD phases 2..3" in a for a in clock.actions)
+    assert "global_sgd" in clock.phases
+
+
+def test_budget_too_small_to_score_is_an_error() -> None:
+    model = _gpt()
+    tok = _stream(200, 5)
+    with pytest.raises(BudgetError, match="eval budget of 0 s is too small"):
+        evaluate_ttt(model, Val(tok, None), TABLES, _ttt([]), seq_len=L, device="cpu", clock=EvalClock(1e-6))
+    clock = EvalClock(200.0, start=time.perf_counter() - 100.0)
+    assert clock.affords(50.0) and not clock.affords(99.0)  # 3 % reserve
+    clock.require(99.0, "x")
+    with pytest.raises(BudgetError, match="needs ≈101 s more after 100 s"):
+        clock.require(101.0, "scoring")
+    assert EvalClock(0.0).affords(1e12)  # 0 = no budget
