@@ -546,19 +546,22 @@ class TttConfig:
     ``phased`` LoRA with global SGD on the already-scored document prefix ([04-13] PR #1610, [04-14] PR #1626)."""
 
     mode: Literal["lora", "sgd", "phased"] = "lora"
-    lora_rank: int = 8
-    """LoRA rank r ([03-17a]: 8; [04-10]: 96; [04-27a]: 80)."""
+    lora_rank: int = 16
+    """LoRA rank r ([03-17a]: 8; [04-10]: 96; [04-27a]: 80). The defaults of rank, lr, targets and chunk
+    were the best tried on the first 60k enwiki validation tokens with the ``cpu`` model (docs/benchmarks.md)."""
     lora_alpha: float = 0.0
     """LoRA output scale α/r (PR #1767: α = 144); 0 = α = r (scale 1)."""
-    lora_targets: tuple[str, ...] = ("q", "v", "head")
+    lora_targets: tuple[str, ...] = ("q", "k", "v", "o", "mlp", "head")
     """Adapted layers, from q, k, v, o (attention), mlp (a d→d LoRA beside each MLP) and head (beside the
     LM head). [03-17a]: q, v, head; [04-10]+: all six."""
-    chunk: int = 64
+    chunk: int = 128
     """Targets per chunk: each is scored, then trained on ([03-17a]: 256; [04-10]: 32; [04-14]+: 48). A
-    chunk's window is the ``eval.seq_len`` tokens before its end, inside its document."""
+    chunk's window is the ``eval.seq_len`` tokens before its end, inside its document, so the cost per
+    target is ∝ seq_len / chunk."""
     batch_docs: int = 16
-    """Documents adapted side by side, one LoRA slot each, in stream order (records: 64)."""
-    lora_lr: float = 0.003
+    """Documents adapted side by side, one LoRA slot each (records: 64). Slots take the documents in
+    stream order and refill as soon as their document is done."""
+    lora_lr: float = 0.01
     lora_optimizer: Literal["adam", "sgd"] = "adam"
     lora_beta1: float = 0.9
     lora_beta2: float = 0.999

@@ -144,15 +144,14 @@ def test_adaptation_helps_on_repeated_text(mode: str) -> None:
 
 
 class Tight(EvalClock):
-    """A clock that affords the first ``n_ok`` projections and no more (no timing in the test)."""
+    """A clock that affords no projection of kind ``what`` (no timing in the test)."""
 
-    def __init__(self, n_ok: int) -> None:
+    def __init__(self, what: str) -> None:
         super().__init__(1000.0)
-        self.n_ok = n_ok
+        self.what = what
 
-    def affords(self, seconds: float) -> bool:
-        self.n_ok -= 1
-        return self.n_ok >= 0
+    def affords(self, seconds: float, what: str = "") -> bool:
+        return what != self.what
 
 
 def test_budget_stops_adapting_and_still_scores_everything() -> None:
@@ -161,27 +160,38 @@ def test_budget_stops_adapting_and_still_scores_everything() -> None:
     cfg = _ttt(["eval.ttt.lora_lr=0.05"])
     full = evaluate_ttt(model, Val(tok, None), TABLES, cfg, seq_len=L, device="cpu")
     frozen = evaluate_ttt(model, Val(tok, None), TABLES, _ttt(["eval.ttt.lora_steps=0"]), seq_len=L, device="cpu")
-    clock = Tight(0)
+    clock = Tight("adapt")
     cut = evaluate_ttt(model, Val(tok, None), TABLES, cfg, seq_len=L, device="cpu", clock=clock)
     assert np.all(cut.counts == 1)
-    assert cut.info["adapted_documents"] == 3 and any("stopped adapting after 3" in a for a in clock.actions)
+    assert cut.info["adapted_documents"] == 1 and any("stopped adapting after 1 of" in a for a in clock.actions)
     s, n = spans(tok, BOS, True)
-    first = slice(0, int(s[3]))  # the targets of the first batch of 3 documents
-    np.testing.assert_array_equal(cut.losses[first], full.losses[first])
-    np.testing.assert_array_equal(cut.losses[int(s[3]):], frozen.losses[int(s[3]):])
-    assert not np.array_equal(full.losses[int(s[3]):], frozen.losses[int(s[3]):])
+    j = int(np.argmin(n[:3]))  # the first document to finish: the shortest of the first batch
+    own = slice(int(s[j]), int(s[j] + n[j]))
+    np.testing.assert_array_equal(cut.losses[own], full.losses[own])  # adapted all the way
+    later = slice(int(s[3]), None)  # documents that started after the stop: exactly the unadapted model
+    np.testing.assert_array_equal(cut.losses[later], frozen.losses[later])
+    assert not np.array_equal(full.losses[later], frozen.losses[later])
 
 
 def test_budget_skips_global_phases_first() -> None:
     model = _gpt()
     tok = _stream(400, 4)
     cfg = _ttt(["eval.ttt.mode=phased", "eval.ttt.prefix_docs=9", "eval.ttt.phases=3"])
-    clock = Tight(1)  # the check before phase 1 passes, the next one fails
+    full = evaluate_ttt(model, Val(tok, None), TABLES, cfg, seq_len=L, device="cpu")
+    assert full.info["phases_run"] == 3
+    class OnePhase(EvalClock):  # global phases are afforded until one has run
+        def affords(self, seconds: float, what: str = "") -> bool:
+            return not (what == "global" and "global_sgd" in self.phases)
+
+    clock = OnePhase(1000.0)
     s = evaluate_ttt(model, Val(tok, None), TABLES, cfg, seq_len=L, device="cpu", clock=clock)
     assert np.all(s.counts == 1)
-    assert s.info["phases_run"] == 1
+    assert s.info["phases_run"] == 1 and s.info["adapted_documents"] == s.info["documents"]
     assert any("skipped global SGD phases 2..3" in a for a in clock.actions)
     assert "global_sgd" in clock.phases
+    starts, _ = spans(tok, BOS, True)
+    before = slice(0, int(starts[3]))  # documents 0..2, all scored before the first phase
+    np.testing.assert_array_equal(s.losses[before], full.losses[before])
 
 
 def test_budget_too_small_to_score_is_an_error() -> None:

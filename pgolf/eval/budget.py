@@ -61,8 +61,9 @@ class EvalClock:
     def add_phase(self, name: str, seconds: float) -> None:
         self.phases[name] = self.phases.get(name, 0.0) + seconds
 
-    def affords(self, seconds: float) -> bool:
-        """Whether ``seconds`` more work still ends inside the budget (minus the reserve)."""
+    def affords(self, seconds: float, what: str = "") -> bool:
+        """Whether ``seconds`` more work still ends inside the budget (minus the reserve). ``what`` names
+        the decision (``adapt``: keep adapting; ``global``: run pending global phases)."""
         return self.budget <= 0 or self.elapsed() + seconds <= self.budget - self.reserve
 
     def require(self, seconds: float, what: str) -> None:

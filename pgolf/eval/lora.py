@@ -43,12 +43,16 @@ class LoRASlots(nn.Module):
         self.B = nn.Parameter(torch.zeros(bsz, d_out, rank, device=device))
         self.reset(warm_start_a=False)
 
-    def reset(self, warm_start_a: bool) -> None:
+    def reset(self, warm_start_a: bool, rows: Tensor | None = None) -> None:
+        """B = 0 and (unless ``warm_start_a``) A redrawn, for ``rows`` (int64 row indices; None = all)."""
+        idx = torch.arange(self.A.shape[0]) if rows is None else rows.to(torch.int64).cpu()
+        if idx.numel() == 0:
+            return
         with torch.no_grad():
-            self.B.zero_()
+            self.B[idx.to(self.B.device)] = 0.0
             if not warm_start_a:
-                a = torch.rand(self.A.shape, generator=self.generator, dtype=torch.float32)
-                self.A.copy_((a * 2 - 1) * self.bound)
+                a = torch.rand((idx.numel(), *self.A.shape[1:]), generator=self.generator, dtype=torch.float32)
+                self.A[idx.to(self.A.device)] = ((a * 2 - 1) * self.bound).to(self.A.device)
 
     def forward(self, x: Tensor) -> Tensor:
         """x [bsz, T, d_in] → [bsz, T, d_out]."""
@@ -114,7 +118,62 @@ class BatchedLoRA(nn.Module):
         """The ``adapter=`` argument of GPT.forward (None without a head adapter)."""
         return self.slots["head"] if "head" in self.slots else None
 
-    def reset(self, warm_start_a: bool = False) -> None:
-        """A new batch of documents: B = 0 everywhere; A redrawn unless ``warm_start_a``."""
+    def reset(self, warm_start_a: bool = False, rows: Tensor | None = None) -> None:
+        """New documents in ``rows`` (None = all): B = 0; A redrawn unless ``warm_start_a``."""
         for s in self.slots.values():
-            s.reset(warm_start_a)
+            s.reset(warm_start_a, rows)
+
+
+class RowAdam:
+    """Adam(W) / SGD-momentum over the [bsz, ...] LoRA tensors with per-row state: each row (document)
+    has its own moments and step count, so a row reset mid-stream starts exactly like a fresh optimizer
+    (torch's optimizers share one step count per tensor, which would tie a new document's bias
+    correction to its neighbours' history). Rows not in ``rows`` are left untouched, decay included.
+
+    Adam: m ← β1 m + (1−β1) g, v ← β2 v + (1−β2) g², p ← p − lr·(m̂/(√v̂ + ε) + wd·p), m̂ = m/(1−β1^t),
+    v̂ = v/(1−β2^t) with t the row's own step; SGD: m ← β1 m + g, p ← p − lr·(m + wd·p)."""
+
+    def __init__(self, params: list[nn.Parameter], kind: str, lr: float, beta1: float, beta2: float,
+                 weight_decay: float, eps: float = 1e-10) -> None:
+        self.params, self.kind = params, kind
+        self.lr, self.b1, self.b2, self.wd, self.eps = lr, beta1, beta2, weight_decay, eps
+        bsz = params[0].shape[0]
+        self.t = torch.zeros(bsz, dtype=torch.float64)
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params] if kind == "adam" else []
+
+    def reset(self, rows: Tensor) -> None:
+        idx = rows.to(torch.int64).cpu()
+        self.t[idx] = 0
+        for buf in self.m + self.v:
+            buf[idx.to(buf.device)] = 0.0
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, rows: Tensor) -> None:
+        """One step for the rows marked in the bool mask ``rows`` [bsz]."""
+        mask = rows.cpu()
+        if not bool(mask.any()):
+            return
+        self.t[mask] += 1
+        t = self.t
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            shape = (-1,) + (1,) * (p.ndim - 1)
+            sel = mask.to(p.device).view(shape).to(p.dtype)
+            g, m = p.grad, self.m[i]
+            if self.kind == "adam":
+                v = self.v[i]
+                m.copy_(torch.where(sel.bool(), self.b1 * m + (1 - self.b1) * g, m))
+                v.copy_(torch.where(sel.bool(), self.b2 * v + (1 - self.b2) * g * g, v))
+                c1 = (1 - self.b1 ** t.clamp(min=1)).to(p.dtype).to(p.device).view(shape)
+                c2 = (1 - self.b2 ** t.clamp(min=1)).to(p.dtype).to(p.device).view(shape)
+                upd = (m / c1) / ((v / c2).sqrt() + self.eps)
+            else:
+                m.copy_(torch.where(sel.bool(), self.b1 * m + g, m))
+                upd = m
+            p.sub_(sel * self.lr * (upd + self.wd * p))

@@ -53,20 +53,10 @@ from pgolf.data.bytetables import ByteTables
 from pgolf.errors import ConfigError
 from pgolf.eval.bpb import ValTokens
 from pgolf.eval.budget import EvalClock, Rate
-from pgolf.eval.lora import BatchedLoRA
+from pgolf.eval.lora import BatchedLoRA, RowAdam
 from pgolf.eval.scoring import Scored, TargetSink, amp_context, check_tokens, finish, score_logits
 from pgolf.eval.sliding import score_windows, sliding_windows
 from pgolf.eval.windows import Windows, gather, plan, spans
-
-
-def _rows(w: Windows, span: np.ndarray, k: int, bsz: int) -> Windows:
-    """Windows of chunk ``k`` laid out one row per slot (slot = span index − first span), empty rows elsewhere."""
-    out = Windows(*(np.zeros(bsz, np.int64) for _ in range(7)))
-    sel = np.flatnonzero(w.k == k)
-    slots = w.span[sel] - span
-    for f in ("start", "width", "valid", "lo", "hi", "span", "k"):
-        getattr(out, f)[slots] = getattr(w, f)[sel]
-    return out
 
 
 def _masked_mean_ce(ce: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
@@ -106,14 +96,6 @@ def _sgd_steps(model: nn.Module, tokens_t: torch.Tensor, w: Windows, opt: torch.
 
 def _cosine(peak: float):
     return lambda step, total: peak * 0.5 * (1.0 + math.cos(math.pi * step / total))
-
-
-def _lora_optimizer(lora: BatchedLoRA, cfg: TttConfig) -> torch.optim.Optimizer:
-    if cfg.lora_optimizer == "sgd":
-        return torch.optim.SGD(lora.parameters(), lr=cfg.lora_lr, momentum=cfg.lora_beta1,
-                               weight_decay=cfg.lora_weight_decay)
-    return torch.optim.AdamW(lora.parameters(), lr=cfg.lora_lr, betas=(cfg.lora_beta1, cfg.lora_beta2),
-                             eps=1e-10, weight_decay=cfg.lora_weight_decay)
 
 
 def _time(fn) -> float:
@@ -193,30 +175,39 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
     phased = cfg.mode == "phased"
     prefix = min(cfg.prefix_docs, n_docs) if phased else 0
     n_phases = cfg.phases if phased and prefix > 0 else 0
-    bounds = [math.ceil(prefix * (i + 1) / n_phases) for i in range(n_phases)]
+    bounds = sorted({math.ceil(prefix * (i + 1) / n_phases) for i in range(n_phases)})
+    n_phases = len(bounds)
+    w = plan(starts, ns, seq_len, c, c)  # every document's chunk windows, in stream order
+    first = np.concatenate([[0], np.cumsum(np.bincount(w.span, minlength=n_docs))])  # doc j: windows first[j]..
+    n_chunks = np.diff(first)
 
-    # warm-up on random tokens: the shapes of scoring, of a LoRA step and of a global SGD step, timed
-    def lora_step(lora, opt, x, y, scored):
+    def lora_step(lora, opt, x, y, scored, rows):
         with amp_context(device, amp_dtype):
             ce, _ = score_logits(model, x, y, adapter=lora.head)
-        loss = _masked_mean_ce(ce, scored).sum()
-        opt.zero_grad(set_to_none=True)
+        loss = _masked_mean_ce(ce, scored).sum()  # a sum of per-document losses: rows stay independent
+        opt.zero_grad()
         loss.backward()
-        opt.step()
+        opt.step(rows)
 
+    def new_opt(lora):
+        return RowAdam(list(lora.parameters()), cfg.lora_optimizer, cfg.lora_lr, cfg.lora_beta1, cfg.lora_beta2,
+                       cfg.lora_weight_decay)
+
+    # warm-up on random tokens: the scoring shape, a LoRA step and a global SGD step, timed
     with clock.phase("warmup"):
         lora = BatchedLoRA(model, bsz, cfg.lora_rank, cfg.lora_targets, cfg.lora_alpha, seed=seed)
-        opt = _lora_optimizer(lora, cfg)
+        opt = new_opt(lora)
         x, y = _random_batch(vocab, bsz, seq_len, device, seed)
         full = torch.ones_like(y, dtype=torch.bool)
+        all_rows = torch.ones(bsz, dtype=torch.bool)
 
         def score_once():
             with torch.no_grad(), amp_context(device, amp_dtype):
                 score_logits(model, x, y, adapter=lora.head)
 
         score_once()
-        t_score = _time(score_once)  # one chunk batch at full width
-        t_train = _time(lambda: lora_step(lora, opt, x, y, full)) if cfg.lora_steps > 0 else 0.0
+        t_score = _time(score_once)  # one step of bsz windows
+        t_train = _time(lambda: lora_step(lora, opt, x, y, full, all_rows)) if cfg.lora_steps > 0 else 0.0
         t_global = 0.0
         lora.detach()
         if n_phases:
@@ -238,50 +229,47 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
         del lora, opt
 
     total_targets = int(ns.sum())
-    est_score = t_score / (bsz * c)  # per target, as if every window were full width
+    est_score = t_score / (bsz * c)  # per target, slots full
     est_train = t_train * cfg.lora_steps / (bsz * c)
     clock.require(total_targets * est_score, f"scoring {total_targets:,} targets in chunks of {c}")
     score_rate, train_rate = Rate(), Rate()
 
+    # Slots take documents in stream order; a slot refills as soon as its document is done. Every
+    # tensor is [bsz, seq_len] (short windows padded), so rows never change shape with their neighbours.
     lora = BatchedLoRA(model, bsz, cfg.lora_rank, cfg.lora_targets, cfg.lora_alpha, seed=seed)
+    opt = new_opt(lora)
+    slot_doc = np.full(bsz, -1, np.int64)
+    slot_k = np.zeros(bsz, np.int64)
     adapt = cfg.lora_steps > 0
-    phase, phases_run, done_targets, docs_done = 0, 0, 0, 0
+    phase, phases_run, next_doc, done_docs, done_targets = 0, 0, 0, 0, 0
+    limit = bounds[0] if n_phases else n_docs  # documents that may start before the next global phase
     stopped_at = None
+    fresh = True  # the first documents take the adapters as constructed
     try:
-        for b0 in range(0, n_docs, bsz):
-            b1 = min(b0 + bsz, n_docs)
-            if b0 > 0:
-                lora.reset(cfg.warm_start_a)
-            opt = _lora_optimizer(lora, cfg)
-            w = plan(starts[b0:b1], ns[b0:b1], seq_len, c, c)
-            n_chunks = np.bincount(w.span, minlength=b1 - b0)
-            train_rows = torch.zeros(bsz, dtype=torch.bool)
-            for k in range(int(n_chunks.max())):
-                rows = _rows(w, np.int64(0), k, bsz)
-                width = min(seq_len, (k + 1) * c)
-                x, y, scored, index, h = gather(tokens_t, rows, width, device, hints_t=hints_t)
-                ts = time.perf_counter()
-                with torch.no_grad(), amp_context(device, amp_dtype):
-                    ce, hl = score_logits(model, x, y, h, adapter=lora.head)
-                sink.put(index, ce[scored], None if hl is None else hl[scored])
-                score_rate.add(time.perf_counter() - ts, int(scored.sum()))
-                train_rows[: b1 - b0] = torch.from_numpy(k < n_chunks - 1)
-                if adapt and bool(train_rows.any()):
-                    tt = time.perf_counter()
-                    mask = scored & train_rows.to(device)[:, None]
-                    for _ in range(cfg.lora_steps):
-                        lora_step(lora, opt, x, y, mask)
-                    train_rate.add(time.perf_counter() - tt, int(scored.sum()))
-            docs_done = b1
-            done_targets += int(ns[b0:b1].sum())
-            left = total_targets - done_targets
-            s_rate, t_rate = score_rate.per_unit(est_score), train_rate.per_unit(est_train)
-            if phase < n_phases and docs_done >= bounds[phase]:
+        while True:
+            free = np.flatnonzero(slot_doc < 0)
+            take = free[: max(0, min(len(free), limit - next_doc))]
+            if take.size:
+                slot_doc[take] = np.arange(next_doc, next_doc + take.size)
+                slot_k[take] = 0
+                next_doc += take.size
+                rows_t = torch.from_numpy(take)
+                if not fresh:
+                    lora.reset(cfg.warm_start_a, rows_t)
+                opt.reset(rows_t)
+            fresh = False
+            active = slot_doc >= 0
+            if not active.any():
+                if next_doc >= n_docs:
+                    break
+                # every document before the boundary is scored: global SGD on exactly those, then go on
+                left = total_targets - done_targets
+                s_rate, t_rate = score_rate.per_unit(est_score), train_rate.per_unit(est_train)
                 cost = done_targets * cfg.global_epochs * t_global
-                if clock.affords(cost + left * (s_rate + (t_rate if adapt else 0.0))):
+                if phase < n_phases and clock.affords(cost + left * (s_rate + (t_rate if adapt else 0.0)), "global"):
                     with clock.phase("global_sgd"):
                         lora.detach()
-                        sw = plan(starts[:docs_done], ns[:docs_done], seq_len, seq_len, seq_len)
+                        sw = plan(starts[:next_doc], ns[:next_doc], seq_len, seq_len, seq_len)
                         tg = time.perf_counter()
                         gopt = torch.optim.SGD(list(model.parameters()), lr=cfg.global_lr, momentum=cfg.sgd_momentum)
                         trained = _sgd_steps(model, tokens_t, sw, gopt, _cosine(cfg.global_lr), rows=cfg.sgd_batch_seqs,
@@ -292,21 +280,53 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
                             t_global = (time.perf_counter() - tg) / trained
                         lora.attach()
                     phases_run += 1
-                    clock.act(f"global SGD phase {phases_run} on the first {docs_done} documents ({trained:,} targets)")
-                else:
+                    clock.act(f"global SGD phase {phases_run} on the first {next_doc} documents ({trained:,} targets)")
+                    lora.reset(False)  # the adapters restart on the new base model
+                    fresh = True
+                elif phase < n_phases:
                     clock.act(f"skipped global SGD phases {phase + 1}..{n_phases}: projected over budget")
                     n_phases = phase
-                while phase < n_phases and docs_done >= bounds[phase]:
-                    phase += 1
-            pending = sum(1 for i in range(phase, n_phases)) * done_targets * cfg.global_epochs * t_global
-            if adapt and not clock.affords(left * (s_rate + t_rate) + pending):
-                if phase < n_phases:
-                    clock.act(f"skipped global SGD phases {phase + 1}..{n_phases}: projected over budget")
-                    n_phases = phase
-                if not clock.affords(left * (s_rate + t_rate)):
+                phase += 1
+                limit = bounds[phase] if phase < n_phases else n_docs
+                continue
+            rows = Windows(*(np.zeros(bsz, np.int64) for _ in range(7)))
+            idx = first[slot_doc[active]] + slot_k[active]
+            for f in ("start", "width", "valid", "lo", "hi", "span", "k"):
+                getattr(rows, f)[active] = getattr(w, f)[idx]
+            x, y, scored, index, h = gather(tokens_t, rows, seq_len, device, hints_t=hints_t)
+            ts = time.perf_counter()
+            with torch.no_grad(), amp_context(device, amp_dtype):
+                ce, hl = score_logits(model, x, y, h, adapter=lora.head)
+            sink.put(index, ce[scored], None if hl is None else hl[scored])
+            n_scored = int(scored.sum())
+            score_rate.add(time.perf_counter() - ts, n_scored)
+            train = active & (slot_k < n_chunks[np.maximum(slot_doc, 0)] - 1)  # no use training on a last chunk
+            if adapt and train.any():
+                tt = time.perf_counter()
+                train_t = torch.from_numpy(train)
+                mask = scored & train_t.to(device)[:, None]
+                for _ in range(cfg.lora_steps):
+                    lora_step(lora, opt, x, y, mask, train_t)
+                train_rate.add(time.perf_counter() - tt, n_scored)
+            slot_k[active] += 1
+            finished = active & (slot_k >= n_chunks[np.maximum(slot_doc, 0)])
+            for j in slot_doc[finished]:
+                done_docs += 1
+                done_targets += int(ns[j])
+            slot_doc[finished] = -1
+            if finished.any() and adapt:
+                left = total_targets - done_targets
+                s_rate, t_rate = score_rate.per_unit(est_score), train_rate.per_unit(est_train)
+                pending = max(0, n_phases - phase) * max(done_targets, 1) * cfg.global_epochs * t_global
+                if pending and not clock.affords(left * (s_rate + t_rate) + pending, "global"):
+                    if phase < n_phases:
+                        clock.act(f"skipped global SGD phases {phase + 1}..{n_phases}: projected over budget")
+                        n_phases = phase
+                        limit = n_docs
+                if not clock.affords(left * (s_rate + t_rate), "adapt"):
                     adapt = False
-                    stopped_at = docs_done
-                    clock.act(f"stopped adapting after {docs_done} of {n_docs} documents: projected over budget")
+                    stopped_at = done_docs
+                    clock.act(f"stopped adapting after {done_docs} of {n_docs} documents: projected over budget")
     finally:
         lora.detach()
     clock.add_phase("score", score_rate.seconds)
@@ -366,13 +386,10 @@ def _sgd_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, stride, doc_a
         left_windows = int((chunk_of > ci).sum())
         lo, n = ci * T, min(T, n_targets - ci * T)
         cost = n * cfg.sgd_epochs * train_rate.per_unit(t_train)
-        rest = (n_chunks - ci - 2) * T * cfg.sgd_epochs * train_rate.per_unit(t_train)
-        s_rate = score_rate.per_unit(t_score)
-        if not clock.affords(left_windows * s_rate + cost + max(rest, 0)):
-            if not clock.affords(left_windows * s_rate + cost):
-                adapt = False
-                clock.act(f"stopped adapting after chunk {ci + 1} of {n_chunks}: projected over budget")
-                continue
+        if not clock.affords(left_windows * score_rate.per_unit(t_score) + cost, "adapt"):
+            adapt = False  # training on this chunk and scoring the rest would overrun: score only from here
+            clock.act(f"stopped adapting after chunk {ci + 1} of {n_chunks}: projected over budget")
+            continue
         tt = time.perf_counter()
         cw = plan(np.array([lo]), np.array([n]), seq_len, seq_len, seq_len)
         lr = cfg.sgd_lr * 0.5 * (1.0 + math.cos(math.pi * ci / max(n_chunks - 1, 1)))
