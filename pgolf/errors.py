@@ -23,7 +23,7 @@ class ArtifactError(PgolfError):
 
 
 class BudgetError(PgolfError):
-    """The artifact does not fit its byte budget."""
+    """The artifact does not fit its byte budget, or an evaluation cannot finish inside its time budget."""
 
     exit_code = 3
 

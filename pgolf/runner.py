@@ -25,7 +25,7 @@ from pgolf.artifact.budget import ByteReport, check_budget, code_bytes, format_t
 from pgolf.compile import compile_model
 from pgolf.config import RunConfig, apply_overrides, load_config
 from pgolf.data.prepare import RunData, prepare_data
-from pgolf.errors import ArtifactError, DataError
+from pgolf.errors import ArtifactError, ConfigError, DataError
 from pgolf.eval.bpb import EvalResult, evaluate
 from pgolf.export.driver import (
     ExportResult,
@@ -263,7 +263,7 @@ def eval_run(run_dir: str | Path, cfg: RunConfig | None = None, artifact: str | 
     for m in methods:
         parse_method(m)
     if len(set(methods)) != len(methods):
-        raise DataError(f"eval methods listed twice: {', '.join(methods)}")
+        raise ConfigError(f"eval methods listed twice: {', '.join(methods)}")
     run_manifest = _manifest_tokenizer(Path(cfg.data.path)) if cfg.data.path else None
     if data_dir is not None:
         cfg = apply_overrides(cfg, [f"data.path={data_dir}", "data.tokenizer="])

@@ -58,6 +58,14 @@ from pgolf.eval.scoring import Scored, TargetSink, amp_context, check_tokens, fi
 from pgolf.eval.sliding import score_windows, sliding_windows
 from pgolf.eval.windows import Windows, gather, plan, spans
 
+TAIL = 2.0
+"""Scoring the rest of a LoRA stream without adaptation is projected at TAIL × the measured seconds per
+target: at the end of the stream the slots empty one by one while every step still costs a full batch
+(enwiki, ``cpu`` model, budget 200 s: deciding at 1× the tail ran at 1.45× the average rate and the
+method ended at 219 s; at 2× it stopped adapting at 86 s and ended at 166.5 s, docs/benchmarks.md). The
+projection may not look at the lengths of documents not yet scored: that would make earlier losses
+depend on later BOS positions."""
+
 
 def _masked_mean_ce(ce: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
     """Per row: mean CE over the scored entries (0 for a row with none) — rows stay independent."""
@@ -241,7 +249,8 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
     slot_doc = np.full(bsz, -1, np.int64)
     slot_k = np.zeros(bsz, np.int64)
     adapt = cfg.lora_steps > 0
-    phase, phases_run, next_doc, done_docs, done_targets = 0, 0, 0, 0, 0
+    phase, phases_run, next_doc, done_docs, done_targets, scored_so_far = 0, 0, 0, 0, 0, 0
+    cum_ns = np.concatenate([[0], np.cumsum(ns)])  # targets of the first j documents
     limit = bounds[0] if n_phases else n_docs  # documents that may start before the next global phase
     stopped_at = None
     fresh = True  # the first documents take the adapters as constructed
@@ -300,7 +309,20 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
             sink.put(index, ce[scored], None if hl is None else hl[scored])
             n_scored = int(scored.sum())
             score_rate.add(time.perf_counter() - ts, n_scored)
+            scored_so_far += n_scored
+            left = total_targets - scored_so_far
+            s_rate, t_rate = score_rate.per_unit(est_score), train_rate.per_unit(est_train)
             train = active & (slot_k < n_chunks[np.maximum(slot_doc, 0)] - 1)  # no use training on a last chunk
+            if adapt and phase < n_phases:  # first give up the global phases still ahead ...
+                pending = sum(int(cum_ns[bounds[i]]) for i in range(phase, n_phases)) * cfg.global_epochs * t_global
+                if not clock.affords(pending + left * (s_rate + t_rate), "global"):
+                    clock.act(f"skipped global SGD phases {phase + 1}..{n_phases}: projected over budget")
+                    n_phases, limit = phase, n_docs
+            if adapt and train.any() and not clock.affords(TAIL * left * s_rate + n_scored * t_rate, "adapt"):
+                adapt = False  # ... then adaptation, once only scoring the rest still fits
+                stopped_at = (done_docs, scored_so_far)
+                clock.act(f"stopped adapting after {scored_so_far:,} of {total_targets:,} targets "
+                          f"({done_docs} of {n_docs} documents done): projected over budget")
             if adapt and train.any():
                 tt = time.perf_counter()
                 train_t = torch.from_numpy(train)
@@ -314,19 +336,6 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
                 done_docs += 1
                 done_targets += int(ns[j])
             slot_doc[finished] = -1
-            if finished.any() and adapt:
-                left = total_targets - done_targets
-                s_rate, t_rate = score_rate.per_unit(est_score), train_rate.per_unit(est_train)
-                pending = max(0, n_phases - phase) * max(done_targets, 1) * cfg.global_epochs * t_global
-                if pending and not clock.affords(left * (s_rate + t_rate) + pending, "global"):
-                    if phase < n_phases:
-                        clock.act(f"skipped global SGD phases {phase + 1}..{n_phases}: projected over budget")
-                        n_phases = phase
-                        limit = n_docs
-                if not clock.affords(left * (s_rate + t_rate), "adapt"):
-                    adapt = False
-                    stopped_at = done_docs
-                    clock.act(f"stopped adapting after {done_docs} of {n_docs} documents: projected over budget")
     finally:
         lora.detach()
     clock.add_phase("score", score_rate.seconds)
@@ -334,7 +343,8 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
     return {"documents": n_docs, "chunk": c, "batch_docs": bsz, "lora_rank": cfg.lora_rank,
             "lora_targets": list(cfg.lora_targets), "lora_lr": cfg.lora_lr, "lora_steps": cfg.lora_steps,
             "warm_start_a": cfg.warm_start_a, "phases_planned": cfg.phases if phased else 0, "phases_run": phases_run,
-            "prefix_docs": prefix, "adapted_documents": n_docs if stopped_at is None else stopped_at}
+            "prefix_docs": prefix, "adapted_documents": n_docs if stopped_at is None else stopped_at[0],
+            "adapted_targets": total_targets if stopped_at is None else stopped_at[1]}
 
 
 def _sgd_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, stride, doc_aware, rows, bos_id, device,
