@@ -255,7 +255,7 @@ def eval_run(run_dir: str | Path, cfg: RunConfig | None = None, artifact: str | 
     every method finished. Returns the first method's metrics, its artifact bytes, and ``methods``."""
     from pgolf.eval.budget import EvalClock
     from pgolf.eval.methods import parse_method, run_method
-    from pgolf.eval.scoring import loss_table, write_losses
+    from pgolf.eval.scoring import gathered, loss_table, write_losses
 
     run_dir = Path(run_dir)
     cfg = cfg or load_config(str(run_dir / CONFIG))
@@ -279,6 +279,13 @@ def eval_run(run_dir: str | Path, cfg: RunConfig | None = None, artifact: str | 
         if run_manifest and theirs and run_manifest != theirs:
             raise DataError(f"{data_dir}: its tokenizer (sha256 {theirs[:12]}…) is not the one the run was trained "
                             f"with (sha256 {run_manifest[:12]}…)")
+    mpath = Path(metrics_path) if metrics_path else run_dir / METRICS
+    merged: dict[str, Any] = {}
+    if mpath.exists():
+        try:
+            merged = json.loads(mpath.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"{mpath}: unreadable metrics file ({e})") from None
     amp = agreed_amp(cfg.train.amp_dtype, info.device).dtype
     runs = []
     for name in methods:
@@ -295,18 +302,11 @@ def eval_run(run_dir: str | Path, cfg: RunConfig | None = None, artifact: str | 
                  **{k: r.report[k] for k in ("settings", "phases", "actions", "within_budget", "budget_seconds")},
                  "details": r.report["details"]}
         entries.append(entry)
+    full = [gathered(r.scored, info.device) for r in runs] if dump_losses is not None else []
     if dist.is_main():
-        if dump_losses is not None:
-            for r in runs:
-                target = _dump_path(Path(dump_losses), r.name, len(runs))
-                write_losses(target, loss_table(r.scored, data.val.tokens, data.tables, data.val.raw_bytes))
-        mpath = Path(metrics_path) if metrics_path else run_dir / METRICS
-        merged: dict[str, Any] = {}
-        if mpath.exists():
-            try:
-                merged = json.loads(mpath.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise DataError(f"{mpath}: unreadable metrics file ({e})") from None
+        for r, scored in zip(runs, full, strict=False):  # empty without --dump-losses
+            target = _dump_path(Path(dump_losses), r.name, len(runs))
+            write_losses(target, loss_table(scored, data.val.tokens, data.tables, data.val.raw_bytes))
         evals = merged.get("evals", {}) if isinstance(merged.get("evals"), dict) else {}
         suffix = "" if data_dir is None else f"@{Path(data_dir).name}"
         for entry in entries:

@@ -160,7 +160,7 @@ def test_run_writes_run_dir_then_artifact_errors(capsys, tiny_data, tmp_path):
     assert _no_temp_files(out)
 
     # pgolf eval reproduces the run's score from the artifact on disk
-    assert main(["eval", str(out), "--json"]) == 0
+    assert main(["eval", str(out)]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert ev["val_bpb"] == m["val_bpb"]
 

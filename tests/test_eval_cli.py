@@ -63,7 +63,7 @@ def test_methods_side_by_side_with_dumps(run_dir, other_data, tmp_path, capsys) 
     sets = ["--set", "eval.sliding.stride=16", "--set", "eval.ttt.chunk=16", "--set", "eval.ttt.batch_docs=4",
             "--set", "data.val_max_tokens=5000"]
     argv = ["eval", str(run_dir), "--method", "plain", "--method", "sliding", "--method", "ttt", "--method", "sliding+mix",
-            "--json", "--metrics", str(metrics), "--dump-losses", str(dump), *sets]
+            "--metrics", str(metrics), "--dump-losses", str(dump), *sets]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     written = json.loads(metrics.read_text())["evals"]
@@ -84,7 +84,8 @@ def test_methods_side_by_side_with_dumps(run_dir, other_data, tmp_path, capsys) 
     assert full["sliding+mix"]["details"]["lm_val_bpb"] == full["sliding"]["val_bpb"]  # mixed on top of the same LM
 
     # the scorecard, and another dataset scored with the same artifact
-    assert main(["eval", str(run_dir), "--method", "plain", "--data", str(other_data), "--metrics", str(metrics)]) == 0
+    assert main(["eval", str(run_dir), "--method", "plain", "--data", str(other_data), "--metrics", str(metrics),
+                 "--scorecard"]) == 0
     card = capsys.readouterr().out
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
     assert "evals" not in run_metrics  # --metrics elsewhere: the run directory is left alone

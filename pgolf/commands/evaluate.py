@@ -1,7 +1,7 @@
 """``pgolf eval``: evaluate any artifact on any dataset with one or more methods, each inside its budget.
 
     pgolf eval runs/cpu                                       # plain, as the run scored itself
-    pgolf eval runs/cpu --method plain --method sliding --method mix
+    pgolf eval runs/cpu --method plain --method sliding --method mix --scorecard
     pgolf eval runs/cpu --method ttt --set eval.ttt.mode=phased --data data/other --dump-losses losses.npy
 """
 
@@ -30,7 +30,8 @@ def register(app: typer.Typer) -> None:
         metrics: Annotated[Path | None, typer.Option("--metrics", help="Merge the results into this JSON file "
                                                      "(default RUN_DIR/metrics.json).")] = None,
         set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config field: section.key=value.")] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of the scorecard.")] = False,
+        card: Annotated[bool, typer.Option("--scorecard", help="Print a table (method, val_bpb, val_bpb_raw, seconds, "
+                                           "tokens/s, phases, budget actions) instead of JSON.")] = False,
     ) -> None:
         """Reload an artifact from disk and evaluate it exactly (val_bpb and val_bpb_raw per method, with seconds)."""
         from pgolf import dist
@@ -47,4 +48,4 @@ def register(app: typer.Typer) -> None:
         finally:
             dist.cleanup()
         if dist.rank() == 0:
-            print(json.dumps(m, indent=2) if as_json else eval_scorecard(m))
+            print(eval_scorecard(m) if card else json.dumps(m, indent=2))

@@ -38,7 +38,7 @@ from pgolf.eval.bpb import ValTokens, evaluate_scored, num_eval_sequences
 from pgolf.eval.budget import EvalClock
 from pgolf.eval.mix import hints as ngram_hints
 from pgolf.eval.mix import mix_losses, ngram_stats
-from pgolf.eval.scoring import Scored, finish
+from pgolf.eval.scoring import Scored, amp_context, finish, score_logits
 from pgolf.eval.sliding import evaluate_sliding, sliding_windows
 from pgolf.eval.ttt import evaluate_ttt
 
@@ -87,15 +87,18 @@ def settings(name: str, cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
-def _warmup(model: nn.Module, vocab: int, rows: int, seq_len: int, device: torch.device, amp_dtype: str) -> float:
-    """Run the scoring shape twice on random tokens (the first call compiles); seconds of the second."""
+def _warmup(model: nn.Module, vocab: int, rows: int, seq_len: int, device: torch.device, amp_dtype: str,
+            logits: bool = False) -> float:
+    """Run the scoring call twice on random tokens (the first call compiles); seconds of the second.
+    ``logits``: the call that returns logits (the tilt needs log p(hint)) instead of the CE one."""
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, vocab, (rows, seq_len), generator=g).to(device)
     y = torch.randint(0, vocab, (rows, seq_len), generator=g).to(device)
-    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp_dtype == "bf16"):
-        model(x, y, reduction="none")
+    h = torch.randint(0, vocab, (rows, seq_len), generator=g).to(device) if logits else None
+    with torch.no_grad(), amp_context(device, amp_dtype):
+        score_logits(model, x, y, h)
         t0 = time.perf_counter()
-        model(x, y, reduction="none")
+        score_logits(model, x, y, h)
     return time.perf_counter() - t0
 
 
@@ -129,7 +132,7 @@ def run_method(name: str, model: nn.Module, val: ValTokens, tables: ByteTables, 
             if e.compile:
                 scorer = compile_model(model)
             model.eval()
-            per_batch = _warmup(scorer, vocab, rows, seq_len, device, amp_dtype)
+            per_batch = _warmup(scorer, vocab, rows, seq_len, device, amp_dtype, logits=mixed and e.mix.mode == "tilt")
     stats = hint_ids = None
     if mixed:
         with clock.phase("warmup"):

@@ -162,6 +162,21 @@ def finish(losses: np.ndarray, counts: np.ndarray, tokens: np.ndarray, raw: np.n
     return Scored(losses=losses, counts=counts, result=result, hint_logp=hint_logp, info=dict(info or {}))
 
 
+def gathered(scored: Scored, device: torch.device) -> Scored:
+    """The whole stream's per-target arrays on every rank (each target was scored by exactly one rank,
+    so the SUM all-reduce is exact); the metrics stay the all-reduced ones."""
+    if not dist.is_initialized() or dist.world_size() == 1:
+        return scored
+    losses = torch.from_numpy(scored.losses).to(device)
+    counts = torch.from_numpy(scored.counts.astype(np.int32)).to(device)
+    dist.all_reduce_(losses, "sum")
+    dist.all_reduce_(counts, "sum")
+    c = counts.cpu().numpy()
+    check_single_pass(c, c > 0, "gathered evaluation")
+    return Scored(losses=losses.cpu().numpy(), counts=c.astype(np.uint8), result=scored.result,
+                  hint_logp=scored.hint_logp, info=scored.info)
+
+
 def loss_table(scored: Scored, tokens: np.ndarray, tables: ByteTables, raw: np.ndarray | None) -> np.ndarray:
     """The scored targets in stream order as a structured array: ``pos`` (stream position p), ``token``
     (u_p), ``loss`` (float32 nats), ``bytes`` (table bytes B_p) and, with a sidecar, ``raw_bytes`` (R_p)."""
