@@ -258,6 +258,13 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     adam_eps: float = 1e-8
+    embed_betas: tuple[float, ...] | None = None
+    """Adam (β1, β2) of the embedding group alone (None = ``(beta1, beta2)``). The records share one pair
+    across groups ([04-27a]: β2 0.99 everywhere); modded-nanogpt gives its embeddings their own."""
+    head_betas: tuple[float, ...] | None = None
+    """Adam (β1, β2) of the untied head alone (None = ``(beta1, beta2)``)."""
+    scalar_betas: tuple[float, ...] | None = None
+    """Adam (β1, β2) of the scalar/control group alone (None = ``(beta1, beta2)``)."""
     grad_clip_norm: float = 0.0
     """Clip the global gradient norm to this value (0 = off, the baseline; 0.3 from [03-19d])."""
     muon_wd: float = 0.0
@@ -295,6 +302,10 @@ class OptimConfig:
         _check(0 <= self.muon_momentum < 1, "optim.muon_momentum must be in [0, 1)")
         _check(self.muon_backend_steps >= 1, "optim.muon_backend_steps must be >= 1")
         _check(self.grad_clip_norm >= 0, "optim.grad_clip_norm must be >= 0")
+        for name in ("embed_betas", "head_betas", "scalar_betas"):
+            b = getattr(self, name)
+            _check(b is None or (len(b) == 2 and all(0 <= x < 1 for x in b)),
+                   f"optim.{name} must be two numbers in [0, 1) (beta1,beta2), got {b}")
 
 
 @dataclass

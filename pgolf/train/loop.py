@@ -48,6 +48,7 @@ from pgolf.errors import ConfigError, TrainingError
 from pgolf.eval.bpb import EvalResult, evaluate
 from pgolf.model.gpt import GPT, parameter_groups
 from pgolf.optim import build_optimizers
+from pgolf.optim.clip import clip_gradients
 from pgolf.optim.schedule import lr_multiplier, muon_momentum, seq_len_at, wd_multiplier
 from pgolf.optim.schedule import progress as run_progress
 from pgolf.precision import agreed_amp, autocast
@@ -146,9 +147,6 @@ def train(
     fwd: torch.nn.Module = compiled
     if world > 1:
         if cfg.optim.parallel_muon:  # parallel Muon reduce-scatters the matrix gradients itself
-            if cfg.optim.grad_clip_norm > 0:
-                raise ConfigError("optim.parallel_muon with optim.grad_clip_norm > 0 is not supported: the clip needs "
-                                  "the full gradient norm before the matrix gradients are reduced")
             mat = {id(p) for _, p in parameter_groups(model)["matrix"]}
             DDP._set_params_and_buffers_to_ignore_for_model(
                 compiled, [n for n, p in compiled.named_parameters() if id(p) in mat])
@@ -207,7 +205,7 @@ def train(
                 (loss / accum).backward()
             loss_sum += loss.detach().double()
         if cfg.optim.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
+            clip_gradients(model.parameters(), optimizers, cfg.optim.grad_clip_norm)
         for opt in optimizers:
             opt.step()
         for opt in optimizers:
