@@ -139,17 +139,21 @@ def train(
 ) -> None:
     """Train only; writes config.json, train.log and a resumable checkpoint."""
     from pgolf import dist, fileio
+    from pgolf.autosize import resolve_for_run
     from pgolf.train.log import RunLog
     from pgolf.train.loop import train as train_fn
 
     cfg = _config(preset, set_)
     out = out or _default_out(cfg.name)
     info_ = dist.init(cfg.train.device)
+    cfg, sized = resolve_for_run(cfg, out, resume=resume)
     if info_.is_main:
         out.mkdir(parents=True, exist_ok=True)
         fileio.write_text(out / "config.json", cfg.to_json() + "\n")
     log = RunLog(out / "train.log")
     log.header(cfg.to_json())
+    for line in sized:
+        log(line)
     try:
         res = train_fn(cfg, out, resume=resume, log=log)
     finally:

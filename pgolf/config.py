@@ -445,6 +445,14 @@ class TrainConfig:
     ema: EmaConfig = field(default_factory=EmaConfig)
     swa: SwaConfig = field(default_factory=SwaConfig)
     qat: QatConfig = field(default_factory=QatConfig)
+    autosize: bool = False
+    """Choose depth, width and batch for this machine before training (:mod:`pgolf.autosize`: a short
+    throughput probe, a FLOP time model and the Chinchilla loss law under the model-byte cap); the
+    resolved shape is what ``config.json`` records. Single-process CPU runs; the ``cpu`` preset turns it on."""
+    autosize_model_bytes: int = 1_000_000
+    """Autosize: the largest estimated compressed model (the CPU track's 1,000,000-byte cap)."""
+    autosize_min_steps: int = 400
+    """Autosize: the fewest optimizer steps a candidate may get within the budget."""
     calib_reserve_seconds: float = 0.0
     """GPTQ calibration on training tokens inside the training budget (CATALOGUE §2.5 "Calibration
     data": [03-29] reserves 14 s, [04-14] 4 s, [04-23]+ 0.5 s): when > 0 the loop trains until

@@ -300,3 +300,7 @@ derive("record-0427", "baseline", RECORD_0427,
        doc="[04-27a] PR #1855, 1.0611: SP8192, 11L×512 MLP4×, loop 3–5 ×3 from 35 %, parallel lanes from 8, "
            "XSA-all, gated skips, BOS-fixed SmearGate, SparseAttnGate, MuonEq-R + Polar Express, EMA 0.9965 "
            "(35,945,671 params)")
+
+derive("cpu-auto", "cpu", {"train.autosize": True},
+       "The cpu recipe with depth, width and batch chosen for this machine and budget by a throughput probe "
+       "(:mod:`pgolf.autosize`; candidate for replacing `cpu` once measured side by side, docs/benchmarks.md).")

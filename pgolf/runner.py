@@ -21,6 +21,7 @@ import torch
 
 from pgolf import dist, fileio
 from pgolf.artifact.budget import ByteReport, check_budget, code_bytes, format_table
+from pgolf.autosize import resolve_for_run
 from pgolf.compile import compile_model
 from pgolf.config import RunConfig, apply_overrides, load_config
 from pgolf.data.prepare import RunData, prepare_data
@@ -125,6 +126,7 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
     """Run ``cfg`` end to end into ``out_dir`` and return ``metrics.json``'s contents."""
     out = Path(out_dir)
     info = dist.init(cfg.train.device)
+    cfg, sized = resolve_for_run(cfg, out, resume=resume)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
@@ -134,6 +136,8 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
     dist.barrier()
     log = RunLog(out / LOG)
     log.header(cfg.to_json())
+    for line in sized:
+        log(line)
     data = prepare_data(cfg)
     log(f"val_bpb:enabled tokenizer={data.spec.tokenizer_path} data={data.spec.data_dir}")
     log(f"val_loader: tokens:{len(data.val.tokens)} raw_bytes:{'yes' if data.val.raw_bytes is not None else 'no'}")
