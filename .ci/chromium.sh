@@ -12,5 +12,5 @@ fi
 echo "ci: installing chromium (apt-get)"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends chromium >/dev/null
+apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null  # a font for the page text
 command -v chromium >/dev/null

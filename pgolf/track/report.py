@@ -100,7 +100,7 @@ def _sha256(text: str) -> str:
 
 
 def _csp() -> str:
-    return (f"default-src 'none'; img-src 'self' data:; style-src '{_sha256(STYLE)}'; "
+    return (f"default-src 'none'; img-src 'self'; style-src '{_sha256(STYLE)}'; "
             f"script-src '{_sha256(CHECK_SCRIPT)}'; base-uri 'none'; form-action 'none'")
 
 
