@@ -3,12 +3,15 @@ challenge's byte tables (shared by training, evaluation and export, so none impo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pgolf.config import RunConfig
 from pgolf.data.bytetables import ByteTables, build_byte_tables
 from pgolf.data.loader import DataSpec, ValData, load_validation, resolve_data
+from pgolf.data.provenance import OverlapChecker, ValFingerprints
+from pgolf.data.shards import read_shard_header
 from pgolf.data.tokenizer import check_vocab, load_tokenizer
+from pgolf.errors import DataError
 
 
 @dataclass
@@ -18,12 +21,39 @@ class RunData:
     spec: DataSpec
     val: ValData
     tables: ByteTables
+    _fingerprints: ValFingerprints | None = field(default=None, repr=False)
 
     @property
     def score(self) -> str:
         """Which bytes val_bpb divides by: ``table`` (the challenge's LUTs) or ``sidecar`` (original
         bytes; always for a transformed dataset such as CaseOps, whose pieces are not the text)."""
         return "table" if self.spec.text_transform == "identity" else "sidecar"
+
+    def val_fingerprints(self) -> ValFingerprints:
+        """Fingerprints of the validation documents, from the val shards themselves (all of them, even
+        when ``val`` is cut to ``data.val_max_tokens``); DataError if the manifest records others."""
+        if self._fingerprints is None:
+            spec = self.spec
+            full = self.val if self.val.tokens.size == sum(read_shard_header(f) for f in spec.val_files) else \
+                load_validation(spec, spec.vocab_size)
+            bos = int((spec.manifest or {}).get("bos_id", 1))
+            fp = ValFingerprints.from_tokens(full.tokens, bos)
+            entry = (spec.manifest or {}).get("validation_fingerprints")
+            if entry is not None:
+                where = str(spec.data_dir / "manifest.json")
+                i = ValFingerprints.from_manifest(entry, where).mismatch(fp)
+                if i is not None:
+                    raise DataError(f"{where}: validation document {i} of the val shards differs from the one the "
+                                    "manifest fingerprinted: these are not the val shards this dataset was built with")
+            self._fingerprints = fp
+        return self._fingerprints
+
+    def overlap_checker(self) -> OverlapChecker | None:
+        """The train-shard check the loader runs (``pgolf.data.provenance``); None for the official
+        export (``pgolf data fetch``), whose fixed split is the challenge's own definition."""
+        if (self.spec.manifest or {}).get("source") == "official":
+            return None
+        return OverlapChecker(self.val_fingerprints(), self.spec.train_files)
 
 
 def prepare_data(cfg: RunConfig) -> RunData:
