@@ -12,28 +12,32 @@ validation split, in order).
 **Exact rule** (rule ``pgolf-prov-v1``): a train document is validation document ``v`` when its
 ids after the BOS, as little-endian uint16 bytes, have the same 64-bit BLAKE2b digest
 (``person=b"pgolf-val-doc"``) and the same length as ``v``'s. (Only documents whose length some
-validation document has are hashed.)
+validation document has, with the same first four ids, are hashed.)
 
 **Near-duplicate rule** (the same rule): shingles are ``NGRAM`` = 16 consecutive ids inside one
-document, *sampled by content*: only shingles whose first id is *eligible* (``mix(id) mod SAMPLE = 0``,
-``SAMPLE`` = 16, BOS never) are kept, so a passage has the same sampled shingles wherever it is.
-A shingle's hash is 32 bits. The *sketch* of a validation document is the ``SKETCH`` = 8 smallest
-distinct hashes of its sampled shingles (bottom-k MinHash: a uniform sample of its shingle set). A
-train document ``d`` is a near-duplicate of ``v`` when ``v`` has ≥ ``MIN_ANCHORS`` = 4 sketch hashes
-and at least ``ceil(NEAR_FRACTION · k)`` of its ``k`` sketch hashes (``NEAR_FRACTION`` = 0.75, so 6
-of 8) are among ``d``'s sampled shingle hashes. The fraction of sketch hashes found estimates the
-*containment* |S(v) ∩ S(d)| / |S(v)| of ``v``'s shingle set in ``d``'s without bias, so the rule says
-"about three quarters or more of ``v``'s 16-token passages occur in ``d``". Shorter documents (fewer
-than 4 sampled shingles, ≈ < 80 tokens) are checked by the exact rule only. Documents that share
-one boilerplate sentence with ``v`` do not reach the threshold.
+document (after its BOS), *sampled by content*: only shingles whose first id is *eligible* are kept
+(``(id · ELIGIBLE_MUL) mod 65536 < 65536 / SAMPLE``: a multiplicative hash of the id, ``SAMPLE`` = 16;
+BOS never), so a passage has the same sampled shingles wherever it occurs. A shingle's hash: its 16
+ids as four little-endian uint64 words ``w0…w3``, ``acc = (((w0·K0 ⊕ w1)·K1 ⊕ w2)·K2 ⊕ w3)·K3``
+mod 2^64, hash = the top 32 bits of ``mix(acc)``, ``mix`` the splitmix64 finalizer. The *sketch* of a validation document is the
+``SKETCH`` = 8 smallest distinct hashes of its sampled shingles (bottom-k MinHash: a uniform sample
+of its shingle set). A train document ``d`` is a near-duplicate of ``v`` when ``v`` has
+``k`` ≥ ``MIN_ANCHORS`` = 4 sketch hashes and at least ``ceil(NEAR_FRACTION · k)`` of them
+(``NEAR_FRACTION`` = 0.75, so 6 of 8) are among ``d``'s sampled shingle hashes. The fraction of
+sketch hashes found estimates, without bias, the *containment* |S(v) ∩ S(d)| / |S(v)| of ``v``'s
+shingle set in ``d``'s, so the rule reads "about three quarters or more of ``v``'s 16-token passages
+occur in ``d``": ``v`` pasted inside a longer document, or ``v`` with a few edits. Shorter documents
+(fewer than 4 sampled shingles, ≈ < 80 tokens) are checked by the exact rule only; one shared
+boilerplate sentence does not reach the threshold. A train document is reported once, against the
+lowest-numbered validation document it matches (exact before near).
 
-Cost: one pass of a table lookup and one BOS scan over the train tokens, ``NGRAM`` gathers over the
-sampled positions (≈ 1/16), a sorted-array membership test, and BLAKE2b over the documents whose
-length a validation document has (docs/benchmarks.md has the measured overhead).
+Cost: one uint16 multiply-compare and one BOS scan over the train tokens, one gather of 16-id windows at the
+sampled positions (≈ 1/16 of them), a sorted-array membership test, and BLAKE2b over the documents whose
+length and first four ids a validation document has (docs/benchmarks.md has the measured overhead).
 
 The fingerprints (:class:`ValFingerprints`) are stored in ``manifest.json`` (``validation_fingerprints``:
 the rule, its parameters and base64 little-endian arrays ``lengths`` (uint32), ``exact`` (uint64),
-``sketch`` (uint32 × SKETCH per document) and ``anchors`` (uint8: how many sketch slots are used)).
+``prefix`` (uint64: the first four ids, which pick the documents worth hashing), ``sketch`` (uint32 × SKETCH per document) and ``anchors`` (uint8: how many sketch slots are used)).
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ SKETCH = 8
 MIN_ANCHORS = 4
 NEAR_FRACTION = 0.75
 BOS_ID = 1
-_SEED = np.uint64(0x51ED270B27D2D4F1)
+ELIGIBLE_MUL = 0x9E37
 _PERSON = b"pgolf-val-doc"
 
 PathLike = str | os.PathLike[str]
@@ -79,16 +83,17 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
-_IDS = np.arange(65536, dtype=np.uint64)
-_K = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93], np.uint64)
+K = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93], np.uint64)
 _CHUNK = 1 << 20
-_ELIGIBLE_BASE = (_mix64(_IDS + _SEED) % np.uint64(SAMPLE)) == 0
 
 
-def _eligible(bos_id: int) -> np.ndarray:
-    table = _ELIGIBLE_BASE.copy()
-    table[bos_id] = False
-    return table
+def _eligible_positions(tokens: np.ndarray, bos_id: int) -> np.ndarray:
+    """Positions whose id is eligible to start a sampled shingle (module docstring)."""
+    x = np.asarray(tokens, dtype=np.uint16) * np.uint16(ELIGIBLE_MUL)  # wraps mod 2^16
+    pos = np.flatnonzero(x < np.uint16(65536 // SAMPLE))
+    if (bos_id * ELIGIBLE_MUL) % 65536 < 65536 // SAMPLE:
+        pos = pos[tokens[pos] != bos_id]
+    return pos
 
 
 def doc_hash(ids: np.ndarray) -> int:
@@ -119,26 +124,50 @@ def _documents(tokens: np.ndarray, bos_id: int) -> _Docs:
     return _Docs(starts.astype(np.int64), ends, heads.astype(np.int64))
 
 
-def _shingles(tokens: np.ndarray, docs: _Docs, bos_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(hash32, doc index)`` of every sampled shingle (``NGRAM`` ids inside one document)."""
-    if tokens.size < NGRAM or docs.starts.size == 0:
+def _shingles(tokens: np.ndarray, bos_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(hash32, position)`` of every sampled shingle: ``NGRAM`` ids from an eligible position, no
+    BOS among them (so inside one document)."""
+    n = tokens.size - NGRAM + 1
+    if n <= 0:
         return np.zeros(0, np.uint32), np.zeros(0, np.int64)
-    pos = np.flatnonzero(_eligible(bos_id)[tokens])
-    doc = np.searchsorted(docs.starts, pos, side="right") - 1
-    ok = (doc >= 0)
-    pos, doc = pos[ok], doc[ok]
-    ok = pos + NGRAM <= docs.ends[doc]
-    pos, doc = pos[ok], doc[ok]
-    h = np.empty(pos.size, np.uint32)
+    pos = _eligible_positions(tokens[:n], bos_id)
     windows = np.lib.stride_tricks.sliding_window_view(np.asarray(tokens, dtype="<u2"), NGRAM)
+    hs, ps = [], []
     for lo in range(0, pos.size, _CHUNK):  # 16 ids = 32 bytes = four uint64 words per shingle
-        w = windows[pos[lo:lo + _CHUNK]].view("<u8")
-        acc = w[:, 0] * _K[0]
+        p = pos[lo:lo + _CHUNK]
+        rows = windows[p]
+        inside = ~(rows == bos_id).any(axis=1)
+        w = rows[inside].view("<u8")
+        acc = w[:, 0] * K[0]
         for j in range(1, NGRAM // 4):
             acc ^= w[:, j]
-            acc *= _K[j]
-        h[lo:lo + _CHUNK] = (_mix64(acc) >> np.uint64(32)).astype(np.uint32)
-    return h, doc
+            acc *= K[j]
+        hs.append((_mix64(acc) >> np.uint64(32)).astype(np.uint32))
+        ps.append(p[inside])
+    if not hs:
+        return np.zeros(0, np.uint32), np.zeros(0, np.int64)
+    return np.concatenate(hs), np.concatenate(ps)
+
+
+def _prefixes(tokens: np.ndarray, docs: _Docs) -> np.ndarray:
+    """Each document's first four ids (BOS excluded; 0 past its end) as one little-endian uint64."""
+    n = tokens.size
+    word = np.zeros(docs.starts.size, np.uint64)
+    for j in range(4):
+        idx = docs.starts + j
+        ids = tokens[np.minimum(idx, max(n - 1, 0))].astype(np.uint64) if n else np.zeros(idx.size, np.uint64)
+        word |= np.where(idx < docs.ends, ids, np.uint64(0)) << np.uint64(16 * j)
+    return word
+
+
+def _prefix_keys(prefix: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """A 64-bit key of (length, first four ids): the cheap prefilter of the exact rule."""
+    return _mix64(prefix ^ (lengths.astype(np.uint64) * K[0]))
+
+
+def _sorted_unique(a: np.ndarray) -> np.ndarray:
+    a = np.sort(a)
+    return a[np.r_[True, a[1:] != a[:-1]]] if a.size else a
 
 
 # ----------------------------------------------------------------------------------- fingerprints
@@ -147,10 +176,12 @@ def _shingles(tokens: np.ndarray, docs: _Docs, bos_id: int) -> tuple[np.ndarray,
 @dataclass
 class ValFingerprints:
     """Fingerprints of the validation documents (module docstring): per document its length in
-    ids (BOS excluded), exact 64-bit hash, and bottom-``SKETCH`` shingle hashes (``anchors[i]`` used)."""
+    ids (BOS excluded), exact 64-bit hash, first four ids (the exact rule's cheap prefilter), and
+    bottom-``SKETCH`` shingle hashes (``anchors[i]`` of them used)."""
 
     lengths: np.ndarray  # uint32 [N]
     exact: np.ndarray  # uint64 [N]
+    prefix: np.ndarray  # uint64 [N]: first four ids
     sketch: np.ndarray  # uint32 [N, SKETCH]
     anchors: np.ndarray  # uint8 [N]
     bos_id: int = BOS_ID
@@ -158,7 +189,8 @@ class ValFingerprints:
     def __post_init__(self) -> None:
         self._exact_index: dict[tuple[int, int], int] | None = None
         self._anchor_table: tuple[np.ndarray, np.ndarray] | None = None
-        self._lengths: np.ndarray | None = None
+        self._keys: np.ndarray | None = None
+        self._filter: tuple[np.ndarray, int] | None = None
 
     @property
     def documents(self) -> int:
@@ -173,18 +205,19 @@ class ValFingerprints:
         lengths = (docs.ends - docs.starts).astype(np.uint32)
         exact = np.fromiter((doc_hash(tokens[s:e]) for s, e in zip(docs.starts.tolist(), docs.ends.tolist(),
                                                                      strict=True)), dtype=np.uint64, count=n)
-        h, doc = _shingles(tokens, docs, bos_id)
+        h, pos = _shingles(tokens, bos_id)
+        doc = np.searchsorted(docs.starts, pos, side="right") - 1
         sketch = np.zeros((n, SKETCH), np.uint32)
         anchors = np.zeros(n, np.uint8)
         if h.size:
-            key = np.unique((doc.astype(np.uint64) << np.uint64(32)) | h.astype(np.uint64))  # sorted, distinct per doc
+            key = _sorted_unique((doc.astype(np.uint64) << np.uint64(32)) | h.astype(np.uint64))  # distinct per doc
             kdoc = (key >> np.uint64(32)).astype(np.int64)
             first = np.searchsorted(kdoc, kdoc, side="left")
             rank = np.arange(key.size) - first
             keep = rank < SKETCH
             sketch[kdoc[keep], rank[keep]] = (key[keep] & np.uint64(0xFFFFFFFF)).astype(np.uint32)
             np.add.at(anchors, kdoc[keep], 1)
-        return cls(lengths, exact, sketch, anchors, bos_id)
+        return cls(lengths, exact, _prefixes(tokens, docs), sketch, anchors, bos_id)
 
     @classmethod
     def from_documents(cls, docs: Sequence[np.ndarray], bos_id: int = BOS_ID) -> ValFingerprints:
@@ -199,7 +232,7 @@ class ValFingerprints:
         return {
             "rule": RULE, "ngram": NGRAM, "sample": SAMPLE, "sketch_size": SKETCH, "min_anchors": MIN_ANCHORS,
             "near_fraction": NEAR_FRACTION, "bos_id": self.bos_id, "documents": self.documents,
-            "lengths": b64(self.lengths, "<u4"), "exact": b64(self.exact, "<u8"),
+            "lengths": b64(self.lengths, "<u4"), "exact": b64(self.exact, "<u8"), "prefix": b64(self.prefix, "<u8"),
             "sketch": b64(self.sketch, "<u4"), "anchors": b64(self.anchors, "u1"),
         }
 
@@ -225,7 +258,7 @@ class ValFingerprints:
                 raise DataError(f"{where}: validation_fingerprints.{key} is not {count} base64 {dt} values")
             return a.astype(np.dtype(dt).newbyteorder("="))
 
-        fp = cls(arr("lengths", "<u4", n), arr("exact", "<u8", n), arr("sketch", "<u4", n * SKETCH).reshape(n, SKETCH),
+        fp = cls(arr("lengths", "<u4", n), arr("exact", "<u8", n), arr("prefix", "<u8", n), arr("sketch", "<u4", n * SKETCH).reshape(n, SKETCH),
                  arr("anchors", "u1", n), int(entry.get("bos_id", BOS_ID)))
         if fp.anchors.size and int(fp.anchors.max()) > SKETCH:
             raise DataError(f"{where}: validation_fingerprints.anchors exceed the sketch size {SKETCH}")
@@ -248,10 +281,21 @@ class ValFingerprints:
             self._exact_index = idx
         return self._exact_index
 
-    def sorted_lengths(self) -> np.ndarray:
-        if self._lengths is None:
-            self._lengths = np.unique(self.lengths.astype(np.int64))
-        return self._lengths
+    def prefix_keys(self) -> np.ndarray:
+        """Sorted distinct :func:`_prefix_keys` of the validation documents."""
+        if self._keys is None:
+            self._keys = _sorted_unique(_prefix_keys(self.prefix, self.lengths))
+        return self._keys
+
+    def anchor_filter(self) -> tuple[np.ndarray, int]:
+        """A boolean table over the top bits of the sketch hashes (≈ 1/16 false positives): ``(table, shift)``."""
+        if self._filter is None:
+            h = self.anchor_table()[0]
+            bits = min(28, max(16, int(h.size).bit_length() + 4))
+            table = np.zeros(1 << bits, bool)
+            table[h >> np.uint32(32 - bits)] = True
+            self._filter = (table, 32 - bits)
+        return self._filter
 
     def anchor_table(self) -> tuple[np.ndarray, np.ndarray]:
         """``(hash, val doc)`` of every sketch slot of documents with ≥ MIN_ANCHORS anchors, sorted by hash."""
@@ -312,11 +356,11 @@ def scan_tokens(tokens: np.ndarray, fp: ValFingerprints) -> list[tuple[int, int,
     docs = _documents(tokens, fp.bos_id)
     if docs.starts.size == 0 or fp.documents == 0:
         return []
-    lengths = docs.ends - docs.starts
     found: dict[int, tuple[int, str, int, int]] = {}
-    # exact: hash only documents whose length a validation document has
+    # exact: hash only documents whose length and first four ids a validation document has
     index = fp.exact_index()
-    cand = np.flatnonzero(_member(lengths, fp.sorted_lengths()))
+    keys = _prefix_keys(_prefixes(tokens, docs), docs.ends - docs.starts)
+    cand = np.flatnonzero(_member(keys, fp.prefix_keys()))
     for i in cand.tolist():
         s, e = int(docs.starts[i]), int(docs.ends[i])
         v = index.get((e - s, doc_hash(tokens[s:e])))
@@ -325,10 +369,14 @@ def scan_tokens(tokens: np.ndarray, fp: ValFingerprints) -> list[tuple[int, int,
     # near: sampled shingles against the sketch table
     table_h, table_doc = fp.anchor_table()
     if table_h.size:
-        h, doc = _shingles(tokens, docs, fp.bos_id)
+        h, pos = _shingles(tokens, fp.bos_id)
+        filt, shift = fp.anchor_filter()
+        maybe = np.flatnonzero(filt[h >> np.uint32(shift)])
+        h, pos = h[maybe], pos[maybe]
         hit = _member(h, table_h)
         if hit.any():
-            pairs = np.unique((doc[hit].astype(np.uint64) << np.uint64(32)) | h[hit].astype(np.uint64))
+            doc = np.searchsorted(docs.starts, pos[hit], side="right") - 1
+            pairs = _sorted_unique((doc.astype(np.uint64) << np.uint64(32)) | h[hit].astype(np.uint64))
             pdoc = (pairs >> np.uint64(32)).astype(np.int64)
             ph = (pairs & np.uint64(0xFFFFFFFF)).astype(np.uint32)
             lo = np.searchsorted(table_h, ph, side="left")
@@ -337,7 +385,10 @@ def scan_tokens(tokens: np.ndarray, fp: ValFingerprints) -> list[tuple[int, int,
             tdoc = np.repeat(pdoc, reps)
             idx = np.repeat(lo - np.cumsum(np.r_[0, reps[:-1]]), reps) + np.arange(int(reps.sum()))
             vdoc = table_doc[idx]
-            key, counts = np.unique((tdoc.astype(np.uint64) << np.uint64(32)) | vdoc.astype(np.uint64), return_counts=True)
+            key = np.sort((tdoc.astype(np.uint64) << np.uint64(32)) | vdoc.astype(np.uint64))
+            first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+            counts = np.diff(np.r_[first, key.size])
+            key = key[first]
             kt = (key >> np.uint64(32)).astype(np.int64)
             kv = (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
             k = fp.anchors[kv].astype(np.int64)
