@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pgolf.config import DataConfig
 from pgolf.data import provenance as P
 from pgolf.data.loader import DistributedTokenLoader
 from pgolf.data.shards import list_shards, read_shard, shard_name, write_shard
@@ -308,4 +307,34 @@ def test_val_shards_must_match_the_manifest_and_official_data_is_not_second_gues
     m["source"] = "official"
     (d / "manifest.json").write_text(json.dumps(m))
     assert prepare_data(cfg).overlap_checker() is None
-    assert DataConfig  # the config section the path came from
+
+
+def test_without_pgolf_fingerprints_a_small_share_is_tolerated_and_a_split_mistake_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    vdocs = [_doc(rng, 120) for _ in range(300)]
+    fp = P.ValFingerprints.from_documents(vdocs)
+    few = np.concatenate([_doc(rng, 90), vdocs[7], _doc(rng, 90), vdocs[250], vdocs[250]])  # 2 of 300 documents
+    files = _write_stream(tmp_path / "few", few, [])
+    c = P.OverlapChecker(fp, files, P.FOREIGN_TOLERANCE)
+    c.check(0, read_shard(files[0]))
+    assert [(o.val_doc, o.kind) for o in c.found] == [(7, "exact"), (250, "exact"), (250, "exact")]
+    with pytest.raises(DataError, match="validation document 7"):  # strict: the first one stops it
+        P.OverlapChecker(fp, files).check(0, read_shard(files[0]))
+    many = np.concatenate([_doc(rng, 90), *vdocs[100:104]])  # 4 of 300 > 1 %
+    files = _write_stream(tmp_path / "many", many, [])
+    with pytest.raises(DataError, match=r"; 4 of the 300 validation documents \(1\.3%\) are in the train shards, "
+                                        r"more than the 1% allowed without pgolf fingerprints"):
+        P.OverlapChecker(fp, files, P.FOREIGN_TOLERANCE).check(0, read_shard(files[0]))
+
+
+def test_a_directory_without_manifest_is_checked_with_the_tolerance(tiny_data: Path, tmp_path: Path) -> None:
+    from pgolf.config import RunConfig
+    from pgolf.data.prepare import prepare_data
+
+    d, n, _off = _contaminated(tiny_data, tmp_path)
+    (d / "manifest.json").unlink()
+    data = prepare_data(RunConfig.from_dict({"data": {"path": str(d)}, "model": {"vocab_size": 384}}))
+    checker = data.overlap_checker()
+    assert checker is not None and checker.tolerance == P.FOREIGN_TOLERANCE
+    with pytest.raises(DataError, match=r"1 of the 20 validation documents \(5\.0%\)"):  # 1 of 20 is over 1 %
+        checker.check(n, read_shard(d / shard_name("train", n)))

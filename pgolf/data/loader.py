@@ -29,13 +29,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from pgolf.config import DataConfig
-from pgolf.data.provenance import BOS_ID, OverlapChecker
 from pgolf.data.shards import (
     list_byte_sidecars,
     list_shards,
@@ -48,6 +47,10 @@ from pgolf.data.shards import (
 )
 from pgolf.errors import ConfigError, DataError
 
+if TYPE_CHECKING:
+    from pgolf.data.provenance import OverlapChecker
+
+BOS_ID = 1
 PathLike = str | os.PathLike[str]
 
 

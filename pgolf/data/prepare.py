@@ -4,14 +4,17 @@ challenge's byte tables (shared by training, evaluation and export, so none impo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pgolf.config import RunConfig
 from pgolf.data.bytetables import ByteTables, build_byte_tables
 from pgolf.data.loader import DataSpec, ValData, load_validation, resolve_data
-from pgolf.data.provenance import OverlapChecker, ValFingerprints
 from pgolf.data.shards import read_shard_header
 from pgolf.data.tokenizer import check_vocab, load_tokenizer
 from pgolf.errors import DataError
+
+if TYPE_CHECKING:  # imported where used: a bundle that never checks (official data) can leave it out
+    from pgolf.data.provenance import OverlapChecker, ValFingerprints
 
 
 @dataclass
@@ -32,6 +35,8 @@ class RunData:
     def val_fingerprints(self) -> ValFingerprints:
         """Fingerprints of the validation documents, from the val shards themselves (all of them, even
         when ``val`` is cut to ``data.val_max_tokens``); DataError if the manifest records others."""
+        from pgolf.data.provenance import ValFingerprints
+
         if self._fingerprints is None:
             spec = self.spec
             full = self.val if self.val.tokens.size == sum(read_shard_header(f) for f in spec.val_files) else \
@@ -49,11 +54,17 @@ class RunData:
         return self._fingerprints
 
     def overlap_checker(self) -> OverlapChecker | None:
-        """The train-shard check the loader runs (``pgolf.data.provenance``); None for the official
-        export (``pgolf data fetch``), whose fixed split is the challenge's own definition."""
-        if (self.spec.manifest or {}).get("source") == "official":
+        """The train-shard check the loader runs (``pgolf.data.provenance``): strict for a dataset whose
+        manifest holds pgolf's validation fingerprints, ``FOREIGN_TOLERANCE`` for one without (another
+        tool's directory, an older pgolf build); None for the official export fetched by ``pgolf data
+        fetch``, whose fixed split is the challenge's own definition."""
+        from pgolf.data.provenance import FOREIGN_TOLERANCE, OverlapChecker
+
+        manifest = self.spec.manifest or {}
+        if manifest.get("source") == "official":
             return None
-        return OverlapChecker(self.val_fingerprints(), self.spec.train_files)
+        strict = "validation_fingerprints" in manifest
+        return OverlapChecker(self.val_fingerprints(), self.spec.train_files, 0.0 if strict else FOREIGN_TOLERANCE)
 
 
 def prepare_data(cfg: RunConfig) -> RunData:
