@@ -151,7 +151,8 @@ def train(
             DDP._set_params_and_buffers_to_ignore_for_model(
                 compiled, [n for n, p in compiled.named_parameters() if id(p) in mat])
         fwd = DDP(compiled, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-    loader = DistributedTokenLoader(data.spec.train_files, rank, world, device, vocab_size=cfg.model.vocab_size)
+    loader = DistributedTokenLoader(data.spec.train_files, rank, world, device, vocab_size=cfg.model.vocab_size,
+                                    overlap=data.overlap_checker())
     suffix = "" if rank == 0 else f".rank{rank}"
 
     def val_subset() -> ValData:
