@@ -1,0 +1,1 @@
+"""The submission side: records-folder review (``review``), log parsing (``logparse``)."""
