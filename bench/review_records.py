@@ -13,6 +13,7 @@ significance test with the p-values of the leaderboard update for PR #1902 (CATA
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -51,11 +52,13 @@ DECISIONS: dict[int, tuple[str, str]] = {
     1953: ("accepted (May 1 audited rows)", "PR #2146"),
 }
 NOT_ON_LEADERBOARD = {"2026-03-18_LowerLR", "2026-03-19_WarmdownQuantization"}
-AGAINST = {  # folder → (previous record folder, maintainers' p-value in the #1902 leaderboard update)
-    "2026-04-09_A2_Muon097_3Seed": ("2026-04-09_SP8192_3LayerRecur_ParResid_QK525_LegalTTT", 0.020),
+AGAINST = {  # folder → (previous record folder, its logs, maintainers' p-value in the #1902 leaderboard update)
+    "2026-04-09_A2_Muon097_3Seed": ("2026-04-09_SP8192_3LayerRecur_ParResid_QK525_LegalTTT", "*.log", 0.020),
     "2026-04-22_SP8192_CaseOps_GatedAttn_QuantGate_Loop45_PhasedTTT_MLPClip12":
-        ("2026-04-19_SP8192_CaseOps_GatedAttn_QuantGate_Loop45_PhasedTTT", 0.063),
-    "2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611": ("2026-04-29_SmearGateBOSFix_3Seed_1.06141", 0.188),
+        ("2026-04-19_SP8192_CaseOps_GatedAttn_QuantGate_Loop45_PhasedTTT", "*.log", 0.063),
+    # "#1855 p = 0.188 vs the #1868 re-run": the 8 s-reserve re-run logs of the [04-29] folder
+    "2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611":
+        ("2026-04-29_SmearGateBOSFix_3Seed_1.06141", "*rerun*.log", 0.188),
 }
 SHORT = {"pass": ".", "fail": "F", "needs-proof": "?", "cannot-tell": "-"}
 
@@ -115,8 +118,12 @@ def main() -> int:
             rep = review(d)
             print(row(f"#{pr} {d.name}", decision, rep, f" {source}"))
     print("\n| record | against | p (maintainers) | significance evidence |\n|---|---|---|---|")
-    for name, (prev, p) in AGAINST.items():
-        rep = review(work / "head" / TRACK / name, against=work / "head" / TRACK / prev)
+    for name, (prev, logs, p) in AGAINST.items():
+        frontier = work / "against" / prev
+        frontier.mkdir(parents=True, exist_ok=True)
+        for log in (work / "head" / TRACK / prev).glob(logs):
+            shutil.copy(log, frontier / log.name)
+        rep = review(work / "head" / TRACK / name, against=frontier)
         sig = next(c for c in rep.checks if c.id == "significance")
         ev = "; ".join(e.value for e in sig.evidence if "as applied" in e.value) or sig.evidence[0].value
         print(f"| {name[:40]} | {prev[:30]} | {p} | {ev[-90:]} |")

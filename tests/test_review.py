@@ -209,8 +209,10 @@ def test_times(tmp_path: Path, clean: dict[str, str]) -> None:
     assert _case(tmp_path / "a", log_kw={"train_ms": 601_000})["train_time"] == "fail"  # 1 s > two 86 ms steps
     assert _case(tmp_path / "b", log_kw={"train_ms": 600_100})["train_time"] == "pass"  # one step over: accepted
     assert _case(tmp_path / "c", log_kw={"eval_ms": 601_000})["eval_time"] == "fail"
-    late = _case(tmp_path / "d", log_kw={"train_ms": 599_000, "hessian_s": 6.0})
+    late = _case(tmp_path / "d", log_kw={"train_ms": 599_000, "hessian_s": 6.0})  # 605.0 s
     assert late["outside_timers"] == "fail" and late["train_time"] == "pass"
+    edge = _case(tmp_path / "f", log_kw={"train_ms": 596_100, "hessian_s": 4.1})  # 600.2 s: as #2014/#1953
+    assert edge["outside_timers"] == "needs-proof"
     warm = _case(tmp_path / "e", log_kw={"extra": "ttt_lora:compile warmup done (200.0s)"})
     assert warm["outside_timers"] == "needs-proof" and warm["eval_time"] == "pass"
 
@@ -309,3 +311,25 @@ def test_cli_json_schema_and_exit_codes(tmp_path: Path, capsys) -> None:
     assert "FAIL" in out and "training ≤ 600 s" in out and len(out.splitlines()) <= 24
     assert main(["review", str(tmp_path / "missing")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_local_modules_count_as_code(tmp_path: Path) -> None:
+    script = plant("import glob\n", "import glob\nfrom ngram_helper import tilt\n")
+    code = len(script.encode())
+    d = make_record(tmp_path, script=script, log_kw={"model_bytes": 15_990_000, "code_bytes": code})
+    (d / "ngram_helper.py").write_text("def tilt(x):\n    return x\n" + "# pad\n" * 2000)  # 12,026 bytes
+    rep = review(d)
+    art = next(c for c in rep.checks if c.id == "artifact_size")
+    assert art.verdict == "fail" and "ngram_helper.py 12,026" in art.evidence[0].value
+
+
+def test_eval_only_rerun_brings_its_training_log(tmp_path: Path) -> None:
+    d = make_record(tmp_path, submission={"seed_results": {str(s): {"val_bpb": BPB[s] - 0.0004} for s in SEEDS},
+                                          "val_bpb": round(sum(BPB.values()) / 3 - 0.0004, 5)},
+                    log_kw={"train_ms": 650_000})
+    (d / "rerun").mkdir()
+    for s in SEEDS:
+        (d / "rerun" / f"seed_{s}.log").write_text(f"Hyperparameters:\n  seed: {s}\n\nlegal_ttt val_loss:1.8 "
+                                                   f"val_bpb:{BPB[s] - 0.0004:.8f} eval_time:400000ms\n")
+    got = verdicts(review(d))
+    assert got["claims"] == "pass" and got["train_time"] == "fail"  # the claim is the re-run; training is the log's

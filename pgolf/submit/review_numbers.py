@@ -39,6 +39,8 @@ EVAL_CAP_S = 600.0
 MARGIN_NATS = 0.005
 P_AS_WRITTEN = 0.01
 P_AS_APPLIED = 0.25
+HESSIAN_SLACK_S = 1.0
+"""Train + post-stop Hessian seconds within this much above 600 s are ``needs-proof``, beyond it ``fail``."""
 
 
 @dataclass
@@ -214,11 +216,15 @@ def _hessians(e: LogEntry, out: list[Finding]) -> None:
                            f"calibration after the stop uses self-generated data ({h.seconds:.1f} s), no training data"))
         return
     total = p.train_ms / 1000 + (h.seconds or 0.0)
-    verdict = "pass" if total <= TRAIN_CAP_MS / 1000 else "fail"
-    out.append(Finding("outside_timers", verdict, e.path, h.line,
-                       f"Hessians on training data after the stop: train {p.train_ms / 1000:.1f} s + {h.seconds:.1f} s = "
-                       f"{total:.1f} s " + ("≤ 600 s" if verdict == "pass" else "> 600 s (training data used after "
-                                            "the training window; cf. the [04-29] re-run with an 8 s reserve)")))
+    cap = TRAIN_CAP_MS / 1000
+    verdict = "pass" if total <= cap else "needs-proof" if total <= cap + HESSIAN_SLACK_S else "fail"
+    why = {"pass": "≤ 600 s",
+           "needs-proof": f"> 600 s by {total - cap:.1f} s: within {HESSIAN_SLACK_S:g} s the printed figures (0.1 s "
+                          "steps, timed around set-up) cannot decide",
+           "fail": "> 600 s: training data used after the training window (issue #677, PR #634; the [04-29] re-run "
+                   "with an 8 s reserve)"}[verdict]
+    out.append(Finding("outside_timers", verdict, e.path, h.line, f"Hessians on training data after the stop: train "
+                       f"{p.train_ms / 1000:.1f} s + {h.seconds:.1f} s = {total:.1f} s {why}"))
 
 
 # -- seeds, claims ----------------------------------------------------------------------------------
@@ -303,8 +309,15 @@ def chosen_scores(n: Numbers) -> list[tuple[int | None, Metric, LogEntry]]:
 
 
 def claim_paths(n: Numbers) -> set[str]:
-    """Paths of the logs the claim rests on (all logs when there is no claim to match)."""
-    paths = {e.path for _, _, e in chosen_scores(n)}
+    """Paths of the logs the claim rests on (all logs when there is no claim to match). A chosen log that is
+    an evaluation-only re-run (no training time, no sizes; [04-23]'s ttt_pr1767/) brings the training logs of
+    its seed along."""
+    chosen = [e for _, _, e in chosen_scores(n)]
+    paths = {e.path for e in chosen}
+    for e in chosen:
+        if e.parsed.train_ms is None and e.parsed.artifact_bytes() is None:
+            paths |= {o.path for o in n.logs if o.seed == e.seed and o is not e
+                      and (o.parsed.train_ms is not None or o.parsed.artifact_bytes() is not None)}
     return paths or {e.path for e in n.logs}
 
 
