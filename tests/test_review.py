@@ -333,3 +333,11 @@ def test_eval_only_rerun_brings_its_training_log(tmp_path: Path) -> None:
                                                    f"val_bpb:{BPB[s] - 0.0004:.8f} eval_time:400000ms\n")
     got = verdicts(review(d))
     assert got["claims"] == "pass" and got["train_time"] == "fail"  # the claim is the re-run; training is the log's
+
+
+def test_hostile_payloads_are_reported_not_raised(tmp_path: Path) -> None:
+    d = make_record(tmp_path, script='import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("not-a-payload")))\n')
+    assert "does not" in next(c for c in review(d).checks if c.id == "files").evidence[0].value
+    (d / "train_gpt.py").write_text("x = 1\n" * 20000 + "y = '\x00'\n")  # a NUL past the first 64 KB
+    rep = review(d)
+    assert verdicts(rep)["files"] == "cannot-tell" and verdicts(rep)["legal_score_first"] == "needs-proof"

@@ -61,6 +61,15 @@ def _lzma(data: bytes, kwargs: dict) -> bytes:
 
 
 def _decompress(mod: str, data: bytes, args: list, kwargs: dict) -> bytes:
+    try:
+        return _decompress_any(mod, data, args, kwargs)
+    except Opaque:
+        raise
+    except Exception as e:  # a foreign payload: brotli.error, ZstdError, LZMAError… all mean "does not decode"
+        raise Opaque(f"{mod} payload does not decompress ({type(e).__name__}: {e})") from None
+
+
+def _decompress_any(mod: str, data: bytes, args: list, kwargs: dict) -> bytes:
     if not isinstance(data, bytes | bytearray):
         raise Opaque("decompress of a non-bytes value")
     if mod == "lzma":
@@ -247,6 +256,9 @@ def decode_script(text: str, folder: Path | None = None, name: str = "train_gpt.
         except SyntaxError as e:
             out.note = f"{out.layers[-1]}: not Python ({e.msg}, line {e.lineno})"
             return out
+        except (ValueError, RecursionError, MemoryError) as e:
+            out.note = f"{out.layers[-1]}: not Python ({type(e).__name__}: {e})"
+            return out
         payload = _exec_payload(tree)
         if payload is None:
             return out
@@ -284,7 +296,7 @@ def code_files(folder: Path, sources: dict[str, str]) -> dict[str, int]:
         _name, text = todo.pop()
         try:
             tree, _fixed = parse_lenient(text)
-        except SyntaxError:
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
             tree = None
         mods: set[str] = set()
         if tree is None:

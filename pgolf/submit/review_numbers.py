@@ -490,8 +490,8 @@ def significance(n: Numbers) -> list[Finding]:
     if not scores:
         return [Finding("significance", "cannot-tell", "", None, "no logged score")]
     bpbs = [m.val_bpb for _, m in scores]
-    losses = [m.val_loss for _, m in scores if m.val_loss is not None]
-    ratio = mean(b / ls for b, ls in zip(bpbs, losses, strict=False) if ls) if losses else None  # bpb per nat
+    per_nat = [m.val_bpb / m.val_loss for _, m in scores if m.val_loss]
+    ratio = mean(per_nat) if per_nat else None  # bpb per nat of this tokenization (bytes/token × 1/ln 2)
     sub = n.submission or {}
     baseline, source = None, ""
     if n.against:

@@ -118,6 +118,8 @@ class StaticChecks:
                 self.trees[name], _ = parse_lenient(text)
             except SyntaxError as e:
                 self.unparsed[name] = f"{name}: not parseable Python ({e.msg}, line {e.lineno})"
+            except (ValueError, RecursionError, MemoryError) as e:
+                self.unparsed[name] = f"{name}: not parseable Python ({type(e).__name__})"
         self.prog = rf.Program(self.trees, {k: v for k, v in sources.items() if k in self.trees})
         self.prog.run()
         self.settings: dict[str, tuple[str, str]] = {}
