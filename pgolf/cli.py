@@ -271,7 +271,7 @@ _ABORT = _exc("Abort")
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and a non-zero exit."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="pgolf")
+        rc = app(args=argv, standalone_mode=False, prog_name="pgolf")  # a command's typer.Exit(code) returns code
     except PgolfError as e:
         print("pgolf: error: " + " ".join(str(e).split()), file=sys.stderr)
         return e.exit_code
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pgolf: error: interrupted (the last checkpoint, if any, is intact; rerun with --resume)", file=sys.stderr)
         return 130
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

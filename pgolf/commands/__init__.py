@@ -11,7 +11,7 @@ import importlib
 
 import typer
 
-AREAS: tuple[str, ...] = ("submit", "report")
+AREAS: tuple[str, ...] = ("submit", "review", "report")
 """The command modules ``pgolf.commands.<area>``, registered in this order."""
 
 
