@@ -16,7 +16,6 @@ shape or a log of another tool is a ``cannot-tell``. ``review(...)`` returns a `
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -118,37 +117,23 @@ def _find_script(folder: Path) -> Path | None:
     return cands[0] if cands else None
 
 
-def _overlap(data_dir: Path) -> tuple[int, int, str | None]:
-    """Adapter for ``pgolf.data.provenance.find_overlap`` (not in this branch): the number of validation
-    documents (BOS-delimited, BOS id 1) whose exact tokens also appear as a training document. Returns
-    (validation docs, shared docs, reason if it could not run)."""
-    from pgolf.data.shards import read_shard
-    from pgolf.errors import DataError
+def _overlap(data_dir: Path) -> tuple[int, list, str | None]:
+    """Train/validation overlap of a data directory by :func:`pgolf.data.provenance.find_overlap` (the
+    rules training itself refuses by: exact copies and near-duplicates). Validation fingerprints come
+    from the directory's own val shards (the data that is scored). Returns (validation documents, the
+    overlaps, reason if it could not run)."""
+    from pgolf.data.provenance import find_overlap, load_fingerprints
+    from pgolf.errors import PgolfError
 
     val = sorted(data_dir.glob("fineweb_val_[0-9]*.bin"))
     train = sorted(data_dir.glob("fineweb_train_*.bin"))
     if not val or not train:
-        return 0, 0, f"{data_dir}: no fineweb_val_*.bin and fineweb_train_*.bin shards"
-
-    def docs(path: Path) -> set[bytes]:
-        import numpy as np
-
-        toks = read_shard(path)
-        starts = np.flatnonzero(toks == BOS_ID)
-        bounds = list(starts) + [len(toks)]
-        return {hashlib.blake2b(toks[a:b].tobytes(), digest_size=16).digest()
-                for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b - a > 1}
-
+        return 0, [], f"{data_dir}: no fineweb_val_*.bin and fineweb_train_*.bin shards"
     try:
-        vdocs: set[bytes] = set()
-        for p in val:
-            vdocs |= docs(p)
-        shared: set[bytes] = set()
-        for p in train:
-            shared |= vdocs & docs(p)
-    except DataError as e:
-        return 0, 0, str(e)
-    return len(vdocs), len(shared), None
+        fp = load_fingerprints(val)
+        return fp.documents, find_overlap(train, fp), None
+    except (PgolfError, OSError, ValueError) as e:
+        return 0, [], " ".join(str(e).split())
 
 
 class _Review:
@@ -317,15 +302,19 @@ class _Review:
         if self.data is None:
             self.add("data_overlap", "cannot-tell", "", None, "not checked: pass --data DIR with the shards used")
             return
-        n_val, n_shared, why = _overlap(self.data)
+        n_val, found, why = _overlap(self.data)
         if why:
             self.add("data_overlap", "cannot-tell", str(self.data), None, why)
-        elif n_shared:
+        elif found:
+            docs = {o.val_doc for o in found}
+            exact = sum(o.kind == "exact" for o in found)
             self.add("data_overlap", "fail", str(self.data), None,
-                     f"{n_shared:,} of {n_val:,} validation documents also appear in the training shards")
+                     f"{len(docs):,} of {n_val:,} validation documents appear in the training shards "
+                     f"({exact} exact copies, {len(found) - exact} near-duplicates); first: {found[0].describe()}")
         else:
             self.add("data_overlap", "pass", str(self.data), None,
-                     f"none of {n_val:,} validation documents appears in the training shards (exact match)")
+                     f"none of {n_val:,} validation documents appears in the training shards "
+                     "(exact copies or near-duplicates, pgolf.data.provenance)")
 
     def run(self) -> ReviewReport:
         self.load()

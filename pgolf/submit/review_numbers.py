@@ -18,8 +18,8 @@ Sources (CATALOGUE §1.7–1.9, §4, §5; RULES.md):
 - ``claims``: submission.json and README numbers against the logs (per seed, within the printed precision).
 - ``seeds`` and ``significance``: ≥ 3 seeds; the rule as written (≥ 0.005 nats better at p < 0.01, one-sided
   one-sample t-test as [03-18b]) and, against a previous record's seeds, as applied (one-sided Welch
-  p < 0.25 vs the frontier, PR #1902). Both through ``significance_tests`` (the adapter for
-  ``pgolf.submit.stats`` once it exists).
+  p < 0.25 vs the frontier, PR #1902). Both through ``significance_tests``, i.e. ``pgolf.submit.stats``
+  (the code of ``pgolf stats``).
 """
 
 from __future__ import annotations
@@ -466,20 +466,25 @@ def _code_in_logs(n: Numbers) -> list[Finding]:
 
 
 # -- significance -----------------------------------------------------------------------------------
-def significance_tests(values: list[float], baseline: float, margin: float,
+def significance_tests(values: list[float], baseline: float, bpb_per_nat: float,
                        frontier: list[float] | None = None) -> dict[str, float | None]:
-    """The adapter the lead will point at ``pgolf.submit.stats``: one-sided one-sample t-test of
-    H1 mean(values) < baseline − margin (the README rule as written), and one-sided Welch t-test of
-    H1 mean(values) < mean(frontier) (as applied, PR #1902). Computed with scipy here."""
-    from scipy import stats
+    """Both rules through :func:`pgolf.submit.stats.significance` (the same code as ``pgolf stats``): the
+    rule as written against ``baseline`` (the frontier's mean when ``frontier`` is given), and the one-sided
+    Welch test against the ``frontier`` seeds. ``bpb_per_nat`` = the records' val_bpb / val_loss."""
+    import math
+
+    from pgolf.submit.stats import Scores
+    from pgolf.submit.stats import significance as stats_significance
 
     res: dict[str, float | None] = {"p_written": None, "t_written": None, "p_applied": None, "t_applied": None}
-    if len(values) >= 2 and len(set(values)) > 1:
-        t = stats.ttest_1samp(values, baseline - margin, alternative="less")
-        res["p_written"], res["t_written"] = float(t.pvalue), float(t.statistic)
-    if frontier and len(values) >= 2 and len(frontier) >= 2:
-        t = stats.ttest_ind(values, frontier, equal_var=False, alternative="less")
-        res["p_applied"], res["t_applied"] = float(t.pvalue), float(t.statistic)
+    if len(values) < 2:
+        return res
+    new = Scores("submission", [str(i) for i in range(len(values))], list(values), None, bpb_per_nat * math.log(2))
+    old = Scores("frontier", [str(i) for i in range(len(frontier))], list(frontier), None, None) if frontier else None
+    r = stats_significance(new, old=old, sota_bpb=None if old else baseline)
+    res["p_written"], res["t_written"] = r.written.p, r.written.t
+    if r.applied.passed is not None or r.applied.p is not None:
+        res["p_applied"], res["t_applied"] = r.applied.p, r.applied.t
     return res
 
 
@@ -506,9 +511,8 @@ def significance(n: Numbers) -> list[Finding]:
                         "PREVIOUS_RECORD_DIR or state comparison_baseline_bpb in submission.json")]
     if ratio is None:
         return [Finding("significance", "cannot-tell", "", None, "the logs give no val_loss to convert 0.005 nats")]
-    margin = MARGIN_NATS * ratio
     frontier = [b for _, b, _ in n.against] if n.against else None
-    r = significance_tests(bpbs, baseline, margin, frontier)
+    r = significance_tests(bpbs, baseline, ratio, frontier)
     delta_nats = (mean(bpbs) - baseline) / ratio
     head = f"{len(bpbs)} seed(s), mean {mean(bpbs):.5f} vs {source} {baseline:.5f}: Δ {delta_nats:+.5f} nats"
     out = []
