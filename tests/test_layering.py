@@ -26,6 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "presets": set(),
     "runner": {"data", "model", "optim", "quant", "artifact", "eval", "train", "export", "presets"},
     "preflight": {"model", "optim", "export"},
+    # the bundle's entry (train_gpt.py's __main__): challenge env vars → config → runner
+    "standalone": {"data", "model", "optim", "quant", "artifact", "eval", "train", "export", "runner"},
 }
 TRAINING_PATH = set(ALLOWED)
 FORBIDDEN_FROM_TRAINING_PATH = {"submit", "track", "cli", "commands"}
