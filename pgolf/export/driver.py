@@ -181,7 +181,9 @@ def export_model(
     ``hessians`` ({weight name: H}) feed GPTQ and the search (schemes that need them fall back to
     plain rounding / the Frobenius error for tensors without one); ``loss_fn`` (a state dict → loss
     on self-generated text) enables the ``budget`` scheme's loss weights and plan verification.
-    ``code_bytes_`` (default :func:`pgolf.artifact.budget.code_bytes`) is what ``budget`` leaves for code."""
+    ``code_bytes_`` is what ``budget`` leaves for code: the runner passes its run's
+    (:func:`pgolf.artifact.budget.code_bytes` of the whole config); default, the bundle of the default
+    config with this export section."""
     scheme = get_export_scheme(export_cfg.scheme)
     if share_estimate not in ("standalone", "proportional"):
         raise ConfigError(f"share_estimate must be 'standalone' or 'proportional', got {share_estimate!r}")
