@@ -258,7 +258,7 @@ def _readable_files(b):
 
 
 def test_bundles_are_deterministic_and_the_charge_is_the_shipped_size():
-    for preset in ("cpu", "record-0427"):
+    for preset in ("cpu",):
         cfg = get_preset(preset)
         for form in bundler.FORMS:
             c = apply_overrides(cfg, [f"export.code_form={form}"])

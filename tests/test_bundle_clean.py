@@ -56,7 +56,8 @@ def clean_python(tmp_path_factory) -> Path:
     probe = "import " + ", ".join(REQUIRED_PACKAGES) + "\ntry:\n import pgolf\nexcept ModuleNotFoundError:\n print('no pgolf')"
     r = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, env=_clean_env(),
                        cwd=root, timeout=120)
-    assert r.returncode == 0 and r.stdout.strip() == "no pgolf", r.stdout + r.stderr
+    assert r.returncode == 0 and r.stdout.strip() == "no pgolf", (  # e.g. pgolf installed non-editable beside torch
+        "the clean environment must see the challenge's packages but not pgolf: " + r.stdout + r.stderr)
     return py
 
 
@@ -206,9 +207,19 @@ def test_bundle_under_two_process_gloo_torchrun(tiny_data, tmp_path, clean_pytho
     assert json.loads((run_dir / "metrics.json").read_text())["world_size"] == 2
 
 
-def test_bundle_user_errors_are_one_line(tiny_data, tmp_path, clean_python):
+def test_bundle_honours_the_challenge_variables_and_its_errors_are_one_line(tiny_data, tmp_path, clean_python):
     script = tmp_path / "train_gpt.py"
     write_bundle(apply_overrides(get_preset("tiny"), ["model.vocab_size=384"]), script, compact=True)
+    # the wallclock cap stops a run of 100,000 iterations; the variables land in the run's config
+    r = _bundle(clean_python, script, tmp_path / "w0", DATA_PATH=str(tiny_data), RUN_ID="capped", SEED="7",
+                ITERATIONS="100000", MAX_WALLCLOCK_SECONDS="0.5", TRAIN_LOG_EVERY="1", VAL_BATCH_SIZE="8192")
+    assert r.returncode == 0, r.stderr[-3000:]
+    stop = [x for x in r.stdout.splitlines() if x.startswith("stopping_early: wallclock_cap train_time:")]
+    assert len(stop) == 1 and re.fullmatch(r"stopping_early: wallclock_cap train_time:\d+ms step:\d+/100000", stop[0])
+    cfg = load_config(str(tmp_path / "w0" / "runs" / "capped" / "config.json"))
+    assert (cfg.train.seed, cfg.train.iterations, cfg.train.max_wallclock_seconds, cfg.eval.batch_tokens) == (
+        7, 100000, 0.5, 8192)
+    assert cfg.data.path == str(tiny_data) and cfg.data.tokenizer == ""  # tokenizer.model beside the shards
     r = _bundle(clean_python, script, tmp_path / "w1", DATA_PATH=str(tmp_path / "nowhere"))
     err = r.stderr.strip().splitlines()
     assert r.returncode == 2 and err[-1].startswith("train_gpt.py: error: ") and "does not exist" in err[-1], r.stderr

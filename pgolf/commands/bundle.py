@@ -29,8 +29,9 @@ def register(app: typer.Typer) -> None:
         form = "compact" if compact else "readable" if readable else src.cfg.export.code_form
         b = write_bundle(src.cfg, out, compact=form == "compact")
         print(f"wrote {out}: {b.nbytes:,} bytes ({b.form}), {len(b.modules)} modules")
-        if b.left_out:
-            print("left out: " + ", ".join(f"{m} ({why})" for m, why in b.left_out.items()))
+        switched_off = {m: why for m, why in b.left_out.items() if why.startswith("needs")}
+        if switched_off:
+            print("left out (switch off): " + ", ".join(f"{m} ({why})" for m, why in switched_off.items()))
         if form != src.cfg.export.code_form:
             print(f"note: the configuration charges the {src.cfg.export.code_form} form as code bytes, not this one "
                   f"(set export.code_form={form} to charge it)")
