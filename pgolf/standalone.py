@@ -81,12 +81,14 @@ def configure(embedded: Mapping[str, Any], environ: Mapping[str, str]) -> RunCon
     """The run's config: the embedded fields, then :data:`CHALLENGE_ENV` values that are set, then
     ``PGOLF_SET``, then the data defaults (module docstring). Bad values are a ConfigError naming the variable."""
     cfg = RunConfig.from_dict(dict(embedded))
-    for var, path in CHALLENGE_ENV.items():
-        if var in environ:
-            try:
-                cfg = apply_changes(cfg, [(path, environ[var])])
-            except PgolfError as e:
-                raise type(e)(f"environment variable {var}={environ[var]!r}: {e}") from None
+    given = {var: environ[var] for var in CHALLENGE_ENV if var in environ}
+    try:  # all at once: NUM_HEADS=6 NUM_KV_HEADS=3 is valid together, not one after the other
+        cfg = apply_changes(cfg, [(CHALLENGE_ENV[var], value) for var, value in given.items()])
+    except PgolfError as e:
+        alone = [var for var, value in given.items() if not _applies(cfg, CHALLENGE_ENV[var], value)]
+        names = alone or list(given)  # those that fail even alone, else all of them
+        raise type(e)(f"environment variable{'s' if len(names) > 1 else ''} "
+                      f"{', '.join(f'{v}={given[v]!r}' for v in names)}: {e}") from None
     cfg = apply_overrides(cfg, environ.get("PGOLF_SET", "").split())
     v = cfg.model.vocab_size
     changes: list[tuple[str, Any]] = []
@@ -96,6 +98,14 @@ def configure(embedded: Mapping[str, Any], environ: Mapping[str, str]) -> RunCon
     if not cfg.data.tokenizer and not (data_dir / "tokenizer.model").exists():
         changes.append(("data.tokenizer", f"./data/tokenizers/fineweb_{v}_bpe.model"))
     return apply_changes(cfg, changes) if changes else cfg
+
+
+def _applies(cfg: RunConfig, path: str, value: str) -> bool:
+    try:
+        apply_changes(cfg, [(path, value)])
+    except PgolfError:
+        return False
+    return True
 
 
 def run_id(environ: Mapping[str, str], device: torch.device) -> str:

@@ -338,8 +338,14 @@ def test_challenge_defaults_for_data_and_bad_values(tmp_path):
     (tmp_path / "tokenizer.model").write_bytes(b"")  # pgolf data build's layout: the tokenizer beside the shards
     cfg = configure(emb, {"DATA_PATH": str(tmp_path), "PGOLF_SET": "train.seed=7 model.attn.gate_scale=0.25"})
     assert (cfg.data.path, cfg.data.tokenizer, cfg.train.seed, cfg.model.attn.gate_scale) == (str(tmp_path), "", 7, 0.25)
-    with pytest.raises(ConfigError, match="ITERATIONS='many'"):
-        configure(emb, {"ITERATIONS": "many"})
+    with pytest.raises(ConfigError, match="variable ITERATIONS='many': train.iterations: cannot parse"):
+        configure(emb, {"ITERATIONS": "many", "SEED": "3"})
+    # applied together: each alone would break the head layout, the three together do not
+    base = bundler.bundle_config(get_preset("baseline"))
+    cfg = configure(base, {"NUM_HEADS": "6", "NUM_KV_HEADS": "3", "MODEL_DIM": "384"})
+    assert (cfg.model.num_heads, cfg.model.num_kv_heads, cfg.model.head_dim) == (6, 3, 64)
+    with pytest.raises(ConfigError, match="variables NUM_KV_HEADS='5', NUM_HEADS='6': .*divisible"):
+        configure(base, {"NUM_HEADS": "6", "NUM_KV_HEADS": "5", "MODEL_DIM": "384"})
     with pytest.raises(ConfigError, match="unknown config key"):
         configure(emb, {"PGOLF_SET": "train.nope=1"})
 
