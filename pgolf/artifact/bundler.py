@@ -38,11 +38,13 @@ import functools
 import lzma
 import pprint
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pgolf.artifact import minify
 from pgolf.config import RunConfig
 from pgolf.errors import ConfigError
 
@@ -70,6 +72,10 @@ class Switch:
     switch: str
 
 
+def _scheme_not_in(schemes: tuple[str, ...]) -> Switch:
+    return Switch(lambda c: c.export.scheme not in schemes, f"export.scheme not in {', '.join(schemes)}")
+
+
 OPTIONAL: dict[str, Switch] = {
     "pgolf.model.hashed": Switch(lambda c: c.model.embed.bigram_buckets > 0, "model.embed.bigram_buckets > 0"),
     "pgolf.model.smear": Switch(lambda c: c.model.embed.smear != "off", "model.embed.smear != off"),
@@ -79,14 +85,10 @@ OPTIONAL: dict[str, Switch] = {
     "pgolf.quant.calib": Switch(
         lambda c: c.train.calib_reserve_seconds > 0 or c.export.scheme not in _NO_HESSIANS,
         f"train.calib_reserve_seconds > 0 or export.scheme not in {', '.join(_NO_HESSIANS)}"),
-    "pgolf.quant.gptq": Switch(lambda c: c.export.scheme not in _NO_GPTQ,
-                                  f"export.scheme not in {', '.join(_NO_GPTQ)}"),
-    "pgolf.quant.lqer": Switch(lambda c: c.export.scheme not in _ONE_PAYLOAD,
-                                  f"export.scheme not in {', '.join(_ONE_PAYLOAD)}"),
-    "pgolf.export.search": Switch(lambda c: c.export.scheme not in _ONE_PAYLOAD,
-                                     f"export.scheme not in {', '.join(_ONE_PAYLOAD)}"),
-    "pgolf.artifact.streams": Switch(lambda c: c.export.scheme not in _ONE_PAYLOAD,
-                                        f"export.scheme not in {', '.join(_ONE_PAYLOAD)}"),
+    "pgolf.quant.gptq": _scheme_not_in(_NO_GPTQ),
+    "pgolf.quant.lqer": _scheme_not_in(_ONE_PAYLOAD),
+    "pgolf.export.search": _scheme_not_in(_ONE_PAYLOAD),
+    "pgolf.artifact.streams": _scheme_not_in(_ONE_PAYLOAD),
 }
 """Optional modules → when a configuration needs them (reached only through imports behind the switch)."""
 
@@ -158,7 +160,7 @@ def _scan_file(path: str, mtime_ns: int, size: int, module: str, is_package: boo
 
     def walk(nodes: list[ast.AST], in_function: bool) -> None:
         for node in nodes:
-            if isinstance(node, ast.stmt) and _is_type_checking_block(node):
+            if isinstance(node, ast.stmt) and minify.is_type_checking(node):
                 continue
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 (lazy if in_function else eager).update(targets(node))
@@ -168,12 +170,6 @@ def _scan_file(path: str, mtime_ns: int, size: int, module: str, is_package: boo
 
     walk(tree.body, False)
     return _Scan(tuple(sorted(eager)), tuple(sorted(lazy - eager)))
-
-
-def _is_type_checking_block(node: ast.stmt) -> bool:
-    from pgolf.artifact.minify import _is_type_checking
-
-    return _is_type_checking(node)
 
 
 def scan(name: str, root: Path) -> _Scan:
@@ -344,24 +340,18 @@ def _source(path: str, mtime_ns: int, size: int) -> str:
 
 
 @functools.lru_cache(maxsize=512)
-def _prepared(path: str, mtime_ns: int, size: int):  # -> pgolf.artifact.minify.Stripped
-    from pgolf.artifact.minify import prepare
-
-    return prepare(_source(path, mtime_ns, size), path)
+def _prepared(path: str, mtime_ns: int, size: int) -> minify.Stripped:
+    return minify.prepare(_source(path, mtime_ns, size), path)
 
 
 @functools.lru_cache(maxsize=1024)
 def _minified(path: str, mtime_ns: int, size: int, drop: tuple[str, ...]) -> str:
-    from pgolf.artifact.minify import render
-
-    return render(_prepared(path, mtime_ns, size).tree, path, drop)
+    return minify.render(_prepared(path, mtime_ns, size).tree, path, drop)
 
 
 @functools.lru_cache(maxsize=1)
-def _loader_refs():
-    from pgolf.artifact.minify import references
-
-    return references(ast.parse(LOADER + MAIN))
+def _loader_refs() -> Counter[str]:
+    return minify.references(ast.parse(LOADER + MAIN))
 
 
 def _sources(sel: Selection, root: Path, compact: bool) -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -374,10 +364,8 @@ def _sources(sel: Selection, root: Path, compact: bool) -> tuple[dict[str, str],
         paths[m] = path
     if not compact:
         return {_rel(p, root): _source(*_stat(p)) for p in paths.values()}, {}
-    from pgolf.artifact.minify import shake
-
     stats = {m: _stat(p) for m, p in paths.items()}
-    removed = shake({m: _prepared(*st) for m, st in stats.items()}, roots=[_loader_refs()])
+    removed = minify.shake({m: _prepared(*st) for m, st in stats.items()}, roots=[_loader_refs()])
     return ({_rel(paths[m], root): _minified(*st, tuple(sorted(removed.get(m, ())))) for m, st in stats.items()},
             removed)
 
@@ -436,10 +424,9 @@ def render(cfg: RunConfig, *, compact: bool, root: Path | None = None) -> Render
             out += ["", f"# ==== {rel} ====", f"FILES[{rel!r}] = " + _source_literal(src)]
         program = "\n".join([*out, "", MAIN.strip("\n"), ""])
         return Rendered(program.encode("utf-8"), sel, pruned, program)
-    from pgolf.artifact.minify import minify
-
     body = ",".join(f"{k!r}:{v!r}" for k, v in files.items())
-    program = minify(LOADER) + f"CONFIG={config!r}\nLEFT_OUT={sel.left_out!r}\nFILES={{{body}}}\n" + minify(MAIN)
+    program = (minify.minify(LOADER) + f"CONFIG={config!r}\nLEFT_OUT={sel.left_out!r}\nFILES={{{body}}}\n"
+               + minify.minify(MAIN))
     b85 = base64.b85encode(CODECS[CODEC](program.encode("utf-8"))).decode("ascii")
     data = f'import {CODEC} as Z,base64 as B\nexec(Z.decompress(B.b85decode("{b85}")))\n'.encode("ascii")
     return Rendered(data, sel, pruned, program)

@@ -38,7 +38,8 @@ def _is_bare_string(node: ast.stmt) -> bool:
     return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
 
 
-def _is_type_checking(node: ast.stmt) -> bool:
+def is_type_checking(node: ast.stmt) -> bool:
+    """``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``) without an ``else``: never executed."""
     if not isinstance(node, ast.If) or node.orelse:
         return False
     t = node.test
@@ -56,7 +57,7 @@ class _Strip(ast.NodeTransformer):
             stmts = getattr(node, name, None)
             if not isinstance(stmts, list) or not stmts or not isinstance(stmts[0], ast.stmt):
                 continue
-            kept = [s for s in stmts if not (_is_bare_string(s) or _is_type_checking(s))]
+            kept = [s for s in stmts if not (_is_bare_string(s) or is_type_checking(s))]
             if not kept and not isinstance(node, ast.Module):
                 kept = [ast.Pass()]
             setattr(node, name, kept)
