@@ -123,9 +123,10 @@ def run(
     out = out or _default_out(cfg.name)
     try:
         metrics = run_fn(cfg, out, resume=resume)
+        is_main = dist.is_main()  # before cleanup: afterwards every rank reads as rank 0
     finally:
         dist.cleanup()
-    if dist.rank() == 0:
+    if is_main:
         print(scorecard(metrics))
         print(f"run directory: {out}")
 
@@ -183,9 +184,10 @@ def export_cmd(
         raise PgolfError(f"--budget must be a positive number of bytes, got {budget}")
     try:
         rep, res = export_run(run_dir, scheme=scheme, budget=budget)
+        is_main = dist.is_main()  # before cleanup: afterwards every rank reads as rank 0
     finally:
         dist.cleanup()
-    if dist.rank() != 0:
+    if not is_main:
         return
     if res.search is not None:
         print(format_choices(res.search))
@@ -211,9 +213,10 @@ def eval_cmd(
     cfg = apply_overrides(load_config(str(run_dir / "config.json")), set_ or [])
     try:
         m = eval_run(run_dir, cfg, artifact)
+        is_main = dist.is_main()  # before cleanup: afterwards every rank reads as rank 0
     finally:
         dist.cleanup()
-    if dist.rank() == 0:
+    if is_main:
         print(json.dumps(m, indent=2))
 
 

@@ -24,9 +24,8 @@ from torch import nn
 from pgolf.config import OptimConfig
 from pgolf.model.gpt import parameter_groups
 from pgolf.optim.muon import Muon, newton_schulz
-from pgolf.optim.parallel_muon import ParallelMuon
 
-__all__ = ["Muon", "ParallelMuon", "build_optimizers", "newton_schulz"]
+__all__ = ["Muon", "build_optimizers", "newton_schulz"]
 
 
 def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
@@ -59,7 +58,12 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     if groups["head"]:
         opts.append(adam(params_of("head"), cfg.head_lr, betas=cfg.head_betas))
     if groups["matrix"]:
-        muon = (ParallelMuon if cfg.parallel_muon else Muon)(
+        muon_cls: type[Muon] = Muon
+        if cfg.parallel_muon:  # imported behind its switch: a bundle without it leaves the module out
+            from pgolf.optim.parallel_muon import ParallelMuon
+
+            muon_cls = ParallelMuon
+        muon = muon_cls(
             params_of("matrix"),
             lr=cfg.matrix_lr,
             momentum=cfg.muon_momentum,

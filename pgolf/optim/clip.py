@@ -4,7 +4,7 @@
 CATALOGUE §1.4) scales every gradient by c = min(1, max_norm / (‖g‖ + 1e-6)), where ‖g‖ is the L2 norm
 over all parameters of the gradient the optimizers will use — :func:`torch.nn.utils.clip_grad_norm_`.
 
-With :class:`~pgolf.optim.parallel_muon.ParallelMuon` the matrices' gradients are still local when the
+With :class:`~pgolf.optim.parallel_muon.ParallelMuon` (``reduces_gradients``) the matrices' gradients are still local when the
 clip runs (DDP ignores them; the optimizer reduce-scatters them), so ‖g‖ is assembled from parts:
 
     ‖g‖² = Σ_other ‖ḡ_p‖²  +  Σ_ranks Σ_slices ‖ḡ_slice‖²
@@ -23,13 +23,12 @@ import torch
 from torch import nn
 
 from pgolf import dist
-from pgolf.optim.parallel_muon import ParallelMuon
 
 
 def clip_gradients(params: Iterable[nn.Parameter], optimizers: Sequence[torch.optim.Optimizer], max_norm: float) -> float:
     """Clip the gradients of ``params`` to global norm ``max_norm``; return the norm before clipping."""
     params = list(params)
-    banked = [o for o in optimizers if isinstance(o, ParallelMuon)]
+    banked = [o for o in optimizers if getattr(o, "reduces_gradients", False)]  # ParallelMuon (not imported: bundles)
     if not banked:
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
     sharded = {id(p) for o in banked for g in o.param_groups for p in g["params"]}

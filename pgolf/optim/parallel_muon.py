@@ -77,6 +77,8 @@ class ParallelMuon(Muon):
             out.setdefault(tuple(p.shape), []).append(p)
         return list(out.values())
 
+    reduces_gradients = True
+    """It reduces its parameters' gradients itself (DDP must ignore them; the clip asks it for their norm)."""
     _reduced: list[Tensor] | None = None
     """This rank's slice of each bank's rank-mean gradient, from :meth:`reduce`, in bank order."""
 
