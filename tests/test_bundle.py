@@ -47,7 +47,7 @@ def test_a_switch_that_is_off_brings_no_code():
     assert set(bundler.OPTIONAL) - set(off.left_out) == {"pgolf.quant.lqer", "pgolf.artifact.streams"}
     assert not set(bundler.OPTIONAL) & set(off.modules)
     assert not set(bundler.NEVER) & set(off.modules)
-    on = _sel("tiny", EVERYTHING_ON)
+    on = _sel("tiny", [*EVERYTHING_ON, "train.autosize=true"])
     assert set(bundler.OPTIONAL) <= set(on.modules)
     assert set(on.left_out) <= set(bundler.NEVER)  # minify: only the left-out bundler imports it
     gptq, calib = "pgolf.quant.gptq", "pgolf.quant.calib"  # calib imports gptq when it loads
@@ -55,6 +55,7 @@ def test_a_switch_that_is_off_brings_no_code():
                          (["model.embed.bigram_buckets=8"], {"pgolf.model.hashed"}),
                          (["model.attn.ve_layers=0"], {"pgolf.model.value"}),
                          (["optim.parallel_muon=true"], {"pgolf.optim.parallel_muon"}),
+                         (["train.autosize=true"], {"pgolf.preflight"}),
                          (["train.qat.kind=soft_round"], {"pgolf.quant.qat"}),
                          (["export.scheme=int6_gptqlite_zstd"], {gptq}),
                          (["export.scheme=gptq6_emb7_brotli"], {gptq, calib}),
@@ -81,8 +82,8 @@ def test_selection_is_closed_ordered_and_on_the_training_path(preset):
         for d in s.lazy:  # imported inside a function: bundled or named as left out
             assert d in pos or d in sel.left_out, (m, d)
         assert m == "pgolf" or m.rsplit(".", 1)[0] in pos  # its package (placed after it if it imports it)
-    assert not [m for m in mods if m.split(".")[1:2] and m.split(".")[1] in
-                ("submit", "track", "cli", "commands", "presets", "preflight")]
+    tools = ("submit", "track", "cli", "commands", "presets") + (() if get_preset(preset).train.autosize else ("preflight",))
+    assert not [m for m in mods if m.split(".")[1:2] and m.split(".")[1] in tools]  # autosize probes with preflight
     assert set(bundler.third_party_imports(sel.modules)) <= set(bundler.REQUIRED_PACKAGES)
 
 
