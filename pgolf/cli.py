@@ -45,6 +45,14 @@ def _config(preset: str, sets: list[str] | None):
     return apply_overrides(get_preset(preset), sets or [])
 
 
+def _record(kind: str, run_dir: Path, **kw) -> None:
+    """Record a finished command in the run registry (``pgolf.track.hook``: rank 0 only, off with
+    PGOLF_REGISTRY=off, a warning line instead of a failure when the registry is unreachable)."""
+    from pgolf.track.hook import record_command
+
+    record_command(kind, run_dir, **kw)
+
+
 def _default_out(name: str) -> Path:
     import time
 
@@ -128,6 +136,7 @@ def run(
     if dist.rank() == 0:
         print(scorecard(metrics))
         print(f"run directory: {out}")
+    _record("run", out)
 
 
 @app.command()
@@ -158,6 +167,7 @@ def train(
     if info_.is_main:
         print(f"trained {res.steps} steps in {res.train_seconds:.1f} s ({res.tokens_per_second:,.0f} tok/s); "
               f"checkpoint in {out}")
+    _record("train", out)
 
 
 @app.command("export")
@@ -189,6 +199,8 @@ def export_cmd(
     print(format_table(rep))
     print(f"artifact {run_dir / 'model.pgolf'} ({res.scheme}, hessians: {res.hessian_source}): "
           f"{rep.artifact_bytes:,} bytes (model {rep.model_bytes:,} + code {rep.code_bytes:,}) of {rep.cap:,}")
+    _record("export", run_dir, metrics={"artifact_bytes": rep.artifact_bytes, "model_bytes": rep.model_bytes,
+                                        "code_bytes": rep.code_bytes, "budget_bytes": rep.cap, "scheme": res.scheme})
 
 
 @app.command("eval")
@@ -211,6 +223,7 @@ def eval_cmd(
         dist.cleanup()
     if dist.rank() == 0:
         print(json.dumps(m, indent=2))
+    _record("eval", run_dir, metrics=m, config=cfg.to_dict())
 
 
 @data_app.command("build")

@@ -11,7 +11,7 @@ import importlib
 
 import typer
 
-AREAS: tuple[str, ...] = ()
+AREAS: tuple[str, ...] = ("track",)
 """The command modules ``pgolf.commands.<area>``, registered in this order."""
 
 
