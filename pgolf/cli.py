@@ -8,6 +8,10 @@
     pgolf export runs/cpu [--budget 16000000] [--scheme gptq6_emb7_brotli]
     pgolf eval runs/cpu
     torchrun --standalone --nproc_per_node=8 -m pgolf run baseline --out runs/baseline
+    pgolf runs list|show|compare|import, pgolf leaderboard, pgolf sweep SPEC.yaml, pgolf task|try|feed
+
+Finished run/train/export/eval commands are recorded in the run registry (``pgolf.track``; rank 0
+only; ``PGOLF_REGISTRY=off`` switches it off; an unreachable registry prints a warning, never an error).
 
 User errors (bad path, corrupt file, unknown key, over budget) print one line
 ``pgolf: error: ...`` on stderr and exit non-zero; tracebacks mean a bug in pgolf.
@@ -280,7 +284,7 @@ _ABORT = _exc("Abort")
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and a non-zero exit."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="pgolf")
+        rc = app(args=argv, standalone_mode=False, prog_name="pgolf")
     except PgolfError as e:
         print("pgolf: error: " + " ".join(str(e).split()), file=sys.stderr)
         return e.exit_code
@@ -295,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         print("pgolf: error: aborted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
+        rc = 130
+    if rc == 130:  # typer ≥ 0.24 turns Ctrl-C into Exit(130) and, not standalone, returns the code
         print("pgolf: error: interrupted (the last checkpoint, if any, is intact; rerun with --resume)", file=sys.stderr)
         return 130
     return 0

@@ -251,3 +251,15 @@ def test_cli_records_runs_and_never_fails_one(tiny_data, tmp_path, monkeypatch, 
         assert main(["runs", "import", str(run_dir), "--registry", url]) == 0
         assert "imported 0 new runs (1 already there)" in capsys.readouterr().out
         assert len(reg.runs()) == 2
+
+
+def test_track_sits_below_the_cli():
+    """pgolf.track is imported by the CLI and the command modules, never the other way round."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("layering", ROOT / "tests" / "test_layering.py")
+    layering = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(layering)
+    bad = [f"{m} imports {d}" for m, p in layering.all_modules().items() if m.startswith("pgolf.track")
+           for d in layering.imports_of(p) if d.startswith(("pgolf.cli", "pgolf.commands"))]
+    assert not bad, bad

@@ -146,6 +146,10 @@ def test_three_trial_search_sweep_end_to_end(tiny_data, tmp_path, capsys):
         assert [(c["status"], c["attempt"]) for c in reg.claims("sweep:s3")] == [("done", 1)] * 3
     assert main(["sweep", str(p), "--registry", url]) == 0  # finished: nothing more runs
     assert len(_study(url, "s3").trials) == 3
+    changed = yaml.safe_load(p.read_text()) | {"seeds": [7]}
+    p.write_text(yaml.safe_dump(changed))
+    assert main(["sweep", str(p), "--registry", url]) == 2  # same name, other spec: refused
+    assert "exists in" in capsys.readouterr().err and len(_study(url, "s3").trials) == 3
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -230,3 +234,31 @@ def test_a_killed_worker_resumes(tiny_data, tmp_path, capsys):
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"], states
     assert trials[1].params == trials[2].params == {"long": True}
     assert json.loads(json.dumps(trials[2].user_attrs["run_ids"])) == [r.run_id for r in runs if r.run_id != base_runs[0]]
+
+
+def test_sigterm_stops_a_worker_like_ctrl_c(tiny_data, tmp_path):
+    """A waiting worker (every unit is claimed by a live worker elsewhere) stops on SIGTERM with exit 130."""
+    from pgolf.track.registry import open_registry
+
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    p = _spec(tmp_path, name="term", set=[f"data.path={tiny_data}", *TINY_SET])
+    with open_registry(url) as reg:
+        for key in ("base", "+leaky"):
+            assert reg.claim("sweep:term", key, "elsewhere:1:x", stale_after=600)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen([sys.executable, "-m", "pgolf", "sweep", str(p), "--registry", url], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import optuna
+
+    deadline = time.time() + 120
+    while time.time() < deadline:  # the worker has joined the study: it is polling now
+        try:
+            if optuna.study.get_all_study_names(url) == ["term"]:
+                break
+        except Exception:  # noqa: BLE001 - the tables may not exist yet
+            pass
+        time.sleep(0.2)
+    time.sleep(1.0)
+    worker.send_signal(signal.SIGTERM)
+    out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 130 and err.strip().splitlines()[-1].startswith("pgolf: error: interrupted"), err

@@ -49,6 +49,19 @@ def _scope(preset, dataset, machine, any_machine, tag):  # noqa: ANN001
     return Scope(preset=preset, dataset=dataset, machine=None if any_machine else (machine or this_machine()), tag=tag)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler or ``kill``) stops like Ctrl-C: the running unit or candidate is released at once
+    and its training child killed, instead of waiting to be found stale."""
+    import signal
+    import threading
+
+    def stop(signum, frame):  # noqa: ANN001
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def register(app: typer.Typer) -> None:
     runs_app = typer.Typer(no_args_is_help=True, help="The run registry: list, show, compare, import, tag.")
     app.add_typer(runs_app, name="runs")
@@ -187,6 +200,7 @@ def register(app: typer.Typer) -> None:
                 st = status(s, reg)
                 views.dump(st) if as_json else views.console().print(views.status_table(st))
                 return
+            _stop_on_sigterm()
             state = Worker(s, reg).run(max_units=max_units)
             st = status(s, reg)
         if as_json:
@@ -224,6 +238,7 @@ def register(app: typer.Typer) -> None:
         from pgolf.track import views
         from pgolf.track.agent import try_candidate
 
+        _stop_on_sigterm()
         with _open(registry) as reg:
             r = try_candidate(reg, _scope(preset, dataset, machine, any_machine, tag), list(set_ or []),
                               config_file=str(config) if config else None, preset=preset, alpha=alpha, out=out,

@@ -169,7 +169,7 @@ def try_candidate(registry: Any, scope: Scope, sets: list[str], *, config_file: 
                                  registry=registry, tags=tags, inprocess=inprocess, metric=metric) for s in seeds]
     except BaseException:
         stop.set()
-        registry.finish_claim(scope.key, chash, owner, "failed", {"error": "interrupted"})
+        registry.release_claim(scope.key, chash, owner)  # interrupted: anyone may try it again at once
         raise
     finally:
         stop.set()
@@ -246,7 +246,9 @@ def task(registry: Any, scope: Scope, *, alpha: float = 0.25, metric: str = "val
 def task_markdown(t: dict[str, Any]) -> str:
     """The task description an external agent can follow."""
     b = t["best"]
-    scope_opts = " ".join(f"--{k} {v}" for k, v in zip(("preset", "dataset", "machine", "tag"),
+    import shlex
+
+    scope_opts = " ".join(f"--{k} {shlex.quote(v)}" for k, v in zip(("preset", "dataset", "machine", "tag"),
                                                       t["scope"][4:].split("|"), strict=True) if v != "*")
     lines = [
         "# pgolf task: lower the post-export bits per byte",

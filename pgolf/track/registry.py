@@ -21,6 +21,7 @@ this host) can be taken over by exactly one other claimer, by a conditional upda
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import os
 import socket
@@ -185,7 +186,7 @@ def _insert_ignore(conn: Connection, model: type[Base], rows: list[dict[str, Any
         return 0
     name = conn.dialect.name
     if name in ("sqlite", "postgresql"):
-        mod = __import__(f"sqlalchemy.dialects.{name}", fromlist=["insert"])
+        mod = importlib.import_module(f"sqlalchemy.dialects.{name}")
         n = 0
         for row in rows:  # RETURNING tells whether the row went in (rowcount is -1 on some drivers)
             stmt = mod.insert(model).values(**row).on_conflict_do_nothing(index_elements=keys).returning(model.id)
@@ -348,6 +349,14 @@ class Registry:
         return self._write(lambda conn: conn.execute(
             update(Claim).where(Claim.scope == scope, Claim.key == key, Claim.owner == owner).values(**values)
         ).rowcount == 1)
+
+    def release_claim(self, scope: str, key: str, owner: str) -> bool:
+        """Give a running claim up (its owner is stopping): it stays ``running`` but with a heartbeat so old
+        that the next claimer takes it over at once."""
+        return self._write(lambda conn: conn.execute(
+            update(Claim).where(Claim.scope == scope, Claim.key == key, Claim.owner == owner,
+                                Claim.status == "running")
+            .values(heartbeat=datetime(1970, 1, 1, tzinfo=timezone.utc))).rowcount == 1)
 
     def claims(self, scope: str) -> list[dict[str, Any]]:
         return self._read(lambda conn: [_row(r) for r in conn.execute(

@@ -132,6 +132,16 @@ class SweepSpec(BaseModel):
     def scope(self) -> str:
         return f"sweep:{self.name}"
 
+    def fingerprint(self) -> str:
+        """What the sweep's results depend on; workers refuse to join a study made with another one. The
+        number of trials, the output directory and the worker settings may change between runs."""
+        import hashlib
+        import json
+
+        keep = self.model_dump(include={"preset", "set", "mode", "seeds", "switches", "design", "space",
+                                        "min_improvement", "limits", "metric", "sampler_seed"})
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
     @property
     def stale_after(self) -> float:
         return self.stale_seconds or 4 * self.heartbeat_seconds
@@ -376,6 +386,13 @@ class Worker:
 
         self.study = _retry(lambda: optuna.create_study(study_name=spec.name, storage=storage, direction="minimize",
                                                         sampler=self.sampler, load_if_exists=True))
+        mine = spec.fingerprint()
+        theirs = self.study.user_attrs.get("pgolf_spec")
+        if theirs is None:
+            _retry(lambda: self.study.set_user_attr("pgolf_spec", mine))
+        elif theirs != mine:
+            raise ConfigError(f"sweep {spec.name!r} exists in {registry.shown_url} with a different spec (preset, "
+                              "set, mode, seeds, switches, space or limits changed): give the new spec another name")
         self.base = spec.base_config()
 
     def results(self) -> dict[str, dict[str, Any]]:
@@ -436,6 +453,11 @@ class Worker:
             jobs = [run_job(apply_overrides(cfg, [f"train.seed={s}"]), spec.out_dir / unit.key / f"seed-{s}",
                             registry=self.registry, tags=[f"sweep:{spec.name}", *spec.tags],
                             inprocess=spec.runner == "inprocess", metric=spec.metric) for s in spec.seeds]
+        except BaseException:  # interrupted: the unit goes back to the pool at once
+            stop.set()
+            self.registry.release_claim(scope, unit.key, self.owner)
+            _retry(lambda: self.study.tell(trial, state=optuna.trial.TrialState.FAIL))
+            raise
         finally:
             stop.set()
             beat.join()

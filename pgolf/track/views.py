@@ -89,7 +89,7 @@ def compare_table(rows: list[dict[str, Any]], diff: dict[str, list[Any]], metric
         for i in range(len(rows)):
             d.add_column(chr(ord("A") + i) if i < 26 else str(i), overflow="fold")
         for k, vals in diff.items():
-            d.add_row(k, *[_f(v) for v in vals])
+            d.add_row(k, *["–" if v is None else ",".join(map(str, v)) if isinstance(v, list) else str(v) for v in vals])
         tables.append(d)
     return tables
 
