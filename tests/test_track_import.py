@@ -155,6 +155,8 @@ def _fake_run_dir(d: Path) -> None:
     (d / "metrics.json").write_text(json.dumps({"val_bpb": 3.9, "artifact_bytes": 472922, "steps": 20}))
     (d / "train.log").write_text("# pgolf run 2026-05-02T09:00:00+0000\n"
                                  "# hardware: {\"cpu\": \"AMD EPYC\"}\n"
+                                 "precision: fp32 (auto: AMD EPYC has avx512_bf16 but bf16 is not faster; probe 384² "
+                                 "matmul: bf16 0.053 vs fp32 0.045 TFLOP/s (1.16×))\n"
                                  "step:1/20 train_loss:5.9482 train_time:47ms step_avg:47.40ms\n")
 
 
@@ -180,5 +182,6 @@ def test_runs_import_is_idempotent(tmp_path, capsys):
         assert len(runs) == 3 and all("old" in r.tags for r in runs)
         pg = [r for r in runs if r.preset == "tiny"][0]
         assert pg.metrics["val_bpb"] == 3.9 and pg.machine == "AMD EPYC" and pg.created.startswith("2026-05-02T09")
+        assert pg.hardware["matmul_probe_tflops"] == {"bf16": 0.053, "fp32": 0.045}
     assert main(["runs", "import", str(folder / "notes.txt"), "--registry", url]) == 2
     assert "not a training log" in capsys.readouterr().err

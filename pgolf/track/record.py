@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pgolf.track.official_log import OfficialLog, add_point, parse_official_log
+from pgolf.track.official_log import OfficialLog, parse_official_log
 
 EXCLUDED_FROM_HASH = frozenset({
     "name", "data.path", "data.tokenizer", "train.seed", "train.device", "train.threads", "train.log_every",
@@ -36,7 +36,9 @@ EXCLUDED_FROM_HASH = frozenset({
 
 CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
              "amx_tile", "amx_bf16", "amx_int8")
-"""The /proc/cpuinfo flags that decide CPU matmul speed and precision (``pgolf.precision``)."""
+"""The /proc/cpuinfo flags that decide CPU matmul speed and precision (``pgolf.precision``). The measured
+matmul throughput, when ``train.amp_dtype=auto`` probed it, is read from the log's ``precision:`` line
+(``hardware["matmul_probe_tflops"]``: bf16 and fp32 TFLOP/s of the probe's square matmul)."""
 
 _HEADER = re.compile(r"^# pgolf run (\S+)")
 _DATA_LINE = re.compile(r"^val_bpb:enabled tokenizer=(.*) data=(.*)$")
@@ -195,10 +197,8 @@ class PgolfLog:
         self.parsed: OfficialLog = parse_official_log(text)
 
     def curves(self) -> dict[str, list[list[float]]]:
-        val: list[list[float]] = []
-        for point in self.parsed.val:
-            add_point(val, point)
-        return {"train": [list(p) for p in self.parsed.train], "val": val}
+        """Training and validation points of the last training (a resumed one continues its curve)."""
+        return {"train": [list(p) for p in self.parsed.train], "val": [list(p) for p in self.parsed.val]}
 
     def train_metrics(self) -> dict[str, Any]:
         p = self.parsed
@@ -262,7 +262,7 @@ def build_run_record(run_dir: str | Path, *, kind: str, metrics: dict[str, Any] 
     if log.precision:
         hardware["precision"] = log.precision
         if m := _TFLOPS.search(log.precision):
-            hardware["matmul_tflops"] = {"bf16": float(m.group(1)), "fp32": float(m.group(2))}
+            hardware["matmul_probe_tflops"] = {"bf16": float(m.group(1)), "fp32": float(m.group(2))}
     git_commit, dirty = None, None
     if live:
         from pgolf.precision import cpu_model
