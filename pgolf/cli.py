@@ -135,9 +135,10 @@ def run(
     out = out or _default_out(cfg.name)
     try:
         metrics = run_fn(cfg, out, resume=resume)
+        is_main = dist.is_main()  # before cleanup: afterwards every rank reads as rank 0
     finally:
         dist.cleanup()
-    if dist.rank() == 0:
+    if is_main:
         print(scorecard(metrics))
         print(f"run directory: {out}")
     _record("run", out)
@@ -152,17 +153,21 @@ def train(
 ) -> None:
     """Train only; writes config.json, train.log and a resumable checkpoint."""
     from pgolf import dist, fileio
+    from pgolf.autosize import resolve_for_run
     from pgolf.train.log import RunLog
     from pgolf.train.loop import train as train_fn
 
     cfg = _config(preset, set_)
     out = out or _default_out(cfg.name)
     info_ = dist.init(cfg.train.device)
+    cfg, sized = resolve_for_run(cfg, out, resume=resume)
     if info_.is_main:
         out.mkdir(parents=True, exist_ok=True)
         fileio.write_text(out / "config.json", cfg.to_json() + "\n")
     log = RunLog(out / "train.log")
     log.header(cfg.to_json())
+    for line in sized:
+        log(line)
     try:
         res = train_fn(cfg, out, resume=resume, log=log)
     finally:
@@ -193,9 +198,10 @@ def export_cmd(
         raise PgolfError(f"--budget must be a positive number of bytes, got {budget}")
     try:
         rep, res = export_run(run_dir, scheme=scheme, budget=budget)
+        is_main = dist.is_main()  # before cleanup: afterwards every rank reads as rank 0
     finally:
         dist.cleanup()
-    if dist.rank() != 0:
+    if not is_main:
         return
     if res.search is not None:
         print(format_choices(res.search))
@@ -223,9 +229,10 @@ def eval_cmd(
     cfg = apply_overrides(load_config(str(run_dir / "config.json")), set_ or [])
     try:
         m = eval_run(run_dir, cfg, artifact)
+        is_main = dist.is_main()  # before cleanup: afterwards every rank reads as rank 0
     finally:
         dist.cleanup()
-    if dist.rank() == 0:
+    if is_main:
         print(json.dumps(m, indent=2))
     _record("eval", run_dir, metrics=m, config=cfg.to_dict())
 
@@ -284,7 +291,7 @@ _ABORT = _exc("Abort")
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and a non-zero exit."""
     try:
-        rc = app(args=argv, standalone_mode=False, prog_name="pgolf")
+        rc = app(args=argv, standalone_mode=False, prog_name="pgolf")  # a command's typer.Exit(code) returns code
     except PgolfError as e:
         print("pgolf: error: " + " ".join(str(e).split()), file=sys.stderr)
         return e.exit_code
@@ -303,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     if rc == 130:  # typer ≥ 0.24 turns Ctrl-C into Exit(130) and, not standalone, returns the code
         print("pgolf: error: interrupted (the last checkpoint, if any, is intact; rerun with --resume)", file=sys.stderr)
         return 130
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch
 
 from pgolf import dist, fileio
 from pgolf.artifact.budget import ByteReport, check_budget, code_bytes, format_table
+from pgolf.autosize import resolve_for_run
 from pgolf.compile import compile_model
 from pgolf.config import RunConfig, apply_overrides, load_config
 from pgolf.data.prepare import RunData, prepare_data
@@ -35,7 +36,6 @@ from pgolf.export.driver import (
     load_model_state,
     write_export,
 )
-from pgolf.export.search import format_choices
 from pgolf.model.gpt import GPT, parameter_roles
 from pgolf.precision import agreed_amp
 from pgolf.train import checkpoint as ckpt_mod
@@ -79,18 +79,22 @@ def export_artifact(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, log: 
         log(f"export: hessians from {source} ({len(hessians)} tensors)")
         if scheme.name == "budget" and (cfg.export.search_weights == "loss" or cfg.export.verify_plans):
             loss_fn = generated_loss_fn(model, cfg.export, seq_len=cfg.train.seq_len)
+    code = code_bytes(cfg)  # the bundle of cfg (pgolf bundle), or this bundle's own file
     result = export_model({k: v.detach().cpu() for k, v in model.state_dict().items()}, cfg.export,
                           roles=parameter_roles(model),
                           meta={"config": cfg.to_dict(), "calibration": calib_info}, hessians=hessians,
-                          hessian_source=source, loss_fn=loss_fn, log=lambda m: log(m, echo=False))
+                          hessian_source=source, loss_fn=loss_fn, code_bytes_=code, log=lambda m: log(m, echo=False))
     size = torch.tensor(float(result.model_bytes if dist.is_main() else 0), dtype=torch.float64,
                         device=next(model.parameters()).device)
     model_bytes = int(dist.all_reduce_(size, "max").item())
-    report = ByteReport(model_bytes=model_bytes, code_bytes=code_bytes(), cap=cfg.export.budget_bytes,
+    report = ByteReport(model_bytes=model_bytes, code_bytes=code, cap=cfg.export.budget_bytes,
                         rows=result.rows)
     if result.search is not None:
+        from pgolf.export.search import format_choices
+
         log("export: budget search choices\n" + format_choices(result.search), echo=False)
     log(f"Serialized model {cfg.export.scheme}: {report.model_bytes} bytes (payload:{result.payload_raw_bytes})")
+    log(f"Code size: {report.code_bytes} bytes")
     log(f"Total submission size {cfg.export.scheme}: {report.artifact_bytes} bytes "
         f"(model {report.model_bytes} + code {report.code_bytes}; cap {report.cap})")
     if not report.fits:
@@ -125,6 +129,7 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
     """Run ``cfg`` end to end into ``out_dir`` and return ``metrics.json``'s contents."""
     out = Path(out_dir)
     info = dist.init(cfg.train.device)
+    cfg, sized = resolve_for_run(cfg, out, resume=resume)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
@@ -134,6 +139,8 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
     dist.barrier()
     log = RunLog(out / LOG)
     log.header(cfg.to_json())
+    for line in sized:
+        log(line)
     data = prepare_data(cfg)
     log(f"val_bpb:enabled tokenizer={data.spec.tokenizer_path} data={data.spec.data_dir}")
     log(f"val_loader: tokens:{len(data.val.tokens)} raw_bytes:{'yes' if data.val.raw_bytes is not None else 'no'}")
@@ -254,5 +261,5 @@ def eval_run(run_dir: str | Path, cfg: RunConfig | None = None, artifact: str | 
     t0 = time.perf_counter()
     res = evaluate_model(model, cfg, data, info.device)
     out = {**res.to_metrics(), "eval_seconds": time.perf_counter() - t0,
-           "artifact_bytes": path.stat().st_size + code_bytes()}
+           "artifact_bytes": path.stat().st_size + code_bytes(cfg)}
     return out
