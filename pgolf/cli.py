@@ -8,6 +8,10 @@
     pgolf export runs/cpu [--budget 16000000] [--scheme gptq6_emb7_brotli]
     pgolf eval runs/cpu
     torchrun --standalone --nproc_per_node=8 -m pgolf run baseline --out runs/baseline
+    pgolf runs list|show|compare|import, pgolf leaderboard, pgolf sweep SPEC.yaml, pgolf task|try|feed
+
+Finished run/train/export/eval commands are recorded in the run registry (``pgolf.track``; rank 0
+only; ``PGOLF_REGISTRY=off`` switches it off; an unreachable registry prints a warning, never an error).
 
 User errors (bad path, corrupt file, unknown key, over budget) print one line
 ``pgolf: error: ...`` on stderr and exit non-zero; tracebacks mean a bug in pgolf.
@@ -43,6 +47,14 @@ def _config(preset: str, sets: list[str] | None):
     from pgolf.presets import get_preset
 
     return apply_overrides(get_preset(preset), sets or [])
+
+
+def _record(kind: str, run_dir: Path, **kw) -> None:
+    """Record a finished command in the run registry (``pgolf.track.hook``: rank 0 only, off with
+    PGOLF_REGISTRY=off, a warning line instead of a failure when the registry is unreachable)."""
+    from pgolf.track.hook import record_command
+
+    record_command(kind, run_dir, **kw)
 
 
 def _default_out(name: str) -> Path:
@@ -129,6 +141,7 @@ def run(
     if is_main:
         print(scorecard(metrics))
         print(f"run directory: {out}")
+    _record("run", out)
 
 
 @app.command()
@@ -163,6 +176,7 @@ def train(
     if info_.is_main:
         print(f"trained {res.steps} steps in {res.train_seconds:.1f} s ({res.tokens_per_second:,.0f} tok/s); "
               f"checkpoint in {out}")
+    _record("train", out)
 
 
 @app.command("export")
@@ -195,6 +209,8 @@ def export_cmd(
     print(format_table(rep))
     print(f"artifact {run_dir / 'model.pgolf'} ({res.scheme}, hessians: {res.hessian_source}): "
           f"{rep.artifact_bytes:,} bytes (model {rep.model_bytes:,} + code {rep.code_bytes:,}) of {rep.cap:,}")
+    _record("export", run_dir, metrics={"artifact_bytes": rep.artifact_bytes, "model_bytes": rep.model_bytes,
+                                        "code_bytes": rep.code_bytes, "budget_bytes": rep.cap, "scheme": res.scheme})
 
 
 @app.command("eval")
@@ -218,6 +234,7 @@ def eval_cmd(
         dist.cleanup()
     if is_main:
         print(json.dumps(m, indent=2))
+    _record("eval", run_dir, metrics=m, config=cfg.to_dict())
 
 
 @data_app.command("build")
@@ -289,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         print("pgolf: error: aborted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
+        rc = 130
+    if rc == 130:  # typer ≥ 0.24 turns Ctrl-C into Exit(130) and, not standalone, returns the code
         print("pgolf: error: interrupted (the last checkpoint, if any, is intact; rerun with --resume)", file=sys.stderr)
         return 130
     return rc if isinstance(rc, int) else 0

@@ -248,8 +248,26 @@ def test_cli_report(real_runs, tmp_path, capsys):
     assert f"report {out / 'index.html'} (4 runs, 4 with val_bpb)" in capsys.readouterr().out
     page = _parse(out / "index.html")
     assert page.rows == {"leaderboard-table": 2, "runs-table": 4}
-    for args, msg in ((["--out", str(out)], "give at least one --runs"),
+    for args, msg in ((["--out", str(out)], "give --runs DIR"),
                       (["--runs", str(tmp_path / "nope"), "--out", str(out)], "nope: no such directory")):
         assert main(["report", *args]) != 0
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("pgolf: error: ") and msg in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_cli_report_from_the_registry_groups_like_the_run_dirs(real_runs, tmp_path, capsys):
+    """The same four runs imported into a registry give the same leaderboard as read from their directories."""
+    url = f"sqlite:///{tmp_path / 'reg.sqlite'}"
+    assert main(["runs", "import", str(real_runs), "--registry", url]) == 0
+    capsys.readouterr()
+    out = tmp_path / "rep"
+    assert main(["report", "--registry", url, "--out", str(out)]) == 0
+    assert "(4 runs, 4 with val_bpb)" in capsys.readouterr().out
+    page = _parse(out / "index.html")
+    assert page.rows == {"leaderboard-table": 2, "runs-table": 4}
+    from pgolf.track.registry import open_registry
+    from pgolf.track.rundirs import records_from_run_dirs
+
+    reg_hashes = sorted(r.config_hash for r in open_registry(url).runs())
+    dir_hashes = sorted(r["config_hash"] for r in records_from_run_dirs([real_runs]))
+    assert reg_hashes == dir_hashes and len(set(dir_hashes)) == 2

@@ -11,7 +11,7 @@ import importlib
 
 import typer
 
-AREAS: tuple[str, ...] = ("bundle", "submit", "review", "report")
+AREAS: tuple[str, ...] = ("bundle", "submit", "review", "track", "report")
 """The command modules ``pgolf.commands.<area>``, registered in this order."""
 
 

@@ -14,13 +14,13 @@ Curves come from the lines ``pgolf.train.loop.train`` logs::
 ``resume: step:N`` and continues from step N, so its curve keeps the earlier points up to step N; a run
 without that line started over and replaces them.
 
-``config_hash`` is the first 16 hex digits of the SHA-256 of the flat config (``"section.key" → value``,
-``train.seed`` left out, so seeds of one configuration share a hash) as canonical JSON.
+``config_hash`` is the registry's (:func:`pgolf.track.record.config_hash`: the result-changing fields that
+differ from the defaults, seed left out, plus the dataset's content fingerprint), so a report of run
+directories and the registry group runs the same way.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -54,9 +54,11 @@ def flatten_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_hash(flat: dict[str, Any]) -> str:
-    """16 hex digits of SHA-256 over the flat config without the seed (canonical JSON)."""
-    body = json.dumps({k: v for k, v in flat.items() if k != SEED_KEY}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
+    """The registry's config hash of a flat config (module docstring)."""
+    from pgolf.track.record import config_hash as registry_hash
+    from pgolf.track.record import dataset_identity
+
+    return registry_hash(flat, dataset_identity(flat.get("data.path")))
 
 
 def _iso(stamp: str) -> str | None:
