@@ -32,6 +32,10 @@ class DataConfig:
     """SentencePiece ``.model``. Empty: ``tokenizer.model`` inside ``path`` (``pgolf data build`` writes it)."""
     val_max_tokens: int = 0
     """Evaluate on at most this many validation tokens (0 = all). Scored runs keep 0."""
+    overlap_check: bool = True
+    """Refuse train shards that hold a validation document (:mod:`pgolf.data.provenance`), checked as the
+    loader first reads each shard, so inside the training clock: ≈0.3–0.5 s per 50 M-token shard on
+    one CPU core (docs/benchmarks.md). Off = trust the data (e.g. the official export, already skipped)."""
 
     def __post_init__(self) -> None:
         _check(self.val_max_tokens >= 0, "data.val_max_tokens must be >= 0")

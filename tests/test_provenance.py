@@ -290,6 +290,10 @@ def test_pgolf_train_refuses_in_one_line(tiny_data: Path, tmp_path: Path, capsys
     assert rc != 0 and len(err) == 1
     assert err[0].startswith("pgolf: error: ") and f"train document at token {off}" in err[0]
     assert "exact copy of validation document 4" in err[0]
+    # data.overlap_check=false trusts the data (the check costs time inside the training clock)
+    rc = main(["train", "tiny", "--set", "model.vocab_size=384", "--set", f"data.path={d}", "--set", "train.iterations=1",
+               "--set", "data.overlap_check=false", "--out", str(tmp_path / "r2")])
+    assert rc == 0, capsys.readouterr().err
 
 
 def test_val_shards_must_match_the_manifest_and_official_data_is_not_second_guessed(tiny_data: Path, tmp_path: Path) -> None:

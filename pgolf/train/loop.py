@@ -155,7 +155,7 @@ def train(
                 compiled, [n for n, p in compiled.named_parameters() if id(p) in mat])
         fwd = DDP(compiled, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
     loader = DistributedTokenLoader(data.spec.train_files, rank, world, device, vocab_size=cfg.model.vocab_size,
-                                    overlap=data.overlap_checker())
+                                    overlap=data.overlap_checker() if cfg.data.overlap_check else None)
     suffix = "" if rank == 0 else f".rank{rank}"
 
     def val_subset() -> ValData:
