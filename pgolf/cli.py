@@ -8,6 +8,10 @@
     pgolf export runs/cpu [--budget 16000000] [--scheme gptq6_emb7_brotli]
     pgolf eval runs/cpu [--method plain --method sliding --method mix] [--data DIR]
     torchrun --standalone --nproc_per_node=8 -m pgolf run baseline --out runs/baseline
+    pgolf runs list|show|compare|import, pgolf leaderboard, pgolf sweep SPEC.yaml, pgolf task|try|feed
+
+Finished run/train/export/eval commands are recorded in the run registry (``pgolf.track``; rank 0
+only; ``PGOLF_REGISTRY=off`` switches it off; an unreachable registry prints a warning, never an error).
 
 User errors (bad path, corrupt file, unknown key, over budget) print one line
 ``pgolf: error: ...`` on stderr and exit non-zero; tracebacks mean a bug in pgolf.
@@ -43,6 +47,14 @@ def _config(preset: str, sets: list[str] | None):
     from pgolf.presets import get_preset
 
     return apply_overrides(get_preset(preset), sets or [])
+
+
+def _record(kind: str, run_dir: Path, **kw) -> None:
+    """Record a finished command in the run registry (``pgolf.track.hook``: rank 0 only, off with
+    PGOLF_REGISTRY=off, a warning line instead of a failure when the registry is unreachable)."""
+    from pgolf.track.hook import record_command
+
+    record_command(kind, run_dir, **kw)
 
 
 def _default_out(name: str) -> Path:
@@ -123,11 +135,13 @@ def run(
     out = out or _default_out(cfg.name)
     try:
         metrics = run_fn(cfg, out, resume=resume)
+        is_main = dist.is_main()  # before cleanup: afterwards every rank reads as rank 0
     finally:
         dist.cleanup()
-    if dist.rank() == 0:
+    if is_main:
         print(scorecard(metrics))
         print(f"run directory: {out}")
+    _record("run", out)
 
 
 @app.command()
@@ -139,17 +153,21 @@ def train(
 ) -> None:
     """Train only; writes config.json, train.log and a resumable checkpoint."""
     from pgolf import dist, fileio
+    from pgolf.autosize import resolve_for_run
     from pgolf.train.log import RunLog
     from pgolf.train.loop import train as train_fn
 
     cfg = _config(preset, set_)
     out = out or _default_out(cfg.name)
     info_ = dist.init(cfg.train.device)
+    cfg, sized = resolve_for_run(cfg, out, resume=resume)
     if info_.is_main:
         out.mkdir(parents=True, exist_ok=True)
         fileio.write_text(out / "config.json", cfg.to_json() + "\n")
     log = RunLog(out / "train.log")
     log.header(cfg.to_json())
+    for line in sized:
+        log(line)
     try:
         res = train_fn(cfg, out, resume=resume, log=log)
     finally:
@@ -158,6 +176,7 @@ def train(
     if info_.is_main:
         print(f"trained {res.steps} steps in {res.train_seconds:.1f} s ({res.tokens_per_second:,.0f} tok/s); "
               f"checkpoint in {out}")
+    _record("train", out)
 
 
 @app.command("export")
@@ -179,9 +198,10 @@ def export_cmd(
         raise PgolfError(f"--budget must be a positive number of bytes, got {budget}")
     try:
         rep, res = export_run(run_dir, scheme=scheme, budget=budget)
+        is_main = dist.is_main()  # before cleanup: afterwards every rank reads as rank 0
     finally:
         dist.cleanup()
-    if dist.rank() != 0:
+    if not is_main:
         return
     if res.search is not None:
         print(format_choices(res.search))
@@ -189,6 +209,8 @@ def export_cmd(
     print(format_table(rep))
     print(f"artifact {run_dir / 'model.pgolf'} ({res.scheme}, hessians: {res.hessian_source}): "
           f"{rep.artifact_bytes:,} bytes (model {rep.model_bytes:,} + code {rep.code_bytes:,}) of {rep.cap:,}")
+    _record("export", run_dir, metrics={"artifact_bytes": rep.artifact_bytes, "model_bytes": rep.model_bytes,
+                                        "code_bytes": rep.code_bytes, "budget_bytes": rep.cap, "scheme": res.scheme})
 
 
 @data_app.command("build")
@@ -245,7 +267,7 @@ _ABORT = _exc("Abort")
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and a non-zero exit."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="pgolf")
+        rc = app(args=argv, standalone_mode=False, prog_name="pgolf")  # a command's typer.Exit(code) returns code
     except PgolfError as e:
         print("pgolf: error: " + " ".join(str(e).split()), file=sys.stderr)
         return e.exit_code
@@ -260,9 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         print("pgolf: error: aborted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
+        rc = 130
+    if rc == 130:  # typer ≥ 0.24 turns Ctrl-C into Exit(130) and, not standalone, returns the code
         print("pgolf: error: interrupted (the last checkpoint, if any, is intact; rerun with --resume)", file=sys.stderr)
         return 130
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

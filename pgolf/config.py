@@ -32,6 +32,10 @@ class DataConfig:
     """SentencePiece ``.model``. Empty: ``tokenizer.model`` inside ``path`` (``pgolf data build`` writes it)."""
     val_max_tokens: int = 0
     """Evaluate on at most this many validation tokens (0 = all). Scored runs keep 0."""
+    overlap_check: bool = True
+    """Refuse train shards that hold a validation document (:mod:`pgolf.data.provenance`), checked as the
+    loader first reads each shard, so inside the training clock: ≈0.3–0.5 s per 50 M-token shard on
+    one CPU core (docs/benchmarks.md). Off = trust the data (e.g. the official export, already skipped)."""
 
     def __post_init__(self) -> None:
         _check(self.val_max_tokens >= 0, "data.val_max_tokens must be >= 0")
@@ -258,6 +262,13 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     adam_eps: float = 1e-8
+    embed_betas: tuple[float, ...] | None = None
+    """Adam (β1, β2) of the embedding group alone (None = ``(beta1, beta2)``). The records share one pair
+    across groups ([04-27a]: β2 0.99 everywhere); modded-nanogpt gives its embeddings their own."""
+    head_betas: tuple[float, ...] | None = None
+    """Adam (β1, β2) of the untied head alone (None = ``(beta1, beta2)``)."""
+    scalar_betas: tuple[float, ...] | None = None
+    """Adam (β1, β2) of the scalar/control group alone (None = ``(beta1, beta2)``)."""
     grad_clip_norm: float = 0.0
     """Clip the global gradient norm to this value (0 = off, the baseline; 0.3 from [03-19d])."""
     muon_wd: float = 0.0
@@ -295,6 +306,10 @@ class OptimConfig:
         _check(0 <= self.muon_momentum < 1, "optim.muon_momentum must be in [0, 1)")
         _check(self.muon_backend_steps >= 1, "optim.muon_backend_steps must be >= 1")
         _check(self.grad_clip_norm >= 0, "optim.grad_clip_norm must be >= 0")
+        for name in ("embed_betas", "head_betas", "scalar_betas"):
+            b = getattr(self, name)
+            _check(b is None or (len(b) == 2 and all(0 <= x < 1 for x in b)),
+                   f"optim.{name} must be two numbers in [0, 1) (beta1,beta2), got {b}")
 
 
 @dataclass
@@ -434,6 +449,14 @@ class TrainConfig:
     ema: EmaConfig = field(default_factory=EmaConfig)
     swa: SwaConfig = field(default_factory=SwaConfig)
     qat: QatConfig = field(default_factory=QatConfig)
+    autosize: bool = False
+    """Choose depth, width and batch for this machine before training (:mod:`pgolf.autosize`: a short
+    throughput probe, a FLOP time model and the Chinchilla loss law under the model-byte cap); the
+    resolved shape is what ``config.json`` records. Single-process CPU runs; the ``cpu`` preset turns it on."""
+    autosize_model_bytes: int = 1_000_000
+    """Autosize: the largest estimated compressed model (the CPU track's 1,000,000-byte cap)."""
+    autosize_min_steps: int = 400
+    """Autosize: the fewest optimizer steps a candidate may get within the budget."""
     calib_reserve_seconds: float = 0.0
     """GPTQ calibration on training tokens inside the training budget (CATALOGUE §2.5 "Calibration
     data": [03-29] reserves 14 s, [04-14] 4 s, [04-23]+ 0.5 s): when > 0 the loop trains until
@@ -474,6 +497,10 @@ class ExportConfig:
     byte-budget search (``pgolf.export.search``) filling ``budget_bytes``."""
     budget_bytes: int = 16_000_000
     """Artifact cap (code + model bytes), decimal bytes."""
+    code_form: Literal["compact", "readable"] = "compact"
+    """Which form of the single-file ``train_gpt.py`` (``pgolf bundle``) is shipped and charged as the code
+    bytes: ``compact`` (minified, compressed, base85 self-extractor, as records 04-03…04-09 shipped) or
+    ``readable`` (every module's source under a banner). See :mod:`pgolf.artifact.bundler`."""
     keep_float_max_numel: int = 65536
     """``int8_zlib``: float tensors with at most this many elements are stored as fp16/fp32, not
     quantized (the baseline's 65,536; lower it for narrow models whose matrices are that small)."""

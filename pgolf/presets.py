@@ -300,3 +300,20 @@ derive("record-0427", "baseline", RECORD_0427,
        doc="[04-27a] PR #1855, 1.0611: SP8192, 11L×512 MLP4×, loop 3–5 ×3 from 35 %, parallel lanes from 8, "
            "XSA-all, gated skips, BOS-fixed SmearGate, SparseAttnGate, MuonEq-R + Polar Express, EMA 0.9965 "
            "(35,945,671 params)")
+
+derive("cpu-auto", "cpu", {"train.autosize": True},
+       "The cpu recipe with depth, width and batch chosen for this machine and budget by a throughput probe "
+       "(:mod:`pgolf.autosize`; candidate for replacing `cpu` once measured side by side, docs/benchmarks.md).")
+
+derive("baseline-cpu", "baseline", {
+    # the official baseline [03-17b] shrunk to the 2-core CPU's compute, everything else its own
+    "data.path": "",
+    "model.num_layers": 4, "model.model_dim": 128, "model.num_heads": 4, "model.num_kv_heads": 2,
+    "train.batch_tokens": 16384, "train.grad_accum": 1,
+    # its 1,200-step warmdown of ≈13,780 steps on 8×H100 is 8.7 % of the run: the same fraction here
+    "train.warmdown_frac": 0.087,
+    "train.warmup_steps": 2, "train.compile": True, "train.val_every": 500,
+    "train.val_tokens_during_training": 65536, "train.log_every": 50,
+    "eval.batch_tokens": 65536, "eval.compile": True,
+}, "The official baseline's recipe ported to a 2-core CPU as a new user would (4L×128, 16K-token batch, "
+   "warmdown scaled to the run): the reference the cpu presets must beat (issue 8).")

@@ -22,6 +22,7 @@ import torch
 
 from pgolf import dist, fileio
 from pgolf.artifact.budget import ByteReport, check_budget, code_bytes, format_table
+from pgolf.autosize import resolve_for_run
 from pgolf.compile import compile_model
 from pgolf.config import RunConfig, apply_overrides, load_config
 from pgolf.data.prepare import RunData, prepare_data
@@ -36,7 +37,6 @@ from pgolf.export.driver import (
     load_model_state,
     write_export,
 )
-from pgolf.export.search import format_choices
 from pgolf.model.gpt import GPT, parameter_roles
 from pgolf.precision import agreed_amp
 from pgolf.train import checkpoint as ckpt_mod
@@ -80,18 +80,22 @@ def export_artifact(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, log: 
         log(f"export: hessians from {source} ({len(hessians)} tensors)")
         if scheme.name == "budget" and (cfg.export.search_weights == "loss" or cfg.export.verify_plans):
             loss_fn = generated_loss_fn(model, cfg.export, seq_len=cfg.train.seq_len)
+    code = code_bytes(cfg)  # the bundle of cfg (pgolf bundle), or this bundle's own file
     result = export_model({k: v.detach().cpu() for k, v in model.state_dict().items()}, cfg.export,
                           roles=parameter_roles(model),
                           meta={"config": cfg.to_dict(), "calibration": calib_info}, hessians=hessians,
-                          hessian_source=source, loss_fn=loss_fn, log=lambda m: log(m, echo=False))
+                          hessian_source=source, loss_fn=loss_fn, code_bytes_=code, log=lambda m: log(m, echo=False))
     size = torch.tensor(float(result.model_bytes if dist.is_main() else 0), dtype=torch.float64,
                         device=next(model.parameters()).device)
     model_bytes = int(dist.all_reduce_(size, "max").item())
-    report = ByteReport(model_bytes=model_bytes, code_bytes=code_bytes(), cap=cfg.export.budget_bytes,
+    report = ByteReport(model_bytes=model_bytes, code_bytes=code, cap=cfg.export.budget_bytes,
                         rows=result.rows)
     if result.search is not None:
+        from pgolf.export.search import format_choices
+
         log("export: budget search choices\n" + format_choices(result.search), echo=False)
     log(f"Serialized model {cfg.export.scheme}: {report.model_bytes} bytes (payload:{result.payload_raw_bytes})")
+    log(f"Code size: {report.code_bytes} bytes")
     log(f"Total submission size {cfg.export.scheme}: {report.artifact_bytes} bytes "
         f"(model {report.model_bytes} + code {report.code_bytes}; cap {report.cap})")
     if not report.fits:
@@ -126,6 +130,7 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
     """Run ``cfg`` end to end into ``out_dir`` and return ``metrics.json``'s contents."""
     out = Path(out_dir)
     info = dist.init(cfg.train.device)
+    cfg, sized = resolve_for_run(cfg, out, resume=resume)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
@@ -135,6 +140,8 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
     dist.barrier()
     log = RunLog(out / LOG)
     log.header(cfg.to_json())
+    for line in sized:
+        log(line)
     data = prepare_data(cfg)
     log(f"val_bpb:enabled tokenizer={data.spec.tokenizer_path} data={data.spec.data_dir}")
     log(f"val_loader: tokens:{len(data.val.tokens)} raw_bytes:{'yes' if data.val.raw_bytes is not None else 'no'}")
@@ -315,7 +322,7 @@ def eval_run(run_dir: str | Path, cfg: RunConfig | None = None, artifact: str | 
         fileio.write_json(mpath, merged)
     first = entries[0]
     return {**{k: first[k] for k in runs[0].scored.result.to_metrics()}, "eval_seconds": first["eval_seconds"],
-            "artifact_bytes": path.stat().st_size + code_bytes(), "methods": entries}
+            "artifact_bytes": path.stat().st_size + code_bytes(cfg), "methods": entries}
 
 
 def _manifest_tokenizer(data_dir: Path) -> str | None:

@@ -18,6 +18,18 @@ def _isolated_cache(tmp_path_factory):
         os.environ["PGOLF_CACHE"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_user_registry():
+    """Runs made by the tests are never recorded in the user's registry; registry tests give a temp URL."""
+    old = os.environ.get("PGOLF_REGISTRY")
+    os.environ["PGOLF_REGISTRY"] = "off"
+    yield
+    if old is None:
+        os.environ.pop("PGOLF_REGISTRY", None)
+    else:
+        os.environ["PGOLF_REGISTRY"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """A dataset of ~200 standard-library docstring documents, 384-piece tokenizer (vocab 384)."""

@@ -1,5 +1,5 @@
 """pgolf.artifact.budget: exact byte arithmetic against the decimal cap, table totals, the one-line
-BudgetError, and which source files count as code."""
+BudgetError, and what counts as code (the configuration's bundle, or inside a bundle its own file)."""
 
 from pathlib import Path
 
@@ -12,7 +12,6 @@ from pgolf.artifact.budget import (
     TensorRow,
     check_budget,
     code_bytes,
-    code_files,
     format_table,
 )
 from pgolf.errors import BudgetError, PgolfError
@@ -97,45 +96,24 @@ def _tree(root: Path, files: dict[str, bytes]) -> None:
         p.write_bytes(data)
 
 
-def test_code_files_selection_and_exact_bytes(tmp_path):
-    counted = {
-        "__init__.py": b'"""pkg"""\n',
-        "config.py": "# caf\u00e9 \u2014 UTF-8\n".encode(),  # é is 2 bytes, — is 3
-        "errors.py": b"x = 1\r\n",  # CRLF kept as stored
-        "fileio.py": b"",
-        "dist.py": b"y = 2\n",
-        "runner.py": b"run = 1\n",
-        "data/shards.py": b"a\n",
-        "model/gpt.py": b"b\n",
-        "model/parts/attn.py": b"nested\n",
-        "optim/muon.py": b"c\n",
-        "train/loop.py": b"d\n",
-        "quant/grid.py": b"e\n",
-        "artifact/format.py": b"f\n",
-        "eval/bpb.py": b"g\n",
-    }
-    ignored = {
-        "cli.py": b"cli\n",
-        "presets.py": b"p\n",
-        "__main__.py": b"m\n",
-        "submit/bundle.py": b"s\n",
-        "track/registry.py": b"t\n",
-        "data/README.md": b"doc\n",
-        "data/__pycache__/shards.cpython-311.py": b"junk\n",
-        "model/gpt.pyc": b"junk",
-    }
-    _tree(tmp_path, {**counted, **ignored})
-    files = code_files(tmp_path)
-    rels = [p.relative_to(tmp_path).as_posix() for p in files]
-    assert sorted(rels) == sorted(counted)
-    assert rels[:6] == ["__init__.py", "config.py", "errors.py", "fileio.py", "dist.py", "runner.py"]
-    assert code_bytes(tmp_path) == sum(len(v) for v in counted.values())
-    assert len(counted["config.py"]) == len("# cafe - UTF-8\n") + 1 + 2
+def test_code_bytes_is_the_shipped_bundle_of_the_configuration():
+    from pgolf.artifact.bundler import render
+    from pgolf.config import RunConfig, apply_overrides
 
-
-def test_code_files_of_the_installed_package():
+    cfg = RunConfig()
+    assert code_bytes() == code_bytes(cfg) == len(render(cfg, compact=True).data)
+    readable = apply_overrides(cfg, ["export.code_form=readable"])
+    assert code_bytes(readable) == len(render(readable, compact=False).data) > 4 * code_bytes(cfg)
+    # the whole package source, which pgolf charged before the bundle existed, is far more
     root = Path(pgolf.__file__).resolve().parent
-    rels = {p.relative_to(root).as_posix() for p in code_files()}
-    assert {"config.py", "errors.py", "fileio.py", "dist.py", "artifact/budget.py", "quant/grid.py"} <= rels
-    assert not {r for r in rels if r in ("cli.py", "presets.py") or r.startswith(("submit/", "track/"))}
-    assert code_bytes() == sum(len((root / r).read_bytes()) for r in rels)
+    assert sum(len(p.read_bytes()) for p in root.rglob("*.py")) > code_bytes(readable) > code_bytes(cfg)
+
+
+def test_inside_a_bundle_code_bytes_is_the_bundle_file(tmp_path, monkeypatch):
+    f = tmp_path / "train_gpt.py"
+    f.write_bytes(b"x" * 12_345)
+    monkeypatch.setattr(pgolf, "__bundle_file__", str(f), raising=False)  # what a bundle's importer sets
+    assert code_bytes() == 12_345
+    from pgolf.config import RunConfig, apply_overrides
+
+    assert code_bytes(apply_overrides(RunConfig(), ["export.scheme=budget"])) == 12_345

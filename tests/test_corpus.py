@@ -302,7 +302,7 @@ def test_build_dataset_counts_and_contents(tmp_path: Path) -> None:
     assert all(read_shard(f).size == 1500 for f in train_files[:-1]) and len(train_files) > 2
 
     sidecars = list_byte_sidecars(out)
-    assert [s.name for s in sidecars] == [f.name.replace("val_", "val_bytes_") for f in val_files]
+    assert [s.name for s in sidecars] == [f.name.replace("fineweb_val_", "pgolf_val_bytes_") for f in val_files]
     raw = np.concatenate([read_byte_sidecar(s, read_shard(f).size) for s, f in zip(sidecars, val_files, strict=True)])
     assert raw[val_tokens == 1].sum() == 0
 

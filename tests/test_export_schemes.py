@@ -11,7 +11,7 @@ import torch
 from pgolf.artifact.budget import code_bytes
 from pgolf.artifact.format import read_artifact
 from pgolf.cli import main
-from pgolf.config import ExportConfig, ModelConfig, apply_overrides
+from pgolf.config import ExportConfig, ModelConfig, apply_overrides, load_config
 from pgolf.errors import DataError
 from pgolf.export.driver import (
     EXPORT_SCHEMES,
@@ -204,9 +204,14 @@ def test_cli_export_budget_end_to_end(tiny_data, tmp_path, capsys):
             "--set", "export.search_max_options=3"]
     assert main(["run", "tiny", *sets, "--out", str(run)]) == 0
     capsys.readouterr()
-    code = code_bytes()
     int8_model = (run / "model.pgolf").stat().st_size
-    budget = code + int8_model * 3 // 4
+
+    def charged(b: int) -> int:  # the code bytes `pgolf export --budget b` charges: its config's bundle
+        return code_bytes(apply_overrides(load_config(str(run / "config.json")),
+                                          ["export.scheme=budget", f"export.budget_bytes={b}"]))
+
+    budget = charged(16_000_000) + int8_model * 3 // 4
+    code = charged(budget)
     assert main(["export", str(run), "--budget", str(budget)]) == 0
     out = capsys.readouterr().out
     assert "group" in out and "GPTQ" in out and "headroom" in out and "budget" in out

@@ -154,9 +154,10 @@ def _dataset(d: Path, tok: Path, sidecars: bool = True) -> None:
     _make_shards(d, "train", [400, 200])
     rng = np.random.default_rng(1)
     for i, n in enumerate([100, 57]):
-        write_shard(d / shard_name("val", i), rng.integers(0, 300, n))
+        toks = rng.integers(0, 300, n)
+        write_shard(d / shard_name("val", i), toks)
         if sidecars:
-            write_byte_sidecar(d / sidecar_name(i), rng.integers(0, 9, n))
+            write_byte_sidecar(d / sidecar_name(i), np.where(toks == 1, 0, rng.integers(1, 9, n)))
     (d / "tokenizer.model").write_bytes(tok.read_bytes())
 
 

@@ -381,6 +381,20 @@ def test_adamw_groups_and_weight_decay_wiring() -> None:
     assert type(plain[0]) is torch.optim.Adam and plain[1].param_groups[0]["weight_decay"] == 0.0
 
 
+def test_per_group_adam_betas_from_config_strings() -> None:
+    from pgolf.config import RunConfig, apply_overrides
+    from pgolf.errors import ConfigError
+
+    m = GPT(ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1, tie_embeddings=False))
+    cfg = apply_overrides(RunConfig(), ["optim.embed_betas=0.8,0.95", "optim.scalar_betas=0.7,0.99", "optim.beta2=0.98"])
+    embed, head, _, scalar = build_optimizers(m, cfg.optim)
+    assert embed.param_groups[0]["betas"] == (0.8, 0.95)
+    assert scalar.param_groups[0]["betas"] == (0.7, 0.99)
+    assert head.param_groups[0]["betas"] == (0.9, 0.98)  # no override: the shared pair
+    with pytest.raises(ConfigError, match="embed_betas"):
+        apply_overrides(RunConfig(), ["optim.embed_betas=0.8"])
+
+
 def test_wd_taper_and_min_lr_floor() -> None:
     from pgolf.optim.schedule import progress, wd_multiplier
 
@@ -449,3 +463,81 @@ def test_parallel_muon_equals_plain_muon_on_one_and_two_gloo_processes() -> None
     for r in range(2):
         for got, ref in zip(results[r], plain, strict=True):
             assert torch.equal(torch.from_numpy(got), ref)
+
+
+def _reference_clip(params, max_norm: float) -> None:
+    """The clip written out: c = min(1, max_norm / (‖g‖ + 1e-6)), ‖g‖ in float64 over every gradient."""
+    total = math.sqrt(sum(float(p.grad.double().square().sum()) for p in params))
+    coef = torch.tensor(min(1.0, max_norm / (total + 1e-6)), dtype=torch.float64).float()
+    for p in params:
+        p.grad.mul_(coef)
+
+
+def _run_clipped(cls, params, grads, vec, vgrads, scale: float, max_norm: float, clip=None) -> list[torch.Tensor]:
+    """Muon-family on the matrices + SGD on one vector; gradients clipped to ``max_norm`` every step."""
+    from pgolf.optim.clip import clip_gradients
+
+    clip = clip or (lambda ps, opts, m: clip_gradients(ps, opts, m))
+    ps = [torch.nn.Parameter(p.clone()) for p in params]
+    v = torch.nn.Parameter(vec.clone())
+    opts = [cls(ps, lr=0.05, momentum=0.95, weight_decay=0.04, row_normalize=True), torch.optim.SGD([v], lr=0.1)]
+    for step_grads, vg in zip(grads, vgrads, strict=True):
+        for p, gr in zip(ps, step_grads, strict=True):
+            p.grad = gr.clone() * scale
+        v.grad = vg.clone()  # already rank-averaged (what DDP hands over)
+        clip([*ps, v], opts, max_norm)
+        for o in opts:
+            o.step()
+    return [p.detach().clone() for p in [*ps, v]]
+
+
+def _clip_problem():
+    params, grads = _parallel_problem()
+    g = torch.Generator().manual_seed(3)
+    return params, grads, torch.randn(40, generator=g), [torch.randn(40, generator=g) for _ in grads]
+
+
+def _clipped_worker(rank: int, world: int, port: int, out: dict) -> None:
+    from pgolf.optim.parallel_muon import ParallelMuon
+
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        params, grads, vec, vgrads = _clip_problem()
+        res = _run_clipped(ParallelMuon, params, grads, vec, vgrads, 2.0 if rank == 0 else 0.0, max_norm=5.0)
+        out[rank] = [t.numpy() for t in res]
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_parallel_muon_with_grad_clip_equals_plain_muon_clipped_on_the_mean_gradient() -> None:
+    """The clip coefficient of parallel Muon comes from ‖mean gradient‖ assembled across ranks."""
+    from pgolf.optim.parallel_muon import ParallelMuon
+
+    params, grads, vec, vgrads = _clip_problem()
+    norm = math.sqrt(sum(float(x.square().sum()) for x in [*grads[0], vgrads[0]]))
+    assert norm > 5.0 * 4  # the clip binds strongly, so a wrong norm would show
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref = lambda ps, opts, m: _reference_clip(ps, m)
+        plain = _run_clipped(Muon, params, grads, vec, vgrads, 1.0, max_norm=5.0, clip=ref)
+        torch_clip = _run_clipped(Muon, params, grads, vec, vgrads, 1.0, max_norm=5.0,
+                                  clip=lambda ps, opts, m: torch.nn.utils.clip_grad_norm_(ps, m))
+        unclipped = _run_clipped(Muon, params, grads, vec, vgrads, 1.0, max_norm=1e9)
+        one = _run_clipped(ParallelMuon, params, grads, vec, vgrads, 1.0, max_norm=5.0)
+    finally:
+        torch.set_num_threads(threads)
+    assert not torch.allclose(plain[-1], unclipped[-1])
+    # torch's clip agrees with the written-out one up to its float32 norm (a bf16 Newton–Schulz flip at most)
+    for a, b in zip(torch_clip, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=5e-3)
+    for a, b in zip(one, plain, strict=True):
+        assert torch.equal(a, b)
+    with mp.get_context("spawn").Manager() as manager:
+        out = manager.dict()
+        mp.start_processes(_clipped_worker, args=(2, _free_port(), out), nprocs=2, join=True, start_method="spawn")
+        results = {r: out[r] for r in range(2)}
+    for r in range(2):
+        for got, want in zip(results[r], plain, strict=True):
+            assert torch.equal(torch.from_numpy(got), want)

@@ -68,7 +68,7 @@ def test_estimate_is_within_tolerance_of_the_real_artifact(tiny_run, scheme):
                        meta={"config": cfg.to_dict(), "calibration": info if needs else {}},
                        hessians=h, hessian_source=source)
     est = planner.estimate_artifact_bytes(cfg)
-    assert est.code_bytes == code_bytes() and est.artifact_bytes == est.model_bytes + est.code_bytes
+    assert est.code_bytes == code_bytes(cfg) and est.artifact_bytes == est.model_bytes + est.code_bytes
     assert abs(est.model_bytes / res.model_bytes - 1) <= TOLERANCE, (est.model_bytes, res.model_bytes)
     # the container header is computed, not estimated: within a few digits of the real one
     hlen = struct.unpack_from("<I", res.blob, 8)[0]
@@ -78,7 +78,7 @@ def test_estimate_is_within_tolerance_of_the_real_artifact(tiny_run, scheme):
 def test_budget_estimate_fills_the_budget_or_stores_fp16():
     cfg = apply_overrides(get_preset("cpu"), ["export.scheme=budget", "export.budget_bytes=1500000"])
     est = planner.estimate_artifact_bytes(cfg)
-    assert est.artifact_bytes <= 1_500_000 and est.model_bytes == 1_500_000 - code_bytes()
+    assert est.artifact_bytes <= 1_500_000 and est.model_bytes == 1_500_000 - code_bytes(cfg)
     big = planner.estimate_artifact_bytes(apply_overrides(cfg, ["export.budget_bytes=16000000"]))
     fp16 = 2 * count_params(cfg.model)
     assert 0.5 * fp16 < big.model_bytes <= fp16  # everything fits as (compressed) fp16

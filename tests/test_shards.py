@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from pgolf.data.shards import (
     BYTES_MAGIC,
+    CASEOPS_GUARD,
     SHARD_MAGIC,
     list_byte_sidecars,
     list_shards,
@@ -22,7 +23,9 @@ from pgolf.data.shards import (
     shard_name,
     sidecar_name,
     sidecar_path,
+    sidecar_style,
     write_byte_sidecar,
+    write_caseops_guard,
     write_shard,
 )
 from pgolf.errors import DataError
@@ -43,10 +46,17 @@ def test_exact_bytes_of_small_shard(tmp_path: Path) -> None:
 
 
 def test_exact_bytes_of_sidecar(tmp_path: Path) -> None:
+    """pgolf's sidecar (a name no official glob matches) has magic 20240521; the CaseOps records' one
+    (``fineweb_val_bytes_*``, read by their ``load_data_shard``) has the shard magic 20240520."""
     counts = [0, 3, 1, 1, 65535]
-    p = tmp_path / "fineweb_val_bytes_000000.bin"
+    p = tmp_path / "pgolf_val_bytes_000000.bin"
     write_byte_sidecar(p, counts)
     assert p.read_bytes() == reference_bytes(20240521, counts)
+    c = tmp_path / "fineweb_val_bytes_000000.bin"
+    write_byte_sidecar(c, counts)
+    assert c.read_bytes() == reference_bytes(20240520, counts)
+    assert (sidecar_name(0), sidecar_name(0, "caseops")) == (p.name, c.name)
+    assert (sidecar_style(p.name), sidecar_style(c.name), sidecar_style("fineweb_val_000000.bin")) == ("pgolf", "caseops", None)
 
 
 @settings(max_examples=30, deadline=None)
@@ -128,7 +138,7 @@ def test_vocab_check_reports_first_bad_id(tmp_path: Path) -> None:
 
 
 def test_sidecar_checks(tmp_path: Path) -> None:
-    p = tmp_path / "fineweb_val_bytes_000000.bin"
+    p = tmp_path / "pgolf_val_bytes_000000.bin"
     write_byte_sidecar(p, [0, 1, 2])
     with pytest.raises(DataError, match="byte sidecar has 3 entries but its val shard has 4 tokens"):
         read_byte_sidecar(p, expected_tokens=4)
@@ -138,6 +148,33 @@ def test_sidecar_checks(tmp_path: Path) -> None:
     write_shard(s, [1, 2, 3])
     with pytest.raises(DataError, match="is a token shard"):
         read_byte_sidecar(s)
+    s.rename(p)  # a token shard under pgolf's sidecar name is refused too
+    with pytest.raises(DataError, match="is a token shard"):
+        read_byte_sidecar(p)
+
+
+def test_caseops_sidecar_name_accepts_official_and_old_pgolf_magic(tmp_path: Path) -> None:
+    """At ``fineweb_val_bytes_*`` the official magic (CaseOps records) and the old pgolf one (datasets
+    written before the layout change) are both read; anything else is refused with both named."""
+    c = tmp_path / "fineweb_val_bytes_000000.bin"
+    for magic in (SHARD_MAGIC, BYTES_MAGIC):
+        c.write_bytes(reference_bytes(magic, [0, 4, 2]))
+        assert read_byte_sidecar(c, expected_tokens=3).tolist() == [0, 4, 2]
+        assert read_byte_sidecar_header(c) == 3
+    c.write_bytes(reference_bytes(123, [0, 4, 2]))
+    with pytest.raises(DataError, match=r"bad magic 123 \(expected 20240520 or 20240521\)"):
+        read_byte_sidecar(c)
+    write_byte_sidecar(c, [0, 1], magic=BYTES_MAGIC)  # explicit magic: how the old layout is written in tests
+    assert c.read_bytes() == reference_bytes(BYTES_MAGIC, [0, 1])
+
+
+def test_caseops_guard_is_refused_by_every_shard_reader(tmp_path: Path) -> None:
+    g = write_caseops_guard(tmp_path)
+    assert g.name == CASEOPS_GUARD and 0 < g.stat().st_size < 1024
+    assert g.read_text().startswith("pgolf: this directory holds a CaseOps")
+    with pytest.raises(DataError, match="shorter than the 1024-byte header"):
+        read_shard(g)
+    assert list_shards(tmp_path, "val") == [] and list_byte_sidecars(tmp_path) == []
 
 
 def test_list_shards_sorted_and_sidecars_excluded(tmp_path: Path) -> None:
@@ -147,7 +184,11 @@ def test_list_shards_sorted_and_sidecars_excluded(tmp_path: Path) -> None:
     assert [p.name for p in list_shards(tmp_path, "train")] == ["fineweb_train_000002.bin", "fineweb_train_000010.bin"]
     assert [p.name for p in list_shards(tmp_path, "val")] == ["fineweb_val_000000.bin", "fineweb_val_000001.bin"]
     assert [p.name for p in list_byte_sidecars(tmp_path)] == [sidecar_name(0), sidecar_name(1)]
-    assert sidecar_path(tmp_path / "fineweb_val_000001.bin") == tmp_path / "fineweb_val_bytes_000001.bin"
+    assert sidecar_path(tmp_path / "fineweb_val_000001.bin") == tmp_path / "pgolf_val_bytes_000001.bin"
+    assert sidecar_path(tmp_path / "fineweb_val_000001.bin", "caseops") == tmp_path / "fineweb_val_bytes_000001.bin"
+    (tmp_path / sidecar_name(0, "caseops")).write_bytes(b"")
+    with pytest.raises(DataError, match="both pgolf_val_bytes_\\* and fineweb_val_bytes_\\*"):
+        list_byte_sidecars(tmp_path)
     with pytest.raises(ValueError):
         list_shards(tmp_path, "test")
     with pytest.raises(DataError, match="no such data directory"):

@@ -4,11 +4,12 @@
     headroom       = cap − artifact_bytes                           (negative when over)
 
 ``model_bytes`` is the whole artifact file (header + checksums + compressed payload), as the baseline
-counts its ``final_model.int8.ptz``. ``code_bytes`` is what the submission's ``train_gpt.py`` needs:
-for now the raw UTF-8 bytes of the training-path sources (the baseline counts its one script's bytes);
-the bundling work will replace :func:`code_bytes` by the size of the minified, compressed,
-self-extracting single file that later records count (e.g. [04-27a]: 157,868 → 31,999 bytes) —
-this function is the single place to change.
+counts its ``final_model.int8.ptz``. ``code_bytes`` is the size of the submission's ``train_gpt.py``:
+the single-file bundle ``pgolf bundle`` writes for the configuration, in the form
+``export.code_form`` (compact by default: minified, compressed, self-extracting, as the records
+shipped; :mod:`pgolf.artifact.bundler`). :func:`code_bytes` is the single place that decides it, for
+``pgolf run``, ``pgolf export``, ``pgolf eval``, ``pgolf info`` and the byte planner alike; inside a
+bundle it is the bundle file's own size, so the bundle prints the number pgolf charged.
 """
 
 from __future__ import annotations
@@ -16,42 +17,26 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from pgolf.config import RunConfig
 from pgolf.errors import BudgetError
 
 CAP_BYTES = 16_000_000
 
-TOP_LEVEL_FILES = ("__init__.py", "config.py", "errors.py", "fileio.py", "dist.py", "runner.py")
-"""Package-root modules the training path imports (``runner.py`` is train → export → eval, the
-bundle's entry point, counted once it exists). Excluded: ``cli.py``, ``presets.py`` (the bundle
-embeds one resolved config), ``submit/``, ``track/``."""
-TRAINING_SUBPACKAGES = ("data", "model", "optim", "train", "quant", "artifact", "eval")
-"""Sub-packages whose every ``.py`` (recursively) is counted."""
 
-
-def _package_root(package_root: str | os.PathLike[str] | None) -> Path:
-    if package_root is not None:
-        return Path(package_root)
+def code_bytes(cfg: RunConfig | None = None) -> int:
+    """The code bytes charged for ``cfg`` (default: :class:`RunConfig`'s defaults): inside a bundle, the
+    size of the bundle file that is running; otherwise the size of the bundle of ``cfg`` in the form
+    ``cfg.export.code_form`` (:func:`pgolf.artifact.bundler.shipped_bytes`, built once per process and
+    configuration)."""
     import pgolf
 
-    return Path(pgolf.__file__).resolve().parent
+    shipped = getattr(pgolf, "__bundle_file__", None)  # set by a bundle's importer
+    if shipped is not None:
+        return os.path.getsize(shipped)
+    from pgolf.artifact.bundler import shipped_bytes
 
-
-def code_files(package_root: str | os.PathLike[str] | None = None) -> list[Path]:
-    """The source files counted as code, in a stable order (top-level files, then sub-packages sorted)."""
-    root = _package_root(package_root)
-    files = [root / f for f in TOP_LEVEL_FILES if (root / f).is_file()]
-    for sub in TRAINING_SUBPACKAGES:
-        d = root / sub
-        if d.is_dir():
-            files.extend(sorted(p for p in d.rglob("*.py") if "__pycache__" not in p.parts))
-    return files
-
-
-def code_bytes(package_root: str | os.PathLike[str] | None = None) -> int:
-    """Total bytes (UTF-8, as stored on disk) of :func:`code_files`."""
-    return sum(len(p.read_bytes()) for p in code_files(package_root))
+    return shipped_bytes(cfg if cfg is not None else RunConfig())
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import importlib
 
 import typer
 
-AREAS: tuple[str, ...] = ("evaluate",)
+AREAS: tuple[str, ...] = ("evaluate", "bundle", "submit", "review", "track", "report")
 """The command modules ``pgolf.commands.<area>``, registered in this order."""
 
 

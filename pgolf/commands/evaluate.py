@@ -45,7 +45,11 @@ def register(app: typer.Typer) -> None:
         try:
             m = eval_run(run_dir, cfg, artifact, methods=method or ["plain"], data_dir=data, dump_losses=dump_losses,
                          metrics_path=metrics)
+            is_main = dist.is_main()  # before cleanup: afterwards every rank reads as rank 0
         finally:
             dist.cleanup()
-        if dist.rank() == 0:
+        if is_main:
             print(eval_scorecard(m) if card else json.dumps(m, indent=2))
+            from pgolf.track.hook import record_command
+
+            record_command("eval", run_dir, metrics=m, config=cfg.to_dict())

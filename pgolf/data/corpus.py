@@ -30,6 +30,16 @@ removed control characters — makes spans empty, merged or leave gaps):
   BOS gets 0. The table-based BPB counts normalized piece bytes instead; the sidecar gives the
   tokenizer-agnostic figure (RULES.md "Scoring").
 
+Layout (``pgolf.data.shards``): ``fineweb_{train,val}_XXXXXX.bin``; the val byte sidecars are
+``pgolf_val_bytes_XXXXXX.bin`` (magic 20240521; invisible to the official globs) for a plain dataset,
+and for a CaseOps dataset the CaseOps records' own ``fineweb_val_bytes_XXXXXX.bin`` (magic 20240520)
+plus the guard file ``shards.CASEOPS_GUARD`` that stops the root ``train_gpt.py``.
+
+Provenance (``pgolf.data.provenance``): the manifest records a fingerprint of every validation
+document (``validation_fingerprints``), and train documents that are exact copies or near-duplicates
+of a validation document (the documented rules there) are left out of the train shards and counted
+(``splits.train.validation_overlaps_dropped``), so a built dataset passes the check training makes.
+
 Every file is written atomically (``pgolf.fileio``) and ``manifest.json`` last, so an interrupted
 build leaves no half-written file and no manifest. Output is deterministic: building twice gives
 byte-identical files, with any number of workers (batches are encoded in a process pool and
@@ -58,7 +68,17 @@ import sentencepiece as spm
 
 from pgolf import __version__
 from pgolf.data import caseops as caseops_mod
-from pgolf.data.shards import SHARD_TOKENS, shard_name, sidecar_name, write_byte_sidecar, write_shard
+from pgolf.data.provenance import ValFingerprints, overlapping_documents
+from pgolf.data.shards import (
+    CASEOPS_GUARD,
+    SHARD_TOKENS,
+    shard_name,
+    sidecar_name,
+    sidecar_style,
+    write_byte_sidecar,
+    write_caseops_guard,
+    write_shard,
+)
 from pgolf.data.tokenizer import (
     BOS_ID,
     check_vocab,
@@ -300,8 +320,9 @@ def _encoded(
 class _ShardWriter:
     """Cuts one split's token stream into shards of exactly ``shard_tokens`` (last one shorter)."""
 
-    def __init__(self, out_dir: Path, split: str, shard_tokens: int, sidecar: bool) -> None:
+    def __init__(self, out_dir: Path, split: str, shard_tokens: int, sidecar: bool, style: str = "pgolf") -> None:
         self.out_dir, self.split, self.shard_tokens, self.sidecar = out_dir, split, shard_tokens, sidecar
+        self.style = style
         self.ids: list[np.ndarray] = []
         self.counts: list[np.ndarray] = []
         self.buffered = 0
@@ -335,8 +356,9 @@ class _ShardWriter:
         if self.sidecar:
             counts = np.concatenate(self.counts)
             self.counts = [counts[n:]] if counts.size > n else []
-            write_byte_sidecar(self.out_dir / sidecar_name(index), counts[:n])
-            self.sidecars.append(sidecar_name(index))
+            name = sidecar_name(index, self.style)
+            write_byte_sidecar(self.out_dir / name, counts[:n])
+            self.sidecars.append(name)
         self.buffered -= n
 
     def close(self) -> dict[str, Any]:
@@ -368,7 +390,7 @@ def sha256_file(path: PathLike) -> str:
 def _existing_outputs(out_dir: Path) -> list[Path]:
     if not out_dir.is_dir():
         return []
-    return sorted(p for p in out_dir.iterdir() if p.name == "manifest.json" or
+    return sorted(p for p in out_dir.iterdir() if p.name == "manifest.json" or sidecar_style(p.name) or
                   (p.name.startswith("fineweb_") and p.name.endswith(".bin")))
 
 
@@ -462,9 +484,12 @@ def build_dataset(
 
     workers = (os.cpu_count() or 1) if workers is None else workers
     writers = {
-        "val": _ShardWriter(out, "val", shard_tokens, sidecar=True),
+        "val": _ShardWriter(out, "val", shard_tokens, sidecar=True, style="caseops" if caseops else "pgolf"),
         "train": _ShardWriter(out, "train", shard_tokens, sidecar=False),
     }
+    val_ids: list[np.ndarray] = []
+    fingerprints: ValFingerprints | None = None
+    dropped = {"exact": 0, "near": 0}
     ctx = _pool_context() if workers > 1 else None
     # The pool starts before the progress bar, whose monitor thread would rule out fork.
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
@@ -476,6 +501,12 @@ def build_dataset(
         batches = _batches(iter_documents(files), val_docs)
         for is_val, results in _encoded(batches, model_path, pool, workers, transform):
             writer = writers["val" if is_val else "train"]
+            if is_val:
+                val_ids += [enc[0] for enc, _ in results if enc is not None]
+            else:
+                if fingerprints is None:
+                    fingerprints = ValFingerprints.from_documents(val_ids, BOS_ID)
+                results = _drop_validation_copies(results, fingerprints, dropped)
             for encoded, n_bytes in results:
                 writer.add(encoded, n_bytes)
             if bar is not None:
@@ -491,7 +522,13 @@ def build_dataset(
     if splits["train"]["documents"] == 0:
         raise DataError(f"{files[0]}: no train documents with text after the first {val_docs} (validation)")
 
+    splits["train"]["validation_overlaps_dropped"] = dropped
+    if fingerprints is None:
+        fingerprints = ValFingerprints.from_documents(val_ids, BOS_ID)
     outputs = [TOKENIZER_FILE] + splits["val"]["shards"] + splits["val"]["byte_sidecars"] + splits["train"]["shards"]
+    if caseops:
+        write_caseops_guard(out)
+        outputs.append(CASEOPS_GUARD)
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "pgolf_version": __version__,
@@ -499,6 +536,7 @@ def build_dataset(
         "bos_id": BOS_ID,
         "append_eos": False,
         "text_transform": transform,
+        "byte_sidecar_style": "caseops" if caseops else "pgolf",
         "val_docs": val_docs,
         "shard_tokens": shard_tokens,
         "tokenizer": {
@@ -510,9 +548,25 @@ def build_dataset(
         "splits": splits,
         "inputs": [_input_entry(f, out) for f in files],
         "files": {name: {"bytes": (out / name).stat().st_size, "sha256": sha256_file(out / name)} for name in outputs},
+        "validation_fingerprints": fingerprints.to_manifest(),
     }
     write_json(out / "manifest.json", manifest)
     return manifest
+
+
+def _drop_validation_copies(results: list[Any], fp: ValFingerprints, dropped: dict[str, int]) -> list[Any]:
+    """``results`` without the train documents that copy (or nearly copy) a validation document."""
+    bad = overlapping_documents([enc[0] for enc, _ in results if enc is not None], fp)
+    for kind in bad.values():
+        dropped[kind] += 1
+    kept, j = [], 0
+    for enc, n_bytes in results:
+        if enc is not None:
+            j += 1
+            if j - 1 in bad:
+                continue
+        kept.append((enc, n_bytes))
+    return kept
 
 
 def _input_entry(path: Path, out: Path) -> dict[str, Any]:

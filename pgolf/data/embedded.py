@@ -13,7 +13,7 @@ validation split (the first documents, as in the challenge's first-50,000 rule; 
 that a name sort puts first.
 
 :func:`embedded_data_dir` builds the dataset once (``build_dataset``: vocab 1024, tokenizer
-trained on it with the official settings) into ``$PGOLF_CACHE/embedded-py{major}{minor}-v1``
+trained on it with the official settings) into ``$PGOLF_CACHE/embedded-py{major}{minor}-v2``
 (default cache ``~/.cache/pgolf``) and returns the directory; later calls reuse it. The build
 happens in a temporary directory renamed into place, under a file lock, so concurrent first
 uses (e.g. 8 torchrun ranks) build it once and never see a partial directory.
@@ -39,7 +39,8 @@ from pathlib import Path
 
 from pgolf.errors import DataError
 
-EMBEDDED_VERSION = "v1"
+EMBEDDED_VERSION = "v2"
+"""v2: the byte sidecar layout and validation fingerprints of issue 10 (a v1 cache is left alone, not read)."""
 EMBEDDED_VOCAB = 1024
 _SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
 _GENERATED = re.compile(r"(?i)(auto-?generated|automatically generated|generated (by|from)|do not edit)")

@@ -16,7 +16,10 @@ receives exactly what rank ``k mod W`` receives at micro-step ``k // W`` with W 
 ``grad_accum = A``; the global batch and its order do not depend on how it is split.
 
 Shards are read lazily, one at a time, and validated on read (magic, version, exact size, every
-id < vocab size). The stream position — (shard index, offset) — is the loader's state, so a resumed
+id < vocab size); with an ``overlap`` checker (:meth:`pgolf.data.prepare.RunData.overlap_checker`)
+each shard is also checked, once, for copies of validation documents (``pgolf.data.provenance``),
+and training stops with a DataError naming the shard, the offset and the validation document.
+The stream position — (shard index, offset) — is the loader's state, so a resumed
 run continues the exact stream.
 """
 
@@ -26,7 +29,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,9 +43,14 @@ from pgolf.data.shards import (
     read_shard,
     read_shard_header,
     sidecar_path,
+    sidecar_style,
 )
 from pgolf.errors import ConfigError, DataError
 
+if TYPE_CHECKING:
+    from pgolf.data.provenance import OverlapChecker
+
+BOS_ID = 1
 PathLike = str | os.PathLike[str]
 
 
@@ -60,6 +68,8 @@ class DataSpec:
     """The vocabulary the shards were checked against (``resolve_data``'s argument)."""
     text_transform: str = "identity"
     """The manifest's ``text_transform`` (``caseops_v1`` for a CaseOps dataset; official exports: identity)."""
+    manifest: dict[str, Any] | None = None
+    """``data_dir/manifest.json`` as read (None when there is none)."""
 
 
 def resolve_data(data_cfg: DataConfig, vocab_size: int) -> DataSpec:
@@ -92,7 +102,7 @@ def resolve_data(data_cfg: DataConfig, vocab_size: int) -> DataSpec:
         raise DataError(f"{data_dir}: no validation shards (fineweb_val_*.bin)")
     sidecars = list_byte_sidecars(data_dir)
     if sidecars:
-        expected = [sidecar_path(v) for v in val]
+        expected = [sidecar_path(v, sidecar_style(sidecars[0].name) or "pgolf") for v in val]
         if sidecars != expected:
             missing = sorted(set(expected) - set(sidecars)) or sorted(set(sidecars) - set(expected))
             raise DataError(f"{missing[0]}: byte sidecars do not match the val shards one to one")
@@ -107,27 +117,29 @@ def resolve_data(data_cfg: DataConfig, vocab_size: int) -> DataSpec:
     if not tok.exists():
         raise DataError(f"{tok}: tokenizer not found (set data.tokenizer)")
     check_vocab(load_tokenizer(tok), vocab_size, tok)
-    transform = _manifest_transform(data_dir)
+    manifest = _manifest(data_dir)
+    transform = (manifest or {}).get("text_transform", "identity")
+    if transform not in ("identity", "caseops_v1"):
+        raise DataError(f"{data_dir / 'manifest.json'}: unknown text_transform {transform!r}")
     if transform != "identity" and not sidecars:
         raise DataError(f"{data_dir}: a {transform} dataset needs its validation byte sidecar (original bytes) to be scored")
-    return DataSpec(data_dir, tok, train, val, sidecars, vocab_size, transform)
+    return DataSpec(data_dir, tok, train, val, sidecars, vocab_size, transform, manifest)
 
 
-def _manifest_transform(data_dir: Path) -> str:
-    """``text_transform`` of ``data_dir/manifest.json`` (identity when absent or unset)."""
+def _manifest(data_dir: Path) -> dict[str, Any] | None:
+    """``data_dir/manifest.json`` (None when absent; a DataError when unreadable or not an object)."""
     import json
 
     p = data_dir / "manifest.json"
     if not p.exists():
-        return "identity"
+        return None
     try:
         m = json.loads(p.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{p}: unreadable manifest ({e})") from None
-    t = m.get("text_transform", "identity") if isinstance(m, dict) else "identity"
-    if t not in ("identity", "caseops_v1"):
-        raise DataError(f"{p}: unknown text_transform {t!r}")
-    return t
+    if not isinstance(m, dict):
+        raise DataError(f"{p}: manifest is not a JSON object")
+    return m
 
 
 class DistributedTokenLoader:
@@ -140,6 +152,7 @@ class DistributedTokenLoader:
         world_size: int = 1,
         device: torch.device | str = "cpu",
         vocab_size: int | None = None,
+        overlap: OverlapChecker | None = None,
     ) -> None:
         if not files:
             raise DataError("no train shards to load")
@@ -149,6 +162,7 @@ class DistributedTokenLoader:
         self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
         self.vocab_size = vocab_size
+        self.overlap = overlap
         self.file_idx = 0
         self.pos = 0
         self._tokens: np.ndarray | None = None  # current shard, loaded on first use
@@ -156,6 +170,8 @@ class DistributedTokenLoader:
     def _shard(self) -> np.ndarray:
         if self._tokens is None:
             self._tokens = read_shard(self.files[self.file_idx], self.vocab_size)
+            if self.overlap is not None:
+                self.overlap.check(self.file_idx, self._tokens)
         return self._tokens
 
     def _take(self, n: int) -> np.ndarray:
@@ -238,7 +254,12 @@ def load_validation(spec: DataSpec, vocab_size: int | None = None, max_tokens: i
         t = read_shard(f, vocab)
         toks.append(t)
         if spec.val_byte_files:
-            raw.append(read_byte_sidecar(spec.val_byte_files[i], expected_tokens=t.size))
+            b = read_byte_sidecar(spec.val_byte_files[i], expected_tokens=t.size)
+            if (nz := np.flatnonzero(b[t == BOS_ID])).size:  # BOS carries 0 bytes: anything else is not this shard's sidecar
+                pos = int(np.flatnonzero(t == BOS_ID)[nz[0]])
+                raise DataError(f"{spec.val_byte_files[i]}: {int(b[pos])} bytes at token {pos}, a BOS of {f.name} "
+                                "(BOS counts 0): not the byte sidecar of this val shard")
+            raw.append(b)
         have += t.size
         if 0 < max_tokens <= have:
             break

@@ -1,4 +1,4 @@
-"""The challenge's token shard format, byte for byte, and the validation byte sidecar.
+"""The challenge's token shard format, byte for byte, and the validation byte sidecars.
 
 Source: ``data/download_hf_docs_and_tokenize.py`` (writer) and ``load_data_shard`` in the root
 ``train_gpt.py`` (reader) of openai/parameter-golf (CATALOGUE §1.1); the byte sidecar follows the
@@ -11,10 +11,26 @@ Layout of a shard ``fineweb_{train,val}_XXXXXX.bin``::
 
 so its size is exactly ``1024 + 2·N`` bytes, and every id is < 65,536 (the vocabulary bound).
 
-The byte sidecar ``fineweb_val_bytes_XXXXXX.bin`` has the same layout with magic
-``BYTES_MAGIC=20240521``: entry ``t`` is the number of bytes of the *original* UTF-8 text that
-token ``t`` of the matching val shard accounts for (0 for BOS), so that summing it over a
-document gives ``len(doc.encode("utf-8"))`` exactly. BPB against it is tokenizer-agnostic.
+A byte sidecar has the same layout; entry ``t`` is the number of bytes of the *original* UTF-8
+text that token ``t`` of the matching val shard accounts for (0 for BOS), so that summing it over
+a document gives ``len(doc.encode("utf-8"))`` exactly. BPB against it is tokenizer-agnostic. It
+comes in two styles, chosen so that every official loader reads correct data or refuses
+(docs/internals.md "Data layout" has the loader-by-loader table):
+
+* ``pgolf`` — ``pgolf_val_bytes_XXXXXX.bin``, magic ``BYTES_MAGIC=20240521``: the sidecar of a
+  plain (identity) dataset. No official glob matches the name: the root ``train_gpt.py`` globs
+  ``fineweb_val_*.bin`` for validation and would read a ``fineweb_val_bytes_*`` file as
+  validation tokens (or stop at its magic).
+* ``caseops`` — ``fineweb_val_bytes_XXXXXX.bin``, magic ``SHARD_MAGIC``: the CaseOps records'
+  own format (``prepare_caseops_data.py`` writes it, their ``train_gpt.py`` reads it with
+  ``load_data_shard``), for a CaseOps dataset, which must be scored over original bytes. Beside
+  it :data:`CASEOPS_GUARD`, a short text file whose name matches the root script's
+  ``fineweb_val_*.bin`` but none of the CaseOps loaders' patterns, makes the root script (and every
+  loader that globs like it, scoring with the byte tables) stop with "Unexpected shard header"
+  instead of silently reading the sidecar as validation tokens.
+
+Datasets written before this layout (pgolf ≤ 0.1: ``fineweb_val_bytes_XXXXXX.bin`` with magic
+20240521) are still read: at the ``caseops`` name both magics are accepted.
 
 Readers reject anything that is not exactly this (magic, version, size; ids < vocab size if
 given) with a :class:`~pgolf.errors.DataError` that names the file and the problem.
@@ -29,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from pgolf.errors import DataError
-from pgolf.fileio import atomic_path
+from pgolf.fileio import atomic_path, write_text
 
 SHARD_MAGIC = 20240520
 BYTES_MAGIC = 20240521
@@ -40,9 +56,25 @@ SHARD_TOKENS = 10**8
 """Tokens per shard (``SHARD_SIZE`` of the challenge's exporter); the last shard holds the rest."""
 SPLITS = ("train", "val")
 
+SIDECAR_STYLES = ("pgolf", "caseops")
+CASEOPS_GUARD = "fineweb_val_caseops_needs_bytes_sidecar.bin"
+"""Stops the root ``train_gpt.py`` on a CaseOps dataset (module docstring): its name contains
+``_bytes_`` (the [04-19]+ loaders skip such names for validation) but does not start with
+``fineweb_val_bytes_`` (their sidecar glob) nor match ``fineweb_val_[0-9]{6}.bin`` ([04-18])."""
+CASEOPS_GUARD_TEXT = (
+    "pgolf: this directory holds a CaseOps (caseops_v1) dataset. Its val_bpb must be computed over the\n"
+    "original bytes in fineweb_val_bytes_*.bin (CASEOPS_ENABLED=1 in the CaseOps records' train_gpt.py,\n"
+    "or pgolf). A script that scores with the tokenizer's byte tables would report a wrong number, and\n"
+    "one that globs fineweb_val_*.bin would read the sidecar as tokens: this file stops them.\n"
+)
+
 _KIND = {SHARD_MAGIC: "token shard", BYTES_MAGIC: "byte sidecar"}
 _SHARD_RE = re.compile(r"^fineweb_(train|val)_(\d+)\.bin$")
-_SIDECAR_RE = re.compile(r"^fineweb_val_bytes_(\d+)\.bin$")
+_SIDECAR_RE = {"pgolf": re.compile(r"^pgolf_val_bytes_(\d+)\.bin$"),
+               "caseops": re.compile(r"^fineweb_val_bytes_(\d+)\.bin$")}
+_SIDECAR_NAME = {"pgolf": "pgolf_val_bytes_{:06d}.bin", "caseops": "fineweb_val_bytes_{:06d}.bin"}
+_SIDECAR_MAGIC = {"pgolf": BYTES_MAGIC, "caseops": SHARD_MAGIC}
+_SIDECAR_ACCEPTS = {"pgolf": (BYTES_MAGIC,), "caseops": (SHARD_MAGIC, BYTES_MAGIC), None: (BYTES_MAGIC,)}
 
 PathLike = str | os.PathLike[str]
 
@@ -53,18 +85,32 @@ def shard_name(split: str, index: int) -> str:
     return f"fineweb_{split}_{index:06d}.bin"
 
 
-def sidecar_name(index: int) -> str:
-    """``fineweb_val_bytes_{index:06d}.bin``: the byte sidecar of ``fineweb_val_{index:06d}.bin``."""
-    return f"fineweb_val_bytes_{index:06d}.bin"
+def sidecar_name(index: int, style: str = "pgolf") -> str:
+    """The byte sidecar name of ``fineweb_val_{index:06d}.bin`` in ``style`` (module docstring)."""
+    _check_style(style)
+    return _SIDECAR_NAME[style].format(index)
 
 
-def sidecar_path(val_shard: PathLike) -> Path:
-    """The sidecar path that belongs to a val shard path."""
+def sidecar_style(name: str) -> str | None:
+    """``pgolf`` or ``caseops`` for a sidecar file name, None for any other name."""
+    for style, rx in _SIDECAR_RE.items():
+        if rx.match(name):
+            return style
+    return None
+
+
+def sidecar_path(val_shard: PathLike, style: str = "pgolf") -> Path:
+    """The sidecar path (in ``style``) that belongs to a val shard path."""
     p = Path(val_shard)
     m = _SHARD_RE.match(p.name)
     if not m or m.group(1) != "val":
         raise ValueError(f"{p}: not a val shard name")
-    return p.with_name(f"fineweb_val_bytes_{m.group(2)}.bin")
+    return p.with_name(sidecar_name(int(m.group(2)), style))
+
+
+def _check_style(style: str) -> None:
+    if style not in SIDECAR_STYLES:
+        raise ValueError(f"sidecar style must be one of {SIDECAR_STYLES}, got {style!r}")
 
 
 # ----------------------------------------------------------------------------------------- write
@@ -99,16 +145,27 @@ def write_shard(path: PathLike, tokens: object) -> None:
     _write(path, tokens, SHARD_MAGIC, "token id")
 
 
-def write_byte_sidecar(path: PathLike, counts: object) -> None:
-    """Write per-token original-byte counts (1-D integers in 0..65535) as a sidecar, atomically."""
-    _write(path, counts, BYTES_MAGIC, "byte count")
+def write_byte_sidecar(path: PathLike, counts: object, magic: int | None = None) -> None:
+    """Write per-token original-byte counts (1-D integers in 0..65535) as a sidecar, atomically, with
+    the magic of its name's style (``caseops``: SHARD_MAGIC; otherwise BYTES_MAGIC) unless given."""
+    if magic is None:
+        magic = _SIDECAR_MAGIC.get(sidecar_style(Path(path).name) or "pgolf", BYTES_MAGIC)
+    _write(path, counts, magic, "byte count")
+
+
+def write_caseops_guard(data_dir: PathLike) -> Path:
+    """Write :data:`CASEOPS_GUARD` into ``data_dir`` (atomically) and return its path."""
+    p = Path(data_dir) / CASEOPS_GUARD
+    write_text(p, CASEOPS_GUARD_TEXT)
+    assert p.stat().st_size < HEADER_BYTES  # shorter than a header: no shard reader can accept it
+    return p
 
 
 # ------------------------------------------------------------------------------------------ read
 
 
-def _read_header(path: PathLike, magic: int) -> int:
-    """Validate the header and the exact file size; return N."""
+def _read_header(path: PathLike, magic: int, accept: tuple[int, ...] = ()) -> int:
+    """Validate the header (magic ``magic``, or one of ``accept``) and the exact file size; return N."""
     p = Path(path)
     try:
         size = p.stat().st_size
@@ -126,7 +183,9 @@ def _read_header(path: PathLike, magic: int) -> int:
         raise DataError(f"{p}: truncated: {size} bytes is shorter than the {HEADER_BYTES}-byte header")
     header = np.frombuffer(raw, dtype="<i4")
     got = int(header[0])
-    if got != magic:
+    if got != magic and got not in accept:
+        if len(accept) > 1:
+            raise DataError(f"{p}: bad magic {got} (expected {' or '.join(map(str, accept))}): not a {_KIND[magic]}")
         if got in _KIND:
             raise DataError(f"{p}: is a {_KIND[got]} (magic {got}), expected a {_KIND[magic]} (magic {magic})")
         raise DataError(f"{p}: bad magic {got} (expected {magic}): not a {_KIND[magic]}")
@@ -168,14 +227,19 @@ def read_shard(path: PathLike, vocab_size: int | None = None) -> np.ndarray:
     return tokens
 
 
+def _sidecar_magics(path: PathLike) -> tuple[int, ...]:
+    return _SIDECAR_ACCEPTS[sidecar_style(Path(path).name)]
+
+
 def read_byte_sidecar_header(path: PathLike) -> int:
-    """Number of entries in a byte sidecar, after checking magic, version and exact size."""
-    return _read_header(path, BYTES_MAGIC)
+    """Number of entries in a byte sidecar, after checking magic (the ones its name's style accepts),
+    version and exact size."""
+    return _read_header(path, BYTES_MAGIC, _sidecar_magics(path))
 
 
 def read_byte_sidecar(path: PathLike, expected_tokens: int | None = None) -> np.ndarray:
     """Byte counts of a sidecar as ``np.uint16[N]``; with ``expected_tokens`` N must equal it."""
-    n = _read_header(path, BYTES_MAGIC)
+    n = _read_header(path, BYTES_MAGIC, _sidecar_magics(path))
     if expected_tokens is not None and n != expected_tokens:
         raise DataError(f"{path}: byte sidecar has {n} entries but its val shard has {expected_tokens} tokens")
     return _read_body(path, n)
@@ -208,10 +272,14 @@ def list_shards(data_dir: PathLike, split: str) -> list[Path]:
 
 
 def list_byte_sidecars(data_dir: PathLike) -> list[Path]:
-    """``fineweb_val_bytes_N.bin`` files in ``data_dir`` sorted by N."""
-    found = []
+    """The byte sidecars in ``data_dir`` (one style: ``pgolf_val_bytes_N.bin`` or
+    ``fineweb_val_bytes_N.bin``) sorted by N; DataError if both styles are present."""
+    found: dict[str, list[tuple[int, str]]] = {style: [] for style in SIDECAR_STYLES}
     for name in _listdir(data_dir):
-        m = _SIDECAR_RE.match(name)
-        if m:
-            found.append((int(m.group(1)), name))
-    return [Path(data_dir) / name for _, name in sorted(found)]
+        for style, rx in _SIDECAR_RE.items():
+            if m := rx.match(name):
+                found[style].append((int(m.group(1)), name))
+    if found["pgolf"] and found["caseops"]:
+        raise DataError(f"{Path(data_dir)}: holds both pgolf_val_bytes_* and fineweb_val_bytes_* byte sidecars; "
+                        "keep one set")
+    return [Path(data_dir) / name for _, name in sorted(found["pgolf"] or found["caseops"])]

@@ -38,14 +38,14 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 import pgolf
 from pgolf import fileio
-from pgolf.artifact import codecs, streams
+from pgolf.artifact import codecs
 from pgolf.artifact.budget import TensorRow, code_bytes
 from pgolf.artifact.format import (
     DEFAULT_MAX_RAW_BYTES,
@@ -54,17 +54,20 @@ from pgolf.artifact.format import (
     read_artifact,
     tensor_bytes,
 )
-from pgolf.config import ExportConfig
+from pgolf.config import ExportConfig, RunConfig
 from pgolf.errors import ArtifactError, ConfigError, DataError
-from pgolf.export.search import PackSettings, SearchSpace, search_budget
 from pgolf.model.gpt import GPT, unwrap
-from pgolf.quant import grid
-from pgolf.quant.calib import HESSIANS_FILE, calibrate_from_generated, generate_tokens, load_hessians
-from pgolf.quant.gptq import ModelQuantizer, TensorSpec
+from pgolf.quant import HESSIANS_FILE, grid
 from pgolf.quant.grid import QuantSpec
 from pgolf.roles import Role, RoleMap, check_roles
 
-PolicyFn = Callable[[str, Tensor, Role, ExportConfig], TensorSpec]
+# GPTQ, calibration, the budget search and per-group streams are imported by the schemes that use them,
+# so a bundle (pgolf.artifact.bundler) of a configuration that never reaches them leaves them out.
+if TYPE_CHECKING:
+    from pgolf.artifact.streams import PackReport
+    from pgolf.quant.gptq import TensorSpec
+
+PolicyFn = Callable[[str, Tensor, Role, ExportConfig], "TensorSpec"]
 """``(name, tensor, role, export_cfg) -> spec``: a QuantSpec or a fixed scheme name. The role (declared
 by the model, :mod:`pgolf.roles`) says what the tensor is; its name is only a label."""
 
@@ -154,7 +157,7 @@ class ExportResult:
     """"train", "generated" or "none" (no scheme needing Hessians, or none given)."""
     search: Any = None
     """The :class:`pgolf.export.search.SearchResult` of the ``budget`` scheme (its choices table)."""
-    pack_report: streams.PackReport | None = None
+    pack_report: PackReport | None = None
 
 
 def export_model(
@@ -178,7 +181,9 @@ def export_model(
     ``hessians`` ({weight name: H}) feed GPTQ and the search (schemes that need them fall back to
     plain rounding / the Frobenius error for tensors without one); ``loss_fn`` (a state dict → loss
     on self-generated text) enables the ``budget`` scheme's loss weights and plan verification.
-    ``code_bytes_`` (default :func:`pgolf.artifact.budget.code_bytes`) is what ``budget`` leaves for code."""
+    ``code_bytes_`` is what ``budget`` leaves for code: the runner passes its run's
+    (:func:`pgolf.artifact.budget.code_bytes` of the whole config); default, the bundle of the default
+    config with this export section."""
     scheme = get_export_scheme(export_cfg.scheme)
     if share_estimate not in ("standalone", "proportional"):
         raise ConfigError(f"share_estimate must be 'standalone' or 'proportional', got {share_estimate!r}")
@@ -194,6 +199,8 @@ def export_model(
     if scheme.policy is int8_zlib_policy:  # the baseline's own quantizer (no stats needed)
         qsd = grid.quantize_state_dict(state_dict, grid.int8_policy_for(roles, export_cfg.keep_float_max_numel))
     else:
+        from pgolf.quant.gptq import ModelQuantizer
+
         mq = ModelQuantizer(state_dict, hessians)
         specs = {n: _without_missing_hessian(scheme.policy(n, t, roles[n], export_cfg), n, hessians)
                  for n, t in state_dict.items()}
@@ -244,7 +251,9 @@ def _export_budget(
     code_bytes_: int | None,
     log: Callable[[str], None] | None,
 ) -> ExportResult:
-    code = code_bytes() if code_bytes_ is None else code_bytes_
+    from pgolf.export.search import PackSettings, SearchSpace, search_budget
+
+    code = code_bytes(RunConfig(export=cfg)) if code_bytes_ is None else code_bytes_
     space = SearchSpace(
         bits=tuple(cfg.search_bits),
         sdclip_k=tuple(cfg.search_k),
@@ -274,7 +283,7 @@ def _export_budget(
 
 
 def stream_rows(state_dict: Mapping[str, Tensor], tensors: Mapping[str, grid.QuantTensor],
-                report: streams.PackReport) -> list[TensorRow]:
+                report: PackReport) -> list[TensorRow]:
     """Per-tensor rows of a per-group-stream artifact: each stream's compressed bytes split over its
     parts in proportion to their packed bytes (rows sum to the compressed payload exactly)."""
     share = {name: 0 for name in tensors}
@@ -337,6 +346,8 @@ def calibration_hessians(
 ) -> tuple[dict[str, Tensor], str, dict[str, Any]]:
     """``(hessians, source, info)`` per ``export.calib_source``: the run's saved training-token Hessians
     (``train``; ``auto`` when present), else self-generated ones ([03-25]; collective under torchrun)."""
+    from pgolf.quant.calib import calibrate_from_generated, load_hessians
+
     saved = Path(run_dir) / HESSIANS_FILE if run_dir is not None else None
     if export_cfg.calib_source in ("auto", "train") and saved is not None and saved.exists():
         h, info = load_hessians(saved)
@@ -361,6 +372,8 @@ def generated_loss_fn(
     generates at temperature 1 (seed ``calib_seed + 1``, not the calibration text; never validation).
     At temperature 1 the expected gradient of the log-likelihood is zero, so loss differences are
     second order (the Fisher form), see :mod:`pgolf.export.search`."""
+    from pgolf.quant.calib import generate_tokens
+
     net = unwrap(model)
     n_len = export_cfg.calib_seq_len or seq_len
     toks = generate_tokens(net, n_seqs=export_cfg.verify_seqs, seq_len=n_len + 1, temperature=1.0,

@@ -16,7 +16,7 @@ not on the particular weights, so the planner measures the real codecs on repres
    the same real checkpoints (structure the i.i.d. model misses, and GPTQ).
 3. Passthrough tensors: raw bytes × the codec's measured ratio on trained fp16/fp32 small tensors.
 4. The container header is built from the shapes alone (its length is exact but for digits).
-5. Code bytes are exact (:func:`pgolf.artifact.budget.code_bytes`).
+5. Code bytes are exact: the size of the configuration's bundle (:func:`pgolf.artifact.budget.code_bytes`).
 
 The fitted numbers live in ``planner_table.json`` beside this module, written by
 ``bench/planner_fit.py`` with its provenance (checkpoints, date, command) inside. ``budget``: the
@@ -219,7 +219,7 @@ def breakdown(cfg: RunConfig, table: dict[str, Any] | None = None) -> Breakdown:
 def estimate_artifact_bytes(cfg: RunConfig) -> Estimate:
     """Predicted artifact bytes (model + code) of ``cfg`` exported with ``cfg.export.scheme``."""
     scheme = get_export_scheme(cfg.export.scheme)
-    code = code_bytes()
+    code = code_bytes(cfg)
     table = load_table()
     if scheme.policy is None:  # budget: the search fills the budget, or stores everything fp16 if that fits
         fr = float(table.get("float_ratio", {}).get("shuffle2+brotli-11", {}).get("fp16_weights", 1.0))

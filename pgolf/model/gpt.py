@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -53,12 +54,14 @@ from torch import Tensor, nn
 
 from pgolf.config import ModelConfig
 from pgolf.errors import ConfigError
-from pgolf.model.hashed import BigramHash
 from pgolf.model.layers import CastedLinear, RMSNorm, declare, rms_norm
 from pgolf.model.rotary import apply_rotary, rotary_tables
-from pgolf.model.smear import SmearGate
-from pgolf.model.value import ValueEmbedding
 from pgolf.roles import Role
+
+if TYPE_CHECKING:  # optional parts are imported where their switch is on (a bundle leaves the others out)
+    from pgolf.model.hashed import BigramHash
+    from pgolf.model.smear import SmearGate
+    from pgolf.model.value import ValueEmbedding
 
 # SDPA's native grouped-query attention (no K/V copy) exists from torch 2.5; older: expand K/V.
 _SDPA_HAS_GQA: bool = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
@@ -296,13 +299,19 @@ class GPT(nn.Module):
         self.tok_emb = declare(nn.Embedding(cfg.vocab_size, d), weight=Role.EMBED)  # [V, d]
         self.bigram: BigramHash | None = None
         if cfg.embed.bigram_buckets:
+            from pgolf.model.hashed import BigramHash
+
             self.bigram = BigramHash(cfg.embed.bigram_buckets, cfg.embed.bigram_dim, d, cfg.embed.bigram_scale_init,
                                      bos_id=cfg.embed.bos_id if cfg.embed.bigram_bos_reset else None)
         self.smear: SmearGate | None = None
         if cfg.embed.smear != "off":
+            from pgolf.model.smear import SmearGate
+
             self.smear = SmearGate(cfg.embed.smear, d, bos_fix=cfg.embed.smear_bos_fix, bos_id=cfg.embed.bos_id)
         self.ve: ValueEmbedding | None = None
         if cfg.attn.ve_layers:
+            from pgolf.model.value import ValueEmbedding
+
             self.ve = ValueEmbedding(cfg.vocab_size, cfg.attn.ve_dim, cfg.num_kv_heads * cfg.head_dim,
                                      tuple(sorted(cfg.attn.ve_layers)))
         num_skips = max(sum(p.pop_skip is not None for p in plan) for plan in self.plans.values())

@@ -8,7 +8,7 @@ read from the parameters' declared roles (:attr:`pgolf.roles.Role.optimizer`, vi
 - vectors, scalars, control tensors (incl. the 2×d ``resid_mix``), ``skip_weights`` and gates: Adam at
   ``scalar_lr``.
 
-Adam: betas (beta1, beta2), eps ``adam_eps``, ``fused`` on CUDA only; with ``adam_wd``/``embed_wd`` > 0
+Adam: betas (beta1, beta2) unless the group has its own (``embed_betas``, ``head_betas``, ``scalar_betas``), eps ``adam_eps``, ``fused`` on CUDA only; with ``adam_wd``/``embed_wd`` > 0
 the embedding and scalar groups are AdamW (decoupled decay, [03-20a]); Muon takes ``muon_wd``,
 ``muon_row_normalize`` (MuonEq-R) and ``muon_ns``. Every param group carries ``base_lr`` and
 ``base_wd``; the trainer sets ``lr = base_lr × lr_multiplier``, ``weight_decay = base_wd ×
@@ -24,9 +24,8 @@ from torch import nn
 from pgolf.config import OptimConfig
 from pgolf.model.gpt import parameter_groups
 from pgolf.optim.muon import Muon, newton_schulz
-from pgolf.optim.parallel_muon import ParallelMuon
 
-__all__ = ["Muon", "ParallelMuon", "build_optimizers", "newton_schulz"]
+__all__ = ["Muon", "build_optimizers", "newton_schulz"]
 
 
 def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
@@ -39,11 +38,12 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     all_params = [p for lst in groups.values() for _, p in lst]
     fused = bool(all_params) and all(p.is_cuda for p in all_params)
 
-    def adam(params: list[nn.Parameter], lr: float, wd: float = 0.0) -> torch.optim.Optimizer:
+    def adam(params: list[nn.Parameter], lr: float, wd: float = 0.0,
+             betas: tuple[float, ...] | None = None) -> torch.optim.Optimizer:
         cls = torch.optim.AdamW if wd > 0 else torch.optim.Adam
         return cls(
             [{"params": params, "lr": lr, "base_lr": lr, "weight_decay": wd, "base_wd": wd}],
-            betas=(cfg.beta1, cfg.beta2),
+            betas=tuple(betas) if betas is not None else (cfg.beta1, cfg.beta2),
             eps=cfg.adam_eps,
             fused=fused or None,
         )
@@ -54,11 +54,16 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     opts: list[torch.optim.Optimizer] = []
     if groups["embed"]:
         embed_wd = cfg.adam_wd if cfg.embed_wd is None else cfg.embed_wd
-        opts.append(adam(params_of("embed"), cfg.tied_embed_lr if tied else cfg.embed_lr, embed_wd))
+        opts.append(adam(params_of("embed"), cfg.tied_embed_lr if tied else cfg.embed_lr, embed_wd, cfg.embed_betas))
     if groups["head"]:
-        opts.append(adam(params_of("head"), cfg.head_lr))
+        opts.append(adam(params_of("head"), cfg.head_lr, betas=cfg.head_betas))
     if groups["matrix"]:
-        muon = (ParallelMuon if cfg.parallel_muon else Muon)(
+        muon_cls: type[Muon] = Muon
+        if cfg.parallel_muon:  # imported behind its switch: a bundle without it leaves the module out
+            from pgolf.optim.parallel_muon import ParallelMuon
+
+            muon_cls = ParallelMuon
+        muon = muon_cls(
             params_of("matrix"),
             lr=cfg.matrix_lr,
             momentum=cfg.muon_momentum,
@@ -72,5 +77,5 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
             g["base_lr"], g["base_wd"] = cfg.matrix_lr, cfg.muon_wd
         opts.append(muon)
     if groups["scalar"]:
-        opts.append(adam(params_of("scalar"), cfg.scalar_lr, cfg.adam_wd))
+        opts.append(adam(params_of("scalar"), cfg.scalar_lr, cfg.adam_wd, cfg.scalar_betas))
     return opts

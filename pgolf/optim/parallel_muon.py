@@ -13,7 +13,14 @@ per-layer tensors and state-dict names. The update equals plain :class:`~pgolf.o
 the rank-mean gradient (tested on 2 gloo processes); with one process it *is* plain Muon, batched.
 
 Contract: the gradients of this optimizer's parameters must be the *local* ones (the trainer tells DDP
-to ignore them); every rank calls :meth:`step` with the same parameter groups. Backends without
+to ignore them); every rank calls :meth:`step` with the same parameter groups.
+
+Gradient clipping needs the norm of the *rank-mean* gradient, which no rank holds before the
+reduce-scatter. So the step splits in two: :meth:`reduce` reduce-scatters every bank and returns the
+sum of squares of this rank's slices (one scalar all-reduce gives the matrices' share of ‖g‖²; the
+slices partition the banks, padding rows are zero); :meth:`scale_reduced` multiplies the held slices
+by the clip coefficient; :meth:`step` then uses the held slices. Without clipping :meth:`step` reduces
+by itself. Tested against plain Muon + ``clip_grad_norm_`` on the averaged gradient, on 2 gloo processes. Backends without
 reduce-scatter or all-gather-into-tensor (gloo) fall back to all-reduce + slice and a list all-gather:
 the same numbers, more traffic. Momentum buffers live with the slice that owns them (``bank_buf``).
 """
@@ -70,13 +77,18 @@ class ParallelMuon(Muon):
             out.setdefault(tuple(p.shape), []).append(p)
         return list(out.values())
 
+    reduces_gradients = True
+    """It reduces its parameters' gradients itself (DDP must ignore them; the clip asks it for their norm)."""
+    _reduced: list[Tensor] | None = None
+    """This rank's slice of each bank's rank-mean gradient, from :meth:`reduce`, in bank order."""
+
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def reduce(self) -> Tensor:
+        """Reduce-scatter every bank's gradient and hold this rank's slices for :meth:`step`; return their
+        sum of squares (float64 scalar; its all-reduce over ranks is ‖mean gradient‖² of the matrices)."""
         world, rank = dist.world_size(), dist.rank()
+        self._reduced = []
+        sq = torch.zeros((), dtype=torch.float64, device=self._device())
         for group in self.param_groups:
             for bank in self.banks(group["params"]):
                 k = len(bank)
@@ -87,6 +99,40 @@ class ParallelMuon(Muon):
                     if p.grad is not None:
                         full[i] = p.grad.float()
                 g = _reduce_scatter_mean(full, world, rank)  # [kp/world, m, n], this rank's slice
+                sq += g.double().square().sum()
+                self._reduced.append(g)
+        return sq
+
+    @torch.no_grad()
+    def scale_reduced(self, coef: float | Tensor) -> None:
+        """Multiply the held gradient slices by ``coef`` (the clip coefficient)."""
+        if self._reduced is None:
+            raise RuntimeError("ParallelMuon.scale_reduced before reduce()")
+        for g in self._reduced:
+            g.mul_(coef)
+
+    def _device(self) -> torch.device:
+        for group in self.param_groups:
+            for p in group["params"]:
+                return p.device
+        return torch.device("cpu")
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        world = dist.world_size()
+        if self._reduced is None:
+            self.reduce()
+        reduced, self._reduced = self._reduced, None
+        j = 0
+        for group in self.param_groups:
+            for bank in self.banks(group["params"]):
+                k = len(bank)
+                g = reduced[j]
+                j += 1
                 state = self.state[bank[0]]
                 if "bank_buf" not in state:
                     state["bank_buf"] = torch.zeros_like(g)

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from pgolf import dist, fileio
 from pgolf.errors import ConfigError, DataError
 from pgolf.model.gpt import parameter_roles, unwrap
+from pgolf.quant import HESSIANS_FILE  # noqa: F401  (re-exported; the file name's home is pgolf.quant)
 from pgolf.quant.gptq import full_fp32_matmul
 
 
@@ -307,10 +308,7 @@ def calibrate_from_generated(
     return Calibration(hessians, tokens, batches, clock() - start, "generated")
 
 
-# --------------------------------------------------------------------------- Hessian files
-
-HESSIANS_FILE = "hessians.safetensors"
-"""Hessians the trainer collected on training tokens inside its budget (pickle-free)."""
+# --------------------------------------------------------------------------- Hessian files (name: pgolf.quant.HESSIANS_FILE)
 
 
 def save_hessians(path: str | os.PathLike[str], hessians: Mapping[str, Tensor], info: Mapping[str, Any]) -> None:

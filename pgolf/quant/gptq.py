@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -37,7 +38,9 @@ from torch import Tensor
 from pgolf.errors import ConfigError
 from pgolf.quant import grid
 from pgolf.quant.grid import Policy, QuantSpec, QuantTensor, dequantize_tensor, float_policy, quantize_tensor
-from pgolf.quant.lqer import LqerSpec, add_lqer, is_eligible, top_k_by_error
+
+if TYPE_CHECKING:  # LQER is imported where it is used (only the budget search asks for it)
+    from pgolf.quant.lqer import LqerSpec
 
 TensorSpec = QuantSpec | str
 """A low-bit :class:`QuantSpec`, or the name of a fixed scheme (``fp16``, ``fp32``, ``raw``, ``int8_row``…)."""
@@ -281,6 +284,8 @@ class ModelQuantizer:
 
     def with_lqer(self, name: str, spec: TensorSpec | None, lqer: LqerSpec) -> TensorResult | None:
         """The tensor's result with an LQER correction, or None (ineligible or no gain)."""
+        from pgolf.quant.lqer import add_lqer
+
         base = self.tensor(name, spec)
         key = (name, spec, lqer.rank, lqer.group_size, lqer.refit)
         if key not in self._lqer_cache:
@@ -298,6 +303,8 @@ class ModelQuantizer:
             raise ConfigError(f"quant specs name tensors not in the state dict: {', '.join(unknown[:5])}")
         res = {name: self.tensor(name, specs.get(name)) for name in self.state_dict}
         if lqer is not None and lqer.top_k > 0:
+            from pgolf.quant.lqer import is_eligible, top_k_by_error
+
             errors = {n: r.stats.mse * r.stats.numel for n, r in res.items() if is_eligible(r.qt)}
             for name in top_k_by_error(errors, lqer.top_k):
                 better = self.with_lqer(name, specs.get(name), lqer)

@@ -48,11 +48,11 @@ from pgolf.errors import ConfigError, TrainingError
 from pgolf.eval.bpb import EvalResult, evaluate
 from pgolf.model.gpt import GPT, parameter_groups
 from pgolf.optim import build_optimizers
+from pgolf.optim.clip import clip_gradients
 from pgolf.optim.schedule import lr_multiplier, muon_momentum, seq_len_at, wd_multiplier
 from pgolf.optim.schedule import progress as run_progress
 from pgolf.precision import agreed_amp, autocast
-from pgolf.quant.calib import HESSIANS_FILE, calibrate_from_train, save_hessians
-from pgolf.quant.qat import attach_qat
+from pgolf.quant import HESSIANS_FILE
 from pgolf.train import checkpoint as ckpt_mod
 from pgolf.train.averaging import WeightAverager
 from pgolf.train.log import RunLog
@@ -138,7 +138,11 @@ def train(
     torch.manual_seed(t.seed)  # identical init on every rank
     model = GPT(cfg.model).to(device)
     optimizers = build_optimizers(model, cfg.optim)
-    qat = attach_qat(model, t.qat)  # before compile: the weight functions are part of the graph
+    qat = None
+    if t.qat.kind != "off":  # imported behind its switch (a bundle without QAT leaves pgolf.quant.qat out)
+        from pgolf.quant.qat import attach_qat
+
+        qat = attach_qat(model, t.qat)  # before compile: the weight functions are part of the graph
     recur = cfg.model.recur
     late_loop = recur.loops > 0 and recur.start_frac > 0  # plain stack first, looped from start_frac
     averager = WeightAverager(model, t)
@@ -146,14 +150,12 @@ def train(
     fwd: torch.nn.Module = compiled
     if world > 1:
         if cfg.optim.parallel_muon:  # parallel Muon reduce-scatters the matrix gradients itself
-            if cfg.optim.grad_clip_norm > 0:
-                raise ConfigError("optim.parallel_muon with optim.grad_clip_norm > 0 is not supported: the clip needs "
-                                  "the full gradient norm before the matrix gradients are reduced")
             mat = {id(p) for _, p in parameter_groups(model)["matrix"]}
             DDP._set_params_and_buffers_to_ignore_for_model(
                 compiled, [n for n, p in compiled.named_parameters() if id(p) in mat])
         fwd = DDP(compiled, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-    loader = DistributedTokenLoader(data.spec.train_files, rank, world, device, vocab_size=cfg.model.vocab_size)
+    loader = DistributedTokenLoader(data.spec.train_files, rank, world, device, vocab_size=cfg.model.vocab_size,
+                                    overlap=data.overlap_checker() if cfg.data.overlap_check else None)
     suffix = "" if rank == 0 else f".rank{rank}"
 
     def val_subset() -> ValData:
@@ -207,7 +209,7 @@ def train(
                 (loss / accum).backward()
             loss_sum += loss.detach().double()
         if cfg.optim.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
+            clip_gradients(model.parameters(), optimizers, cfg.optim.grad_clip_norm)
         for opt in optimizers:
             opt.step()
         for opt in optimizers:
@@ -368,6 +370,8 @@ def _calibrate_in_reserve(cfg: RunConfig, model: GPT, loader: DistributedTokenLo
     ``train.calib_reserve_seconds`` inside the budget: CATALOGUE §2.5 "Calibration data", inside the
     600 s, never after), saved to ``hessians.safetensors``; returns the seconds spent, which count as
     training time. No time or no batch left: nothing is saved (export then self-generates)."""
+    from pgolf.quant.calib import calibrate_from_train, save_hessians
+
     t = cfg.train
     cal = calibrate_from_train(
         model, loader, batch_tokens=t.batch_tokens, seq_len=t.seq_len, grad_accum=accum,

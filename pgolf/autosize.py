@@ -1,0 +1,199 @@
+"""Size a CPU run to the machine it runs on: depth, width and batch from a short throughput probe.
+
+Why: CPUs of the same kind differ by 10–100× here (an AMX Xeon at 3.3 TFLOP/s bf16, an AVX2-only EPYC at
+0.034 TFLOP/s fp32). A fixed shape tuned on a fast machine is badly under-trained on a slow one: the
+old ``cpu`` shape (3L×192, 8K-token batch) got 231 steps in 600 s there and lost to the official
+baseline's shape ported to the CPU (4L×128, 16K batch). So ``train.autosize`` picks the shape from the
+compute this machine delivers within the budget.
+
+The rule (documented, deterministic given the probe):
+
+1. **Probe.** Time real training steps (random tokens, compiled when ``train.compile``, in the precision
+   ``train.amp_dtype`` resolves to) of the reference shape — the config as given — at two micro-batch
+   sizes B₁ < B₂ (:func:`pgolf.preflight.measure_cpu_ms_per_token`). A line through the two points,
+   ms/step = o + B·F(ref)/R, gives the machine's effective training rate R (FLOP/s) and a per-step
+   overhead o (optimizer, launches), which is taken to scale with the parameter count.
+2. **Predict** for every candidate shape s (grid :data:`LAYERS` × :data:`DIMS`, head_dim 32, GQA 2:1 where
+   the head count allows) and batch B ∈ :data:`BATCHES`: ms/step(s, B) = o·N_s/N_ref + B·F(s)/R, with F
+   the matmul FLOPs per training token (:mod:`pgolf.model.flops`); steps S = budget / ms/step; tokens
+   D = S·B.
+3. **Constrain.** The model's estimated compressed bytes must be ≤ ``train.autosize_model_bytes``
+   (N_s × the bytes per parameter the byte planner predicts for the reference shape under the run's
+   export scheme — one planner call, not one per candidate; the chosen shape is re-estimated exactly) (the CPU track's 1,000,000), and S ≥ ``train.autosize_min_steps``
+   (the schedule — momentum warm-up, warmdown — needs steps, not only tokens).
+4. **Choose** the (s, B) minimising the Chinchilla loss law L(N, D) = E + A/N^α + B/D^β with the fitted
+   constants of Hoffmann et al. 2022 (Approach 3: E 1.69, A 406.4, B 410.7, α 0.34, β 0.28; N all
+   parameters, D training tokens); ties → fewer parameters. Among batches the law prefers the one that
+   sees the most tokens; the step floor stops it from trading all steps away.
+
+The law was fitted on far larger models; it is used here for the *shape* of the trade-off (how many
+parameters a given number of tokens can feed), and the result is checked by measurement, side by side
+(docs/benchmarks.md "autosize"). The probe runs before the training clock starts (as compile warm-up
+does) and its seconds are logged; the choice and the table are in the run log, and ``config.json``
+holds the resolved shape, so ``--resume`` and exports never re-probe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+from pgolf.config import RunConfig, apply_changes
+from pgolf.errors import ConfigError
+
+LAYERS: tuple[int, ...] = (2, 3, 4, 5, 6)
+DIMS: tuple[int, ...] = (96, 128, 160, 192, 256)
+BATCHES: tuple[int, ...] = (4096, 8192, 16384)
+HEAD_DIM = 32
+CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+"""Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models", Approach 3 fit."""
+
+
+def chinchilla_loss(n_params: float, tokens: float) -> float:
+    """L(N, D) = E + A/N^α + B/D^β (nats per token in the paper's units; only the ordering is used)."""
+    c = CHINCHILLA
+    return c["E"] + c["A"] / n_params ** c["alpha"] + c["B"] / max(tokens, 1.0) ** c["beta"]
+
+
+@dataclass(frozen=True)
+class Rate:
+    """The probe's line: ms/step = overhead_ms·(N/N_ref) + B·F/flops·1000."""
+
+    flops: float
+    """R: effective training FLOP/s."""
+    overhead_ms: float
+    """o: per-step time that does not scale with the batch, at the reference parameter count."""
+    ref_params: int
+    seconds: float
+    """Wallclock of the probe."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    num_layers: int
+    model_dim: int
+    num_heads: int
+    num_kv_heads: int
+    batch_tokens: int
+    params: int
+    model_bytes: int
+    ms_per_step: float
+    steps: int
+    tokens: int
+    loss: float
+
+    def changes(self) -> dict[str, object]:
+        return {"model.num_layers": self.num_layers, "model.model_dim": self.model_dim,
+                "model.num_heads": self.num_heads, "model.num_kv_heads": self.num_kv_heads,
+                "train.batch_tokens": self.batch_tokens}
+
+    def describe(self) -> str:
+        return (f"{self.num_layers}L×{self.model_dim} ({self.num_heads} heads, {self.num_kv_heads} kv), batch "
+                f"{self.batch_tokens:,}: {self.params:,} params, ≈{self.model_bytes:,} model bytes, "
+                f"{self.ms_per_step:.1f} ms/step → {self.steps:,} steps, {self.tokens:,} tokens, L {self.loss:.4f}")
+
+
+def heads_for(dim: int) -> tuple[int, int]:
+    """(heads, kv heads): head_dim 32; kv = heads/2 when even, else 1 (both divide)."""
+    h = dim // HEAD_DIM
+    return h, (h // 2 if h % 2 == 0 else 1)
+
+
+def probe(cfg: RunConfig, *, small: int = 2048, large: int = 8192) -> Rate:
+    """Measure :class:`Rate` on ``cfg``'s own shape at micro-batches of ``small`` and ``large`` tokens."""
+    from pgolf.model.flops import train_flops_per_token
+    from pgolf.model.gpt import count_params
+    from pgolf.preflight import measure_cpu_ms_per_token
+
+    t0 = time.perf_counter()
+    seq = cfg.train.seq_len
+    small, large = max(seq, small // seq * seq), max(2 * seq, large // seq * seq)
+    ms = []
+    for b in (small, large):
+        c = apply_changes(cfg, [("train.batch_tokens", b)])
+        ms.append(measure_cpu_ms_per_token(c, None, steps=3, max_seconds=1e9) * b)  # ms/step at batch b
+    per_token = max((ms[1] - ms[0]) / (large - small), 1e-9)  # ms per token
+    overhead = max(ms[0] - small * per_token, 0.0)
+    f = train_flops_per_token(cfg.model, seq)
+    return Rate(flops=f / (per_token / 1000.0), overhead_ms=overhead, ref_params=count_params(cfg.model),
+                seconds=time.perf_counter() - t0)
+
+
+def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
+    """Step 2–4 of the rule: the best feasible candidate and every feasible one (best first)."""
+    from pgolf.export.planner import estimate_artifact_bytes
+    from pgolf.model.flops import train_flops_per_token
+    from pgolf.model.gpt import count_params
+
+    t = cfg.train
+    budget_ms = 1000.0 * (t.max_wallclock_seconds - t.calib_reserve_seconds)
+    if budget_ms <= 0:
+        raise ConfigError("train.autosize needs a wallclock budget (train.max_wallclock_seconds > 0)")
+    per_param = estimate_artifact_bytes(cfg).model_bytes / count_params(cfg.model)
+    feasible: list[Choice] = []
+    for layers in LAYERS:
+        for dim in DIMS:
+            h, kv = heads_for(dim)
+            shape = {"model.num_layers": layers, "model.model_dim": dim, "model.num_heads": h, "model.num_kv_heads": kv}
+            c = apply_changes(cfg, list(shape.items()))
+            n = count_params(c.model)
+            mb = round(n * per_param)
+            if mb > t.autosize_model_bytes:
+                continue
+            f = train_flops_per_token(c.model, t.seq_len)
+            for b in BATCHES:
+                if b % t.seq_len:
+                    continue
+                ms = rate.overhead_ms * n / rate.ref_params + 1000.0 * b * f / rate.flops
+                steps = min(t.iterations, int(budget_ms // ms))
+                if steps < t.autosize_min_steps:
+                    continue
+                feasible.append(Choice(layers, dim, h, kv, b, n, mb, ms, steps, steps * b,
+                                       chinchilla_loss(n, steps * b)))
+    if not feasible:
+        raise ConfigError(f"train.autosize: no candidate shape fits {t.autosize_model_bytes:,} model bytes with "
+                          f">= {t.autosize_min_steps} steps in {t.max_wallclock_seconds:g} s on this machine")
+    feasible.sort(key=lambda ch: (round(ch.loss, 6), ch.params))
+    for i, ch in enumerate(feasible):  # the winner's bytes from the planner itself; the next one if it misses
+        exact = estimate_artifact_bytes(apply_changes(cfg, list(ch.changes().items()))).model_bytes
+        if exact <= t.autosize_model_bytes:
+            best = dataclasses.replace(ch, model_bytes=exact)
+            return best, [best, *feasible[:i], *feasible[i + 1:]]
+    raise ConfigError(f"train.autosize: no candidate fits {t.autosize_model_bytes:,} model bytes by the byte planner")
+
+
+def resolve(cfg: RunConfig, log=print) -> RunConfig:
+    """``cfg`` with its shape chosen by the rule when ``train.autosize`` is on (else ``cfg`` unchanged).
+    The result has ``train.autosize`` off, so resolving twice (resume, export) never re-probes."""
+    if not cfg.train.autosize:
+        return cfg
+    from pgolf import dist
+
+    if dist.world_size() > 1:
+        raise ConfigError("train.autosize sizes a single-process CPU run; set the shape explicitly for torchrun")
+    rate = probe(cfg)
+    best, table = choose(cfg, rate)
+    log(f"autosize: probe {rate.seconds:.1f} s (outside the training clock): R {rate.flops / 1e9:.2f} GFLOP/s, "
+        f"overhead {rate.overhead_ms:.1f} ms/step at {rate.ref_params:,} params; {len(table)} feasible candidates")
+    for ch in table[:5]:
+        log(f"autosize:   {ch.describe()}")
+    log(f"autosize: chose {best.describe()}")
+    out = apply_changes(cfg, [*best.changes().items(), ("train.autosize", False)])
+    return dataclasses.replace(out, name=cfg.name)
+
+
+def resolve_for_run(cfg: RunConfig, out_dir, *, resume: bool) -> tuple[RunConfig, list[str]]:
+    """:func:`resolve` for a run directory: on ``--resume`` the shape recorded in its ``config.json`` is
+    kept (never re-probed). Returns the config and the log lines of the choice."""
+    from pathlib import Path
+
+    from pgolf.config import load_config
+
+    if not cfg.train.autosize:
+        return cfg, []
+    saved = Path(out_dir) / "config.json"
+    if resume and saved.exists():
+        return load_config(str(saved)), [f"autosize: resumed with the shape recorded in {saved}"]
+    lines: list[str] = []
+    return resolve(cfg, log=lines.append), lines

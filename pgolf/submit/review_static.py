@@ -1,0 +1,572 @@
+"""Static checks of a submission's code for the legality conditions and the known violations.
+
+Reads the decoded sources (``review_decode``) with ``ast``; executes nothing. Each finding is
+``(check, verdict, file, line, message)`` with verdict ``pass``, ``fail`` or ``needs-proof``; a pass only
+states what was verified ("all 3 attention calls pass causal=True"), never more. Sources of the rules:
+RULES.md, CATALOGUE §4 (issue #1017's four conditions, README FAQ on TTT, #677) and the maintainers'
+rulings cited per check:
+
+- ``legal_causal``: attention calls must be causal; an n-gram key that hashes the *target* token
+  (``ctx_hash ^ (tgt * prime)``) reads the future (ruled out on PR #779; PRs #770, #786, #797 flagged).
+- ``legal_normalized``: a probability taken as a ratio of two hashed count tables is not a distribution over
+  the vocabulary (PRs #886, #1147: it sums to ≫ 1); a mixture with another predictor needs proof that it is
+  normalized and that its weight ignores the target (PPM-D byte mixtures #1835…#2098 were all excluded).
+- ``legal_score_first`` / ``legal_single_pass``: from ``review_flow`` (shapes A…D, rescoring, epoch loops).
+- ``network``: urllib/requests/huggingface_hub/… calls, ``subprocess``/``os.system`` running curl, wget, git,
+  pip, huggingface-cli (rules: no network or downloads at evaluation).
+- ``external_code``: other binaries run or loaded (``lrzip`` [04-27a], ``g++`` + ctypes [04-09a]); nvidia-smi
+  (logging only) is allowed.
+- ``subset_scoring``: validation sliced to a subset by a constant or a limit/fraction setting (the log's value of
+  that setting decides), ``total_docs`` below 50,000 in the log.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+
+from pgolf.submit import review_flow as rf
+from pgolf.submit.review_decode import parse_lenient
+from pgolf.submit.review_settings import FALSY, effective_settings
+
+NET_MODULES = {"urllib", "urllib2", "urllib3", "requests", "http", "httpx", "aiohttp", "socket", "ftplib",
+               "huggingface_hub", "datasets", "wget", "gdown", "boto3", "botocore", "paramiko", "pycurl", "websocket"}
+NET_FUNCS = {"urlopen", "urlretrieve", "hf_hub_download", "snapshot_download", "load_dataset", "download_url_to_file",
+             "create_connection"}
+NET_BINS = {"curl", "wget", "git", "pip", "pip3", "huggingface-cli", "hf", "aws", "gsutil", "scp", "rsync", "nc",
+            "ssh", "apt", "apt-get", "conda", "uv"}
+ALLOWED_BINS = {"nvidia-smi", "pyminify"}
+"""nvidia-smi logs the hardware; pyminify only measures a compressed code size (reported by the artifact check)."""
+RUNNERS = {"run", "call", "check_call", "check_output", "Popen", "system", "popen", "getoutput", "getstatusoutput"}
+SUBSET_KNOB = re.compile(r"(max|limit|frac|fraction|subset|n_eval|eval_docs|val_docs|num_val|val_max|max_val)", re.I)
+TARGET_NAME = re.compile(r"^(y|tgt|tgts|target|targets|tgt_\w+|\w*_tgt|target_\w+|next_tok\w*|y_np|y_ids|tgt_ids)$")
+
+
+@dataclass
+class Finding:
+    check: str
+    verdict: str  # pass | fail | needs-proof
+    file: str
+    line: int | None
+    message: str
+
+
+def _const_env(tree: ast.Module) -> dict[str, object]:
+    """Module-level ``NAME = <constant>`` (minified records write ``_B=True``)."""
+    out: dict[str, object] = {}
+    for s in tree.body:
+        if isinstance(s, ast.Assign) and isinstance(s.value, ast.Constant):
+            for t in s.targets:
+                if isinstance(t, ast.Name):
+                    out[t.id] = s.value.value
+    return out
+
+
+def _literal(node: ast.AST | None, env: dict[str, object]):
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in env:
+        return env[node.id]
+    return ...
+
+
+def _call_name(c: ast.Call) -> str:
+    return rf._dotted(c.func) or ""
+
+
+def _aliases(tree: ast.Module) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Import):
+            for a in n.names:
+                out[a.asname or a.name.split(".")[0]] = a.name
+        elif isinstance(n, ast.ImportFrom) and n.module and not n.level:
+            for a in n.names:
+                out[a.asname or a.name] = f"{n.module}.{a.name}"
+    return out
+
+
+def _command(c: ast.Call, env: dict[str, object]) -> str | None:
+    """The command line a subprocess/os call runs, when it is written as literals."""
+    if not c.args:
+        return None
+    a = c.args[0]
+    if isinstance(a, ast.List | ast.Tuple):
+        parts = []
+        for e in a.elts:
+            v = _literal(e, env)
+            if isinstance(v, str):
+                parts.append(v)
+            elif rf._dotted(e) == "sys.executable":
+                parts.append("python")
+            else:
+                parts.append("?")
+        return " ".join(parts)
+    v = _literal(a, env)
+    return v if isinstance(v, str) else None
+
+
+class StaticChecks:
+    def __init__(self, sources: dict[str, str]):
+        self.sources = sources
+        self.trees: dict[str, ast.Module] = {}
+        self.findings: list[Finding] = []
+        self.unparsed: dict[str, str] = {}
+        for name, text in sources.items():
+            try:
+                self.trees[name], _ = parse_lenient(text)
+            except SyntaxError as e:
+                self.unparsed[name] = f"{name}: not parseable Python ({e.msg}, line {e.lineno})"
+            except (ValueError, RecursionError, MemoryError) as e:
+                self.unparsed[name] = f"{name}: not parseable Python ({type(e).__name__})"
+        self.prog = rf.Program(self.trees, {k: v for k, v in sources.items() if k in self.trees})
+        self.prog.run()
+        self.settings: dict[str, tuple[str, str]] = {}
+
+    def add(self, check: str, verdict: str, file: str, line: int | None, message: str,
+            node: ast.AST | None = None, func: rf.Func | None = None, callee: str | None = None) -> None:
+        if verdict != "pass" and (node is not None or func is not None):
+            off = self.disabled(file, node, func) or (self._callee_disabled(callee) if callee else None)
+            if off and off.endswith("(log)"):
+                verdict, message = "pass", f"not run in the logged runs ({off}): {message}"
+            elif off:  # switched off by the README's command or the code's default; the logs do not say
+                verdict, message = "needs-proof", f"switched off by {off}, which the logs do not show: {message}"
+        self.findings.append(Finding(check, verdict, file, line, message))
+
+    # -- code switched off in the logged runs ------------------------------------------------------
+    def _parents(self, file: str) -> dict[int, ast.AST]:
+        cache = self.__dict__.setdefault("_pmap", {})
+        if file not in cache:
+            pm: dict[int, ast.AST] = {}
+            for n in ast.walk(self.trees.get(file, ast.Module(body=[], type_ignores=[]))):
+                for c in ast.iter_child_nodes(n):
+                    pm[id(c)] = n
+            cache[file] = pm
+        return cache[file]
+
+    def _flags(self, test: ast.AST, func: ast.AST | None) -> list[tuple[str, bool]]:
+        """(setting, needs_positive) the test requires: ``h.x``, ``x > 0``, ``a and b``, a local set from them."""
+        if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+            return [f for v in test.values for f in self._flags(v, func)]
+        if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Gt | ast.NotEq) \
+                and isinstance(test.comparators[0], ast.Constant) and test.comparators[0].value in (0, 0.0):
+            return self._flags(test.left, func)
+        if isinstance(test, ast.Attribute):
+            return [(test.attr.lower(), True)]
+        if isinstance(test, ast.Call) and rf._dotted(test.func) == "getattr" and len(test.args) >= 2 and \
+                isinstance(test.args[1], ast.Constant):
+            return [(str(test.args[1].value).lower(), True)]
+        if isinstance(test, ast.Name) and func is not None:
+            for n in ast.walk(func):
+                if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == test.id for t in n.targets):
+                    return self._flags(n.value, None)
+        return []
+
+    def _callee_disabled(self, name: str, depth: int = 0) -> str | None:
+        """Every validation-fed update inside the functions called ``name`` sits in switched-off code."""
+        reasons = []
+        for g in self.prog.by_name.get(name, []):
+            for e in g.events:
+                if e.kind == "update" and e.val_fed:
+                    reasons.append(self.disabled(g.file, e.node, None))
+                elif e.kind == "call" and depth < 3 and any(self.prog.has_val_update(h)
+                                                           for h in self.prog.by_name.get(e.callee or "", [])):
+                    reasons.append(self.disabled(g.file, e.node, None) or self._callee_disabled(e.callee or "", depth + 1))
+        return reasons[0] if reasons and all(reasons) else None
+
+    def disabled(self, file: str, node: ast.AST | None, func: rf.Func | None, depth: int = 0) -> str | None:
+        """Why the code at ``node`` did not run in the logged runs (an ``if`` on a setting that was off), or None."""
+        if node is not None:
+            pm = self._parents(file)
+            child, cur = node, pm.get(id(node))
+            while cur is not None:
+                if isinstance(cur, ast.If) and any(child is b for b in cur.body):
+                    for flag, _ in self._flags(cur.test, func.node if func else None):
+                        val = self.settings.get(flag)
+                        if val is not None and val[0].strip().lower() in FALSY:
+                            return f"{flag}={val[0]!r} ({val[1]})"
+                if isinstance(cur, ast.IfExp) and child is cur.body:
+                    for flag, _ in self._flags(cur.test, func.node if func else None):
+                        val = self.settings.get(flag)
+                        if val is not None and val[0].strip().lower() in FALSY:
+                            return f"{flag}={val[0]!r} ({val[1]})"
+                child, cur = cur, pm.get(id(cur))
+        if func is not None and depth < 3:
+            sites = [(g, e) for g in self.prog.funcs for e in g.events if e.kind == "call" and e.callee == func.name]
+            if sites:
+                reasons = [self.disabled(g.file, e.node, g, depth + 1) for g, e in sites]
+                if all(reasons):
+                    return reasons[0]
+        return None
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _func_at(self, file: str, line: int) -> rf.Func | None:
+        best = None
+        for f in self.prog.funcs:
+            n = f.node
+            if f.file == file and n.lineno <= line <= (n.end_lineno or n.lineno):
+                if best is None or n.lineno >= best.node.lineno:
+                    best = f
+        return best
+
+    def _in_scorer(self, file: str, line: int) -> bool:
+        """In a function that scores validation, or is handed validation-derived data (``_ppm_mixture_bpb(tgt, lp)``)."""
+        f = self._func_at(file, line)
+        return f is not None and (bool(f.tainted_params) or any(e.kind == "score" and e.val_fed for e in f.events))
+
+    def _at_eval(self, file: str, call: ast.Call) -> bool:
+        """Does this call run in the evaluation phase? In a function that scores validation or is handed
+        validation data, after the last training update of its function, or with validation in its arguments."""
+        if any(rf.VAL_NAME.match(rf._ident(rf._dotted(n) or "")) for a in call.args + [k.value for k in call.keywords]
+               for n in ast.walk(a) if isinstance(n, ast.Name | ast.Attribute)):
+            return True
+        f = self._func_at(file, call.lineno)
+        if f is None:
+            return False
+        if f.tainted_params or any(e.kind == "score" and e.val_fed for e in f.events):
+            return True
+        train = [e.line for e in f.events if e.kind == "update" and not e.val_fed]
+        return bool(train) and call.lineno > max(train)
+
+    # -- network and binaries ------------------------------------------------------------------------
+    def network_and_binaries(self) -> None:
+        net, ext = 0, 0
+        for file, tree in self.trees.items():
+            env, aliases = _const_env(tree), _aliases(tree)
+            for c in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+                name = _call_name(c)
+                root = name.split(".")[0]
+                full = aliases.get(root, root) + name[len(root):]
+                last = name.rsplit(".", 1)[-1]
+                mod_root = full.split(".")[0]
+                if mod_root in NET_MODULES or last in NET_FUNCS or full.startswith("torch.hub."):
+                    net += 1
+                    v = "fail" if self._at_eval(file, c) else "needs-proof"
+                    self.add("network", v, file, c.lineno, f"network call {full}(…)"
+                             + ("" if v == "fail" else "; prove it does not run during evaluation"))
+                    continue
+                if (mod_root in ("subprocess", "os", "commands") and last in RUNNERS) or full in ("os.execv", "os.execvp"):
+                    cmd = _command(c, env)
+                    prog = (cmd or "?").split()[0].rsplit("/", 1)[-1] if cmd else "?"
+                    words = set((cmd or "").replace("/", " ").split())
+                    if prog in NET_BINS or words & {"curl", "wget", "pip", "huggingface-cli"}:
+                        net += 1
+                        self.add("network", "fail" if self._at_eval(file, c) else "needs-proof", file,
+                                 c.lineno, f"runs `{cmd}` (network or package download)")
+                    elif prog not in ALLOWED_BINS and not words & ALLOWED_BINS:
+                        ext += 1
+                        self.add("external_code", "needs-proof", file, c.lineno,
+                                 f"runs an external program `{cmd or ast.unparse(c.args[0])[:60] if c.args else '?'}`; "
+                                 "its code is not in the artifact bytes: prove it adds no compute or capability")
+                elif full.startswith("ctypes.") and last in ("CDLL", "LoadLibrary", "PyDLL", "cdll", "WinDLL") \
+                        or last == "load_library" or ("cpp_extension" in full and last in ("load", "load_inline")):
+                    ext += 1
+                    self.add("external_code", "needs-proof", file, c.lineno,
+                             f"loads or compiles native code ({full}); count its source in the artifact and prove "
+                             "what it computes")
+        if not net:
+            self.add("network", "pass", "", None, "no network module call, download function or subprocess running "
+                     "curl/wget/git/pip/huggingface-cli in the code")
+        if not ext:
+            self.add("external_code", "pass", "", None, "no external program (besides nvidia-smi) run and no native "
+                     "library loaded or compiled")
+
+    # -- causal attention ----------------------------------------------------------------------------
+    def causal(self) -> None:
+        seen = 0
+        for file, tree in self.trees.items():
+            env = _const_env(tree)
+            for c in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+                last = _call_name(c).rsplit(".", 1)[-1]
+                if not (last == "scaled_dot_product_attention" or last.startswith("flash_attn") or last == "flex_attention"):
+                    continue
+                seen += 1
+                kw = {k.arg: k.value for k in c.keywords if k.arg}
+                flag = kw.get("is_causal", kw.get("causal"))
+                val = _literal(flag, env) if flag is not None else (False if "attn_mask" not in kw else ...)
+                if val is True:
+                    continue
+                if val is False and "attn_mask" not in kw and "block_mask" not in kw:
+                    self.add("legal_causal", "fail", file, c.lineno, f"{last}(…) without a causal flag or mask: "
+                             "every position attends to later tokens")
+                else:
+                    self.add("legal_causal", "needs-proof", file, c.lineno,
+                             f"{last}(…) with a mask or flag this review cannot evaluate "
+                             f"({ast.unparse(flag) if flag is not None else 'attn_mask'}): prove it is causal")
+        if seen and not [f for f in self.findings if f.check == "legal_causal"]:
+            self.add("legal_causal", "pass", "", None, f"all {seen} attention calls are causal (causal=True or "
+                     "is_causal=True); other leaks of later tokens are not ruled out statically")
+        elif not seen:
+            self.add("legal_causal", "needs-proof", "", None, "no attention call found (scaled_dot_product_attention, "
+                     "flash_attn_*, flex_attention): causality of the model cannot be read statically")
+
+    # -- n-gram caches and mixtures ---------------------------------------------------------------------
+    def ngram(self) -> None:
+        hashed = 0
+        for file, tree in self.trees.items():
+            for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)):
+                hexprs = [n for n in ast.walk(fn) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitXor)
+                          and self._has_prime(n)]
+                if not hexprs:
+                    continue
+                hashed += 1
+                keys = {k for n in ast.walk(fn) if isinstance(n, ast.Assign) and any(h in list(ast.walk(n.value))
+                                                                                      for h in hexprs)
+                        for t in n.targets for k in rf._target_keys(t)}
+                if self._target_in_key(fn, hexprs):
+                    self.add("legal_causal", "fail", file, hexprs[0].lineno,
+                             f"{fn.name}: the hashed n-gram key includes the token being predicted "
+                             "(target in the key; ruled out on PR #779, the #770/#786/#797 family)")
+                ratio = self._count_ratio(fn)
+                if ratio is not None and not self._normalizes(fn):
+                    self.add("legal_normalized", "fail", file, ratio,
+                             f"{fn.name}: the n-gram probability is a ratio of hashed count tables for the target only, "
+                             "not normalized over the vocabulary (PRs #886, #1147: it sums to far more than 1)")
+                else:
+                    self.add("legal_normalized", "needs-proof", file, hexprs[0].lineno,
+                             f"{fn.name}: hashed n-gram tables ({', '.join(sorted(keys)[:3]) or 'hash keys'}) feed the "
+                             "score; prove the resulting distribution is normalized over the vocabulary "
+                             "(the accepted form is the closed-form tilt of PR #1420/#1514)")
+        for file, tree in self.trees.items():
+            for node in ast.walk(tree):
+                if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and self._is_mixture(node) and \
+                        self._in_scorer(file, node.lineno) and \
+                        re.search(r"exp|prob|\bp_|_p\b|lp\b|ngram|ppm|cache|mix", ast.unparse(node), re.I):
+                    self.add("legal_normalized", "needs-proof", file, node.lineno,
+                             f"a mixture `{ast.unparse(node)[:70]}` in the scoring path: prove the mixed distribution "
+                             "sums to 1 over the vocabulary and its weight does not depend on the target "
+                             "(byte-level PPM mixtures #1835…#2098 were excluded)")
+        text = "\n".join(self.sources.values())
+        if re.search(r"ngram|n_gram|ctxmixer|ppm", text, re.I) and re.search(r"ctypes|cpp_extension|load_library", text):
+            self.add("legal_normalized", "needs-proof", "", None, "an n-gram/PPM predictor runs in native code that "
+                     "this review cannot read: prove it is causal and normalized")
+        if not [f for f in self.findings if f.check == "legal_normalized"]:
+            src = self._score_source()
+            if src:
+                self.add("legal_normalized", "pass", src[0], src[1], f"scores come from {src[2]} over the vocabulary; "
+                         "no hashed n-gram table or probability mixture in the scoring path")
+            else:
+                self.add("legal_normalized", "needs-proof", "", None, "could not find where the scored loss is computed "
+                         "(no cross_entropy/log_softmax in the scoring functions)")
+
+    def _has_prime(self, node: ast.AST) -> bool:
+        for n in ast.walk(node):
+            if isinstance(n, ast.Constant) and isinstance(n.value, int) and n.value > 10**6:
+                return True
+            if isinstance(n, ast.Name | ast.Attribute) and "prime" in (rf._dotted(n) or "").lower():
+                return True
+        return False
+
+    def _target_in_key(self, fn: ast.AST, hexprs: list[ast.BinOp]) -> bool:
+        for h in hexprs:
+            for n in ast.walk(h):
+                if isinstance(n, ast.Name) and TARGET_NAME.match(n.id):
+                    return True
+                if isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Name):
+                    idx = n.slice.id  # tokens[pos] next to tokens[pos - k] in the same function
+                    for m in ast.walk(fn):
+                        if isinstance(m, ast.Subscript) and isinstance(m.slice, ast.BinOp) and \
+                                isinstance(m.slice.op, ast.Sub) and isinstance(m.slice.left, ast.Name) and \
+                                m.slice.left.id == idx:
+                            return True
+        return False
+
+    def _count_ratio(self, fn: ast.AST) -> int | None:
+        for n in ast.walk(fn):
+            if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div):
+                sides = [n.left, n.right]
+                if all(any(isinstance(m, ast.Subscript) for m in ast.walk(s)) for s in sides):
+                    return n.lineno
+        return None
+
+    def _normalizes(self, fn: ast.AST) -> bool:
+        src = ast.unparse(fn)
+        return bool(re.search(r"log_softmax|logsumexp|softmax\(|\.sum\((dim|axis)\s*=\s*-1|/\s*\w+\.sum\(", src))
+
+    def _is_mixture(self, node: ast.BinOp) -> bool:
+        """``a*p + (1-a)*q`` (or with exp()): a linear mixture of two predictors."""
+        def factors(t: ast.AST) -> list[ast.AST]:
+            return [t.left, t.right] if isinstance(t, ast.BinOp) and isinstance(t.op, ast.Mult) else []
+        lf, rt = factors(node.left), factors(node.right)
+        if not lf or not rt:
+            return False
+        one_minus = [f for f in lf + rt if isinstance(f, ast.BinOp) and isinstance(f.op, ast.Sub)
+                     and isinstance(f.left, ast.Constant) and f.left.value in (1, 1.0)]
+        return bool(one_minus)
+
+    def _score_source(self) -> tuple[str, int, str] | None:
+        for f in self.prog.funcs:
+            if not self.prog.has_score(f):
+                continue
+            for n in ast.walk(f.node):
+                if isinstance(n, ast.Call):
+                    last = _call_name(n).rsplit(".", 1)[-1]
+                    if last in ("cross_entropy", "log_softmax", "nll_loss", "logsumexp"):
+                        return f.file, n.lineno, f"{last} in {f.name}"
+        for f in self.prog.funcs:  # the model's own loss: model(x, y) scored inside a scorer
+            if self.prog.has_score(f) and any(isinstance(n, ast.Call) and len(n.args) >= 2 and
+                                              isinstance(n.func, ast.Name | ast.Attribute) and
+                                              re.search(r"model", rf._dotted(n.func) or "") for n in ast.walk(f.node)):
+                for g in self.prog.funcs:
+                    for n in ast.walk(g.node):
+                        if isinstance(n, ast.Call) and _call_name(n).rsplit(".", 1)[-1] == "cross_entropy":
+                            return g.file, n.lineno, f"the model's cross_entropy ({g.name}) used by {f.name}"
+        return None
+
+    # -- subsets of validation ----------------------------------------------------------------------
+    def subset(self, header: dict[str, str]) -> None:
+        found = 0
+        for file, tree in self.trees.items():
+            for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)):
+                loops = {id(m) for n in ast.walk(fn) if isinstance(n, ast.For | ast.While)
+                         for m in ast.walk(n) if m is not n}
+                floor_names = {k for n in ast.walk(fn) if isinstance(n, ast.Assign) and
+                               any(isinstance(m, ast.BinOp) and isinstance(m.op, ast.FloorDiv) for m in ast.walk(n.value))
+                               for t in n.targets for k in rf._target_keys(t)}
+                for n in ast.walk(fn):
+                    if not (isinstance(n, ast.Assign) and id(n) not in loops and isinstance(n.value, ast.Subscript)):
+                        continue
+                    tgt = [rf._ident(k) for t in n.targets for k in rf._target_keys(t)]
+                    base = rf._ident(rf._dotted(n.value.value) or "")
+                    if not (any(rf.VAL_NAME.match(t) for t in tgt) and rf.VAL_NAME.match(base)):
+                        continue
+                    sl = n.value.slice
+                    if not isinstance(sl, ast.Slice):
+                        continue
+                    for bound in (sl.lower, sl.upper):
+                        v = self._subset_bound(bound, floor_names)
+                        if v is None:
+                            continue
+                        found += 1
+                        knob = v if isinstance(v, str) else None
+                        if knob is not None:
+                            logged = header.get(knob.lower())
+                            neutral = logged is not None and logged.strip() in ("", "0", "-1", "None", "1.0", "1", "0.0")
+                            verdict = "pass" if neutral else ("fail" if logged is not None else "needs-proof")
+                            note = f"the log sets {knob.lower()}={logged!r}" if logged is not None else \
+                                "its value is not in the logs"
+                            self.add("subset_scoring", verdict, file, n.lineno,
+                                     f"validation cut by `{ast.unparse(n)[:70]}` ({note})")
+                        else:
+                            self.add("subset_scoring", "fail", file, n.lineno,
+                                     f"validation cut to a constant subset: `{ast.unparse(n)[:70]}`")
+        for knob in ("val_doc_fraction", "val_fraction", "val_max_tokens", "max_val_tokens", "val_tokens_limit",
+                     "val_docs", "eval_docs", "ttt_eval_docs"):
+            if knob in header:
+                v = header[knob].strip()
+                neutral = v in ("", "0", "-1", "None", "1.0", "1", "50000")
+                found += 1
+                self.add("subset_scoring", "pass" if neutral else "fail", "log", None,
+                         f"the log sets {knob}={v!r}" + ("" if neutral else ": a subset of validation is scored"))
+        if not found:
+            self.add("subset_scoring", "pass", "", None, "no slice of the validation tokens by a constant, limit or "
+                     "fraction outside the evaluation loops (trimming to a multiple of the sequence length is allowed)")
+
+    def _subset_bound(self, bound: ast.AST | None, floor_names: set[str]):
+        """None when the bound is harmless (absent, ±1, a trim to a multiple); else the knob name or True."""
+        if bound is None:
+            return None
+        if isinstance(bound, ast.Constant) and isinstance(bound.value, int):
+            return None if abs(bound.value) <= 1 else True
+        if isinstance(bound, ast.UnaryOp) and isinstance(bound.operand, ast.Constant):
+            return None if abs(bound.operand.value) <= 1 else True
+        if any(isinstance(m, ast.BinOp) and isinstance(m.op, ast.FloorDiv) for m in ast.walk(bound)):
+            return None
+        names = [rf._ident(rf._dotted(m) or "") for m in ast.walk(bound) if isinstance(m, ast.Name | ast.Attribute)]
+        if any(nm in floor_names for nm in names):
+            return None
+        for nm in names:
+            if SUBSET_KNOB.search(nm) and not re.search(r"seq_len|stride|numel|len", nm):
+                return nm
+        return None
+
+    # -- the flow-based checks ---------------------------------------------------------------------
+    def flow(self) -> None:
+        shapes = rf.update_shapes(self.prog)
+        seen: set[tuple[str, int, str]] = set()  # one finding per (function, loop or line, shape): backward+step
+        for s in shapes:
+            u = s.update
+            key = (s.func.name, u.loop_lines[-1] if u.loop_lines else u.line, s.shape)
+            if key in seen:
+                continue
+            seen.add(key)
+            via = f" via {u.callee}()" if u.callee else ""
+            where = f"{s.func.name}, line {u.line}{via}"
+            after = s.score_after.line if s.score_after else "?"
+            before = s.score_before.line if s.score_before else "?"
+            kw = {"node": u.node, "func": s.func, "callee": u.callee}
+            if s.shape == "C" and s.scoring_callee:
+                self.add("legal_single_pass", "needs-proof", s.func.file, u.line,
+                         f"{where}: this evaluation adapts on validation while scoring it, and validation is scored "
+                         f"again at line {after}: prove the adaptation does not carry into that scoring", **kw)
+            elif s.shape == "C":
+                self.add("legal_score_first", "fail", s.func.file, u.line,
+                         f"{where}: updates the model on validation tokens, and validation is scored later at line "
+                         f"{after} outside any loop shared with the update (adapting before scoring; PRs "
+                         "#1376/#1487/#1488 were closed for this)", **kw)
+                if s.rescored:
+                    self.add("legal_single_pass", "fail", s.func.file, u.line,
+                             f"{s.func.name}: validation scored at line {before}, updated on at line {u.line}, "
+                             f"scored again at line {after}", **kw)
+            elif s.shape == "W":
+                self.add("outside_timers", "needs-proof", s.func.file, u.line,
+                         f"{where}: a warm-up runs backward/step on validation tokens before they are scored; legal "
+                         "only if every adapted weight and optimizer state is discarded (the PR #1530 concern)", **kw)
+            elif s.shape == "B":
+                self.add("legal_score_first", "needs-proof", s.func.file, u.line,
+                         f"{where}: in the loop at line {s.shared_loop_line} the update comes before the scoring at "
+                         f"line {after}: legal only if it trains on tokens scored in earlier iterations", **kw)
+        if not [f for f in self.findings if f.check == "legal_score_first" and f.verdict != "pass"]:
+            updates = [e for f in self.prog.funcs for e in f.events if e.kind == "update"]
+            direct_a = [s for s in shapes if s.shape == "A" and not s.update.callee]
+            if direct_a:
+                s = direct_a[0]
+                self.add("legal_score_first", "pass", s.func.file, s.update.line,
+                         f"{len(direct_a)} validation-fed update site(s), each after a score in the same loop iteration "
+                         f"(e.g. {s.func.name}: score line {s.score_before.line if s.score_before else '?'}, update "
+                         f"line {s.update.line}, loop line {s.shared_loop_line})")
+            elif not shapes and updates:
+                self.add("legal_score_first", "pass", "", None, f"no optimizer step or backward pass is fed validation "
+                         f"data ({len(updates)} update sites, all on other data): no test-time training")
+            elif not updates:
+                self.add("legal_score_first", "needs-proof", "", None, "no update site found at all: the data flow of "
+                         "this script could not be followed")
+            elif not [f for f in self.findings if f.check == "legal_score_first"]:
+                self.add("legal_score_first", "pass", "", None, "validation-fed updates come only after all scoring")
+        for f, e, loop_line in rf.score_loops_over_epochs(self.prog):
+            self.add("legal_single_pass", "fail", f.file, e.line,
+                     f"{f.name}: validation is scored inside the epoch loop at line {loop_line} (multiple passes)",
+                     node=e.node, func=f)
+        for f, line, text in rf.selection_over_scorings(self.prog):
+            self.add("legal_single_pass", "fail", f.file, line,
+                     f"{f.name}: the best of several validation scorings is picked (`{text}`)", func=f)
+        if not [f for f in self.findings if f.check == "legal_single_pass" and f.verdict != "pass"]:
+            self.add("legal_single_pass", "pass", "", None, "no validation scoring repeated after an update, inside an "
+                     "epoch loop, or chosen by min/compare among several scorings")
+        for f, e in rf.calibration_on_val(self.prog):
+            self.add("val_in_training", "fail", f.file, e.line,
+                     f"{f.name}: {e.callee}(…) is fed validation data (calibration/Hessians on validation)",
+                     node=e.node, func=f)
+        for f, u in rf.training_with_val(self.prog):
+            if not u.callee or not any(self.prog.has_score(g) for g in self.prog.by_name.get(u.callee, [])):
+                self.add("val_in_training", "fail", f.file, u.line,
+                         f"{f.name}: an update fed validation data inside a loop that draws training batches",
+                         node=u.node, func=f)
+        if not [f for f in self.findings if f.check == "val_in_training" and f.verdict != "pass"]:
+            self.add("val_in_training", "pass", "", None, "no calibration/Hessian call and no training-loop update is "
+                     "fed validation data (static data flow)")
+
+    def run(self, header: dict[str, str] | None = None, readme: str = "") -> list[Finding]:
+        self.settings = effective_settings(self.trees, readme, header or {})
+        for name, why in self.unparsed.items():
+            for check in ("legal_causal", "legal_normalized", "legal_score_first", "legal_single_pass"):
+                self.add(check, "needs-proof", name, None, why)
+        if not self.trees:
+            return self.findings
+        self.network_and_binaries()
+        self.causal()
+        self.ngram()
+        self.subset({k: v for k, (v, src) in self.settings.items() if src == "log"})
+        self.flow()
+        return self.findings

@@ -1,0 +1,373 @@
+"""Run records from run directories and official-format logs: what the registry stores for each run.
+
+A pgolf run directory gives ``config.json``, ``metrics.json`` (full runs) and ``train.log`` (header with
+command, versions and hardware; step lines; export and final-score lines). The same function serves the
+CLI's automatic recording and ``pgolf runs import``, so both derive the same ``run_id`` for the same run:
+
+    run_id      = sha256([stage, first "# pgolf run" header line of train.log, metrics])[:16]
+    config_hash = sha256({fields that change the result and differ from the defaults}, dataset id)
+
+Fields left out of the hash do not change the result: the output path and name, the seed (runs are
+grouped across seeds), where the data lives (``data.path``/``data.tokenizer``; the dataset enters as its
+content fingerprint instead), the device, threads and how often the loop logs, validates or checkpoints.
+Only fields that differ from ``RunConfig()`` enter, so adding a config field (off by default) later does
+not change the hashes of older runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pgolf.track.official_log import OfficialLog, parse_official_log
+
+EXCLUDED_FROM_HASH = frozenset({
+    "name", "data.path", "data.tokenizer", "train.seed", "train.device", "train.threads", "train.log_every",
+    "train.val_every", "train.val_tokens_during_training", "train.checkpoint_every_seconds",
+})
+"""Flat config keys that do not change a run's result (see the module docstring)."""
+
+CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+             "amx_tile", "amx_bf16", "amx_int8")
+"""The /proc/cpuinfo flags that decide CPU matmul speed and precision (``pgolf.precision``). The measured
+matmul throughput, when ``train.amp_dtype=auto`` probed it, is read from the log's ``precision:`` line
+(``hardware["matmul_probe_tflops"]``: bf16 and fp32 TFLOP/s of the probe's square matmul)."""
+
+_HEADER = re.compile(r"^# pgolf run (\S+)")
+_DATA_LINE = re.compile(r"^val_bpb:enabled tokenizer=(.*) data=(.*)$")
+_TFLOPS = re.compile(r"bf16 ([\d.]+) vs fp32 ([\d.]+) TFLOP/s")
+_VOLATILE_OFFICIAL = re.compile(r"seed|run_id|dir$|path$|file$|logfile", re.IGNORECASE)
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``section.key → value`` of a nested config dict, normalised through :class:`RunConfig` when it parses
+    (tuples as lists, values coerced to the field types); otherwise flattened as it is."""
+    from pgolf.config import RunConfig, flatten
+    from pgolf.errors import PgolfError
+
+    try:
+        flat = flatten(RunConfig.from_dict(config))
+    except (PgolfError, TypeError, ValueError, KeyError):
+        flat = _flatten_dict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
+
+
+def _flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten_dict(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def hashed_fields(flat: dict[str, Any]) -> dict[str, Any]:
+    """The fields that enter the config hash: result-changing and different from ``RunConfig()``."""
+    from pgolf.config import RunConfig
+
+    defaults = flat_config(RunConfig().to_dict())
+    return {k: v for k, v in sorted(flat.items())
+            if k not in EXCLUDED_FROM_HASH and (k not in defaults or defaults[k] != v)}
+
+
+def config_hash(flat: dict[str, Any], dataset_id: str | None) -> str:
+    return hashlib.sha256(canonical({"config": hashed_fields(flat), "dataset": dataset_id}).encode()).hexdigest()
+
+
+def dataset_identity(data_dir: str | Path | None) -> str | None:
+    """A content fingerprint of a dataset directory: its manifest's counts and tokenizer checksum (pgolf
+    datasets) or its shard names and sizes (official exports); None when the directory is not readable."""
+    if not data_dir:
+        return None
+    d = Path(data_dir).expanduser()
+    try:
+        manifest = json.loads((d / "manifest.json").read_text())
+        splits = {name: {k: s.get(k) for k in ("documents", "tokens", "bytes")}
+                  for name, s in sorted((manifest.get("splits") or {}).items())}
+        ident = {k: manifest.get(k) for k in ("vocab_size", "text_transform", "val_docs", "bos_id", "append_eos")}
+        ident.update(splits=splits, tokenizer=(manifest.get("tokenizer") or {}).get("sha256"))
+    except (OSError, ValueError, AttributeError):
+        try:
+            ident = {"shards": sorted((p.name, p.stat().st_size) for p in d.glob("fineweb_*.bin"))}
+        except OSError:
+            return None
+        if not ident["shards"]:
+            return None
+    return hashlib.sha256(canonical(ident).encode()).hexdigest()[:16]
+
+
+def dataset_name(data_path: str) -> str:
+    return Path(data_path.rstrip("/")).name if data_path else "embedded"
+
+
+def machine_of(hardware: dict[str, Any]) -> str:
+    gpus = hardware.get("gpus") or []
+    if gpus:
+        return ", ".join(f"{n}x {name}" for name, n in Counter(gpus).items())
+    return str(hardware.get("cpu") or "unknown")
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> list[str]:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in CPU_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def git_state(path: str | Path | None = None) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the git checkout holding ``path`` (default: the pgolf package); untracked files
+    (run directories, data) do not count as dirty. (None, None) outside a checkout."""
+    import pgolf
+
+    where = str(path or Path(pgolf.__file__).resolve().parent)
+    try:
+        head = subprocess.run(["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None, None
+        st = subprocess.run(["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
+                            capture_output=True, text=True, timeout=10)
+        return head.stdout.strip(), (bool(st.stdout.strip()) if st.returncode == 0 else None)
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def _parse_ts(value: str) -> datetime | None:
+    for fmt in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            ts = datetime.strptime(value, fmt)
+            return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue
+    return None
+
+
+class PgolfLog:
+    """What a pgolf ``train.log`` says: header lines, the data directory, precision, curves, byte lines."""
+
+    def __init__(self, text: str):
+        self.origin: str | None = None
+        self.started: datetime | None = None
+        self.versions: dict[str, Any] = {}
+        self.hardware: dict[str, Any] = {}
+        self.data_dir: str | None = None
+        self.precision: str | None = None
+        for line in text.splitlines():
+            if m := _HEADER.match(line):
+                self.origin = self.origin or line.strip()
+                self.started = _parse_ts(m.group(1)) or self.started
+            elif line.startswith("# versions: "):
+                self.versions = _json_or_empty(line[len("# versions: "):])
+            elif line.startswith("# hardware: "):
+                self.hardware = _json_or_empty(line[len("# hardware: "):])
+            elif m := _DATA_LINE.match(line):
+                self.data_dir = m.group(2).strip()
+            elif line.startswith("precision: "):
+                self.precision = line[len("precision: "):].strip()
+        self.parsed: OfficialLog = parse_official_log(text)
+
+    def curves(self) -> dict[str, list[list[float]]]:
+        """Training and validation points of the last training (a resumed one continues its curve)."""
+        return {"train": [list(p) for p in self.parsed.train], "val": [list(p) for p in self.parsed.val]}
+
+    def train_metrics(self) -> dict[str, Any]:
+        p = self.parsed
+        out: dict[str, Any] = {"steps": p.steps, "train_seconds": p.train_seconds,
+                               "stopped_by": "wallclock" if p.stopped_early else ("iterations" if p.train else None)}
+        if p.params is not None:
+            out["params"] = p.params
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def _json_or_empty(s: str) -> dict[str, Any]:
+    try:
+        v = json.loads(s)
+        return v if isinstance(v, dict) else {}
+    except ValueError:
+        return {}
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        v = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        from pgolf.errors import DataError
+
+        raise DataError(f"{path}: not readable JSON ({e})") from None
+    return v if isinstance(v, dict) else None
+
+
+def build_run_record(run_dir: str | Path, *, kind: str, metrics: dict[str, Any] | None = None,
+                     config: dict[str, Any] | None = None, live: bool = False, tags: tuple[str, ...] | list[str] = ()):
+    """The :class:`~pgolf.track.registry.RunRecord` of a run directory. ``kind`` is the command (``run``,
+    ``train``, ``export``, ``eval``) or ``import``; ``metrics``/``config`` replace what the directory holds
+    (``pgolf eval`` prints its metrics instead of writing them; its ``--set`` changes the config). ``live``:
+    recorded on the machine right after the command, so the git state and CPU flags of this machine apply."""
+    from pgolf.errors import DataError
+    from pgolf.track.registry import RunRecord
+
+    d = Path(run_dir)
+    cfg = config if config is not None else _read_json(d / "config.json")
+    if cfg is None:
+        raise DataError(f"{d}: not a run directory (no config.json)")
+    log_path = d / "train.log"
+    log = PgolfLog(log_path.read_text(errors="replace")) if log_path.exists() else PgolfLog("")
+    if kind in ("train", "export", "eval"):
+        stage = kind
+    else:
+        stage = "run" if (metrics is not None or (d / "metrics.json").exists()) else "train"
+    if metrics is None:
+        metrics = _read_json(d / "metrics.json") if stage == "run" else None
+    if metrics is None:
+        metrics = log.train_metrics()
+    flat = flat_config(cfg)
+    data_path = str(flat.get("data.path") or "")
+    data_dir = log.data_dir or (data_path if data_path else None)
+    dataset_id = dataset_identity(data_dir) or dataset_name(data_path)
+    if flat.get("data.tokenizer"):
+        dataset_id += ":" + Path(str(flat["data.tokenizer"])).name
+    hardware = dict(log.hardware)
+    if log.precision:
+        hardware["precision"] = log.precision
+        if m := _TFLOPS.search(log.precision):
+            hardware["matmul_probe_tflops"] = {"bf16": float(m.group(1)), "fp32": float(m.group(2))}
+    git_commit, dirty = None, None
+    if live:
+        from pgolf.precision import cpu_model
+
+        hardware.setdefault("cpu", cpu_model())
+        if hardware.get("cpu") == cpu_model():
+            hardware["cpu_flags"] = cpu_flags()
+        git_commit, dirty = git_state()
+    origin = log.origin or canonical(cfg)
+    if stage in ("run", "train") and log.started is not None:
+        created = log.started
+    elif live:
+        created = now_utc()
+    else:
+        src = d / "metrics.json" if (d / "metrics.json").exists() else (log_path if log_path.exists() else d / "config.json")
+        created = datetime.fromtimestamp(src.stat().st_mtime, timezone.utc)
+    env_tags = [t.strip() for t in os.environ.get("PGOLF_TAGS", "").split(",") if t.strip()]
+    seed = flat.get("train.seed")
+    return RunRecord(
+        run_id=hashlib.sha256(canonical([stage, origin, metrics]).encode()).hexdigest()[:16],
+        kind=kind, created=created.isoformat(), preset=str(flat.get("name")) if flat.get("name") else None,
+        config_hash=config_hash(flat, dataset_id), seed=int(seed) if isinstance(seed, int) else None,
+        tags=sorted(set(tags) | set(env_tags)), dataset=dataset_name(data_path),
+        machine=machine_of(hardware) if hardware else "unknown", git_commit=git_commit, dirty=dirty,
+        config=flat, metrics=metrics, curves=log.curves(), run_dir=str(d.resolve()),
+        hardware=hardware, versions=log.versions,
+    )
+
+
+def _date_from_path(path: Path) -> datetime | None:
+    for part in reversed(path.resolve().parts):
+        if m := re.match(r"^(\d{4}-\d{2}-\d{2})", part):
+            try:
+                return datetime.strptime(m.group(1), "%Y-%m-%d").replace(tzinfo=timezone.utc)
+            except ValueError:
+                continue
+    return None
+
+
+def build_official_record(path: str | Path, text: str | None = None, tags: tuple[str, ...] | list[str] = ()):
+    """The RunRecord of a challenge-format log (kind ``import``); None when the text is not a training log."""
+    from pgolf.track.registry import RunRecord
+
+    p = Path(path)
+    text = p.read_text(errors="replace") if text is None else text
+    log = parse_official_log(text)
+    if not log.recognized:
+        return None
+    source = p.parent.name or p.stem
+    config: dict[str, Any] = {f"official.{k}": v for k, v in sorted(log.hyperparameters.items())}
+    config["official.source"] = source
+    if log.code_sha256:
+        config["official.code_sha256"] = log.code_sha256
+    stable = {k: v for k, v in config.items() if not _VOLATILE_OFFICIAL.search(k.split(".", 1)[1])}
+    metrics: dict[str, Any] = {
+        "val_bpb": log.final.val_bpb if log.final else None, "val_loss": log.final.val_loss if log.final else None,
+        "final_label": log.final.label if log.final else None,
+        "eval_seconds": log.final.eval_seconds if log.final else None,
+        "artifact_bytes": log.artifact_bytes, "model_bytes": log.model_bytes, "code_bytes": log.code_bytes,
+        "steps": log.steps, "train_seconds": log.train_seconds, "params": log.params,
+        "stopped_by": "wallclock" if log.stopped_early else "iterations",
+    }
+    hardware: dict[str, Any] = {"world_size": log.world_size}
+    if log.gpu:
+        hardware["gpus"] = [log.gpu] * log.gpu_count
+    created = _date_from_path(p) or datetime.fromtimestamp(p.stat().st_mtime, timezone.utc)
+    return RunRecord(
+        run_id=hashlib.sha256(("official\n" + text).encode()).hexdigest()[:16], kind="import",
+        created=created.isoformat(), preset=None,
+        config_hash=hashlib.sha256(canonical({"official": stable, "dataset": log.dataset}).encode()).hexdigest(),
+        seed=log.seed, tags=sorted(set(tags) | {"official"}), dataset=log.dataset,
+        machine=(f"{log.world_size or log.gpu_count}x {log.gpu}" if log.gpu
+                 else f"{log.world_size}x unknown GPU" if log.world_size else "unknown"), git_commit=None, dirty=None,
+        config=config, metrics={k: v for k, v in metrics.items() if v is not None},
+        curves={"train": log.train, "val": log.val}, run_dir=str(p.resolve()),
+        hardware=hardware, versions=log.versions,
+    )
+
+
+def discover(paths: list[str | Path], tags: tuple[str, ...] | list[str] = ()) -> tuple[list[Any], list[str]]:
+    """Records for ``pgolf runs import``: each path is a run directory, a log file, or a directory searched
+    recursively for run directories (``config.json``) and logs (``*.log``, ``*.txt`` with training lines).
+    Returns (records, skipped files). A named file that is not a training log is an error."""
+    from pgolf.errors import DataError
+
+    records: list[Any] = []
+    skipped: list[str] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise DataError(f"{p}: no such file or directory")
+        if p.is_file():
+            rec = build_official_record(p, tags=tags)
+            if rec is None:
+                raise DataError(f"{p}: not a training log (no step or final val_bpb lines)")
+            records.append(rec)
+            continue
+        for root, dirs, files in os.walk(p):
+            dirs.sort()
+            if "config.json" in files and ("train.log" in files or "metrics.json" in files):
+                records.append(build_run_record(root, kind="import", tags=tags))
+                dirs[:] = []
+                continue
+            for name in sorted(files):
+                if name.endswith((".log", ".txt")):
+                    rec = build_official_record(Path(root) / name, tags=tags)
+                    (records.append(rec) if rec is not None else skipped.append(str(Path(root) / name)))
+    return records, skipped

@@ -1,0 +1,180 @@
+"""Run records built from pgolf run directories (``config.json``, ``metrics.json``, ``train.log``).
+
+This is how ``pgolf report --runs DIR...`` works without a registry. A run directory is a directory
+holding ``config.json`` (``pgolf.runner.run`` writes it first); ``metrics.json`` appears when the run
+finished (without it the record has ``kind="train"`` and empty metrics, e.g. a run still training).
+
+Curves come from the lines ``pgolf.train.loop.train`` logs::
+
+    step:{step}/{iterations} train_loss:{loss:.4f} train_time:{ms:.0f}ms step_avg:...
+    step:{step}/{iterations} val_loss:{loss:.4f} val_bpb:{bpb:.4f} train_time:{ms:.0f}ms ...
+
+``train.log`` is opened for appending, so one file can hold several runs: each starts with the header
+``# pgolf run <%Y-%m-%dT%H:%M:%S%z>`` (``pgolf.train.log.RunLog.header``). A resumed run then logs
+``resume: step:N`` and continues from step N, so its curve keeps the earlier points up to step N; a run
+without that line started over and replaces them.
+
+``config_hash`` is the registry's (:func:`pgolf.track.record.config_hash`: the result-changing fields that
+differ from the defaults, seed left out, plus the dataset's content fingerprint), so a report of run
+directories and the registry group runs the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pgolf.errors import DataError
+
+CONFIG, METRICS, LOG = "config.json", "metrics.json", "train.log"
+SEED_KEY = "train.seed"
+
+_NUM = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))"
+_TRAIN = re.compile(rf"^step:(\d+)/\d+ train_loss:{_NUM} train_time:(\d+)ms\b")
+_VAL = re.compile(rf"^step:(\d+)/\d+ val_loss:{_NUM} val_bpb:{_NUM} train_time:(\d+)ms\b")
+_HEADER = re.compile(r"^# pgolf run (\S+)")
+_RESUME = re.compile(r"^resume: step:(\d+)\b")
+_HARDWARE = re.compile(r"^# hardware: (\{.*\})\s*$")
+
+
+def flatten_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"attn": {"xsa_layers": [7, 8]}}}`` → ``{"model.attn.xsa_layers": [7, 8]}``."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(flatten_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_hash(flat: dict[str, Any]) -> str:
+    """The registry's config hash of a flat config (module docstring)."""
+    from pgolf.track.record import config_hash as registry_hash
+    from pgolf.track.record import dataset_identity
+
+    return registry_hash(flat, dataset_identity(flat.get("data.path")))
+
+
+def _iso(stamp: str) -> str | None:
+    for parse in (lambda s: datetime.strptime(s, "%Y-%m-%dT%H:%M:%S%z"), datetime.fromisoformat):
+        try:
+            return parse(stamp).isoformat()
+        except ValueError:
+            continue
+    return None
+
+
+def _machine(hw: dict[str, Any]) -> str:
+    gpus = hw.get("gpus") or []
+    if gpus:
+        return f"{len(gpus)}x{gpus[0]}"
+    return f"{hw.get('cpu', '?')} ({hw.get('cpu_count', '?')} cpus)"
+
+
+def parse_log(text: str) -> dict[str, Any]:
+    """``{"curves": {"train": [[step, loss, s]], "val": [[step, bpb, s]]}, "created": iso|None,
+    "machine": str|None}`` of the run the log ends with (earlier runs resumed by it included)."""
+    cur: dict[str, list[list[float]]] = {"train": [], "val": []}
+    prev = cur
+    created = prev_created = None
+    machine = None
+    for line in text.splitlines():
+        if m := _TRAIN.match(line):
+            cur["train"].append([int(m[1]), float(m[2]), int(m[3]) / 1000])
+        elif m := _VAL.match(line):
+            cur["val"].append([int(m[1]), float(m[3]), int(m[4]) / 1000])
+        elif m := _HEADER.match(line):
+            prev, cur = cur, {"train": [], "val": []}
+            prev_created, created = created, _iso(m[1])
+        elif m := _RESUME.match(line):
+            upto = int(m[1])
+            cur = {k: [p for p in prev[k] if p[0] <= upto] + cur[k] for k in cur}
+            created = prev_created or created
+        elif m := _HARDWARE.match(line):
+            try:
+                machine = _machine(json.loads(m[1]))
+            except (ValueError, AttributeError):
+                pass
+    for k in cur:
+        cur[k] = [p for p in cur[k] if math.isfinite(p[1])]
+    return {"curves": cur, "created": created, "machine": machine}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
+    except ValueError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Each path is a run directory or a directory of run directories (its children with a config.json)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise DataError(f"{p}: no such directory")
+        if (p / CONFIG).is_file():
+            found = [p]
+        else:
+            found = sorted(c for c in p.iterdir() if c.is_dir() and (c / CONFIG).is_file())
+            if not found:
+                raise DataError(f"{p}: not a pgolf run directory (no {CONFIG}) and holds none")
+        out += [d for d in found if d.resolve() not in {o.resolve() for o in out}]
+    return out
+
+
+def record_from_run_dir(path: str | Path, run_id: str | None = None) -> dict[str, Any]:
+    """The run record (see ``pgolf.track.summary``) of one run directory."""
+    d = Path(path)
+    config = _read_json(d / CONFIG)
+    metrics = _read_json(d / METRICS) if (d / METRICS).is_file() else {}
+    log = parse_log((d / LOG).read_text(encoding="utf-8", errors="replace")) if (d / LOG).is_file() else \
+        {"curves": {"train": [], "val": []}, "created": None, "machine": None}
+    flat = flatten_config(config)
+    created = log["created"] or datetime.fromtimestamp((d / CONFIG).stat().st_mtime, timezone.utc).isoformat()
+    seed = flat.get(SEED_KEY)
+    data_path = flat.get("data.path")
+    return {
+        "run_id": run_id or d.resolve().name,
+        "kind": "run" if "val_bpb" in metrics else "train",
+        "created": created,
+        "preset": config.get("name") or metrics.get("preset"),
+        "config_hash": config_hash(flat),
+        "seed": seed if isinstance(seed, int) else None,
+        "tags": [],
+        "dataset": data_path or ("embedded" if data_path == "" else None),
+        "machine": log["machine"] or "?",
+        "git_commit": None,
+        "dirty": None,
+        "config": flat,
+        "metrics": metrics,
+        "curves": log["curves"],
+        "run_dir": str(d.resolve()),
+    }
+
+
+def records_from_run_dirs(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Run records of every run directory under ``paths`` (see :func:`run_dirs`); run ids are the
+    directory names, made unique with ``-2``, ``-3``… when two directories share a name."""
+    records: list[dict[str, Any]] = []
+    used: set[str] = set()
+    for d in run_dirs(paths):
+        name = run_id = d.resolve().name
+        k = 1
+        while run_id in used:
+            k += 1
+            run_id = f"{name}-{k}"
+        used.add(run_id)
+        records.append(record_from_run_dir(d, run_id))
+    return records

@@ -1,0 +1,107 @@
+"""train.autosize: the probe's line fit, the rule's constraints and choice, and resolution once."""
+
+from __future__ import annotations
+
+import pytest
+
+from pgolf import autosize
+from pgolf.autosize import Rate, chinchilla_loss, choose, heads_for
+from pgolf.config import apply_changes
+from pgolf.errors import ConfigError
+from pgolf.model.flops import train_flops_per_token
+from pgolf.model.gpt import count_params
+from pgolf.presets import get_preset
+
+
+def _cfg(seconds: float = 600, cap: int = 1_000_000, floor: int = 400):
+    return apply_changes(get_preset("cpu"), [("train.max_wallclock_seconds", seconds), ("train.autosize_model_bytes", cap),
+                                             ("train.autosize_min_steps", floor)])
+
+
+def _rate(cfg, ms_flop_part: float, overhead: float) -> Rate:
+    f = train_flops_per_token(cfg.model, cfg.train.seq_len)
+    return Rate(flops=8192 * f / (ms_flop_part / 1000.0), overhead_ms=overhead, ref_params=count_params(cfg.model), seconds=0.0)
+
+
+def test_heads_divide_and_keep_head_dim_32() -> None:
+    for d in autosize.DIMS:
+        h, kv = heads_for(d)
+        assert d // h == 32 and h % kv == 0
+
+
+def test_choice_is_feasible_and_minimises_the_law_over_the_grid() -> None:
+    cfg = _cfg()
+    best, table = choose(cfg, _rate(cfg, 550.0, 87.0))
+    assert best == table[0] and len(table) > 5
+    from pgolf.export.planner import estimate_artifact_bytes
+
+    assert best.model_bytes == estimate_artifact_bytes(apply_changes(cfg, list(best.changes().items()))).model_bytes
+    for ch in table:
+        assert ch.model_bytes <= 1_000_000 and ch.steps >= 400
+        assert ch.steps == int(600_000 // ch.ms_per_step) and ch.tokens == ch.steps * ch.batch_tokens
+        assert ch.loss == pytest.approx(chinchilla_loss(ch.params, ch.tokens))
+        assert best.loss <= ch.loss
+    # the time model: overhead scaled by parameters + batch × FLOPs / R
+    c = apply_changes(cfg, list(best.changes().items()))
+    r = _rate(cfg, 550.0, 87.0)
+    want = 87.0 * best.params / r.ref_params + 1000 * best.batch_tokens * train_flops_per_token(c.model, 256) / r.flops
+    assert best.ms_per_step == pytest.approx(want)
+
+
+def test_a_slower_machine_gets_a_smaller_model_and_a_cap_binds() -> None:
+    cfg = _cfg()
+    fast, _ = choose(cfg, _rate(cfg, 550.0, 87.0))
+    slow, _ = choose(cfg, _rate(cfg, 5500.0, 870.0))  # 10× slower
+    assert slow.params < fast.params
+    small_cap, _ = choose(_cfg(cap=300_000), _rate(cfg, 550.0, 87.0))
+    assert small_cap.model_bytes <= 300_000 < fast.model_bytes
+    with pytest.raises(ConfigError, match="no candidate"):
+        choose(_cfg(floor=10**6), _rate(cfg, 550.0, 87.0))
+    with pytest.raises(ConfigError, match="wallclock"):
+        choose(_cfg(seconds=0), _rate(cfg, 550.0, 87.0))
+
+
+def test_probe_fits_the_line_through_two_batch_sizes(monkeypatch) -> None:
+    cfg = _cfg()
+    calls = []
+
+    def fake(c, looping, steps=2, max_seconds=20.0):  # ms/step = 40 + 0.05·B  →  ms/token
+        b = c.train.batch_tokens
+        calls.append(b)
+        return (40.0 + 0.05 * b) / b
+
+    monkeypatch.setattr("pgolf.preflight.measure_cpu_ms_per_token", fake)
+    r = autosize.probe(cfg, small=2048, large=8192)
+    assert calls == [2048, 8192]
+    assert r.overhead_ms == pytest.approx(40.0)
+    assert r.flops == pytest.approx(train_flops_per_token(cfg.model, 256) / 0.05e-3)
+
+
+def test_resolve_applies_the_choice_once(monkeypatch) -> None:
+    cfg = apply_changes(_cfg(), [("train.autosize", True)])
+    monkeypatch.setattr(autosize, "probe", lambda c: _rate(c, 550.0, 87.0))
+    lines: list[str] = []
+    out = autosize.resolve(cfg, log=lines.append)
+    best, _ = choose(cfg, _rate(cfg, 550.0, 87.0))
+    assert not out.train.autosize and out.name == cfg.name
+    assert (out.model.num_layers, out.model.model_dim, out.train.batch_tokens) == (best.num_layers, best.model_dim, best.batch_tokens)
+    assert any(line.startswith("autosize: chose") for line in lines)
+    assert autosize.resolve(out) is out  # resolved configs never re-probe
+
+
+def test_a_run_records_the_resolved_shape_and_resume_keeps_it(tiny_data, tmp_path, monkeypatch) -> None:
+
+    from pgolf.autosize import resolve_for_run
+    from pgolf.config import load_config
+
+    cfg = apply_changes(get_preset("tiny"), [("data.path", str(tiny_data)), ("model.vocab_size", 384),
+                                             ("train.autosize", True), ("train.max_wallclock_seconds", 60),
+                                             ("train.autosize_min_steps", 1)])
+    monkeypatch.setattr(autosize, "probe", lambda c: _rate(c, 550.0, 87.0))
+    out, lines = resolve_for_run(cfg, tmp_path, resume=False)
+    assert not out.train.autosize and lines and lines[-1].startswith("autosize: chose")
+    (tmp_path / "config.json").write_text(out.to_json())
+    monkeypatch.setattr(autosize, "probe", lambda c: (_ for _ in ()).throw(AssertionError("re-probed")))
+    again, lines2 = resolve_for_run(cfg, tmp_path, resume=True)
+    assert again.to_dict() == load_config(str(tmp_path / "config.json")).to_dict() == out.to_dict()
+    assert "resumed" in lines2[0]
