@@ -252,6 +252,9 @@ def build_run_record(run_dir: str | Path, *, kind: str, metrics: dict[str, Any] 
         metrics = _read_json(d / "metrics.json") if stage == "run" else None
     if metrics is None:
         metrics = log.train_metrics()
+    # `pgolf eval` merges its per-method results into metrics.json under "evals" later; they are eval
+    # records of their own, and the run keeps the identity (run_id) it was recorded with
+    metrics = {k: v for k, v in metrics.items() if k != "evals"}
     flat = flat_config(cfg)
     data_path = str(flat.get("data.path") or "")
     data_dir = log.data_dir or (data_path if data_path else None)
