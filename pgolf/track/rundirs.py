@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pgolf.errors import DataError
+from pgolf.track.record import flat_config
 
 CONFIG, METRICS, LOG = "config.json", "metrics.json", "train.log"
 SEED_KEY = "train.seed"
@@ -40,17 +41,6 @@ _VAL = re.compile(rf"^step:(\d+)/\d+ val_loss:{_NUM} val_bpb:{_NUM} train_time:(
 _HEADER = re.compile(r"^# pgolf run (\S+)")
 _RESUME = re.compile(r"^resume: step:(\d+)\b")
 _HARDWARE = re.compile(r"^# hardware: (\{.*\})\s*$")
-
-
-def flatten_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"model": {"attn": {"xsa_layers": [7, 8]}}}`` → ``{"model.attn.xsa_layers": [7, 8]}``."""
-    out: dict[str, Any] = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            out.update(flatten_config(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def config_hash(flat: dict[str, Any]) -> str:
@@ -141,7 +131,7 @@ def record_from_run_dir(path: str | Path, run_id: str | None = None) -> dict[str
     metrics = _read_json(d / METRICS) if (d / METRICS).is_file() else {}
     log = parse_log((d / LOG).read_text(encoding="utf-8", errors="replace")) if (d / LOG).is_file() else \
         {"curves": {"train": [], "val": []}, "created": None, "machine": None}
-    flat = flatten_config(config)
+    flat = flat_config(config)  # the registry's normalised flattening, so both hash alike
     created = log["created"] or datetime.fromtimestamp((d / CONFIG).stat().st_mtime, timezone.utc).isoformat()
     seed = flat.get(SEED_KEY)
     data_path = flat.get("data.path")
