@@ -174,6 +174,26 @@ def _random_batch(vocab: int, rows: int, width: int, device: torch.device, seed:
     return t[:, :-1].to(device), t[:, 1:].to(device)
 
 
+
+def _full_model_step_seconds(model, vocab: int, cfg, seq_len: int, device, amp_dtype: str, seed: int) -> float:
+    """Seconds per trained target of one full-model forward + backward on random tokens (one warm-up call,
+    then one timed; gradients dropped, ``requires_grad`` restored off) — the rate the budget projects with."""
+    gx, gy = _random_batch(vocab, cfg.sgd_batch_seqs, seq_len, device, seed + 1)
+    params = list(model.parameters())
+
+    def fwd_bwd():
+        for p in params:
+            p.requires_grad_(True)
+        with amp_context(device, amp_dtype):
+            ce, _ = score_logits(model, gx, gy)
+        ce.mean().backward()
+        for p in params:
+            p.grad = None
+            p.requires_grad_(False)
+
+    fwd_bwd()
+    return _time(fwd_bwd) / (cfg.sgd_batch_seqs * seq_len)
+
 def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, device, amp_dtype, clock: EvalClock,
                  hints_t, seed) -> dict:
     tokens = tokens_t.numpy()
@@ -219,21 +239,7 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
         t_global = 0.0
         lora.detach()
         if n_phases:
-            gx, gy = _random_batch(vocab, cfg.sgd_batch_seqs, seq_len, device, seed + 1)
-            params = list(model.parameters())
-
-            def global_fwd_bwd():
-                for p in params:
-                    p.requires_grad_(True)
-                with amp_context(device, amp_dtype):
-                    ce, _ = score_logits(model, gx, gy)
-                ce.mean().backward()
-                for p in params:
-                    p.grad = None
-                    p.requires_grad_(False)
-
-            global_fwd_bwd()
-            t_global = _time(global_fwd_bwd) / (cfg.sgd_batch_seqs * seq_len)  # per trained target
+            t_global = _full_model_step_seconds(model, vocab, cfg, seq_len, device, amp_dtype, seed)
         del lora, opt
 
     total_targets = int(ns.sum())
@@ -365,21 +371,7 @@ def _sgd_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, stride, doc_a
 
         score_once()
         t_score = _time(score_once) / rows  # per window
-        gx, gy = _random_batch(vocab, cfg.sgd_batch_seqs, seq_len, device, seed + 1)
-        params = list(model.parameters())
-
-        def fwd_bwd():
-            for p in params:
-                p.requires_grad_(True)
-            with amp_context(device, amp_dtype):
-                ce, _ = score_logits(model, gx, gy)
-            ce.mean().backward()
-            for p in params:
-                p.grad = None
-                p.requires_grad_(False)
-
-        fwd_bwd()
-        t_train = _time(fwd_bwd) / (cfg.sgd_batch_seqs * seq_len)  # per trained target
+        t_train = _full_model_step_seconds(model, vocab, cfg, seq_len, device, amp_dtype, seed)
     clock.require(len(w) * t_score, f"scoring {len(w):,} sliding windows")
     score_rate, train_rate = Rate(), Rate()
     adapt = cfg.sgd_epochs > 0
