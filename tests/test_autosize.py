@@ -55,8 +55,15 @@ def test_a_slower_machine_gets_a_smaller_model_and_a_cap_binds() -> None:
     assert slow.params < fast.params
     small_cap, _ = choose(_cfg(cap=300_000), _rate(cfg, 550.0, 87.0))
     assert small_cap.model_bytes <= 300_000 < fast.model_bytes
+    # no shape reaches the floor (a short budget on a slow machine): the step-rich half stays eligible
+    relaxed, table = choose(_cfg(floor=10**6), _rate(cfg, 550.0, 87.0))
+    everything, all_table = choose(_cfg(floor=1), _rate(cfg, 550.0, 87.0))
+    most = max(ch.steps for ch in all_table)
+    key = lambda c: tuple(c.changes().values())  # noqa: E731
+    assert min(ch.steps for ch in table) >= most // 2
+    assert {key(c) for c in all_table if c.steps >= most // 2} == {key(c) for c in table}
     with pytest.raises(ConfigError, match="no candidate"):
-        choose(_cfg(floor=10**6), _rate(cfg, 550.0, 87.0))
+        choose(_cfg(cap=1000), _rate(cfg, 550.0, 87.0))
     with pytest.raises(ConfigError, match="wallclock"):
         choose(_cfg(seconds=0), _rate(cfg, 550.0, 87.0))
 
