@@ -21,6 +21,7 @@ import pgolf
 from pgolf.artifact import bundler
 from pgolf.artifact.budget import code_bytes
 from pgolf.artifact.minify import minify, prepare, render, shake, strip
+from pgolf.artifact.prune import stub_source
 from pgolf.cli import main
 from pgolf.config import RunConfig, apply_overrides, field_types, flatten
 from pgolf.errors import ConfigError
@@ -75,8 +76,8 @@ def test_selection_is_closed_ordered_and_on_the_training_path(preset):
     mods = list(sel.modules)
     assert mods[-1] == bundler.ENTRY and len(set(mods)) == len(mods)
     pos = {m: i for i, m in enumerate(mods)}
-    for m in mods:
-        s = bundler.scan(m, ROOT)
+    for m in mods:  # as bundled: switch-dead bodies stubbed, definitions nothing refers to removed
+        s = bundler.scan(m, ROOT, bundler.stubs_for(get_preset(preset), m), sel.shaken.get(m, ()))
         for d in s.eager:  # imported when m loads: bundled, and placed before m (no eager cycle exists)
             assert d in pos and pos[d] < pos[m], (m, d)
         for d in s.lazy:  # imported inside a function: bundled or named as left out
@@ -124,9 +125,10 @@ def test_the_walker_reads_imports_the_way_python_runs_them(tmp_path):
 
 
 def test_bundler_is_standard_library_only():
-    for m in ("pgolf.artifact.bundler", "pgolf.artifact.minify"):
+    for m in ("pgolf.artifact.bundler", "pgolf.artifact.minify", "pgolf.artifact.prune"):
         s = bundler.scan(m, ROOT)
-        assert set(s.eager) <= {"pgolf", "pgolf.config", "pgolf.errors", "pgolf.artifact", "pgolf.artifact.minify"}, s.eager
+        assert set(s.eager) <= {"pgolf", "pgolf.config", "pgolf.errors", "pgolf.artifact", "pgolf.artifact.minify",
+                                "pgolf.artifact.prune"}, s.eager
         assert bundler.third_party_imports((m,)) == ()
 
 
@@ -214,8 +216,12 @@ def test_readable_form_holds_each_module_verbatim_under_its_banner(tmp_path):
     g = _program_globals(tmp_path / "train_gpt.py")
     rels = ["pgolf/" + bundler.module_path(m, ROOT).relative_to(ROOT).as_posix() for m in b.modules]
     assert list(g["FILES"]) == rels
-    for rel in rels:
-        assert g["FILES"][rel] == (ROOT.parent / rel).read_text()
+    stubbed = 0
+    for m, rel in zip(b.modules, rels, strict=True):  # verbatim, but for the switch-dead bodies (one raise each)
+        stubs = dict(bundler.stubs_for(cfg, m))
+        assert g["FILES"][rel] == stub_source((ROOT.parent / rel).read_text(), stubs)
+        stubbed += len(stubs)
+    assert stubbed and "is not in this bundle: needs model.parallel_start > 0" in g["FILES"]["pgolf/model/gpt.py"]
     text = b.text
     banners = [line[len("# ==== "):-len(" ====")] for line in text.splitlines() if line.startswith("# ==== ")]
     assert banners == rels
@@ -247,7 +253,8 @@ def test_compact_form_is_the_minified_program_self_extracting(tmp_path):
     assert g["CONFIG"] == bundler.bundle_config(cfg)
     for rel, mini in g["FILES"].items():  # each the minified module, less only what nothing refers to
         m = rel[:-3].replace("/", ".").removesuffix(".__init__")
-        assert mini == render(strip((ROOT.parent / rel).read_text()), rel, b.pruned.get(m, ()))
+        src = stub_source((ROOT.parent / rel).read_text(), dict(bundler.stubs_for(cfg, m)))
+        assert mini == render(strip(src), rel, b.pruned.get(m, ()))
     assert b.pruned and all(isinstance(n, str) for v in b.pruned.values() for n in v)
     assert b.nbytes < readable.nbytes / 4 and b.text.isascii()
 

@@ -17,6 +17,18 @@ its switch and (2) its entry in :data:`OPTIONAL` says the switch is off. A modul
 is bundled whenever it is reached: pruning is opt-in, and a new technique costs bytes until it is
 declared, never a broken bundle (the bundle's importer names the switch if one is missing anyway).
 
+**Selection follows the tree shaking.** An import inside a top-level function (or a method of a class)
+that nothing in the bundle refers to is not followed: the selection and :func:`pgolf.artifact.minify.shake`
+run to a fixed point, so ``runner.eval_run`` — ``pgolf eval``'s driver, which the bundle's run never
+calls — brings none of the evaluation methods (TTT, sliding windows, the mixer).
+
+**Inside a module** (:data:`DEAD`, :mod:`pgolf.artifact.prune`). A technique that is a few lines of a
+shared module (XSA, the attention gates, parallel lanes, document masks, init variants in
+:mod:`pgolf.model.gpt`) is a function or method of its own, called only where its switch is on; when the
+switch is off its body ships as one ``raise`` naming the switch, in both forms, and what only that body
+used (helpers, imports, modules) goes with it. Tests trace the model's calls under every switch against
+these declarations (tests/test_bundle_prune.py).
+
 **Forms** (``export.code_form``). ``readable``: one Python file — a docstring (configuration, modules,
 what was left out and why, commands), the importer, the embedded configuration, then every module's
 source verbatim under a ``# ==== pgolf/model/gpt.py ====`` banner, in dependency order.
@@ -34,6 +46,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import dataclasses
 import functools
 import lzma
 import pprint
@@ -44,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pgolf.artifact import minify
+from pgolf.artifact import minify, prune
 from pgolf.config import RunConfig
 from pgolf.errors import ConfigError
 
@@ -100,6 +113,38 @@ NEVER: dict[str, str] = {
 }
 """Modules the bundle never runs although a function of a bundled module may import them."""
 
+DEAD: dict[str, Switch] = {
+    # pgolf.model.gpt: each technique's few lines are a function or method of their own, called only where
+    # the switch is on (the plan / the config); off, the body ships as one raise (pgolf.artifact.prune).
+    "pgolf.model.gpt:exclusive": Switch(lambda c: bool(c.model.attn.xsa_layers), "model.attn.xsa_layers non-empty"),
+    "pgolf.model.gpt:document_mask": Switch(lambda c: c.model.attn.doc_mask, "model.attn.doc_mask"),
+    "pgolf.model.gpt:CausalSelfAttention.head_gate": Switch(lambda c: c.model.attn.gate != "off",
+                                                             "model.attn.gate != off"),
+    "pgolf.model.gpt:GPT._gated_skip": Switch(lambda c: c.model.skips == "gated", "model.skips = gated"),
+    "pgolf.model.gpt:GPT._parallel": Switch(lambda c: c.model.parallel_start > 0, "model.parallel_start > 0"),
+    "pgolf.model.gpt:GPT._chunked_loss": Switch(lambda c: c.model.ce_chunk_tokens > 0, "model.ce_chunk_tokens > 0"),
+    "pgolf.model.gpt:GPT._chunk_ce": Switch(lambda c: c.model.ce_chunk_tokens > 0, "model.ce_chunk_tokens > 0"),
+    "pgolf.model.gpt:GPT._resid_mix_schedule": Switch(lambda c: c.model.resid_mix_init == "schedule",
+                                                       "model.resid_mix_init = schedule"),
+    "pgolf.model.gpt:overtone_": Switch(lambda c: c.model.embed_init == "overtone", "model.embed_init = overtone"),
+    "pgolf.model.gpt:orthogonal_init": Switch(lambda c: c.model.init != "default", "model.init != default"),
+    "pgolf.train.loop:_calibrate_in_reserve": Switch(lambda c: c.train.calib_reserve_seconds > 0,
+                                                     "train.calib_reserve_seconds > 0"),
+}
+"""Switch-dead definitions, ``"module:qualified.name"`` → when a configuration calls them: otherwise the
+bundle ships the body as a ``raise`` naming the switch (:mod:`pgolf.artifact.prune`). The tests trace
+the model's calls under each switch to check every entry against the code."""
+
+
+def stubs_for(cfg: RunConfig, module: str) -> tuple[tuple[str, str], ...]:
+    """``((qualified name, switch), …)`` of ``module``'s definitions that ``cfg`` never calls (:data:`DEAD`)."""
+    out = []
+    for key, sw in DEAD.items():
+        mod, _, name = key.partition(":")
+        if mod == module and not sw.needed(cfg):
+            out.append((name, sw.switch))
+    return tuple(sorted(out))
+
 
 # --------------------------------------------------------------------------- the import graph
 
@@ -141,8 +186,12 @@ def _resolve(name: str, root: Path) -> str:
 
 
 @functools.lru_cache(maxsize=512)
-def _scan_file(path: str, mtime_ns: int, size: int, module: str, is_package: bool, root: str) -> _Scan:
-    tree = ast.parse(Path(path).read_text(encoding="utf-8"), path)
+def _scan_file(path: str, mtime_ns: int, size: int, module: str, is_package: bool, root: str,
+               stubs: tuple[tuple[str, str], ...] = (), dead: tuple[str, ...] = ()) -> _Scan:
+    tree = ast.parse(_text(path, mtime_ns, size, stubs), path)
+    if dead:  # top-level definitions nothing refers to: the imports inside their functions never run
+        tree.body = [_without_functions(n) if minify.is_candidate(n) and n.name in dead else n  # type: ignore[attr-defined]
+                     for n in tree.body]
     rootp = Path(root)
     eager: set[str] = set()
     lazy: set[str] = set()
@@ -173,12 +222,25 @@ def _scan_file(path: str, mtime_ns: int, size: int, module: str, is_package: boo
     return _Scan(tuple(sorted(eager)), tuple(sorted(lazy - eager)))
 
 
-def scan(name: str, root: Path) -> _Scan:
+def _without_functions(node: ast.stmt) -> ast.stmt:
+    """A dead definition as far as imports go: a function contributes nothing; a class keeps the
+    statements of its body that run when the class is defined (the readable form still defines it)."""
+    if isinstance(node, ast.ClassDef):
+        body = [n for n in node.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        return ast.ClassDef(name=node.name, bases=node.bases, keywords=node.keywords, body=body or [ast.Pass()],
+                            decorator_list=node.decorator_list, type_params=getattr(node, "type_params", []))
+    return ast.Pass()
+
+
+def scan(name: str, root: Path, stubs: tuple[tuple[str, str], ...] = (), dead: tuple[str, ...] = ()) -> _Scan:
+    """The pgolf imports of module ``name`` (of its source with ``stubs`` applied and the top-level
+    definitions ``dead`` removed)."""
     path = module_path(name, root)
     if path is None:
         raise ConfigError(f"{name}: no such pgolf module under {root}")
     st = path.stat()
-    return _scan_file(str(path), st.st_mtime_ns, st.st_size, name, path.name == "__init__.py", str(root))
+    return _scan_file(str(path), st.st_mtime_ns, st.st_size, name, path.name == "__init__.py", str(root),
+                      stubs, dead)
 
 
 @dataclass(frozen=True)
@@ -187,17 +249,40 @@ class Selection:
     """Bundled modules in dependency order (a module after the modules it imports when it loads)."""
     left_out: dict[str, str]
     """Modules a bundled function could import that this configuration never reaches → why."""
+    shaken: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    """Top-level definitions nothing in the bundle refers to, per module: their imports are not followed."""
 
 
 def select_modules(cfg: RunConfig, root: Path | None = None) -> Selection:
-    """The modules the bundle of ``cfg`` holds, and those left out (see the module docstring)."""
+    """The modules the bundle of ``cfg`` holds, and those left out (see the module docstring).
+
+    To a fixed point with the tree shaking: an import inside a function nothing in the bundle refers to
+    (``runner.eval_run``'s evaluation methods, say: the bundle's run scores with the plain evaluation) is
+    not followed. Each round can only drop modules (fewer references, more dead definitions), so it ends."""
     root = root or package_root()
+    dead: dict[str, tuple[str, ...]] = {}
+    while True:
+        sel = _select(cfg, root, dead)
+        removed = minify.shake({m: _prepared_module(m, cfg, root) for m in sel.modules}, roots=[_loader_refs()])
+        now = {m: tuple(sorted(v)) for m, v in removed.items()}
+        if now == dead:
+            return dataclasses.replace(sel, shaken=dead)
+        dead = now
+
+
+def _prepared_module(m: str, cfg: RunConfig, root: Path) -> minify.Stripped:
+    path = module_path(m, root)
+    assert path is not None
+    return _prepared(*_stat(path), stubs_for(cfg, m))
+
+
+def _select(cfg: RunConfig, root: Path, dead: dict[str, tuple[str, ...]]) -> Selection:
     order: list[str] = []
     state: dict[str, int] = {}
     left: dict[str, str] = {}
 
     def deps(m: str) -> list[str]:
-        s = scan(m, root)
+        s = scan(m, root, stubs_for(cfg, m), dead.get(m, ()))
         parents = [".".join(m.split(".")[:i]) for i in range(1, m.count(".") + 1)]
         out = parents + list(s.eager)
         for d in s.lazy:
@@ -341,13 +426,19 @@ def _source(path: str, mtime_ns: int, size: int) -> str:
 
 
 @functools.lru_cache(maxsize=512)
-def _prepared(path: str, mtime_ns: int, size: int) -> minify.Stripped:
-    return minify.prepare(_source(path, mtime_ns, size), path)
+def _text(path: str, mtime_ns: int, size: int, stubs: tuple[tuple[str, str], ...] = ()) -> str:
+    """The module's source with its switch-dead definitions stubbed (:data:`DEAD`)."""
+    return prune.stub_source(_source(path, mtime_ns, size), dict(stubs), path)
+
+
+@functools.lru_cache(maxsize=512)
+def _prepared(path: str, mtime_ns: int, size: int, stubs: tuple[tuple[str, str], ...] = ()) -> minify.Stripped:
+    return minify.prepare(_text(path, mtime_ns, size, stubs), path)
 
 
 @functools.lru_cache(maxsize=1024)
-def _minified(path: str, mtime_ns: int, size: int, drop: tuple[str, ...]) -> str:
-    return minify.render(_prepared(path, mtime_ns, size).tree, path, drop)
+def _minified(path: str, mtime_ns: int, size: int, stubs: tuple[tuple[str, str], ...], drop: tuple[str, ...]) -> str:
+    return minify.render(_prepared(path, mtime_ns, size, stubs).tree, path, drop)
 
 
 @functools.lru_cache(maxsize=1)
@@ -355,20 +446,22 @@ def _loader_refs() -> Counter[str]:
     return minify.references(ast.parse(LOADER + MAIN))
 
 
-def _sources(sel: Selection, root: Path, compact: bool) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """``{"pgolf/x.py": text}`` of the selected modules — verbatim, or minified and shaken (compact) —
-    and the names :func:`pgolf.artifact.minify.shake` removed per module. Cached per source file."""
+def _sources(cfg: RunConfig, sel: Selection, root: Path, compact: bool) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """``{"pgolf/x.py": text}`` of the selected modules — verbatim but for the stubbed switch-dead bodies,
+    or minified and shaken (compact) — and the names :func:`pgolf.artifact.minify.shake` removed per
+    module. Cached per source file."""
     paths = {}
     for m in sel.modules:
         path = module_path(m, root)
         assert path is not None
         paths[m] = path
+    stubs = {m: stubs_for(cfg, m) for m in sel.modules}
     if not compact:
-        return {_rel(p, root): _source(*_stat(p)) for p in paths.values()}, {}
+        return {_rel(p, root): _text(*_stat(p), stubs[m]) for m, p in paths.items()}, {}
     stats = {m: _stat(p) for m, p in paths.items()}
-    removed = minify.shake({m: _prepared(*st) for m, st in stats.items()}, roots=[_loader_refs()])
-    return ({_rel(paths[m], root): _minified(*st, tuple(sorted(removed.get(m, ())))) for m, st in stats.items()},
-            removed)
+    removed = minify.shake({m: _prepared(*st, stubs[m]) for m, st in stats.items()}, roots=[_loader_refs()])
+    return ({_rel(paths[m], root): _minified(*st, stubs[m], tuple(sorted(removed.get(m, ()))))
+             for m, st in stats.items()}, removed)
 
 
 def _docstring(cfg: RunConfig, sel: Selection, packages: tuple[str, ...]) -> str:
@@ -413,7 +506,7 @@ def render(cfg: RunConfig, *, compact: bool, root: Path | None = None) -> Render
     """The bundle of ``cfg`` in the compact or readable form (module docstring)."""
     root = root or package_root()
     sel = select_modules(cfg, root)
-    files, pruned = _sources(sel, root, compact)
+    files, pruned = _sources(cfg, sel, root, compact)
     config = bundle_config(cfg)
     if not compact:
         packages = third_party_imports(sel.modules, root)

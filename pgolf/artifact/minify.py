@@ -104,7 +104,7 @@ def render(tree: ast.Module, filename: str = "<source>", drop: Iterable[str] = (
     string on one line); if one occurs, the result is checked to parse back to the same tree."""
     drop = set(drop)
     if drop:
-        tree = ast.Module(body=[s for s in tree.body if not (_candidate(s) and s.name in drop)],  # type: ignore[attr-defined]
+        tree = ast.Module(body=[s for s in tree.body if not (is_candidate(s) and s.name in drop)],  # type: ignore[attr-defined]
                           type_ignores=[])
     plain = ast.unparse(tree)
     text = _reindent(plain)
@@ -138,7 +138,8 @@ def references(node: ast.AST) -> Counter[str]:
     return out
 
 
-def _candidate(node: ast.stmt) -> bool:
+def is_candidate(node: ast.stmt) -> bool:
+    """A top-level definition :func:`shake` may remove."""
     if isinstance(node, ast.ClassDef) and node.keywords:
         return False
     return (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.decorator_list
@@ -159,7 +160,7 @@ class Stripped:
 
 def prepare(source: str, filename: str = "<source>") -> Stripped:
     tree = strip(source, filename)
-    defs = tuple((s.name, references(s)) for s in tree.body if _candidate(s))  # type: ignore[attr-defined]
+    defs = tuple((s.name, references(s)) for s in tree.body if is_candidate(s))  # type: ignore[attr-defined]
     return Stripped(tree, references(tree), defs)
 
 

@@ -127,16 +127,14 @@ class CausalSelfAttention(nn.Module):
             self.gate_w = nn.Parameter(w)  # [H, d] or [H, w]
             declare(self, gate_w=Role.GATE)
 
-    def head_gate(self, x: Tensor) -> Tensor | None:
-        """[B,T,H] multipliers of the head outputs, or None (no gate)."""
+    def head_gate(self, x: Tensor) -> Tensor:
+        """[B,T,H] multipliers of the head outputs (called only when ``attn.gate`` is not ``off``)."""
         k = self.gate_kind
         if k == "out":
             return 2.0 * torch.sigmoid(self.gate(x[..., : self.gate_window]))
         if k == "dense":
             return torch.sigmoid(F.linear(x, self.gate_w.to(x.dtype)))
-        if k == "sparse":
-            return torch.sigmoid(self.gate_scale * F.linear(x[..., : self.gate_window], self.gate_w.to(x.dtype)))
-        return None
+        return torch.sigmoid(self.gate_scale * F.linear(x[..., : self.gate_window], self.gate_w.to(x.dtype)))
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, xsa: bool = False, v_extra: Tensor | None = None,
                 mask: Tensor | None = None) -> Tensor:
@@ -156,9 +154,8 @@ class CausalSelfAttention(nn.Module):
         y = causal_attention(q.to(v.dtype), k.to(v.dtype), v, mask=mask)  # [B,H,T,D]
         if xsa:
             y = exclusive(y, v)
-        g = self.head_gate(x)
-        if g is not None:
-            y = y * g.transpose(1, 2).unsqueeze(-1).to(y.dtype)  # [B,H,T,1]
+        if self.gate_kind != "off":
+            y = y * self.head_gate(x).transpose(1, 2).unsqueeze(-1).to(y.dtype)  # [B,H,T,1]
         return self.proj(y.transpose(1, 2).reshape(B, T, d))
 
 
@@ -346,24 +343,32 @@ class GPT(nn.Module):
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=self.cfg.tied_embed_init_std)
         if self.cfg.embed_init == "overtone":
             overtone_(self.tok_emb.weight)
-        if self.cfg.resid_mix_init == "schedule":  # [03-19f]: m0 = σ(3(i/(L−1) − ½)), m1 = 1 − m0
-            L = self.cfg.num_layers
-            with torch.no_grad():
-                for i, b in enumerate(self.blocks):
-                    m0 = torch.sigmoid(torch.tensor(3.0 * (i / max(L - 1, 1) - 0.5)))
-                    b.resid_mix[0].fill_(float(m0))
-                    b.resid_mix[1].fill_(float(1 - m0))
+        if self.cfg.resid_mix_init == "schedule":
+            self._resid_mix_schedule()
         if self.cfg.init != "default":
             orthogonal_init(self, self.cfg.num_layers, override_zero_proj=self.cfg.init == "orthogonal_records")
+
+    def _resid_mix_schedule(self) -> None:
+        """[03-19f] residual-mix schedule init: block i gets m0 = σ(3(i/(L−1) − ½)), m1 = 1 − m0."""
+        L = self.cfg.num_layers
+        with torch.no_grad():
+            for i, b in enumerate(self.blocks):
+                m0 = torch.sigmoid(torch.tensor(3.0 * (i / max(L - 1, 1) - 0.5)))
+                b.resid_mix[0].fill_(float(m0))
+                b.resid_mix[1].fill_(float(1 - m0))
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def _merge_skip(self, j: int, x: Tensor, skip: Tensor) -> Tensor:
         s = self.skip_weights[j].to(x.dtype) * skip
-        if self.cfg.skips == "gated":  # σ(g)⊙x + (1 − σ(g))⊙(w⊙skip)
-            return torch.lerp(s, x, torch.sigmoid(self.skip_gates[j].to(x.dtype)))
+        if self.cfg.skips == "gated":
+            return self._gated_skip(j, x, s)
         return x + s
+
+    def _gated_skip(self, j: int, x: Tensor, s: Tensor) -> Tensor:
+        """Sigmoid-gated U-Net skip ([04-01] PR #1218, from PR #1089): σ(g)⊙x + (1 − σ(g))⊙(w⊙skip)."""
+        return torch.lerp(s, x, torch.sigmoid(self.skip_gates[j].to(x.dtype)))
 
     def _untied_mlp(self, layer: LayerPlan) -> nn.Module | None:
         """The repeated pass's own MLP (``recur.untie_mlp``), or None for the block's."""
