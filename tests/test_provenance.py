@@ -342,3 +342,66 @@ def test_a_directory_without_manifest_is_checked_with_the_tolerance(tiny_data: P
     assert checker is not None and checker.tolerance == P.FOREIGN_TOLERANCE
     with pytest.raises(DataError, match=r"1 of the 20 validation documents \(5\.0%\)"):  # 1 of 20 is over 1 %
         checker.check(n, read_shard(d / shard_name("train", n)))
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_prescan_split_over_ranks_finds_what_the_whole_scan_finds(tmp_path: Path, world: int) -> None:
+    """Rank r checks its block of shards (and the head of the next one): together the ranks find every
+    validation document find_overlap finds, including the copies cut by shard (and block) boundaries."""
+    rng = np.random.default_rng(5)
+    vdocs = [_doc(rng, 200) for _ in range(6)]
+    val = np.concatenate(vdocs)
+    parts = [_doc(rng, 100), vdocs[4], _doc(rng, 100), vdocs[1], _doc(rng, 50), _mutate(rng, vdocs[2], 0.01),
+             _doc(rng, 80), vdocs[5]]
+    train = np.concatenate(parts)
+    at = np.cumsum([0] + [p.size for p in parts])
+    cuts = [int(at[1] + 50), int(at[3] + 80), int(at[5] + 60), int(at[5] + 120), int(at[7] + 10)]
+    files = _write_stream(tmp_path / "d", train, cuts)
+    want = {o.val_doc for o in P.find_overlap(files, val)}
+    assert want == {1, 2, 4, 5}
+    fp = P.ValFingerprints.from_tokens(val)
+    local = []
+    for rank in range(world):
+        c = P.OverlapChecker(fp, files, tolerance=1.0)  # never refuses: collect what each rank sees
+        c.prescan(rank, world, reduce=lambda h, op: (local.append(h.copy()), h)[1] if h.size == len(vdocs) else h)
+        assert c.checked == set(range(len(files)))  # the loader checks nothing afterwards
+    assert {int(i) for h in local for i in np.flatnonzero(h)} == want
+    # strict: every rank refuses, with the reduced verdict, even a rank whose own block is clean
+    # strict, ranks in parallel: every rank refuses with the same evidence, even a rank whose block is clean
+    errors = _ThreadRanks(world).run(lambda r, red: P.OverlapChecker(fp, files).prescan(r, world, reduce=red))
+    assert all(isinstance(e, DataError) for e in errors) and len({str(e) for e in errors}) == 1
+    assert str(errors[0]).startswith(P.find_overlap(files, val)[0].describe() + " (and 3 more)")
+    clean = _write_stream(tmp_path / "clean", np.concatenate([_doc(rng, 90) for _ in range(9)]), [200, 400, 600])
+    assert P.OverlapChecker(fp, clean).prescan(0, 1) == (4, 9 * 91)  # _doc: BOS + n ids
+
+
+
+class _ThreadRanks:
+    """``world`` threads as ranks with an all-reduce over a barrier (a stand-in for torch.distributed)."""
+
+    def __init__(self, world: int) -> None:
+        import threading
+
+        self.world, self.barrier, self.slots = world, threading.Barrier(world), [None] * world
+
+    def reduce(self, rank: int):
+        def all_reduce(h: np.ndarray, op: str) -> np.ndarray:
+            self.slots[rank] = np.array(h, dtype=np.float64)
+            self.barrier.wait()
+            out = {"max": np.max, "min": np.min, "sum": np.sum}[op](np.stack(self.slots), axis=0)
+            self.barrier.wait()
+            return out
+        return all_reduce
+
+    def run(self, fn) -> list:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.world) as ex:
+            futures = [ex.submit(fn, r, self.reduce(r)) for r in range(self.world)]
+            out = []
+            for f in futures:
+                try:
+                    out.append(f.result(timeout=60))
+                except DataError as e:
+                    out.append(e)
+            return out

@@ -47,7 +47,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -454,19 +454,80 @@ class OverlapChecker:
         """Check shard ``index`` (once); DataError when the overlap found so far is more than allowed."""
         if index in self.checked:
             return
+        self._scan(index, tokens)
+        self._verdict({o.val_doc for o in self.found})
+
+    def _scan(self, index: int, tokens: np.ndarray) -> None:
         overlaps, self._carry = _scan_shard(self.fp, self.files, index, tokens, self._carry,
                                             last=index == len(self.files) - 1)
         self.checked.add(index)
         self.found += overlaps
-        docs = len({o.val_doc for o in self.found})
+
+    def _verdict(self, val_docs: set[int], first: Overlap | None = None, total: int | None = None) -> None:
+        docs = len(val_docs)
+        first = first or (self.found[0] if self.found else None)
+        total = len(self.found) if total is None else total
         if docs and docs > self.tolerance * self.fp.documents:
-            o = overlaps[0] if overlaps else self.found[0]
-            more = f" (and {len(self.found) - 1} more)" if len(self.found) > 1 else ""
+            more = f" (and {total - 1} more)" if total > 1 else ""
             share = "" if not self.tolerance else (
                 f"; {docs} of the {self.fp.documents} validation documents ({docs / self.fp.documents:.1%}) are in "
                 f"the train shards, more than the {self.tolerance:.0%} allowed without pgolf fingerprints")
-            raise DataError(f"{o.describe()}{more}{share}: training refuses validation data in the train shards "
+            assert first is not None
+            raise DataError(f"{first.describe()}{more}{share}: training refuses validation data in the train shards "
                             "(rebuild the dataset with `pgolf data build`, which keeps them apart)")
+
+    def prescan(self, rank: int = 0, world_size: int = 1,
+                reduce: Callable[[np.ndarray, str], np.ndarray] | None = None) -> tuple[int, int]:
+        """Check every train shard now, before training (``data.overlap_prescan``): rank ``r`` of ``W``
+        checks the contiguous block ``[n·r/W, n·(r+1)/W)`` of the ``n`` shards (and the heads of the next
+        ones, up to the first BOS, to finish the document straddling the block's end); then ``reduce``
+        (an all-reduce over the ranks: ``reduce(array, "max" | "min" | "sum")``; None in one process)
+        combines which validation documents were found, how many overlaps and the first one in stream
+        order, so every rank reaches the same verdict with the same evidence — DataError on all of them,
+        never one rank raising while the others wait. Afterwards the loader checks nothing (:attr:`checked`
+        holds every shard). Returns (shards, tokens) this rank checked."""
+        n = len(self.files)
+        a, b = n * rank // world_size, n * (rank + 1) // world_size
+        tokens = 0
+        self._carry = None
+        for i in range(a, b):
+            t = _read(self.files[i])
+            tokens += t.size
+            self._scan(i, t)
+        j = b
+        while self._carry is not None and j < n:  # the block's last document continues into shard j (, j+1 …)
+            nxt = _read(self.files[j])
+            bos = np.flatnonzero(nxt == self.fp.bos_id)
+            head = nxt[: int(bos[0])] if bos.size else nxt
+            overlaps, self._carry = _scan_shard(self.fp, self.files, j, head, self._carry,
+                                                last=bool(bos.size) or j == n - 1)
+            self.found += overlaps
+            j += 1
+        self._carry = None
+        self.checked = set(range(n))
+        hit = np.zeros(self.fp.documents, dtype=np.float64)
+        for o in self.found:
+            hit[o.val_doc] = 1
+        if reduce is None:
+            self._verdict({int(i) for i in np.flatnonzero(hit)})
+            return b - a, tokens
+        index = {str(f): k for k, f in enumerate(self.files)}
+        hit = reduce(hit, "max")
+        total = int(reduce(np.array([float(len(self.found))]), "sum")[0])
+        mine = min(self.found, key=lambda o: (index[o.shard], o.offset)) if self.found else None
+        key = float(index[mine.shard] * 2**40 + mine.offset) if mine else math.inf
+        first_key = float(reduce(np.array([key]), "min")[0])
+        vec = np.zeros(7)
+        if mine is not None and key == first_key:  # the rank holding the first overlap shares its evidence
+            vec[:] = [index[mine.shard], mine.offset, mine.length, mine.val_doc, mine.kind == "near",
+                      mine.anchors_hit, mine.anchors]
+        vec = reduce(vec, "sum")
+        first = None
+        if math.isfinite(first_key):
+            first = Overlap(str(self.files[int(vec[0])]), int(vec[1]), int(vec[2]), int(vec[3]),
+                            "near" if vec[4] else "exact", int(vec[5]), int(vec[6]))
+        self._verdict({int(i) for i in np.flatnonzero(hit)}, first, total)
+        return b - a, tokens
 
 
 def _scan_shard(fp: ValFingerprints, files: Sequence[Path], index: int, tokens: np.ndarray,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -36,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -154,8 +156,14 @@ def train(
             DDP._set_params_and_buffers_to_ignore_for_model(
                 compiled, [n for n, p in compiled.named_parameters() if id(p) in mat])
         fwd = DDP(compiled, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    overlap = data.overlap_checker() if cfg.data.overlap_check else None
+    if overlap is not None and cfg.data.overlap_prescan:  # before the clock; each rank checks its share
+        t0 = time.perf_counter()
+        shards, tokens = overlap.prescan(rank, world, functools.partial(_reduce_over_ranks, device=device) if world > 1 else None)
+        log(f"overlap: no validation document in the {len(overlap.files)} train shards; this rank checked {shards} "
+            f"({tokens:,} tokens) in {time.perf_counter() - t0:.2f}s before the training clock")
     loader = DistributedTokenLoader(data.spec.train_files, rank, world, device, vocab_size=cfg.model.vocab_size,
-                                    overlap=data.overlap_checker() if cfg.data.overlap_check else None)
+                                    overlap=overlap)
     suffix = "" if rank == 0 else f".rank{rank}"
 
     def val_subset() -> ValData:
@@ -362,6 +370,13 @@ def train(
     save(step, live_state)
     return TrainResult(model=model, steps=step, train_seconds=train_seconds, tokens_seen=tokens_seen,
                        stopped_by=stopped_by, last_val=last_val, losses=losses)
+
+
+def _reduce_over_ranks(a: np.ndarray, op: str, device: torch.device) -> np.ndarray:
+    """All-reduce (``op``: max, min, sum) of a float64 array over the ranks — the overlap prescan's
+    verdict, the same on every rank; on ``device`` (NCCL reduces CUDA tensors only)."""
+    t = torch.from_numpy(np.asarray(a, dtype=np.float64)).to(device)
+    return dist.all_reduce_(t, op).cpu().numpy()
 
 
 def _calibrate_in_reserve(cfg: RunConfig, model: GPT, loader: DistributedTokenLoader, accum: int,
