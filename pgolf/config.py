@@ -682,6 +682,11 @@ class EvalConfig:
     """Wallclock of one ``pgolf eval`` method, from opening the artifact to the last token (load,
     dequantize, compile warm-up, precompute, scoring, adaptation); adaptation degrades to stay inside it
     (:mod:`pgolf.eval.budget`). 0 = no budget."""
+    method: Literal["plain", "sliding", "ttt", "mix", "sliding+mix", "ttt+mix"] = "plain"
+    """The evaluation that scores ``pgolf run`` (and its bundle, as a record's ``train_gpt.py`` scores
+    itself): after the plain round-trip line, any other method runs as ``pgolf eval --method`` does
+    (``eval.sliding`` / ``eval.ttt`` / ``eval.mix``, on its own ``budget_seconds`` clock started when the
+    artifact is opened) and its ``final_<scheme>_<method>_exact`` line and metrics are the run's score."""
     sliding: SlidingConfig = field(default_factory=SlidingConfig)
     ttt: TttConfig = field(default_factory=TttConfig)
     mix: MixConfig = field(default_factory=MixConfig)

@@ -74,6 +74,10 @@ class Preflight:
     train_flops_per_token: float
     artifact_bytes: int
     eval_seconds: float | None
+    """Forward FLOPs of the plain round trip over the validation tokens at the eval rate, plus, for
+    ``eval.method`` sliding, that × seq_len/stride (each window scores ``stride`` new tokens: [03-22] at
+    seq 2048 stride 64 → 94 s predicted on 8×H100, CATALOGUE §2.6 reports ≈70–120 s for such stacks);
+    None when unknown (no validation size, or TTT / mixing, whose adaptation is not modelled)."""
     eval_tokens: int | None
     method: str
 
@@ -169,7 +173,13 @@ def preflight(cfg: RunConfig, hardware: str, *, artifact_bytes: int | None = Non
         n_val = VAL_TOKENS_CASEOPS if "caseops" in cfg.data.path else VAL_TOKENS.get(m.vocab_size)
     eval_s = None
     if n_val is not None and eval_rate is not None:
-        eval_s = n_val * forward_flops_per_token(m, cfg.eval.seq_len or t.seq_len) / eval_rate
+        seq = cfg.eval.seq_len or t.seq_len
+        eval_s = n_val * forward_flops_per_token(m, seq) / eval_rate  # the plain round trip
+        ev = cfg.eval
+        if ev.method.startswith("sliding"):  # + the scoring pass: windows of seq tokens, each scoring stride new ones
+            eval_s += eval_s * seq / max(min(ev.sliding.stride, seq), 1)
+        elif ev.method != "plain":  # TTT / the mixer: adaptation time is not modelled
+            eval_s = None
     if artifact_bytes is None:
         from pgolf.export.planner import estimate_artifact_bytes
 

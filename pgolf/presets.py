@@ -179,14 +179,16 @@ RECORD_0322 = {
     "train.qat.bits": 6,
     "train.qat.start_lr_mult": 0.15,
     "eval.seq_len": 2048,
+    "eval.method": "sliding",               # the record's score: sliding window, stride 64 ([03-19e], CATALOGUE §2.6)
+    "eval.sliding.stride": 64,
     "export.scheme": "budget",              # the byte-budget search until GPTQ-lite's own scheme is chosen
 }
 """[03-22] ``2026-03-22_11L_EMA_GPTQ-lite_warmdown3500_QAT015_1.1233`` (PR #414; 1.1228 best seed,
 1.1233 mean): every setting that differs from the baseline, with its source. 26,993,756 parameters, as
 ``train_seed1337.log``'s ``model_params``. Not reproduced: the record's "tight SWA" (accumulated, never
 applied, CATALOGUE §5.2), its export (int6 GPTQ-lite + zstd-22: scheme ``int6_gptqlite_zstd``; here the
-byte-budget search fills the 16 MB) and its sliding-window stride-64 evaluation (joins with the
-evaluation issue). Needs FineWeb sp1024 shards and 8×H100 for its 600 s."""
+byte-budget search fills the 16 MB). Its score is the sliding-window stride-64 evaluation
+(``eval.method``), after the plain round-trip line, as in its log. Needs FineWeb sp1024 shards and 8×H100 for its 600 s."""
 
 derive("record-0322", "baseline", RECORD_0322,
        doc="[03-22] PR #414, 1.1228: 11L×512 MLP3×, BigramHash 2048, SmearGate, XSA-4, partial RoPE, LN scale, "

@@ -126,3 +126,27 @@ def test_bad_input_one_line_and_nothing_written(run_dir, tiny_data, tmp_path, ca
     for p in tmp_path.glob("docs*.jsonl"):
         p.unlink()
     assert _snapshot(tmp_path) == before  # nothing written, not even a temp file
+
+
+def test_a_run_scored_by_its_configured_method_equals_pgolf_eval(tiny_data, tmp_path) -> None:
+    """``eval.method`` makes ``pgolf run`` (and a bundle) score itself as a record's train_gpt.py did: the
+    plain round-trip line first, then the method's line — the last score line, the one a review reads —
+    and metrics.json carries the method's numbers, equal to ``pgolf eval --method`` on the same artifact."""
+    from pgolf.submit.logparse import parse_log
+
+    out = tmp_path / "run"
+    sets = [*TINY, "--set", f"data.path={tiny_data}", "--set", "eval.method=sliding", "--set", "eval.sliding.stride=16",
+            "--set", "eval.seq_len=64"]
+    assert main(["run", "tiny", *sets, "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["eval_method"] == "sliding" and m["eval_within_budget"] is True
+    assert m["val_bpb"] < m["plain_val_bpb"]  # every token scored with more context
+    log = (out / "train.log").read_text()
+    plain_at, method_at = log.index("final_int8_zlib_roundtrip_exact"), log.index("final_int8_zlib_sliding_exact")
+    assert plain_at < method_at
+    final = parse_log(log).final()
+    assert final is not None and final.val_bpb == pytest.approx(m["val_bpb"], abs=5e-9)
+    ref = tmp_path / "ref-metrics.json"
+    assert main(["eval", str(out), "--method", "sliding", "--metrics", str(ref)]) == 0
+    again = json.loads(ref.read_text())["evals"]["sliding"]
+    assert again["val_bpb"] == m["val_bpb"] and again["val_loss"] == m["val_loss"]

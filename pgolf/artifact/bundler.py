@@ -128,6 +128,7 @@ DEAD: dict[str, Switch] = {
                                                        "model.resid_mix_init = schedule"),
     "pgolf.model.gpt:overtone_": Switch(lambda c: c.model.embed_init == "overtone", "model.embed_init = overtone"),
     "pgolf.model.gpt:orthogonal_init": Switch(lambda c: c.model.init != "default", "model.init != default"),
+    "pgolf.runner:_final_method": Switch(lambda c: c.eval.method != "plain", "eval.method != plain"),
     "pgolf.train.loop:_calibrate_in_reserve": Switch(lambda c: c.train.calib_reserve_seconds > 0,
                                                      "train.calib_reserve_seconds > 0"),
 }
