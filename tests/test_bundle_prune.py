@@ -161,3 +161,27 @@ def test_an_off_switch_leaves_its_code_and_its_modules_out():
     program_on = bundler.render(on, compact=True).program
     assert "exclusive is not in this bundle" not in program_on and "orthogonal_(" in program_on
     assert len(bundler.render(on, compact=True).data) > len(bundler.render(cpu, compact=True).data)
+
+
+def test_an_int8_run_never_reaches_the_low_bit_families(tiny_data, tmp_path):
+    """export.scheme int8_zlib writes and reads only registered schemes (the bundle stubs family_scheme);
+    an int6 scheme does reach it."""
+    from pgolf.runner import run
+
+    grid_file = str(ROOT / "quant" / "grid.py")
+    for scheme, expect in (("int8_zlib", False), ("int6_gptqlite_zstd", True)):
+        cfg = apply_overrides(get_preset("tiny"), [f"data.path={tiny_data}", "model.vocab_size=384", "train.iterations=2",
+                                                   f"export.scheme={scheme}", "data.val_max_tokens=4096"])
+        assert bundler.DEAD["pgolf.quant.grid:family_scheme"].needed(cfg) is expect
+        called: set[str] = set()
+
+        def prof(frame, event, arg, called=called):
+            if event == "call" and frame.f_code.co_filename == grid_file:
+                called.add(frame.f_code.co_qualname)
+
+        sys.setprofile(prof)
+        try:
+            run(cfg, tmp_path / scheme, progress=False)
+        finally:
+            sys.setprofile(None)
+        assert ("family_scheme" in called) is expect, scheme

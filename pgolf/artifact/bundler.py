@@ -128,6 +128,9 @@ DEAD: dict[str, Switch] = {
                                                        "model.resid_mix_init = schedule"),
     "pgolf.model.gpt:overtone_": Switch(lambda c: c.model.embed_init == "overtone", "model.embed_init = overtone"),
     "pgolf.model.gpt:orthogonal_init": Switch(lambda c: c.model.init != "default", "model.init != default"),
+    # the low-bit families (int2..7, ternary, +LQER) of pgolf.quant.grid: int8_zlib stores only the registered
+    # int8_row / int8_tensor / float schemes, so its bundle neither writes nor reads a family member
+    "pgolf.quant.grid:family_scheme": Switch(lambda c: c.export.scheme != "int8_zlib", "export.scheme != int8_zlib"),
     "pgolf.runner:_final_method": Switch(lambda c: c.eval.method != "plain", "eval.method != plain"),
     "pgolf.train.loop:_calibrate_in_reserve": Switch(lambda c: c.train.calib_reserve_seconds > 0,
                                                      "train.calib_reserve_seconds > 0"),
