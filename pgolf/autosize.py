@@ -12,7 +12,9 @@ The rule (documented, deterministic given the probe):
    ``train.amp_dtype`` resolves to) of the reference shape — the config as given — at two micro-batch
    sizes B₁ < B₂ (:func:`pgolf.preflight.measure_cpu_ms_per_token`). A line through the two points,
    ms/step = o + B·F(ref)/R, gives the machine's effective training rate R (FLOP/s) and a per-step
-   overhead o (optimizer, launches), which is taken to scale with the parameter count.
+   overhead o (optimizer, launches), which is taken to scale with the parameter count. Each point is the
+   fastest of 5 timed steps at the run's thread count; when the line is not physical (the larger batch
+   no faster per token than noise allows: slope ≤ 0 or o < 0), o = 0 and R comes from the larger batch.
 2. **Predict** for every candidate shape s (grid :data:`LAYERS` × :data:`DIMS`, head_dim 32, GQA 2:1 where
    the head count allows) and batch B ∈ :data:`BATCHES`: ms/step(s, B) = o·N_s/N_ref + B·F(s)/R, with F
    the matmul FLOPs per training token (:mod:`pgolf.model.flops`); steps S = budget / ms/step; tokens
@@ -113,9 +115,11 @@ def probe(cfg: RunConfig, *, small: int = 2048, large: int = 8192) -> Rate:
     ms = []
     for b in (small, large):
         c = apply_changes(cfg, [("train.batch_tokens", b)])
-        ms.append(measure_cpu_ms_per_token(c, None, steps=3, max_seconds=1e9) * b)  # ms/step at batch b
-    per_token = max((ms[1] - ms[0]) / (large - small), 1e-9)  # ms per token
-    overhead = max(ms[0] - small * per_token, 0.0)
+        ms.append(measure_cpu_ms_per_token(c, None, steps=5, max_seconds=1e9) * b)  # ms/step at batch b
+    per_token = (ms[1] - ms[0]) / (large - small)  # ms per token
+    overhead = ms[0] - small * per_token
+    if per_token <= 0 or overhead < 0:  # not a physical line (timing noise): all of the time scales with B
+        per_token, overhead = ms[1] / large, 0.0
     f = train_flops_per_token(cfg.model, seq)
     return Rate(flops=f / (per_token / 1000.0), overhead_ms=overhead, ref_params=count_params(cfg.model),
                 seconds=time.perf_counter() - t0)

@@ -82,6 +82,12 @@ def test_probe_fits_the_line_through_two_batch_sizes(monkeypatch) -> None:
     assert calls == [2048, 8192]
     assert r.overhead_ms == pytest.approx(40.0)
     assert r.flops == pytest.approx(train_flops_per_token(cfg.model, 256) / 0.05e-3)
+    # noise that makes the larger batch no slower (seen with a neighbour on the CPU): no negative or
+    # infinite rate — all of the time is taken to scale with the batch
+    monkeypatch.setattr("pgolf.preflight.measure_cpu_ms_per_token", lambda c, looping, steps=2, max_seconds=20.0:
+                        (3000.0 if c.train.batch_tokens == 2048 else 2900.0) / c.train.batch_tokens)
+    r = autosize.probe(cfg, small=2048, large=8192)
+    assert r.overhead_ms == 0.0 and r.flops == pytest.approx(train_flops_per_token(cfg.model, 256) * 8192 / 2.9)
 
 
 def test_resolve_applies_the_choice_once(monkeypatch) -> None:
