@@ -5,11 +5,12 @@ user types, plus ``data.path``, the budget, the seed and the thread count — tr
 from disk and scored on the dataset's whole validation split. Prints one row per run and, per
 (dataset, budget), each preset's mean and its difference to the first preset named.
 
-    python bench/cpu_presets.py --presets cpu-auto cpu baseline-cpu \\
+    python bench/cpu_presets.py --presets cpu cpu-fixed baseline-cpu \\
         --data /work/data/enwiki /work/data/pysrc --seconds 600 60 --threads 1 \\
         --out /work/runs/presets --json /work/notes/cpu_presets.json
 
-Budgets below 600 s mimic a slower machine of the same kind (60 s ≈ a machine 10× slower): the
+(Until 2026-12-02 the autosized recipe was the preset ``cpu-auto`` and ``cpu`` the fixed shape, now
+``cpu-fixed``: the measurements in docs/benchmarks.md name them as they were then.) Budgets below 600 s mimic a slower machine of the same kind (60 s ≈ a machine 10× slower): the
 autosize probe sees the budget and sizes for it. Runs whose directory already holds ``metrics.json``
 are read, not re-run, so an interrupted sweep resumes.
 """
@@ -60,7 +61,7 @@ def _amp(out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--presets", nargs="+", default=["cpu-auto", "cpu", "baseline-cpu"])
+    ap.add_argument("--presets", nargs="+", default=["cpu", "cpu-fixed", "baseline-cpu"])
     ap.add_argument("--data", nargs="+", type=Path, required=True)
     ap.add_argument("--seconds", nargs="+", type=float, default=[600.0])
     ap.add_argument("--seeds", nargs="+", type=int, default=[1337])

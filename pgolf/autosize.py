@@ -175,15 +175,78 @@ def step_floor(cfg: RunConfig, candidates: list[Choice]) -> int:
     return cfg.train.autosize_min_steps if most >= cfg.train.autosize_min_steps else max(most // 2, 1)
 
 
+CACHE_FILE = "autosize.json"
+
+
+def machine_key(cfg: RunConfig) -> str:
+    """What a choice depends on: this machine (CPU model, flags, cores, torch threads and version) and
+    ``cfg`` without the fields that do not change the speed or the rule (seed, data paths, name)."""
+    import hashlib
+    import json
+    import os
+
+    import torch
+
+    from pgolf.precision import cpu_flags, cpu_model
+
+    base = apply_changes(cfg, [("train.seed", 0), ("data.path", ""), ("data.tokenizer", ""),
+                               ("train.autosize_cache", True)])
+    d = base.to_dict()
+    d.pop("name", None)
+    threads = cfg.train.threads or torch.get_num_threads()
+    key = {"cpu": cpu_model(), "flags": sorted(cpu_flags()), "cores": os.cpu_count(), "threads": threads,
+           "torch": torch.__version__, "config": d}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _cached(key: str) -> dict | None:
+    import json
+
+    from pgolf.fileio import cache_root
+
+    try:
+        entry = json.loads((cache_root() / CACHE_FILE).read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return entry if isinstance(entry, dict) and isinstance(entry.get("changes"), dict) else None
+
+
+def _remember(key: str, entry: dict) -> None:
+    import json
+
+    from pgolf import fileio
+
+    path = fileio.cache_root() / CACHE_FILE
+    try:
+        table = json.loads(path.read_text())
+        table = table if isinstance(table, dict) else {}
+    except (OSError, ValueError):
+        table = {}
+    table[key] = entry
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fileio.write_json(path, table)
+    except OSError:  # a read-only home: the run goes on, the next one probes again
+        pass
+
+
 def resolve(cfg: RunConfig, log=print) -> RunConfig:
     """``cfg`` with its shape chosen by the rule when ``train.autosize`` is on (else ``cfg`` unchanged).
-    The result has ``train.autosize`` off, so resolving twice (resume, export) never re-probes."""
+    The result has ``train.autosize`` off, so resolving twice (resume, export) never re-probes. With
+    ``train.autosize_cache`` a choice made before for this machine and configuration is reused."""
     if not cfg.train.autosize:
         return cfg
     from pgolf import dist
 
     if dist.world_size() > 1:
         raise ConfigError("train.autosize sizes a single-process CPU run; set the shape explicitly for torchrun")
+    key = machine_key(cfg) if cfg.train.autosize_cache else None
+    hit = _cached(key) if key else None
+    if hit is not None:
+        log(f"autosize: reused the shape chosen on {hit.get('date', '?')} for this machine and config "
+            f"(key {key}; train.autosize_cache=false probes again): {hit.get('choice', '')}")
+        out = apply_changes(cfg, [*hit["changes"].items(), ("train.autosize", False)])
+        return dataclasses.replace(out, name=cfg.name)
     rate = probe(cfg)
     best, table = choose(cfg, rate)
     floor = min(ch.steps for ch in table)
@@ -195,6 +258,9 @@ def resolve(cfg: RunConfig, log=print) -> RunConfig:
     for ch in table[:5]:
         log(f"autosize:   {ch.describe()}")
     log(f"autosize: chose {best.describe()}")
+    if key:
+        _remember(key, {"changes": best.changes(), "choice": best.describe(), "date": time.strftime("%Y-%m-%d %H:%M"),
+                        "probe": {"flops": rate.flops, "overhead_ms": rate.overhead_ms, "seconds": rate.seconds}})
     out = apply_changes(cfg, [*best.changes().items(), ("train.autosize", False)])
     return dataclasses.replace(out, name=cfg.name)
 

@@ -461,6 +461,11 @@ class TrainConfig:
     """Autosize: the largest estimated compressed model (the CPU track's 1,000,000-byte cap)."""
     autosize_min_steps: int = 400
     """Autosize: the fewest optimizer steps a candidate may get within the budget."""
+    autosize_cache: bool = True
+    """Autosize: reuse the shape chosen before for this machine (CPU model and flags, cores, threads, torch)
+    and this configuration (all but seed and data paths), kept in the user cache (``autosize.json`` under
+    ``$PGOLF_CACHE`` or ``~/.cache/pgolf``), so seeds and repeated runs train the same shape and compare;
+    False probes again (and records the new choice)."""
     calib_reserve_seconds: float = 0.0
     """GPTQ calibration on training tokens inside the training budget (CATALOGUE §2.5 "Calibration
     data": [03-29] reserves 14 s, [04-14] 4 s, [04-23]+ 0.5 s): when > 0 the loop trains until

@@ -52,3 +52,9 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def cache_root() -> Path:
+    """pgolf's user cache: ``$PGOLF_CACHE`` or ``~/.cache/pgolf`` (the embedded corpus, autosize choices)."""
+    env = os.environ.get("PGOLF_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "pgolf"

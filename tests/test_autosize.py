@@ -90,7 +90,8 @@ def test_probe_fits_the_line_through_two_batch_sizes(monkeypatch) -> None:
     assert r.overhead_ms == 0.0 and r.flops == pytest.approx(train_flops_per_token(cfg.model, 256) * 8192 / 2.9)
 
 
-def test_resolve_applies_the_choice_once(monkeypatch) -> None:
+def test_resolve_applies_the_choice_once(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("PGOLF_CACHE", str(tmp_path))
     cfg = apply_changes(_cfg(), [("train.autosize", True)])
     monkeypatch.setattr(autosize, "probe", lambda c: _rate(c, 550.0, 87.0))
     lines: list[str] = []
@@ -118,3 +119,29 @@ def test_a_run_records_the_resolved_shape_and_resume_keeps_it(tiny_data, tmp_pat
     again, lines2 = resolve_for_run(cfg, tmp_path, resume=True)
     assert again.to_dict() == load_config(str(tmp_path / "config.json")).to_dict() == out.to_dict()
     assert "resumed" in lines2[0]
+
+
+def test_the_choice_is_kept_per_machine_and_config(monkeypatch, tmp_path) -> None:
+    """Seeds and repeated runs on one machine train the same shape (they compare); another budget or
+    autosize_cache=false probes again; an unreadable cache file is only a miss."""
+    monkeypatch.setenv("PGOLF_CACHE", str(tmp_path))
+    probes = []
+
+    def fake(c):
+        probes.append(c.train.max_wallclock_seconds)
+        return _rate(c, 550.0 * (1 + len(probes)), 87.0)  # a different rate each time: a re-probe shows
+
+    monkeypatch.setattr(autosize, "probe", fake)
+    cfg = apply_changes(_cfg(), [("train.autosize", True)])
+    first = autosize.resolve(cfg, log=lambda _: None)
+    lines: list[str] = []
+    again = autosize.resolve(apply_changes(cfg, [("train.seed", 7), ("data.path", "/elsewhere")]), log=lines.append)
+    assert len(probes) == 1 and "reused the shape" in lines[0]
+    assert (again.model.num_layers, again.model.model_dim, again.train.batch_tokens) == (
+        first.model.num_layers, first.model.model_dim, first.train.batch_tokens) and not again.train.autosize
+    autosize.resolve(apply_changes(cfg, [("train.max_wallclock_seconds", 300)]), log=lambda _: None)
+    autosize.resolve(apply_changes(cfg, [("train.autosize_cache", False)]), log=lambda _: None)
+    assert probes == [600, 300, 600]
+    (tmp_path / autosize.CACHE_FILE).write_text("{not json")
+    autosize.resolve(cfg, log=lambda _: None)
+    assert len(probes) == 4

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pgolf.errors import DataError
+from pgolf.fileio import cache_root
 
 EMBEDDED_VERSION = "v2"
 """v2: the byte sidecar layout and validation fingerprints of issue 10 (a v1 cache is left alone, not read)."""
@@ -97,12 +98,6 @@ def stdlib_documents(stdlib_dir: str | os.PathLike[str] | None = None) -> list[t
                 out.append((path.relative_to(root).as_posix(), doc))
     out.sort(key=lambda item: (hashlib.sha256(item[0].encode()).hexdigest(), item[0]))
     return out
-
-
-def cache_root() -> Path:
-    """``$PGOLF_CACHE`` or ``~/.cache/pgolf``."""
-    env = os.environ.get("PGOLF_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "pgolf"
 
 
 def _dir_name() -> str:
