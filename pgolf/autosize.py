@@ -31,7 +31,7 @@ The rule (documented, deterministic given the probe):
 
 The law was fitted on far larger models; it is used here for the *shape* of the trade-off (how many
 parameters a given number of tokens can feed), and the result is checked by measurement, side by side
-(docs/benchmarks.md "autosize"). The probe runs before the training clock starts (as compile warm-up
+(docs/benchmarks.md "CPU recipes side by side"). The probe runs before the training clock starts (as compile warm-up
 does) and its seconds are logged; the choice and the table are in the run log, and ``config.json``
 holds the resolved shape, so ``--resume`` and exports never re-probe.
 """

@@ -63,8 +63,9 @@ def cpu() -> RunConfig:
     sized to the machine it runs on: ``train.autosize`` picks depth, width and batch from a throughput
     probe before the clock (:mod:`pgolf.autosize`); the shape below (3L×192, 8K-token batch, tuned on
     an AMX Xeon) is the probe's reference and what ``cpu-fixed`` trains. Side by side on an AVX2-only
-    EPYC, autosize beat the fixed shape by 0.08 bpb and the official baseline's CPU port by 0.26 on
-    enwiki (docs/benchmarks.md "CPU recipes side by side")."""
+    EPYC (600 s, one thread), autosize beat the fixed shape by 0.08–0.11 bpb and the official baseline's
+    CPU port by 0.26–0.28 on enwiki, and by 0.19 / 0.29 (raw bytes) on Python source it was never tuned
+    on (docs/benchmarks.md "CPU recipes side by side")."""
     return RunConfig(
         name="cpu",
         data=DataConfig(path=""),
