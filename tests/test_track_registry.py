@@ -135,7 +135,8 @@ CLAIMER = textwrap.dedent("""
     while time.time() < start:
         time.sleep(0.002)
     won = [k for k in range(20) if reg.claim("scope", f"k{{k}}", owner_id(), stale_after=600) is not None]
-    print(",".join(map(str, won)))
+    print(",".join(map(str, won)), flush=True)
+    sys.stdin.read()  # stay alive until every claimer is done: a dead owner's claims may be taken over
 """)
 
 
@@ -152,11 +153,12 @@ def test_claims_have_exactly_one_winner_and_stale_ones_are_taken_over_once(url, 
     script = tmp_path / "claimer.py"
     script.write_text(CLAIMER.format(root=str(ROOT)))
     start = time.time() + 2.0
-    procs = [subprocess.Popen([sys.executable, str(script), url, str(start)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
-    outs = [p.communicate(timeout=240) for p in procs]
+    procs = [subprocess.Popen([sys.executable, str(script), url, str(start)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    lines = [p.stdout.readline() for p in procs]  # all three have claimed (and are still alive)
+    outs = [p.communicate(input="", timeout=240) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
-    won = [int(k) for o in outs for k in o[0].strip().split(",") if k]
+    won = [int(k) for line in lines for k in line.strip().split(",") if k]
     assert sorted(won) == list(range(20))  # every key won exactly once across the processes
     with open_registry(url) as reg:
         # the claimers have exited: their claims belong to dead processes of this host and are taken over
