@@ -199,31 +199,30 @@ def machine_key(cfg: RunConfig) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _cached(key: str) -> dict | None:
+def _cache_table() -> dict:
+    """The cache file's ``{key: entry}`` (empty when missing, unreadable or not a JSON object)."""
     import json
 
     from pgolf.fileio import cache_root
 
     try:
-        entry = json.loads((cache_root() / CACHE_FILE).read_text()).get(key)
-    except (OSError, ValueError, AttributeError):
-        return None
+        table = json.loads((cache_root() / CACHE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
+def _cached(key: str) -> dict | None:
+    entry = _cache_table().get(key)
     return entry if isinstance(entry, dict) and isinstance(entry.get("changes"), dict) else None
 
 
 def _remember(key: str, entry: dict) -> None:
-    import json
-
     from pgolf import fileio
 
-    path = fileio.cache_root() / CACHE_FILE
+    table = {**_cache_table(), key: entry}
     try:
-        table = json.loads(path.read_text())
-        table = table if isinstance(table, dict) else {}
-    except (OSError, ValueError):
-        table = {}
-    table[key] = entry
-    try:
+        path = fileio.cache_root() / CACHE_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         fileio.write_json(path, table)
     except OSError:  # a read-only home: the run goes on, the next one probes again

@@ -198,14 +198,7 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
 def _final_method(cfg: RunConfig, data: RunData, device: torch.device, artifact: Path, log: RunLog) -> dict[str, Any]:
     """Score the artifact with ``eval.method`` on its budgeted clock (started before it is opened) and log
     the challenge-style lines; returns its metrics (``eval_method``, its seconds and what the budget did)."""
-    from pgolf.eval.budget import EvalClock
-    from pgolf.eval.methods import run_method
-
-    clock = EvalClock(cfg.eval.budget_seconds)
-    with clock.phase("load"):
-        model = reload_model(artifact, cfg, device)
-    r = run_method(cfg.eval.method, model, data.val, data.tables, cfg, device=device,
-                   amp_dtype=agreed_amp(cfg.train.amp_dtype, device).dtype, score=data.score, clock=clock)
+    r = _method_on_artifact(cfg.eval.method, artifact, cfg, data, device)
     res, seconds = r.scored.result, r.report["total_seconds"]
     tag = f"final_{cfg.export.scheme}_{cfg.eval.method.replace('+', '_')}"
     log(f"{tag} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} eval_time:{seconds * 1000:.0f}ms")
@@ -215,6 +208,19 @@ def _final_method(cfg: RunConfig, data: RunData, device: torch.device, artifact:
         log(f"eval_budget: {'; '.join(str(a) for a in r.report['actions'])}")
     return {**res.to_metrics(), "eval_seconds": seconds, "eval_method": r.name,
             "eval_within_budget": r.report["within_budget"], "eval_actions": r.report["actions"]}
+
+
+def _method_on_artifact(name: str, artifact: Path, cfg: RunConfig, data: RunData, device: torch.device):
+    """Method ``name`` on its own budgeted clock, started before the artifact is opened (its load counts),
+    on a freshly reloaded model: a ``pgolf.eval.methods.MethodRun``."""
+    from pgolf.eval.budget import EvalClock
+    from pgolf.eval.methods import run_method
+
+    clock = EvalClock(cfg.eval.budget_seconds)
+    with clock.phase("load"):
+        model = reload_model(artifact, cfg, device)
+    return run_method(name, model, data.val, data.tables, cfg, device=device,
+                      amp_dtype=agreed_amp(cfg.train.amp_dtype, device).dtype, score=data.score, clock=clock)
 
 
 def _fmt(x: float | None) -> str:
@@ -288,8 +294,7 @@ def eval_run(run_dir: str | Path, cfg: RunConfig | None = None, artifact: str | 
     (``FILE``, or ``FILE`` with ``.METHOD`` before the suffix when several). The results are merged into
     ``metrics_path`` (default ``RUN_DIR/metrics.json``) under ``evals``; every file is written only after
     every method finished. Returns the first method's metrics, its artifact bytes, and ``methods``."""
-    from pgolf.eval.budget import EvalClock
-    from pgolf.eval.methods import parse_method, run_method
+    from pgolf.eval.methods import parse_method
     from pgolf.eval.scoring import gathered, loss_table, write_losses
 
     run_dir = Path(run_dir)
@@ -321,15 +326,7 @@ def eval_run(run_dir: str | Path, cfg: RunConfig | None = None, artifact: str | 
             merged = json.loads(mpath.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise DataError(f"{mpath}: unreadable metrics file ({e})") from None
-    amp = agreed_amp(cfg.train.amp_dtype, info.device).dtype
-    runs = []
-    for name in methods:
-        clock = EvalClock(cfg.eval.budget_seconds)
-        with clock.phase("load"):
-            model = reload_model(path, cfg, info.device)
-        runs.append(run_method(name, model, data.val, data.tables, cfg, device=info.device, amp_dtype=amp,
-                               score=data.score, clock=clock))
-        del model
+    runs = [_method_on_artifact(name, path, cfg, data, info.device) for name in methods]  # one model at a time
     entries = []
     for r in runs:
         entry = {**r.scored.result.to_metrics(), "method": r.name, "data": str(data.spec.data_dir),

@@ -43,30 +43,39 @@ SWITCHES = {
 }
 
 
+def _calls(filename: str, fn) -> set[str]:
+    """Qualified names of the functions of source file ``filename`` that run during ``fn()``."""
+    called: set[str] = set()
+
+    def prof(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename == filename:
+            called.add(frame.f_code.co_qualname)
+
+    sys.setprofile(prof)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return called
+
+
 def _called_in_gpt(cfg: RunConfig) -> set[str]:
     """Qualified names of the pgolf.model.gpt functions that run while the model is built, trained one
     step (loss, backward) and evaluated (logits, per-token losses)."""
     from pgolf.model.gpt import GPT
 
-    called: set[str] = set()
-
-    def prof(frame, event, arg):
-        if event == "call" and frame.f_code.co_filename == GPT_FILE:
-            called.add(frame.f_code.co_qualname)
-
     torch.manual_seed(0)
     idx = torch.randint(0, 64, (2, 24))
     idx[:, 7] = cfg.model.embed.bos_id
-    sys.setprofile(prof)
-    try:
+
+    def build_train_eval() -> None:
         model = GPT(cfg.model)
         model(idx[:, :-1], idx[:, 1:]).backward()
         with torch.no_grad():
             model(idx[:, :-1])
             model(idx[:, :-1], idx[:, 1:], reduction="none")
-    finally:
-        sys.setprofile(None)
-    return called
+
+    return _calls(GPT_FILE, build_train_eval)
 
 
 @pytest.mark.parametrize("name", sorted(SWITCHES))
@@ -101,17 +110,7 @@ def test_calibration_in_the_reserve_runs_only_when_reserved(tiny_data, tmp_path)
         cfg = apply_overrides(get_preset("tiny"), [f"data.path={tiny_data}", "model.vocab_size=384", "train.iterations=3",
                                                    "train.max_wallclock_seconds=60", f"train.calib_reserve_seconds={reserve}"])
         assert bundler.DEAD["pgolf.train.loop:_calibrate_in_reserve"].needed(cfg) is expect
-        called: set[str] = set()
-
-        def prof(frame, event, arg, called=called):
-            if event == "call" and frame.f_code.co_filename == loop_file:
-                called.add(frame.f_code.co_qualname)
-
-        sys.setprofile(prof)
-        try:
-            train(cfg, tmp_path / f"r{reserve}", progress=False)
-        finally:
-            sys.setprofile(None)
+        called = _calls(loop_file, lambda cfg=cfg, reserve=reserve: train(cfg, tmp_path / f"r{reserve}", progress=False))
         assert ("_calibrate_in_reserve" in called) is expect
 
 
@@ -173,15 +172,5 @@ def test_an_int8_run_never_reaches_the_low_bit_families(tiny_data, tmp_path):
         cfg = apply_overrides(get_preset("tiny"), [f"data.path={tiny_data}", "model.vocab_size=384", "train.iterations=2",
                                                    f"export.scheme={scheme}", "data.val_max_tokens=4096"])
         assert bundler.DEAD["pgolf.quant.grid:family_scheme"].needed(cfg) is expect
-        called: set[str] = set()
-
-        def prof(frame, event, arg, called=called):
-            if event == "call" and frame.f_code.co_filename == grid_file:
-                called.add(frame.f_code.co_qualname)
-
-        sys.setprofile(prof)
-        try:
-            run(cfg, tmp_path / scheme, progress=False)
-        finally:
-            sys.setprofile(None)
+        called = _calls(grid_file, lambda cfg=cfg, scheme=scheme: run(cfg, tmp_path / scheme, progress=False))
         assert ("family_scheme" in called) is expect, scheme

@@ -56,18 +56,9 @@ def test_two_process_gloo_matches_one_process_with_accumulation(tiny_data, tmp_p
 def test_two_process_overlap_prescan_refuses_on_every_rank(tiny_data, tmp_path):
     """The overlap check runs before the clock with the shards split over the ranks; a validation document
     in the train shards stops both ranks with the same one-line error (no rank left waiting)."""
-    import shutil
+    from test_provenance import _contaminated
 
-    import numpy as np
-
-    from pgolf.data.shards import list_shards, read_shard, shard_name, write_shard
-
-    d = tmp_path / "dirty"
-    shutil.copytree(tiny_data, d)
-    val = np.concatenate([read_shard(f) for f in list_shards(d, "val")])
-    starts = np.flatnonzero(val == 1)
-    n = len(list_shards(d, "train"))
-    write_shard(d / shard_name("train", n), np.r_[1, 20, 21, val[starts[2]:starts[3]], 1, 30].astype(np.uint16))
+    d, _, _ = _contaminated(tiny_data, tmp_path)  # validation document 4 in a new last train shard
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("RANK", None)
     for data, ok in ((tiny_data, True), (d, False)):
@@ -84,4 +75,4 @@ def test_two_process_overlap_prescan_refuses_on_every_rank(tiny_data, tmp_path):
             # both ranks, one verdict (their lines may interleave on the shared stderr)
             errors = [e.split(" (rebuild")[0] for e in r.stderr.split("pgolf: error: ")[1:]]
             assert len(errors) == 2 and len(set(errors)) == 1, r.stderr[-3000:]
-            assert "exact copy of validation document 2" in errors[0]
+            assert "exact copy of validation document 4" in errors[0]

@@ -452,8 +452,8 @@ def _loader_refs() -> Counter[str]:
 
 def _sources(cfg: RunConfig, sel: Selection, root: Path, compact: bool) -> tuple[dict[str, str], dict[str, list[str]]]:
     """``{"pgolf/x.py": text}`` of the selected modules — verbatim but for the stubbed switch-dead bodies,
-    or minified and shaken (compact) — and the names :func:`pgolf.artifact.minify.shake` removed per
-    module. Cached per source file."""
+    or minified and shaken (compact: without :attr:`Selection.shaken`, the shake the selection ended
+    on) — and those shaken names per module. Cached per source file."""
     paths = {}
     for m in sel.modules:
         path = module_path(m, root)
@@ -462,10 +462,8 @@ def _sources(cfg: RunConfig, sel: Selection, root: Path, compact: bool) -> tuple
     stubs = {m: stubs_for(cfg, m) for m in sel.modules}
     if not compact:
         return {_rel(p, root): _text(*_stat(p), stubs[m]) for m, p in paths.items()}, {}
-    stats = {m: _stat(p) for m, p in paths.items()}
-    removed = minify.shake({m: _prepared(*st, stubs[m]) for m, st in stats.items()}, roots=[_loader_refs()])
-    return ({_rel(paths[m], root): _minified(*st, stubs[m], tuple(sorted(removed.get(m, ()))))
-             for m, st in stats.items()}, removed)
+    return ({_rel(p, root): _minified(*_stat(p), stubs[m], sel.shaken.get(m, ())) for m, p in paths.items()},
+            {m: list(names) for m, names in sel.shaken.items()})
 
 
 def _docstring(cfg: RunConfig, sel: Selection, packages: tuple[str, ...]) -> str:
