@@ -73,6 +73,7 @@ REQUIRED_PACKAGES = ("torch", "numpy", "sentencepiece", "safetensors", "zstandar
 # (a new one) keeps the module: these tuples only ever prune.
 _NO_GPTQ = ("int8_zlib",)
 _NO_HESSIANS = ("int8_zlib", "int6_gptqlite_zstd")
+_NO_FAMILIES = ("int8_zlib",)  # stores only the registered int8_row / int8_tensor / float schemes
 _ONE_PAYLOAD = ("int8_zlib", "int6_gptqlite_zstd", "gptq6_emb7_brotli")  # container v1: no search, no streams
 
 
@@ -130,7 +131,7 @@ DEAD: dict[str, Switch] = {
     "pgolf.model.gpt:orthogonal_init": Switch(lambda c: c.model.init != "default", "model.init != default"),
     # the low-bit families (int2..7, ternary, +LQER) of pgolf.quant.grid: int8_zlib stores only the registered
     # int8_row / int8_tensor / float schemes, so its bundle neither writes nor reads a family member
-    "pgolf.quant.grid:family_scheme": Switch(lambda c: c.export.scheme != "int8_zlib", "export.scheme != int8_zlib"),
+    "pgolf.quant.grid:family_scheme": _scheme_not_in(_NO_FAMILIES),
     "pgolf.runner:_final_method": Switch(lambda c: c.eval.method != "plain", "eval.method != plain"),
     "pgolf.train.loop:_calibrate_in_reserve": Switch(lambda c: c.train.calib_reserve_seconds > 0,
                                                      "train.calib_reserve_seconds > 0"),
