@@ -18,8 +18,8 @@ machine's measured matmul peak in the run's dtype (bench/matmul_flops.py).
     python bench/technique_throughput.py --steps 5 --json /tmp/tput.json
     python bench/technique_throughput.py --only xsa_all parallel_l2 --threads 1
 
-Status: written 2026-12-02 and not yet run end to end (the session's CPU went to the preset comparison);
-its first table goes to docs/benchmarks.md with the machine.
+First run: 2026-12-02 on an AVX2-only EPYC, 11 switches at --steps 3 (docs/benchmarks.md, "Step time of
+the techniques' shapes").
 """
 
 from __future__ import annotations
