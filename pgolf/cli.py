@@ -133,11 +133,9 @@ def run(
 
     cfg = _config(preset, set_)
     out = out or _default_out(cfg.name)
-    try:
+    with dist.group_scope():
         metrics = run_fn(cfg, out, resume=resume)
         is_main = dist.is_main()  # before cleanup: afterwards every rank reads as rank 0
-    finally:
-        dist.cleanup()
     if is_main:
         print(scorecard(metrics))
         print(f"run directory: {out}")
@@ -168,11 +166,11 @@ def train(
     log.header(cfg.to_json())
     for line in sized:
         log(line)
-    try:
-        res = train_fn(cfg, out, resume=resume, log=log)
-    finally:
-        log.close()
-        dist.cleanup()
+    with dist.group_scope():
+        try:
+            res = train_fn(cfg, out, resume=resume, log=log)
+        finally:
+            log.close()
     if info_.is_main:
         print(f"trained {res.steps} steps in {res.train_seconds:.1f} s ({res.tokens_per_second:,.0f} tok/s); "
               f"checkpoint in {out}")
@@ -196,11 +194,9 @@ def export_cmd(
         raise PgolfError(f"{run_dir}: no such run directory")
     if budget is not None and budget <= 0:
         raise PgolfError(f"--budget must be a positive number of bytes, got {budget}")
-    try:
+    with dist.group_scope():
         rep, res = export_run(run_dir, scheme=scheme, budget=budget)
         is_main = dist.is_main()  # before cleanup: afterwards every rank reads as rank 0
-    finally:
-        dist.cleanup()
     if not is_main:
         return
     if res.search is not None:

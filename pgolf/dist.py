@@ -8,7 +8,9 @@ gloo on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -57,9 +59,30 @@ def init(device: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
 
 
-def cleanup() -> None:
+def cleanup(*, synchronize: bool = True) -> None:
+    """Destroy the process group (no-op in a single process). With ``synchronize`` every rank first
+    meets at a barrier, so no rank tears its communicator down while another still has work in flight:
+    without it, on a loaded 2-core machine, rank 0 of a 2-process gloo run aborted at exit ("terminate
+    called without an active exception", SIGABRT) after rank 1 had already destroyed its group. The
+    error path passes ``synchronize=False``: a rank that failed never reaches the barrier, and the
+    others must not wait for it until the collective timeout."""
     if dist.is_available() and dist.is_initialized():
+        if synchronize and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def group_scope() -> Iterator[None]:
+    """Run a command's body, then :func:`cleanup` — synchronized when the body returned, unsynchronized
+    when it raised (the exception propagates). Read ``is_main()`` inside the scope: after cleanup
+    every rank reads as rank 0."""
+    try:
+        yield
+    except BaseException:
+        cleanup(synchronize=False)
+        raise
+    cleanup()
 
 
 def is_initialized() -> bool:

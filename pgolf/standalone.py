@@ -123,10 +123,11 @@ def main(embedded: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
 
     environ = os.environ if environ is None else environ
     try:
-        cfg = configure(embedded, environ)
-        info = dist.init(cfg.train.device)
-        out = Path(environ.get("PGOLF_RUN_DIR") or Path("runs") / run_id(environ, info.device))
-        metrics = run(cfg, out, progress=False)
+        with dist.group_scope():
+            cfg = configure(embedded, environ)
+            info = dist.init(cfg.train.device)
+            out = Path(environ.get("PGOLF_RUN_DIR") or Path("runs") / run_id(environ, info.device))
+            metrics = run(cfg, out, progress=False)
     except PgolfError as e:
         print("train_gpt.py: error: " + " ".join(str(e).split()), file=sys.stderr, flush=True)
         return e.exit_code
@@ -136,8 +137,6 @@ def main(embedded: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
         print(f"train_gpt.py: error: {e}; rebuild the bundle with `pgolf bundle` for this configuration",
               file=sys.stderr, flush=True)
         return 2
-    finally:
-        dist.cleanup()
     if info.is_main:
         print(scorecard(metrics).replace("pgolf run", "train_gpt.py", 1))
         print(f"run directory: {out}", flush=True)

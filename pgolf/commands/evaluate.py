@@ -42,12 +42,10 @@ def register(app: typer.Typer) -> None:
             raise PgolfError(f"{run_dir}: not a run directory (no config.json)")
         sets = list(set_ or []) + ([] if budget is None else [f"eval.budget_seconds={budget}"])
         cfg = apply_overrides(load_config(str(run_dir / "config.json")), sets)
-        try:
+        with dist.group_scope():
             m = eval_run(run_dir, cfg, artifact, methods=method or ["plain"], data_dir=data, dump_losses=dump_losses,
                          metrics_path=metrics)
             is_main = dist.is_main()  # before cleanup: afterwards every rank reads as rank 0
-        finally:
-            dist.cleanup()
         if is_main:
             print(eval_scorecard(m) if card else json.dumps(m, indent=2))
             from pgolf.track.hook import record_command

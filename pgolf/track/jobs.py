@@ -188,10 +188,8 @@ def _execute(cfg: RunConfig, out: Path, quiet: bool = False) -> int:
     from pgolf.train.checkpoint import has_checkpoint
 
     resume = has_checkpoint(out) and not (out / "metrics.json").exists()  # a killed job continues
-    try:
+    with dist.group_scope():
         run(cfg, out, resume=resume, progress=False)
-    finally:
-        dist.cleanup()
     record_command("run", out, quiet=quiet)
     return 0
 
