@@ -1,19 +1,38 @@
 """Each technique on vs off against the `cpu` preset at a fixed budget, paired by seed (issue 8, Part B).
 
-Every candidate is the `cpu` preset plus one switch, trained for ``--seconds`` of wallclock on the same
-data, exported with the preset's scheme (int8 + zlib), reloaded and scored on the first ``--val-tokens``
-validation tokens. Runs one after the other in this process (the machine is shared by nothing else).
-Prints a table: per candidate the mean post-export val_bpb / val_bpb_raw over the seeds and the mean
-paired difference against the reference (negative = the technique helps here).
+The shape is chosen once: ``train.autosize`` sizes the reference (the ``cpu`` preset) for a
+``--shape-seconds`` budget on this machine at ``--shape-threads`` threads, exactly as ``pgolf run cpu``
+would, and every candidate then trains that pinned shape — a switch never changes depth, width or
+batch. Each candidate is the pinned reference plus one switch, exported with the preset's scheme
+(int8 + zlib), reloaded and scored on the first ``--val-tokens`` validation tokens.
 
-    python bench/ablations.py --data /work/data/enwiki --seconds 60 --seeds 1337 42 --json /tmp/abl.json
-    python bench/ablations.py --data DIR --only ref leaky_relu2 --seconds 600
+Two budgets:
+
+* ``--steps N`` (quality at equal steps): the wallclock cap is off and every schedule runs over N
+  steps. Results do not depend on how fast the machine happened to be, so ``--jobs 2`` runs two
+  candidates at once (one thread each) and other work on the machine cannot bias them. ``--steps auto``
+  takes N from the autosize prediction for the reference in ``--shape-seconds``. The step-time cost of
+  each switch is measured separately (``bench/technique_throughput.py``); a switch that costs no more
+  than its FLOPs gets the same steps in a wallclock budget.
+* ``--seconds S`` (the challenge's stop rule): wallclock-capped runs; run them one at a time on an idle
+  machine (``--jobs 1``), since throughput noise becomes bpb here (docs/benchmarks.md, the 50 s screen).
+
+Every run is its own process (a fresh torch.compile cache; torch keeps only so many graphs of one
+function per process). Finished runs are kept in ``--json`` and skipped when the script is started
+again with the same arguments. Prints a table: per candidate the post-export val_bpb / val_bpb_raw per
+seed, the paired difference to the reference per seed and its mean (negative = the technique helps).
+
+    python bench/ablations.py --data /work/data/enwiki --steps auto --shape-seconds 200 --jobs 2 \
+        --seeds 1337 42 --json /work/notes/abl.json
+    python bench/ablations.py --data DIR --only leaky_relu2 --seconds 600 --jobs 1
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import json
+import multiprocessing as mp
 import statistics
 import sys
 import tempfile
@@ -21,80 +40,156 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-
 from pgolf.config import apply_overrides  # noqa: E402
 from pgolf.precision import cpu_model  # noqa: E402
 from pgolf.presets import get_preset  # noqa: E402
-from pgolf.runner import run  # noqa: E402
 
-# The cpu preset is 3 layers × 192 (4 heads of 48, 2 KV heads), vocab 1024, 8,192-token batches.
-TECHNIQUES: dict[str, list[str]] = {
-    "ref": [],
-    "leaky_relu2": ["model.mlp_act=leaky_relu2"],
-    "xsa_all": ["model.attn.xsa_layers=0,1,2"],
-    "partial_rope16": ["model.attn.rope_dims=16"],
-    "ln_scale": ["model.ln_scale=true"],
-    "smear_v3_bosfix": ["model.embed.smear=v3", "model.embed.smear_bos_fix=true"],
-    "bigram_512x48": ["model.embed.bigram_buckets=512", "model.embed.bigram_dim=48"],
-    "value_embed_l2": ["model.attn.ve_layers=2", "model.attn.ve_dim=48"],
-    "gated_skips": ["model.skips=gated"],
-    "sparse_attn_gate": ["model.attn.gate=sparse", "model.attn.gate_scale=0.5"],
-    "qk_gain5": ["model.qk_gain_init=5.0"],
-    "ortho_init": ["model.init=orthogonal"],
-    "recur_l1_x2": ["model.recur.loops=1", "model.recur.start=1", "model.recur.end=1", "model.recur.start_frac=0.35"],
-    "parallel_l2": ["model.parallel_start=2"],
-    "muon_wd": ["optim.muon_wd=0.04", "optim.adam_wd=0.04"],
-    "muoneq_r": ["optim.muon_row_normalize=true"],
-    "polar_express": ["optim.muon_ns=polar_express"],
-    "min_lr_0.1": ["train.min_lr_mult=0.1"],
-    "ema_h0.07": ["train.ema.horizon_frac=0.07"],
-    "ema_0.997": ["train.ema.decay=0.997"],
+
+def _layers(n: int) -> str:
+    return ",".join(str(i) for i in range(n))
+
+
+# Each technique as its overrides, given the pinned depth L (layer lists follow the shape autosize chose).
+TECHNIQUES = {
+    "ref": lambda L: [],
+    "leaky_relu2": lambda L: ["model.mlp_act=leaky_relu2"],
+    "xsa_all": lambda L: [f"model.attn.xsa_layers={_layers(L)}"],
+    "partial_rope16": lambda L: ["model.attn.rope_dims=16"],
+    "ln_scale": lambda L: ["model.ln_scale=true"],
+    "smear_v3_bosfix": lambda L: ["model.embed.smear=v3", "model.embed.smear_bos_fix=true"],
+    "bigram_512x48": lambda L: ["model.embed.bigram_buckets=512", "model.embed.bigram_dim=48"],
+    "value_embed_last": lambda L: [f"model.attn.ve_layers={L - 1}", "model.attn.ve_dim=48"],
+    "gated_skips": lambda L: ["model.skips=gated"],
+    "sparse_attn_gate": lambda L: ["model.attn.gate=sparse", "model.attn.gate_scale=0.5"],
+    "qk_gain5": lambda L: ["model.qk_gain_init=5.0"],
+    "ortho_init": lambda L: ["model.init=orthogonal"],
+    "recur_mid_x2": lambda L: ["model.recur.loops=1", f"model.recur.start={L // 2}", f"model.recur.end={L // 2}",
+                               "model.recur.start_frac=0.35"],
+    "parallel_last": lambda L: [f"model.parallel_start={L - 1}"],
+    "muon_wd": lambda L: ["optim.muon_wd=0.04", "optim.adam_wd=0.04"],
+    "muoneq_r": lambda L: ["optim.muon_row_normalize=true"],
+    "polar_express": lambda L: ["optim.muon_ns=polar_express"],
+    "min_lr_0.1": lambda L: ["train.min_lr_mult=0.1"],
+    "ema_h0.07": lambda L: ["train.ema.horizon_frac=0.07"],
+    "ema_0.997": lambda L: ["train.ema.decay=0.997"],
 }
+KEYS = ("params", "model_bytes", "steps", "tokens_per_second", "pre_quant_val_bpb", "val_bpb", "val_bpb_raw")
+
+
+def pinned_shape(data: str, seconds: float, threads: int) -> tuple[list[str], int, str]:
+    """The overrides that pin the shape autosize picks for the `cpu` preset here, the steps it predicts
+    for ``seconds``, and its description (probes once; the choice is cached per machine and config)."""
+    from pgolf import autosize
+
+    lines: list[str] = []
+    cfg = apply_overrides(get_preset("cpu"), [f"data.path={data}", f"train.max_wallclock_seconds={seconds}",
+                                              f"train.threads={threads}"])
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    out = autosize.resolve(cfg, log=lines.append)
+    m, t = out.model, out.train
+    pins = [f"model.num_layers={m.num_layers}", f"model.model_dim={m.model_dim}", f"model.num_heads={m.num_heads}",
+            f"model.num_kv_heads={m.num_kv_heads}", f"train.batch_tokens={t.batch_tokens}", "train.autosize=false"]
+    chose = next((ln for ln in lines if "chose" in ln or "reused" in ln), "")
+    steps = _predicted_steps(chose)
+    return pins, steps, chose
+
+
+def _predicted_steps(line: str) -> int:
+    import re
+
+    m = re.search(r"→ ([\d,]+) steps", line)
+    return int(m.group(1).replace(",", "")) if m else 0
+
+
+def one_run(overrides: list[str]) -> dict:
+    """Train, export, reload and score one candidate (in a worker process); returns its metrics."""
+    from pgolf.runner import run
+
+    cfg = apply_overrides(get_preset("cpu"), overrides)
+    with tempfile.TemporaryDirectory() as d:
+        m = run(cfg, d, progress=False)
+    return {k: m[k] for k in KEYS}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
-    ap.add_argument("--seconds", type=float, default=60)
+    budget = ap.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--steps", help="equal-step budget: N, or 'auto' (autosize's prediction for the ref)")
+    budget.add_argument("--seconds", type=float, help="wallclock budget per run (run on an idle machine)")
+    ap.add_argument("--shape-seconds", type=float, default=600, help="budget the shape is autosized for")
+    ap.add_argument("--shape-threads", type=int, default=2, help="threads the shape is autosized for")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (each its own process)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1337, 42])
     ap.add_argument("--val-tokens", type=int, default=262144)
     ap.add_argument("--only", nargs="*", help="technique names (default all; ref is always run)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    unknown = [n for n in args.only or [] if n not in TECHNIQUES]
+    if unknown:
+        ap.error(f"unknown technique(s) {unknown}; known: {', '.join(TECHNIQUES)}")
     names = [n for n in TECHNIQUES if not args.only or n in args.only or n == "ref"]
-    rows: dict[str, dict[int, dict]] = {}
-    print(f"machine: {cpu_model()}; {args.seconds:.0f} s each; seeds {args.seeds}; val = first {args.val_tokens} tokens",
-          flush=True)
+
+    pins, predicted, chose = pinned_shape(args.data, args.shape_seconds, args.shape_threads)
+    layers = int(pins[0].split("=")[1])
+    if args.steps is not None:
+        steps = predicted if args.steps == "auto" else int(args.steps)
+        if steps <= 0:
+            ap.error("--steps auto found no predicted step count in the autosize log")
+        budget_args = ["train.max_wallclock_seconds=0", f"train.iterations={steps}"]
+        what = f"{steps} steps each (wallclock cap off)"
+    else:
+        budget_args = [f"train.max_wallclock_seconds={args.seconds}"]
+        what = f"{args.seconds:g} s each"
+    print(f"machine: {cpu_model()}; shape: {chose}")
+    print(f"{what}; {args.threads} thread(s) per run, {args.jobs} at once; seeds {args.seeds}; "
+          f"val = first {args.val_tokens} tokens", flush=True)
+
+    done: dict = json.loads(args.json.read_text()) if args.json and args.json.exists() else {}
+    todo = []
     for seed in args.seeds:
         for name in names:
-            cfg = apply_overrides(get_preset("cpu"), [
-                f"data.path={args.data}", f"train.max_wallclock_seconds={args.seconds}", f"train.seed={seed}",
-                f"data.val_max_tokens={args.val_tokens}", "train.val_every=0", "train.log_every=100000",
-                *TECHNIQUES[name]])
-            # A fresh compile cache per run: torch.compile keeps at most cache_size_limit graphs of
-            # GPT.forward per process and then silently runs eager, which made the structural variants
-            # of the first screen 25-35 % slower than their FLOPs explain (docs/benchmarks.md).
-            torch._dynamo.reset()
-            with tempfile.TemporaryDirectory() as d:
-                m = run(cfg, d, progress=False)
-            r = {k: m[k] for k in ("params", "model_bytes", "steps", "tokens_per_second", "pre_quant_val_bpb",
-                                   "val_bpb", "val_bpb_raw")}
-            rows.setdefault(name, {})[seed] = r
+            ov = [f"data.path={args.data}", f"train.seed={seed}", f"train.threads={args.threads}",
+                  f"data.val_max_tokens={args.val_tokens}", "train.val_every=0", "train.log_every=100000",
+                  *pins, *budget_args, *TECHNIQUES[name](layers)]
+            prev = done.get(name, {}).get(str(seed))
+            if prev and prev.get("overrides") == ov:
+                continue
+            todo.append((name, seed, ov))
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
+        futs = {pool.submit(one_run, ov): (name, seed, ov) for name, seed, ov in todo}
+        for fut in cf.as_completed(futs):
+            name, seed, ov = futs[fut]
+            r = fut.result()
+            done.setdefault(name, {})[str(seed)] = {**r, "overrides": ov}
             print(json.dumps({"technique": name, "seed": seed, **r}), flush=True)
             if args.json:
-                args.json.write_text(json.dumps(rows, indent=2))
+                tmp = args.json.with_suffix(".tmp")
+                tmp.write_text(json.dumps(done, indent=2))
+                tmp.replace(args.json)
+    print_table(done, names, [str(s) for s in args.seeds])
+    return 0
+
+
+def print_table(rows: dict, names: list[str], seeds: list[str]) -> None:
     ref = rows["ref"]
-    print("\n| technique | params | steps | tokens/s | val_bpb | Δ vs ref | val_bpb_raw | Δ raw |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| technique | params | steps | val_bpb (mean) | Δ per seed | Δ mean | Δ raw mean | Δ pre-quant mean |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|")
     for name in names:
         rs = rows[name]
-        mean = lambda k, rs=rs: statistics.fmean(rs[s][k] for s in args.seeds)  # noqa: E731
-        d = statistics.fmean(rs[s]["val_bpb"] - ref[s]["val_bpb"] for s in args.seeds)
-        dr = statistics.fmean(rs[s]["val_bpb_raw"] - ref[s]["val_bpb_raw"] for s in args.seeds)
-        print(f"| {name} | {rs[args.seeds[0]]['params']:,} | {mean('steps'):.0f} | {mean('tokens_per_second'):,.0f} | "
-              f"{mean('val_bpb'):.4f} | {d:+.4f} | {mean('val_bpb_raw'):.4f} | {dr:+.4f} |")
-    return 0
+        d = [rs[s]["val_bpb"] - ref[s]["val_bpb"] for s in seeds]
+        dr = [rs[s]["val_bpb_raw"] - ref[s]["val_bpb_raw"] for s in seeds]
+        dp = [rs[s]["pre_quant_val_bpb"] - ref[s]["pre_quant_val_bpb"] for s in seeds]
+        mean = statistics.fmean(rs[s]["val_bpb"] for s in seeds)
+        steps = statistics.fmean(rs[s]["steps"] for s in seeds)
+        print(f"| {name} | {rs[seeds[0]]['params']:,} | {steps:.0f} | {mean:.4f} | "
+              f"{' '.join(f'{x:+.4f}' for x in d)} | {statistics.fmean(d):+.4f} | {statistics.fmean(dr):+.4f} | "
+              f"{statistics.fmean(dp):+.4f} |")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ step time than its FLOPs explain" is read against this column). MFU = achieved m
 machine's measured matmul peak in the run's dtype (bench/matmul_flops.py).
 
     python bench/technique_throughput.py --steps 5 --json /tmp/tput.json
-    python bench/technique_throughput.py --only xsa_all parallel_l2 --threads 1
+    python bench/technique_throughput.py --only xsa_all parallel_last --threads 1
 
 First run: 2026-12-02 on an AVX2-only EPYC, 11 switches at --steps 3 (docs/benchmarks.md, "Step time of
 the techniques' shapes").
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     f_ref = train_flops_per_token(base.model, base.train.seq_len)
     for name in names:
-        cfg = apply_overrides(base, TECHNIQUES[name])
+        cfg = apply_overrides(base, TECHNIQUES[name](base.model.num_layers))
         ms = ms_per_step(cfg)
         ref_ms.append(ms_per_step(base))
         ref = statistics.mean(ref_ms[-2:])
