@@ -246,10 +246,10 @@ def provenance(name: str, overrides: list[str] | tuple[str, ...] = ()) -> dict[s
     return out
 
 
-RECORD_0427 = {
-    # data: SP8192 with CaseOps ([04-18] PR #1729); pgolf data build --caseops joins with CaseOps support
-    "data.path": "data/datasets/fineweb10B_sp8192_caseops",
-    # model: stack "A" of CATALOGUE §3 plus the [04-27a] changes
+RECORD_0414 = {
+    # data: SP8192 [04-05] PR #1394 (no CaseOps yet)
+    "data.path": "data/datasets/fineweb10B_sp8192",
+    # model: stack "A" of CATALOGUE §3
     "model.vocab_size": 8192,               # SP8192 [04-05] PR #1394
     "model.num_layers": 11,
     "model.mlp_mult": 4,                    # MLP 4× [04-01] PR #1218
@@ -264,22 +264,16 @@ RECORD_0427 = {
     "model.recur.start_frac": 0.35,
     "model.parallel_start": 8,              # parallel lanes from layer 8 [04-10] PR #1530, mean of lanes
     "model.skips": "gated",                 # sigmoid-gated U-Net skips [04-01] PR #1218 (from PR #1089)
-    "model.embed.smear": "v3",              # SmearGate [04-16] PR #1667 …
-    "model.embed.smear_bos_fix": True,      # … with the BOS fix [04-27a] PR #1855
-    "model.attn.gate": "sparse",            # SparseAttnGate [04-23] PR #1787, scale 0.5 [04-27a]
-    "model.attn.gate_scale": 0.5,
     "model.init": "orthogonal",             # the banks' init: orthogonal q/k/v/up, zero o/down
     "model.attn.doc_mask": True,            # document-aware attention [04-10] PR #1530 (varlen there)
     # optimizer
     "optim.tied_embed_lr": 0.03,
     "optim.matrix_lr": 0.026,               # [04-14] PR #1626 ("sharp optimum")
     "optim.scalar_lr": 0.02,
-    "optim.beta2": 0.99,                    # [04-27a]
     "optim.muon_momentum": 0.97,            # [04-09a] PR #1514
     "optim.muon_momentum_warmup_start": 0.92,
     "optim.muon_momentum_warmup_steps": 1500,
     "optim.muon_row_normalize": True,       # MuonEq-R [04-03] PR #1285
-    "optim.muon_ns": "polar_express",       # Polar Express [04-23] PR #1787
     "optim.muon_wd": 0.095,                 # [04-09b] on
     "optim.embed_wd": 0.085,
     "optim.adam_wd": 0.02,
@@ -287,24 +281,59 @@ RECORD_0427 = {
     # training
     "train.batch_tokens": 786_432,
     "train.seq_len": 2048,
-    "train.warmdown_frac": 0.85,            # [04-27a]
-    "train.min_lr_mult": 0.1,               # MIN_LR 0.1 [04-23] PR #1787
+    "train.warmdown_frac": 0.75,            # [04-14]
     "train.ema.decay": 0.9965,              # [04-09b] on
-    "train.calib_reserve_seconds": 0.5,     # GPTQ Hessians on training tokens in the last 0.5 s [04-23]+
+    "train.calib_reserve_seconds": 4.0,     # GPTQ Hessians from 16 training batches in the last 4 s [04-14]
     "train.val_every": 0,
     "train.log_every": 500,
     "eval.seq_len": 2048,
     "export.scheme": "budget",              # byte-budget search (GPTQ+SDClip, LQER) until the record's scheme lands
 }
-"""[04-27a] ``2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611`` (PR #1855; 1.06108 over 3
-seeds): every setting that differs from the baseline, with its source. 35,945,671 parameters, as
-``train_seed42.log``'s ``model_params``. Not reproduced yet: CaseOps data (the CaseOps issue), phased
-score-first TTT (rank 80, prefix 2,500 documents; the evaluation issue), its export (GPTQ+SDClip MLP k 11.5,
-embedding int7 k 14, int8 gates, LQER asym rank 4 top 3, per-group lrzip: the budget search is used),
-the fused Triton CE (a CUDA accelerator; the reference CE is used); document-aware attention runs as an
-SDPA mask (``model.attn.doc_mask``) where the record uses FlashAttention varlen."""
+"""[04-14] ``2026-04-14_MultiPhaseGlobalSGD_PhasedTTT`` (PR #1626; 1.07193 over 3 seeds): stack "A" of
+CATALOGUE §3 on SP8192, every setting that differs from the baseline with its source. 35,944,602
+parameters, as ``train_seed42.log``'s ``model_params``. Not reproduced: its multi-phase global-SGD phased
+TTT (evaluation), its export (GPTQ int6 matrices, int7 embedding, MLP k 12 / attention k 13 / embedding
+k 15, brotli: the budget search is used); document-aware attention runs as an SDPA mask."""
 
-derive("record-0427", "baseline", RECORD_0427,
+derive("record-0414", "baseline", RECORD_0414,
+       doc="[04-14] PR #1626, 1.0719: stack A — SP8192, 11L×512 MLP4×, loop 3–5 ×3 from 35 %, parallel lanes from "
+           "8, XSA-all, gated skips, MuonEq-R, EMA 0.9965, warmdown 0.75 (35,944,602 params)")
+
+RECORD_0419 = {
+    "data.path": "data/datasets/fineweb10B_sp8192_caseops",  # CaseOps [04-18] PR #1729
+    "model.attn.gate": "dense",             # GatedAttn [04-19] PR #1736: σ(W_g x) per head, W_g [8, 512]
+    "model.attn.gate_init_std": 0.005,      # gated_attn_init_std 0.005 (int8 gate rows at export)
+}
+"""[04-19] ``2026-04-19_SP8192_CaseOps_GatedAttn_QuantGate_Loop45_PhasedTTT`` (PR #1736; 1.06549 over 3
+seeds) = [04-14] + CaseOps data + dense GatedAttn on every layer (+45,056 = 11 × 8 × 512 parameters:
+35,989,658 as ``train_seed42.log``); its other hyperparameters equal [04-14]'s in the logs. Not
+reproduced: phased TTT (prefix 2,000 documents, 3 phases), the int8 gate rows at export."""
+
+derive("record-0419", "record-0414", RECORD_0419,
+       doc="[04-19] PR #1736, 1.0655: record-0414 + CaseOps + dense GatedAttn (35,989,658 params)")
+
+RECORD_0427 = {
+    "model.attn.gate": "sparse",            # SparseAttnGate [04-23] PR #1787 replaces the dense gate, …
+    "model.attn.gate_scale": 0.5,           # … scale 0.5 [04-27a]
+    "model.attn.gate_init_std": 0.0,        # sparse_attn_gate_init_std 0.0
+    "model.embed.smear": "v3",              # SmearGate [04-16] PR #1667 …
+    "model.embed.smear_bos_fix": True,      # … with the BOS fix [04-27a] PR #1855
+    "optim.beta2": 0.99,                    # [04-27a]
+    "optim.muon_ns": "polar_express",       # Polar Express [04-23] PR #1787
+    "train.warmdown_frac": 0.85,            # [04-27a]
+    "train.min_lr_mult": 0.1,               # MIN_LR 0.1 [04-23] PR #1787
+    "train.calib_reserve_seconds": 0.5,     # GPTQ Hessians on training tokens in the last 0.5 s [04-23]+
+}
+"""[04-27a] ``2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611`` (PR #1855; 1.06108 over 3
+seeds) = [04-19] with the changes of [04-23] (#1787) and [04-27a] (#1855) above, as the records were
+built (the hyperparameter blocks of the three ``train_seed42.log`` files differ exactly there, besides
+export and TTT settings). 35,945,671 parameters, as ``train_seed42.log``'s ``model_params``. Not
+reproduced yet: phased score-first TTT (rank 80, prefix 2,500 documents), its export (GPTQ+SDClip MLP k
+11.5, embedding int7 k 14, int8 gates, LQER asym rank 4 top 3, per-group lrzip: the budget search is
+used), the fused Triton CE (a CUDA accelerator; the reference CE is used); document-aware attention runs
+as an SDPA mask (``model.attn.doc_mask``) where the record uses FlashAttention varlen."""
+
+derive("record-0427", "record-0419", RECORD_0427,
        doc="[04-27a] PR #1855, 1.0611: SP8192, 11L×512 MLP4×, loop 3–5 ×3 from 35 %, parallel lanes from 8, "
            "XSA-all, gated skips, BOS-fixed SmearGate, SparseAttnGate, MuonEq-R + Polar Express, EMA 0.9965 "
            "(35,945,671 params)")

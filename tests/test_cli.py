@@ -47,12 +47,28 @@ def test_record_0322_preset_has_the_logged_parameter_count(capsys):
     assert out["fields"]["model.model_dim"] == {"value": 512, "source": "default"}
 
 
-def test_record_0427_preset_has_the_logged_parameter_count(capsys):
-    """[04-27a] train_seed42.log: model_params:35945671 (vocab 8192, 17 virtual layers)."""
+@pytest.mark.parametrize("preset, params", [("record-0414", 35_944_602), ("record-0419", 35_989_658),
+                                            ("record-0427", 35_945_671)])
+def test_record_presets_have_the_logged_parameter_counts(capsys, preset, params):
+    """``model_params`` of each record's train_seed42.log ([04-14] PR #1626, [04-19] PR #1736, [04-27a] PR #1855;
+    vocab 8192, 17 virtual layers)."""
+    assert main(["info", preset, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == params
+
+
+def test_record_presets_are_built_on_each_other_as_the_records_were(capsys):
+    """record-0427 = record-0419 + its changes = record-0414 + … : each field's source is the layer that set it."""
+    from pgolf.presets import preset_layers
+
+    assert [n for n, _ in preset_layers("record-0427")] == ["default", "baseline", "record-0414", "record-0419",
+                                                           "record-0427"]
     assert main(["info", "record-0427", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["params"] == 35_945_671
-    assert out["fields"]["model.recur.loops"] == {"value": 2, "source": "record-0427"}
+    f = json.loads(capsys.readouterr().out)["fields"]
+    assert f["model.recur.loops"] == {"value": 2, "source": "record-0414"}
+    assert f["data.path"] == {"value": "data/datasets/fineweb10B_sp8192_caseops", "source": "record-0419"}
+    assert f["model.attn.gate"] == {"value": "sparse", "source": "record-0427"}
+    assert f["model.attn.gate_init_std"] == {"value": 0.0, "source": "record-0427"}  # the dense gate's 0.005 undone
+    assert f["optim.muon_momentum"]["source"] == "record-0414" and f["model.model_dim"]["source"] == "default"
 
 
 def test_info_shows_every_field_with_its_source(capsys):
