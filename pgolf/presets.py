@@ -287,13 +287,34 @@ RECORD_0414 = {
     "train.val_every": 0,
     "train.log_every": 500,
     "eval.seq_len": 2048,
+    # evaluation: phased score-first TTT [04-13] PR #1610, [04-14] PR #1626 (CATALOGUE §2.7): batched LoRA on
+    # q, k, v, o, mlp and the head, per document, with 3 phases of global SGD over the first 2,000 documents
+    "eval.method": "ttt",
+    "eval.ttt.mode": "phased",
+    "eval.ttt.lora_rank": 96,
+    "eval.ttt.lora_lr": 0.0001,
+    "eval.ttt.lora_optimizer": "adam",
+    "eval.ttt.lora_beta1": 0.0,
+    "eval.ttt.lora_beta2": 0.999,
+    "eval.ttt.lora_weight_decay": 0.5,
+    "eval.ttt.chunk": 48,
+    "eval.ttt.batch_docs": 64,
+    "eval.ttt.phases": 3,
+    "eval.ttt.prefix_docs": 2000,
+    "eval.ttt.global_lr": 0.001,            # global SGD: momentum 0.9, clip 1.0, 32 × 2048-token rows, 1 epoch
+    "eval.ttt.sgd_momentum": 0.9,
+    "eval.ttt.sgd_clip": 1.0,
+    "eval.ttt.sgd_batch_seqs": 32,
+    "eval.ttt.global_epochs": 1,
     "export.scheme": "budget",              # byte-budget search (GPTQ+SDClip, LQER) until the record's scheme lands
 }
 """[04-14] ``2026-04-14_MultiPhaseGlobalSGD_PhasedTTT`` (PR #1626; 1.07193 over 3 seeds): stack "A" of
 CATALOGUE §3 on SP8192, every setting that differs from the baseline with its source. 35,944,602
-parameters, as ``train_seed42.log``'s ``model_params``. Not reproduced: its multi-phase global-SGD phased
-TTT (evaluation), its export (GPTQ int6 matrices, int7 embedding, MLP k 12 / attention k 13 / embedding
-k 15, brotli: the budget search is used); document-aware attention runs as an SDPA mask."""
+parameters, as ``train_seed42.log``'s ``model_params``. Its evaluation is the record's phased TTT (the
+settings of its log). Not reproduced: the exact chunking of its global SGD (32,768-token chunks; here the
+scored documents in 2,048-token rows), its export (GPTQ int6 matrices, int7 embedding, MLP k 12 /
+attention k 13 / embedding k 15, brotli: the budget search is used); document-aware attention runs as an
+SDPA mask."""
 
 derive("record-0414", "baseline", RECORD_0414,
        doc="[04-14] PR #1626, 1.0719: stack A — SP8192, 11L×512 MLP4×, loop 3–5 ×3 from 35 %, parallel lanes from "
@@ -306,8 +327,8 @@ RECORD_0419 = {
 }
 """[04-19] ``2026-04-19_SP8192_CaseOps_GatedAttn_QuantGate_Loop45_PhasedTTT`` (PR #1736; 1.06549 over 3
 seeds) = [04-14] + CaseOps data + dense GatedAttn on every layer (+45,056 = 11 × 8 × 512 parameters:
-35,989,658 as ``train_seed42.log``); its other hyperparameters equal [04-14]'s in the logs. Not
-reproduced: phased TTT (prefix 2,000 documents, 3 phases), the int8 gate rows at export."""
+35,989,658 as ``train_seed42.log``); its other hyperparameters, TTT included, equal [04-14]'s in the
+logs. Not reproduced: the int8 gate rows at export."""
 
 derive("record-0419", "record-0414", RECORD_0419,
        doc="[04-19] PR #1736, 1.0655: record-0414 + CaseOps + dense GatedAttn (35,989,658 params)")
@@ -323,12 +344,15 @@ RECORD_0427 = {
     "train.warmdown_frac": 0.85,            # [04-27a]
     "train.min_lr_mult": 0.1,               # MIN_LR 0.1 [04-23] PR #1787
     "train.calib_reserve_seconds": 0.5,     # GPTQ Hessians on training tokens in the last 0.5 s [04-23]+
+    "eval.ttt.lora_rank": 80,               # phased TTT: rank 80, β2 0.99, prefix 2,500 documents [04-27a]
+    "eval.ttt.lora_beta2": 0.99,
+    "eval.ttt.prefix_docs": 2500,
 }
 """[04-27a] ``2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611`` (PR #1855; 1.06108 over 3
 seeds) = [04-19] with the changes of [04-23] (#1787) and [04-27a] (#1855) above, as the records were
 built (the hyperparameter blocks of the three ``train_seed42.log`` files differ exactly there, besides
-export and TTT settings). 35,945,671 parameters, as ``train_seed42.log``'s ``model_params``. Not
-reproduced yet: phased score-first TTT (rank 80, prefix 2,500 documents), its export (GPTQ+SDClip MLP k
+export settings). 35,945,671 parameters, as ``train_seed42.log``'s ``model_params``. Not reproduced
+yet: its export (GPTQ+SDClip MLP k
 11.5, embedding int7 k 14, int8 gates, LQER asym rank 4 top 3, per-group lrzip: the budget search is
 used), the fused Triton CE (a CUDA accelerator; the reference CE is used); document-aware attention runs
 as an SDPA mask (``model.attn.doc_mask``) where the record uses FlashAttention varlen."""

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from pgolf.cli import main
+from pgolf.config import apply_overrides
 from pgolf.model.flops import forward_flops_per_token, train_flops_per_token
 from pgolf.preflight import preflight
 from pgolf.presets import get_preset
@@ -43,7 +44,10 @@ def test_record_0427_phases_and_eval():
     pf = preflight(get_preset("record-0427"), "8xH100", artifact_bytes=0)
     assert set(pf.ms_per_step_phases) == {"plain", "looped"}
     assert pf.ms_per_step_phases["plain"] < pf.ms_per_step < pf.ms_per_step_phases["looped"]
-    assert pf.eval_tokens == 47_851_520 and 0 < pf.eval_seconds < 60
+    assert pf.eval_tokens == 47_851_520
+    assert pf.eval_seconds is None  # the record's phased TTT: adaptation time is not modelled
+    plain = preflight(apply_overrides(get_preset("record-0427"), ["eval.method=plain"]), "8xH100", artifact_bytes=0)
+    assert 0 < plain.eval_seconds < 60
 
 
 def test_cpu_is_measured_here_and_info_reports_it(capsys):
