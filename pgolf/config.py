@@ -225,6 +225,8 @@ class ModelConfig:
         _check(self.recur.loops == 0 or self.recur.end < self.num_layers,
                f"model.recur.end must be a layer (< {self.num_layers})")
         _check(self.parallel_start >= 0, "model.parallel_start must be >= 0")
+        _check(self.parallel_start < self.num_layers,  # else no layer gets lanes: a switch that does nothing
+               f"model.parallel_start must be a layer (< {self.num_layers} layers; 0 = off)")
         _check(self.attn.gate not in ("out", "sparse") or self.attn.gate_window <= self.model_dim,
                "model.attn.gate_window must be <= model_dim")
 

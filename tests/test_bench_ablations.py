@@ -1,0 +1,73 @@
+"""bench/ablations.py: every switch is a valid, real change at any pinned depth; the shape is pinned; the
+table's paired differences are exact."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from pgolf.config import apply_overrides, flatten
+from pgolf.model.gpt import GPT
+from pgolf.presets import get_preset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", REPO / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+abl = _load("ablations")
+PIN = ["model.num_layers={L}", "model.model_dim=64", "model.num_heads=2", "model.num_kv_heads=1",
+       "train.batch_tokens=2048", "train.autosize=false"]
+
+
+@pytest.mark.parametrize("layers", [2, 3, 5])
+def test_every_switch_is_a_valid_change_of_the_pinned_shape(layers):
+    pins = [p.format(L=layers) for p in PIN]
+    ref = apply_overrides(get_preset("cpu"), pins)
+    ref_flat = flatten(ref)
+    for name, switch in abl.TECHNIQUES.items():
+        cfg = apply_overrides(ref, switch(layers))  # raises on a layer the pinned depth does not have
+        changed = {k for k, v in flatten(cfg).items() if v != ref_flat[k]}
+        assert bool(changed) == (name != "ref"), name
+        # a switch never changes the shape it is compared at
+        assert not changed & {"model.num_layers", "model.model_dim", "model.num_heads", "model.num_kv_heads",
+                              "train.batch_tokens", "train.autosize"}, name
+        GPT(cfg.model)  # and the model builds
+
+
+def test_layer_lists_follow_the_depth():
+    assert abl.TECHNIQUES["xsa_all"](4) == ["model.attn.xsa_layers=0,1,2,3"]
+    assert abl.TECHNIQUES["value_embed_last"](2)[0] == "model.attn.ve_layers=1"
+    assert abl.TECHNIQUES["parallel_last"](3) == ["model.parallel_start=2"]
+    assert "model.recur.start=2" in abl.TECHNIQUES["recur_mid_x2"](5)
+
+
+def test_predicted_steps_are_read_from_the_autosize_line():
+    line = ("autosize: chose 2L×160 (5 heads, 1 kv), batch 16,384: 492,970 params, ≈413,924 model bytes, "
+            "278.0 ms/step → 1,539 steps, 8,830,976 tokens, L 11.0668")
+    assert abl._predicted_steps(line) == 1539
+    assert abl._predicted_steps("autosize: reused … " + line.split("chose ")[1]) == 1539
+    assert abl._predicted_steps("no such line") == 0
+
+
+def test_table_pairs_each_seed_with_its_reference(capsys):
+    def r(bpb, raw, pre):
+        return {"params": 10, "steps": 5, "val_bpb": bpb, "val_bpb_raw": raw, "pre_quant_val_bpb": pre}
+
+    rows = {"ref": {"1": r(2.0, 2.1, 1.9), "2": r(2.5, 2.6, 2.4)},
+            "x": {"1": r(1.9, 2.05, 1.85), "2": r(2.6, 2.6, 2.4)}}
+    abl.print_table(rows, ["ref", "x"], ["1", "2"])
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| x |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[3] == "2.2500"                 # mean val_bpb
+    assert cells[4] == "-0.1000 +0.1000"        # per seed, against that seed's reference
+    assert cells[5:] == ["+0.0000", "-0.0250", "-0.0250"]  # mean Δ, Δ raw, Δ pre-quant
