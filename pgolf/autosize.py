@@ -19,9 +19,11 @@ The rule (documented, deterministic given the probe):
    the head count allows) and batch B ∈ :data:`BATCHES`: ms/step(s, B) = o·N_s/N_ref + B·F(s)/R, with F
    the matmul FLOPs per training token (:mod:`pgolf.model.flops`); steps S = budget / ms/step; tokens
    D = S·B.
-3. **Constrain.** The model's estimated compressed bytes must be ≤ ``train.autosize_model_bytes``
-   (N_s × the bytes per parameter the byte planner predicts for the reference shape under the run's
-   export scheme — one planner call, not one per candidate; the chosen shape is re-estimated exactly) (the CPU track's 1,000,000), and S ≥ ``train.autosize_min_steps`` — or, when no shape reaches it
+3. **Constrain.** The model's estimated compressed bytes (N_s × the bytes per parameter the byte planner
+   predicts for the reference shape under the run's export scheme — one planner call, not one per
+   candidate; the chosen shape is re-estimated exactly) times 1 + ``train.autosize_bytes_margin`` (0.2:
+   the estimate is made before training, and a trained model compresses 12–16 % worse) must be ≤
+   ``train.autosize_model_bytes`` (the CPU track's 1,000,000), and S ≥ ``train.autosize_min_steps`` — or, when no shape reaches it
    (60 s on a slow CPU), S ≥ half the most steps any shape gets (:func:`step_floor`)
    (the schedule — momentum warm-up, warmdown — needs steps, not only tokens).
 4. **Choose** the (s, B) minimising the Chinchilla loss law L(N, D) = E + A/N^α + B/D^β with the fitted
@@ -144,7 +146,7 @@ def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
             c = apply_changes(cfg, list(shape.items()))
             n = count_params(c.model)
             mb = round(n * per_param)
-            if mb > t.autosize_model_bytes:
+            if mb * (1 + t.autosize_bytes_margin) > t.autosize_model_bytes:
                 continue
             f = train_flops_per_token(c.model, t.seq_len)
             for b in BATCHES:
@@ -161,7 +163,7 @@ def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
     feasible.sort(key=lambda ch: (round(ch.loss, 6), ch.params))
     for i, ch in enumerate(feasible):  # the winner's bytes from the planner itself; the next one if it misses
         exact = estimate_artifact_bytes(apply_changes(cfg, list(ch.changes().items()))).model_bytes
-        if exact <= t.autosize_model_bytes:
+        if exact * (1 + t.autosize_bytes_margin) <= t.autosize_model_bytes:
             best = dataclasses.replace(ch, model_bytes=exact)
             return best, [best, *feasible[:i], *feasible[i + 1:]]
     raise ConfigError(f"train.autosize: no candidate fits {t.autosize_model_bytes:,} model bytes by the byte planner")
