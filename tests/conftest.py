@@ -19,6 +19,27 @@ def _isolated_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _one_thread_per_xdist_worker():
+    """Under pytest-xdist (``-n 2``, the README's command) each worker is one of the machine's cores: torch
+    and the subprocesses the tests start use one intra-op thread, so two workers never oversubscribe 2
+    cores (many tests are small ops, for which 2 threads on a busy core are far slower than 1)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    import torch
+
+    old_threads, old_env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    torch.set_num_threads(old_threads)
+    if old_env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = old_env
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _no_user_registry():
     """Runs made by the tests are never recorded in the user's registry; registry tests give a temp URL."""
     old = os.environ.get("PGOLF_REGISTRY")
