@@ -72,6 +72,9 @@ TECHNIQUES = {
     "min_lr_0.1": lambda L: ["train.min_lr_mult=0.1"],
     "ema_h0.07": lambda L: ["train.ema.horizon_frac=0.07"],
     "ema_0.997": lambda L: ["train.ema.decay=0.997"],
+    # the three that helped at equal steps on both seeds (docs/benchmarks.md), together: do they add up?
+    "stack_best3": lambda L: ["model.mlp_act=leaky_relu2", f"model.parallel_start={L - 1}",
+                              "train.ema.horizon_frac=0.07"],
 }
 KEYS = ("params", "model_bytes", "steps", "tokens_per_second", "pre_quant_val_bpb", "val_bpb", "val_bpb_raw")
 
