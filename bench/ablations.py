@@ -79,9 +79,9 @@ TECHNIQUES = {
 KEYS = ("params", "model_bytes", "steps", "tokens_per_second", "pre_quant_val_bpb", "val_bpb", "val_bpb_raw")
 
 
-def pinned_shape(data: str, seconds: float, threads: int) -> tuple[list[str], int, str]:
-    """The overrides that pin the shape autosize picks for the `cpu` preset here, the steps it predicts
-    for ``seconds``, and its description (probes once; the choice is cached per machine and config)."""
+def pinned_shape(data: str, seconds: float, threads: int) -> tuple[list[str], int, int, str]:
+    """The overrides that pin the shape autosize picks for the `cpu` preset here, its depth, the steps it
+    predicts for ``seconds``, and its description (probes once; the choice is cached per machine and config)."""
     from pgolf import autosize
 
     lines: list[str] = []
@@ -96,8 +96,7 @@ def pinned_shape(data: str, seconds: float, threads: int) -> tuple[list[str], in
     pins = [f"model.num_layers={m.num_layers}", f"model.model_dim={m.model_dim}", f"model.num_heads={m.num_heads}",
             f"model.num_kv_heads={m.num_kv_heads}", f"train.batch_tokens={t.batch_tokens}", "train.autosize=false"]
     chose = next((ln for ln in lines if "chose" in ln or "reused" in ln), "")
-    steps = _predicted_steps(chose)
-    return pins, steps, chose
+    return pins, m.num_layers, _predicted_steps(chose), chose
 
 
 def _predicted_steps(line: str) -> int:
@@ -137,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown technique(s) {unknown}; known: {', '.join(TECHNIQUES)}")
     names = [n for n in TECHNIQUES if not args.only or n in args.only or n == "ref"]
 
-    pins, predicted, chose = pinned_shape(args.data, args.shape_seconds, args.shape_threads)
-    layers = int(pins[0].split("=")[1])
+    pins, layers, predicted, chose = pinned_shape(args.data, args.shape_seconds, args.shape_threads)
     if args.steps is not None:
         steps = predicted if args.steps == "auto" else int(args.steps)
         if steps <= 0:

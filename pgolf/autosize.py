@@ -23,8 +23,9 @@ The rule (documented, deterministic given the probe):
    predicts for the reference shape under the run's export scheme — one planner call, not one per
    candidate; the chosen shape is re-estimated exactly) times 1 + ``train.autosize_bytes_margin`` (0.2:
    the estimate is made before training, and a trained model compresses 12–16 % worse) must be ≤
-   ``train.autosize_model_bytes`` (the CPU track's 1,000,000), and S ≥ ``train.autosize_min_steps`` — or, when no shape reaches it
-   (60 s on a slow CPU), S ≥ half the most steps any shape gets (:func:`step_floor`)
+   ``train.autosize_model_bytes`` (the CPU track's 1,000,000) (:func:`fits_cap`), and S ≥
+   ``train.autosize_min_steps`` — or, when no shape reaches it (60 s on a slow CPU), S ≥ half the most
+   steps any shape gets (:func:`step_floor`)
    (the schedule — momentum warm-up, warmdown — needs steps, not only tokens).
 4. **Choose** the (s, B) minimising the Chinchilla loss law L(N, D) = E + A/N^α + B/D^β with the fitted
    constants of Hoffmann et al. 2022 (Approach 3: E 1.69, A 406.4, B 410.7, α 0.34, β 0.28; N all
@@ -127,6 +128,12 @@ def probe(cfg: RunConfig, *, small: int = 2048, large: int = 8192) -> Rate:
                 seconds=time.perf_counter() - t0)
 
 
+def fits_cap(model_bytes: int, cfg: RunConfig) -> bool:
+    """Step 3's byte test: the estimate with its margin for what training adds is within the cap."""
+    t = cfg.train
+    return model_bytes * (1 + t.autosize_bytes_margin) <= t.autosize_model_bytes
+
+
 def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
     """Step 2–4 of the rule: the best feasible candidate and every feasible one (best first)."""
     from pgolf.export.planner import estimate_artifact_bytes
@@ -146,7 +153,7 @@ def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
             c = apply_changes(cfg, list(shape.items()))
             n = count_params(c.model)
             mb = round(n * per_param)
-            if mb * (1 + t.autosize_bytes_margin) > t.autosize_model_bytes:
+            if not fits_cap(mb, cfg):
                 continue
             f = train_flops_per_token(c.model, t.seq_len)
             for b in BATCHES:
@@ -163,7 +170,7 @@ def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
     feasible.sort(key=lambda ch: (round(ch.loss, 6), ch.params))
     for i, ch in enumerate(feasible):  # the winner's bytes from the planner itself; the next one if it misses
         exact = estimate_artifact_bytes(apply_changes(cfg, list(ch.changes().items()))).model_bytes
-        if exact * (1 + t.autosize_bytes_margin) <= t.autosize_model_bytes:
+        if fits_cap(exact, cfg):
             best = dataclasses.replace(ch, model_bytes=exact)
             return best, [best, *feasible[:i], *feasible[i + 1:]]
     raise ConfigError(f"train.autosize: no candidate fits {t.autosize_model_bytes:,} model bytes by the byte planner")

@@ -352,9 +352,8 @@ RECORD_0427 = {
 seeds) = [04-19] with the changes of [04-23] (#1787) and [04-27a] (#1855) above, as the records were
 built (the hyperparameter blocks of the three ``train_seed42.log`` files differ exactly there, besides
 export settings). 35,945,671 parameters, as ``train_seed42.log``'s ``model_params``. Not reproduced
-yet: its export (GPTQ+SDClip MLP k
-11.5, embedding int7 k 14, int8 gates, LQER asym rank 4 top 3, per-group lrzip: the budget search is
-used), the fused Triton CE (a CUDA accelerator; the reference CE is used); document-aware attention runs
+yet: its export (GPTQ+SDClip MLP k 11.5, embedding int7 k 14, int8 gates, LQER asym rank 4 top 3,
+per-group lrzip: the budget search is used), the fused Triton CE (a CUDA accelerator; the reference CE is used); document-aware attention runs
 as an SDPA mask (``model.attn.doc_mask``) where the record uses FlashAttention varlen."""
 
 derive("record-0427", "record-0419", RECORD_0427,

@@ -3,26 +3,12 @@ table's paired differences are exact."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from test_bench import _load
 
 from pgolf.config import apply_overrides, flatten
 from pgolf.model.gpt import GPT
 from pgolf.presets import get_preset
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", REPO / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
 
 abl = _load("ablations")
 PIN = ["model.num_layers={L}", "model.model_dim=64", "model.num_heads=2", "model.num_kv_heads=1",

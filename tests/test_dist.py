@@ -5,21 +5,15 @@ Why it exists: a 2-process gloo bundle run aborted at exit on a loaded 2-core ma
 success path now meets at a barrier before ``destroy_process_group``; the error path must not (a rank
 that failed never arrives, and the others would wait for the collective timeout)."""
 
-import socket
 import time
 
 import pytest
 import torch
 import torch.distributed as tdist
 import torch.multiprocessing as mp
+from test_optim import _free_port
 
 from pgolf import dist
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _scope_worker(rank: int, port: int, fail: bool, out: dict) -> None:
