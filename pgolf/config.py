@@ -200,8 +200,16 @@ class ModelConfig:
     decoder layer whose physical index is ≥ this, two lanes; attention reads lane 0 (with the x0 mix),
     the MLP lane 1, both as they were before the block; each writes to both through learned 2×2 post
     lambdas (init 1) and each lane is scaled by a residual lambda (init ``parallel_resid_init``).
-    0 = off."""
+    0 = off; a negative value counts from the end, as a Python index (−1 = the last layer only), so the
+    lanes follow the depth when ``train.autosize`` picks it."""
     parallel_resid_init: float = 1.1
+
+    @property
+    def parallel_from(self) -> int | None:
+        """The physical layer the parallel lanes start from (``parallel_start`` resolved), None when off."""
+        if self.parallel_start == 0:
+            return None
+        return self.parallel_start % self.num_layers
     parallel_final: Literal["mean", "attn", "mlp"] = "mean"
     """What leaves the last layer: the mean of the lanes (records) or one lane."""
     attn: AttnConfig = field(default_factory=AttnConfig)
@@ -224,9 +232,10 @@ class ModelConfig:
         _check(not bad, f"model.attn: layer {bad[0] if bad else 0} does not exist ({self.num_layers} layers)")
         _check(self.recur.loops == 0 or self.recur.end < self.num_layers,
                f"model.recur.end must be a layer (< {self.num_layers})")
-        _check(self.parallel_start >= 0, "model.parallel_start must be >= 0")
-        _check(self.parallel_start < self.num_layers,  # else no layer gets lanes: a switch that does nothing
-               f"model.parallel_start must be a layer (< {self.num_layers} layers; 0 = off)")
+        # out of range, no layer gets lanes: a switch that does nothing
+        _check(-self.num_layers < self.parallel_start < self.num_layers,
+               f"model.parallel_start must be a layer: 1..{self.num_layers - 1}, or -1..-{self.num_layers - 1} "
+               f"from the end ({self.num_layers} layers; 0 = off)")
         _check(self.attn.gate not in ("out", "sparse") or self.attn.gate_window <= self.model_dim,
                "model.attn.gate_window must be <= model_dim")
 

@@ -221,7 +221,7 @@ def test_readable_form_holds_each_module_verbatim_under_its_banner(tmp_path):
         stubs = dict(bundler.stubs_for(cfg, m))
         assert g["FILES"][rel] == stub_source((ROOT.parent / rel).read_text(), stubs)
         stubbed += len(stubs)
-    assert stubbed and "is not in this bundle: needs model.parallel_start > 0" in g["FILES"]["pgolf/model/gpt.py"]
+    assert stubbed and "is not in this bundle: needs model.parallel_start != 0" in g["FILES"]["pgolf/model/gpt.py"]
     text = b.text
     banners = [line[len("# ==== "):-len(" ====")] for line in text.splitlines() if line.startswith("# ==== ")]
     assert banners == rels

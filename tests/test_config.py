@@ -113,7 +113,8 @@ def test_tuple_literal_optional_and_nested_fields():
         ("export.search_bits=4,9", "export.search_bits must list integers in 2..8"),
         ("model.embed.bigram_buckets=1", "bigram_buckets must be 0 or >= 2"),
         ("train.compile=2.5", "cannot parse"),
-        ("model.parallel_start=9", "model.parallel_start must be a layer (< 9 layers; 0 = off)"),  # no lanes
+        ("model.parallel_start=9", "model.parallel_start must be a layer: 1..8, or -1..-8 from the end"),  # no lanes
+        ("model.parallel_start=-9", "model.parallel_start must be a layer: 1..8, or -1..-8 from the end"),
         ("model.attn.xsa_layers=9", "layer 9 does not exist (9 layers)"),
     ],
 )

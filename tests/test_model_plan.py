@@ -248,6 +248,26 @@ def test_recurrence_virtual_order_and_parameters():
     assert calls == list(range(11))
 
 
+@pytest.mark.parametrize("layers", [2, 3, 5])
+def test_negative_parallel_start_counts_from_the_end(layers):
+    """−k is the layer L−k, so the lanes follow the depth autosize picks: the same plan, parameters and
+    outputs as the absolute index."""
+    base = [f"model.num_layers={layers}", "model.skips=none"]
+    rel, ab = _cfg(*base, "model.parallel_start=-1"), _cfg(*base, f"model.parallel_start={layers - 1}")
+    assert rel.parallel_from == ab.parallel_from == layers - 1 and _cfg(*base).parallel_from is None
+    assert build_plan(rel) == build_plan(ab)
+    assert [p.parallel for p in build_plan(rel)] == [False] * (layers - 1) + [True]
+    torch.manual_seed(3)
+    m_rel = GPT(rel)
+    torch.manual_seed(3)
+    m_ab = GPT(ab)
+    sd_rel, sd_ab = m_rel.state_dict(), m_ab.state_dict()
+    assert sd_rel.keys() == sd_ab.keys() and "lane_post" in sd_rel
+    assert all(torch.equal(sd_rel[k], sd_ab[k]) for k in sd_rel)
+    x = torch.randint(0, 64, (2, 9))
+    assert torch.equal(m_rel(x), m_ab(x))
+
+
 def test_parallel_lanes_match_a_reference():
     cfg = _cfg("model.parallel_start=3", "model.skips=none")
     torch.manual_seed(6)

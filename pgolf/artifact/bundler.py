@@ -122,7 +122,7 @@ DEAD: dict[str, Switch] = {
     "pgolf.model.gpt:CausalSelfAttention.head_gate": Switch(lambda c: c.model.attn.gate != "off",
                                                              "model.attn.gate != off"),
     "pgolf.model.gpt:GPT._gated_skip": Switch(lambda c: c.model.skips == "gated", "model.skips = gated"),
-    "pgolf.model.gpt:GPT._parallel": Switch(lambda c: c.model.parallel_start > 0, "model.parallel_start > 0"),
+    "pgolf.model.gpt:GPT._parallel": Switch(lambda c: c.model.parallel_start != 0, "model.parallel_start != 0"),
     "pgolf.model.gpt:GPT._chunked_loss": Switch(lambda c: c.model.ce_chunk_tokens > 0, "model.ce_chunk_tokens > 0"),
     "pgolf.model.gpt:GPT._chunk_ce": Switch(lambda c: c.model.ce_chunk_tokens > 0, "model.ce_chunk_tokens > 0"),
     "pgolf.model.gpt:GPT._resid_mix_schedule": Switch(lambda c: c.model.resid_mix_init == "schedule",

@@ -261,7 +261,7 @@ def build_plan(cfg: ModelConfig, looping: bool | None = None) -> tuple[LayerPlan
     """The per-layer plan: the virtual layer order (depth recurrence), U-Net skips (the first half of
     the virtual layers push, each later one pops while the stack is non-empty, LIFO — the baseline),
     per-block XSA / value embeddings / LN scale, the parallel-lane layers (from the first decoder layer
-    whose block is ≥ ``parallel_start`` to the end) and untied MLPs of repeated passes."""
+    whose block is ≥ ``parallel_from`` to the end) and untied MLPs of repeated passes."""
     looping = cfg.recur.loops > 0 if looping is None else looping
     order = virtual_order(cfg, looping)
     n = len(order)
@@ -270,11 +270,11 @@ def build_plan(cfg: ModelConfig, looping: bool | None = None) -> tuple[LayerPlan
     xsa, ve = set(cfg.attn.xsa_layers), set(cfg.attn.ve_layers)
     seen: dict[int, int] = {}
     untied: dict[tuple[int, int], int] = {}
-    plan, lanes = [], False
+    plan, lanes, start = [], False, cfg.parallel_from
     for i, block in enumerate(order):
         pop = i - n_enc if (n_enc <= i < n_enc + n_skip) else None
         ln = 1.0 / math.sqrt(block + 1) if cfg.ln_scale else 1.0
-        lanes = lanes or (cfg.parallel_start > 0 and i >= (n // 2) and block >= cfg.parallel_start)
+        lanes = lanes or (start is not None and i >= (n // 2) and block >= start)
         passes = seen.get(block, 0)
         seen[block] = passes + 1
         slot = None
@@ -320,7 +320,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         n_untied = max((p.mlp_slot + 1 for p in self.plans[True] if p.mlp_slot is not None), default=0)
         self.recur_mlps = nn.ModuleList(MLP(cfg) for _ in range(n_untied))
-        if cfg.parallel_start > 0:  # [layer, 2 lanes] residual scales and [layer, from, to] post lambdas
+        if cfg.parallel_from is not None:  # [layer, 2 lanes] residual scales and [layer, from, to] post lambdas
             self.lane_resid = nn.Parameter(torch.full((cfg.num_layers, 2), cfg.parallel_resid_init, dtype=torch.float32))
             self.lane_post = nn.Parameter(torch.ones(cfg.num_layers, 2, 2, dtype=torch.float32))
             declare(self, lane_resid=Role.CONTROL, lane_post=Role.CONTROL)
