@@ -15,6 +15,7 @@ from typing import Any
 
 from pgolf.config import (
     DataConfig,
+    EmaConfig,
     EvalConfig,
     ExportConfig,
     ModelConfig,
@@ -62,17 +63,33 @@ def cpu() -> RunConfig:
     """The 2-core-CPU recipe under a 600 s training budget with model bytes ≤ 1,000,000 (int8 + zlib),
     sized to the machine it runs on: ``train.autosize`` picks depth, width and batch from a throughput
     probe before the clock (:mod:`pgolf.autosize`); the shape below (3L×192, 8K-token batch, tuned on
-    an AMX Xeon) is the probe's reference and what ``cpu-fixed`` trains. Side by side on an AVX2-only
-    EPYC (600 s, one thread), autosize beat the fixed shape by 0.08–0.11 bpb and the official baseline's
-    CPU port by 0.26–0.28 on enwiki, and by 0.19 / 0.29 (raw bytes) on Python source it was never tuned
-    on (docs/benchmarks.md "CPU recipes side by side")."""
+    an AMX Xeon) is the probe's reference and what ``cpu-fixed`` trains. On it, the three switches that
+    won the equal-step ablations on 2 seeds (docs/benchmarks.md "Technique ablations at equal steps";
+    together −0.019 / −0.026 bpb at 539 steps):
+
+    ==========================  =====================================================  =============
+    setting                     source                                                 alone (bpb)
+    ==========================  =====================================================  =============
+    ``model.mlp_act``           LeakyReLU(0.5)² [03-23] PR #493, in every later record  −0.011
+    ``model.parallel_start=-1`` parallel residual lanes [03-31] PR #1204, on the last    −0.011
+                                layer only (the records start at 7–8 of 11)
+    ``train.ema.horizon_frac``  EMA [03-20d] PR #287 as a fraction of the run: 0.07     −0.004
+                                ≈ the records' 0.997 over their ~4,900 steps
+    ==========================  =====================================================  =============
+
+    The records' depth and long-context techniques (XSA, LN scale, partial RoPE, Polar Express,
+    orthogonal init) hurt at 2–3 layers and 256 tokens and are left off. ``cpu-v1`` is the recipe
+    before these switches, the reference the upgrade is measured against (docs/benchmarks.md
+    "CPU recipes side by side")."""
     return RunConfig(
         name="cpu",
         data=DataConfig(path=""),
-        model=ModelConfig(vocab_size=1024, num_layers=3, model_dim=192, num_heads=4, num_kv_heads=2, mlp_mult=2),
+        model=ModelConfig(vocab_size=1024, num_layers=3, model_dim=192, num_heads=4, num_kv_heads=2, mlp_mult=2,
+                          mlp_act="leaky_relu2", parallel_start=-1),
         optim=OptimConfig(muon_momentum_warmup_steps=200),
         train=TrainConfig(
             max_wallclock_seconds=600,
+            ema=EmaConfig(horizon_frac=0.07),
             warmup_steps=2,
             compile=True,
             warmdown_frac=0.4,
@@ -365,6 +382,10 @@ derive("cpu-fixed", "cpu", {"train.autosize": False},
        "The cpu recipe at its fixed reference shape (3L×192, 8K-token batch, tuned on a fast AMX Xeon), "
        "without the throughput probe: the `cpu` preset before autosize, for runs that must not depend on "
        "the machine's speed.")
+
+derive("cpu-v1", "cpu-fixed", {"model.mlp_act": "relu2", "model.parallel_start": 0, "train.ema.horizon_frac": 0.0},
+       "The cpu recipe as first tuned (3L×192, 8K-token batch, ReLU², no lanes, no EMA, no probe): the "
+       "preset issue 8 measures the upgraded `cpu` against.")
 
 derive("baseline-cpu", "baseline", {
     # the official baseline [03-17b] shrunk to the 2-core CPU's compute, everything else its own

@@ -110,7 +110,7 @@ def test_the_cpu_ablation_spec_validates():
 
     spec = load_spec(ROOT / "bench" / "sweeps" / "cpu_ablation.yaml")
     units = plan(spec, {})[0]
-    assert spec.preset == "cpu" and spec.mode == "ablation" and len(units) >= 6 and len(spec.seeds) >= 2
+    assert spec.preset == "cpu-v1" and spec.mode == "ablation" and len(units) >= 6 and len(spec.seeds) >= 2
     assert main(["sweep", str(ROOT / "bench" / "sweeps" / "cpu_ablation.yaml"), "--dry-run"]) == 0
 
 
