@@ -1,6 +1,8 @@
-"""Each technique on vs off against the `cpu` preset at a fixed budget, paired by seed (issue 8, Part B).
+"""Each technique on vs off against a CPU preset at a fixed budget, paired by seed (issue 8, Part B).
 
-The shape is chosen once: ``train.autosize`` sizes the reference (the ``cpu`` preset) for a
+The reference is ``--base`` (default ``cpu``; ``cpu-v1`` is the recipe before the winners of the first
+ablations were adopted, which docs/benchmarks.md measured against). A switch the base already has is
+no change and is skipped with a note. The shape is chosen once: ``train.autosize`` sizes the base for a
 ``--shape-seconds`` budget on this machine at ``--shape-threads`` threads, exactly as ``pgolf run cpu``
 would, and every candidate then trains that pinned shape — a switch never changes depth, width or
 batch. Each candidate is the pinned reference plus one switch, exported with the preset's scheme
@@ -24,6 +26,7 @@ seed, the paired difference to the reference per seed and its mean (negative = t
 
     python bench/ablations.py --data /work/data/enwiki --steps auto --shape-seconds 200 --jobs 2 \
         --seeds 1337 42 --json /work/notes/abl.json
+    python bench/ablations.py --base cpu-v1 --data /work/data/enwiki --steps 539 --shape-seconds 150 --jobs 2
     python bench/ablations.py --data DIR --only leaky_relu2 --seconds 600 --jobs 1
 """
 
@@ -40,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pgolf.config import apply_overrides  # noqa: E402
+from pgolf.config import apply_overrides, flatten  # noqa: E402
 from pgolf.precision import cpu_model  # noqa: E402
 from pgolf.presets import get_preset  # noqa: E402
 
@@ -65,28 +68,27 @@ TECHNIQUES = {
     "ortho_init": lambda L: ["model.init=orthogonal"],
     "recur_mid_x2": lambda L: ["model.recur.loops=1", f"model.recur.start={L // 2}", f"model.recur.end={L // 2}",
                                "model.recur.start_frac=0.35"],
-    "parallel_last": lambda L: [f"model.parallel_start={L - 1}"],
+    "parallel_last": lambda L: ["model.parallel_start=-1"],
     "muon_wd": lambda L: ["optim.muon_wd=0.04", "optim.adam_wd=0.04"],
     "muoneq_r": lambda L: ["optim.muon_row_normalize=true"],
     "polar_express": lambda L: ["optim.muon_ns=polar_express"],
     "min_lr_0.1": lambda L: ["train.min_lr_mult=0.1"],
     "ema_h0.07": lambda L: ["train.ema.horizon_frac=0.07"],
-    "ema_0.997": lambda L: ["train.ema.decay=0.997"],
+    "ema_0.997": lambda L: ["train.ema.horizon_frac=0", "train.ema.decay=0.997"],
     # the three that helped at equal steps on both seeds (docs/benchmarks.md), together: do they add up?
-    "stack_best3": lambda L: ["model.mlp_act=leaky_relu2", f"model.parallel_start={L - 1}",
-                              "train.ema.horizon_frac=0.07"],
+    "stack_best3": lambda L: ["model.mlp_act=leaky_relu2", "model.parallel_start=-1", "train.ema.horizon_frac=0.07"],
 }
 KEYS = ("params", "model_bytes", "steps", "tokens_per_second", "pre_quant_val_bpb", "val_bpb", "val_bpb_raw")
 
 
-def pinned_shape(data: str, seconds: float, threads: int) -> tuple[list[str], int, int, str]:
-    """The overrides that pin the shape autosize picks for the `cpu` preset here, its depth, the steps it
+def pinned_shape(base: str, data: str, seconds: float, threads: int) -> tuple[list[str], int, int, str]:
+    """The overrides that pin the shape autosize picks for preset ``base`` here, its depth, the steps it
     predicts for ``seconds``, and its description (probes once; the choice is cached per machine and config)."""
     from pgolf import autosize
 
     lines: list[str] = []
-    cfg = apply_overrides(get_preset("cpu"), [f"data.path={data}", f"train.max_wallclock_seconds={seconds}",
-                                              f"train.threads={threads}"])
+    cfg = apply_overrides(get_preset(base), [f"data.path={data}", f"train.max_wallclock_seconds={seconds}",
+                                             f"train.threads={threads}", "train.autosize=true"])
     if threads:
         import torch
 
@@ -106,11 +108,17 @@ def _predicted_steps(line: str) -> int:
     return int(m.group(1).replace(",", "")) if m else 0
 
 
-def one_run(overrides: list[str]) -> dict:
+def is_change(base: str, overrides: list[str]) -> bool:
+    """Whether ``overrides`` change preset ``base`` at all (a switch the base already has does not)."""
+    ref = flatten(get_preset(base))
+    return any(v != ref[k] for k, v in flatten(apply_overrides(get_preset(base), overrides)).items())
+
+
+def one_run(base: str, overrides: list[str]) -> dict:
     """Train, export, reload and score one candidate (in a worker process); returns its metrics."""
     from pgolf.runner import run
 
-    cfg = apply_overrides(get_preset("cpu"), overrides)
+    cfg = apply_overrides(get_preset(base), overrides)
     with tempfile.TemporaryDirectory() as d:
         m = run(cfg, d, progress=False)
     return {k: m[k] for k in KEYS}
@@ -119,6 +127,7 @@ def one_run(overrides: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
+    ap.add_argument("--base", default="cpu", help="the preset every switch is compared against")
     budget = ap.add_mutually_exclusive_group(required=True)
     budget.add_argument("--steps", help="equal-step budget: N, or 'auto' (autosize's prediction for the ref)")
     budget.add_argument("--seconds", type=float, help="wallclock budget per run (run on an idle machine)")
@@ -136,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown technique(s) {unknown}; known: {', '.join(TECHNIQUES)}")
     names = [n for n in TECHNIQUES if not args.only or n in args.only or n == "ref"]
 
-    pins, layers, predicted, chose = pinned_shape(args.data, args.shape_seconds, args.shape_threads)
+    pins, layers, predicted, chose = pinned_shape(args.base, args.data, args.shape_seconds, args.shape_threads)
+    have = [n for n in names if n != "ref" and not is_change(args.base, TECHNIQUES[n](layers))]
+    if have:
+        print(f"skipped, already in {args.base}: {', '.join(have)}")
+        names = [n for n in names if n not in have]
     if args.steps is not None:
         steps = predicted if args.steps == "auto" else int(args.steps)
         if steps <= 0:
@@ -146,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         budget_args = [f"train.max_wallclock_seconds={args.seconds}"]
         what = f"{args.seconds:g} s each"
-    print(f"machine: {cpu_model()}; shape: {chose}")
+    print(f"machine: {cpu_model()}; base: {args.base}; shape: {chose}")
     print(f"{what}; {args.threads} thread(s) per run, {args.jobs} at once; seeds {args.seeds}; "
           f"val = first {args.val_tokens} tokens", flush=True)
 
@@ -158,16 +171,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"data.val_max_tokens={args.val_tokens}", "train.val_every=0", "train.log_every=100000",
                   *pins, *budget_args, *TECHNIQUES[name](layers)]
             prev = done.get(name, {}).get(str(seed))
-            if prev and prev.get("overrides") == ov:
+            if prev and prev.get("overrides") == ov and prev.get("base") == args.base:
                 continue
             todo.append((name, seed, ov))
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
-        futs = {pool.submit(one_run, ov): (name, seed, ov) for name, seed, ov in todo}
+        futs = {pool.submit(one_run, args.base, ov): (name, seed, ov) for name, seed, ov in todo}
         for fut in cf.as_completed(futs):
             name, seed, ov = futs[fut]
             r = fut.result()
-            done.setdefault(name, {})[str(seed)] = {**r, "overrides": ov}
+            done.setdefault(name, {})[str(seed)] = {**r, "base": args.base, "overrides": ov}
             print(json.dumps({"technique": name, "seed": seed, **r}), flush=True)
             if args.json:
                 tmp = args.json.with_suffix(".tmp")

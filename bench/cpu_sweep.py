@@ -1,6 +1,6 @@
 """Side-by-side short runs of candidate CPU recipes (how the `cpu` preset was chosen).
 
-Each candidate is the `cpu` preset plus overrides, trained for the same wallclock budget in one
+Each candidate is the `cpu-v1` preset (the fixed recipe before the technique winners) plus overrides, trained for the same wallclock budget in one
 process, one after the other, then exported (int8 + zlib), reloaded and scored. Prints a table.
 
     python bench/cpu_sweep.py --data /work/data/enwiki --seconds 90 --val-tokens 262144
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, sets in CANDIDATES.items():
         if args.only and name not in args.only:
             continue
-        cfg = apply_overrides(get_preset("cpu"), [f"data.path={args.data}", f"train.max_wallclock_seconds={args.seconds}", *BASE,
+        cfg = apply_overrides(get_preset("cpu-v1"), [f"data.path={args.data}", f"train.max_wallclock_seconds={args.seconds}", *BASE,
                                                   f"data.val_max_tokens={args.val_tokens}", "train.val_every=0",
                                                   "train.log_every=100000", *sets])
         with tempfile.TemporaryDirectory() as d:

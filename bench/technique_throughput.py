@@ -1,6 +1,6 @@
 """Step time of each technique's shape against the baseline shape, and what its FLOPs explain (issue 8).
 
-For every switch of ``bench/ablations.py`` (on the ``cpu-fixed`` shape, 3L×192, 8,192-token batch), a
+For every switch of ``bench/ablations.py`` (on the ``cpu-v1`` recipe, 3L×192, 8,192-token batch, no switch on), a
 compiled training step is timed on random tokens as the run would train (the preset's precision and
 threads; :func:`pgolf.preflight.measure_cpu_ms_per_token`, the fastest of ``--steps`` timed steps after
 a warm-up), interleaved with the reference — ref, A, ref, B, … — so drift of the machine hits both
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peak", type=float, default=0.0, help="matmul peak FLOP/s for the MFU column (0 = measure)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    base = apply_overrides(get_preset("cpu-fixed"), [f"train.threads={args.threads}"])
+    base = apply_overrides(get_preset("cpu-v1"), [f"train.threads={args.threads}"])  # no switch on yet
     amp = resolve_amp(base.train.amp_dtype, "cpu")
     peak = args.peak
     if not peak:
