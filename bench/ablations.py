@@ -108,10 +108,12 @@ def _predicted_steps(line: str) -> int:
     return int(m.group(1).replace(",", "")) if m else 0
 
 
-def is_change(base: str, overrides: list[str]) -> bool:
-    """Whether ``overrides`` change preset ``base`` at all (a switch the base already has does not)."""
-    ref = flatten(get_preset(base))
-    return any(v != ref[k] for k, v in flatten(apply_overrides(get_preset(base), overrides)).items())
+def is_change(base: str, overrides: list[str], pins: list[str] = ()) -> bool:
+    """Whether ``overrides`` change preset ``base`` pinned by ``pins`` at all (a switch the base already
+    has does not). The pins come first: a layer list is only valid at the depth it was written for."""
+    pinned = apply_overrides(get_preset(base), list(pins))
+    ref = flatten(pinned)
+    return any(v != ref[k] for k, v in flatten(apply_overrides(pinned, overrides)).items())
 
 
 def one_run(base: str, overrides: list[str]) -> dict:
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in TECHNIQUES if not args.only or n in args.only or n == "ref"]
 
     pins, layers, predicted, chose = pinned_shape(args.base, args.data, args.shape_seconds, args.shape_threads)
-    have = [n for n in names if n != "ref" and not is_change(args.base, TECHNIQUES[n](layers))]
+    have = [n for n in names if n != "ref" and not is_change(args.base, TECHNIQUES[n](layers), pins)]
     if have:
         print(f"skipped, already in {args.base}: {', '.join(have)}")
         names = [n for n in names if n not in have]

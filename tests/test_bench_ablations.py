@@ -29,7 +29,7 @@ def test_every_switch_is_a_valid_change_of_the_pinned_shape(layers, base):
         changed = {k for k, v in flatten(cfg).items() if v != ref_flat[k]}
         # on cpu-v1 every switch is a real change; cpu already has the adopted ones, which the bench skips
         expect = name != "ref" and not (base == "cpu" and name in ADOPTED)
-        assert bool(changed) == expect == abl.is_change(base, switch(layers)), name
+        assert bool(changed) == expect == abl.is_change(base, switch(layers), pins), name
         # a switch never changes the shape it is compared at
         assert not changed & {"model.num_layers", "model.model_dim", "model.num_heads", "model.num_kv_heads",
                               "train.batch_tokens", "train.autosize"}, name
