@@ -70,17 +70,18 @@ def cpu() -> RunConfig:
     ==========================  =====================================================  =============
     setting                     source                                                 alone (bpb)
     ==========================  =====================================================  =============
-    ``model.mlp_act``           LeakyReLU(0.5)² [03-23] PR #493, in every later record  −0.011
+    ``model.mlp_act``           LeakyReLU(0.5)² [03-23] PR #493/#518, later records    −0.011
     ``model.parallel_start=-1`` parallel residual lanes [03-31] PR #1204, on the last    −0.011
                                 layer only (the records start at 7–8 of 11)
     ``train.ema.horizon_frac``  EMA [03-20d] PR #287 as a fraction of the run: 0.07     −0.004
                                 ≈ the records' 0.997 over their ~4,900 steps
     ==========================  =====================================================  =============
 
-    The records' depth and long-context techniques (XSA, LN scale, partial RoPE, Polar Express,
-    orthogonal init) hurt at 2–3 layers and 256 tokens and are left off. ``cpu-v1`` is the recipe
-    before these switches, the reference the upgrade is measured against (docs/benchmarks.md
-    "CPU recipes side by side")."""
+    They pay on short runs (slow machines); at 2,236 steps of 3L×192 (600 s on the AMX Xeon) they were
+    neutral (−0.0005) and cost 3.6 % step time. The records' depth and long-context techniques (XSA,
+    LN scale, partial RoPE, Polar Express, orthogonal init) hurt at 2–3 layers and 256 tokens and are
+    left off. ``cpu-v1`` is the recipe before these switches, the reference the upgrade is measured
+    against (docs/benchmarks.md "The upgraded `cpu` … side by side on the AMX Xeon")."""
     return RunConfig(
         name="cpu",
         data=DataConfig(path=""),
