@@ -9,16 +9,21 @@ compute this machine delivers within the budget.
 The rule (documented, deterministic given the probe):
 
 1. **Probe.** Time real training steps (random tokens, compiled when ``train.compile``, in the precision
-   ``train.amp_dtype`` resolves to) of the reference shape — the config as given — at two micro-batch
-   sizes B₁ < B₂ (:func:`pgolf.preflight.measure_cpu_ms_per_token`). A line through the two points,
-   ms/step = o + B·F(ref)/R, gives the machine's effective training rate R (FLOP/s) and a per-step
-   overhead o (optimizer, launches), which is taken to scale with the parameter count. Each point is the
-   fastest of 5 timed steps at the run's thread count; when the line is not physical (the larger batch
-   no faster per token than noise allows: slope ≤ 0 or o < 0), o = 0 and R comes from the larger batch.
+   ``train.amp_dtype`` resolves to) of the reference shape — the config as given — at every candidate
+   batch B ∈ :data:`BATCHES` (:func:`pgolf.preflight.measure_cpu_ms_per_token`; each point the fastest of
+   5 timed steps at the run's thread count). A line through the two smallest batches, ms/step = o +
+   B·F(ref)/R, gives a per-step overhead o (optimizer, launches), taken to scale with the parameter
+   count, and the line's rate R; when it is not physical (the larger batch no slower than noise allows:
+   slope ≤ 0 or o < 0), o = 0. Each batch then gets its own effective rate R(B) = B·F(ref)/(ms(B) − o),
+   so the prediction reproduces the probe at the reference shape exactly. (Until 2026-12 the probe timed
+   2K and 8K and extrapolated the line to 16K: on an AMX Xeon 3L×192 then ran 12.5 % slower per step at
+   16K than predicted — 14–20 % slower per token than at 8K, caches — and the rule chose 16K for 4 % more
+   tokens that it never got.)
 2. **Predict** for every candidate shape s (grid :data:`LAYERS` × :data:`DIMS`, head_dim 32, GQA 2:1 where
-   the head count allows) and batch B ∈ :data:`BATCHES`: ms/step(s, B) = o·N_s/N_ref + B·F(s)/R, with F
-   the matmul FLOPs per training token (:mod:`pgolf.model.flops`); steps S = budget / ms/step; tokens
-   D = S·B.
+   the head count allows) and batch B: ms/step(s, B) = o·N_s/N_ref + B·F(s)/R(B), with F the matmul
+   FLOPs per training token (:mod:`pgolf.model.flops`); steps S = budget / ms/step; tokens D = S·B. (R(B)
+   is measured on the reference shape; a narrower shape's activations fit caches at a larger B, so its
+   slowdown at large B may be smaller than predicted.)
 3. **Constrain.** The model's estimated compressed bytes (N_s × the bytes per parameter the byte planner
    predicts for the reference shape under the run's export scheme — one planner call, not one per
    candidate; the chosen shape is re-estimated exactly) times 1 + ``train.autosize_bytes_margin`` (0.2:
@@ -43,7 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pgolf.config import RunConfig, apply_changes
 from pgolf.errors import ConfigError
@@ -64,15 +69,21 @@ def chinchilla_loss(n_params: float, tokens: float) -> float:
 
 @dataclass(frozen=True)
 class Rate:
-    """The probe's line: ms/step = overhead_ms·(N/N_ref) + B·F/flops·1000."""
+    """The probe's time model: ms/step = overhead_ms·(N/N_ref) + 1000·B·F/R(B)."""
 
     flops: float
-    """R: effective training FLOP/s."""
+    """R: effective training FLOP/s of the line through the two smallest probed batches."""
     overhead_ms: float
     """o: per-step time that does not scale with the batch, at the reference parameter count."""
     ref_params: int
     seconds: float
     """Wallclock of the probe."""
+    batch_flops: dict[int, float] = field(default_factory=dict)
+    """R(B): the effective rate measured at each probed batch B (a batch not probed gets the line's R)."""
+
+    def ms_per_step(self, params: int, flops_per_token: float, batch: int) -> float:
+        r = self.batch_flops.get(batch, self.flops)
+        return self.overhead_ms * params / self.ref_params + 1000.0 * batch * flops_per_token / r
 
 
 @dataclass(frozen=True)
@@ -106,26 +117,31 @@ def heads_for(dim: int) -> tuple[int, int]:
     return h, (h // 2 if h % 2 == 0 else 1)
 
 
-def probe(cfg: RunConfig, *, small: int = 2048, large: int = 8192) -> Rate:
-    """Measure :class:`Rate` on ``cfg``'s own shape at micro-batches of ``small`` and ``large`` tokens."""
+def probe(cfg: RunConfig, batches: tuple[int, ...] = BATCHES) -> Rate:
+    """Measure :class:`Rate` on ``cfg``'s own shape at each of ``batches`` (rounded to whole sequences)."""
     from pgolf.model.flops import train_flops_per_token
     from pgolf.model.gpt import count_params
     from pgolf.preflight import measure_cpu_ms_per_token
 
     t0 = time.perf_counter()
     seq = cfg.train.seq_len
-    small, large = max(seq, small // seq * seq), max(2 * seq, large // seq * seq)
-    ms = []
-    for b in (small, large):
+    sizes = sorted({max(seq, b // seq * seq) for b in batches})
+    if len(sizes) < 2:
+        raise ConfigError(f"train.autosize: the probe needs two batch sizes of whole {seq}-token sequences")
+    ms = {}
+    for b in sizes:
         c = apply_changes(cfg, [("train.batch_tokens", b)])
-        ms.append(measure_cpu_ms_per_token(c, None, steps=5, max_seconds=1e9) * b)  # ms/step at batch b
-    per_token = (ms[1] - ms[0]) / (large - small)  # ms per token
-    overhead = ms[0] - small * per_token
+        ms[b] = measure_cpu_ms_per_token(c, None, steps=5, max_seconds=1e9) * b  # ms/step at batch b
+    b0, b1 = sizes[:2]
+    per_token = (ms[b1] - ms[b0]) / (b1 - b0)  # ms per token
+    overhead = ms[b0] - b0 * per_token
     if per_token <= 0 or overhead < 0:  # not a physical line (timing noise): all of the time scales with B
-        per_token, overhead = ms[1] / large, 0.0
+        per_token, overhead = ms[b1] / b1, 0.0
     f = train_flops_per_token(cfg.model, seq)
+    # each batch's own rate; the floor keeps a point that noise put under the overhead finite
+    per_batch = {b: f * b / (max(ms[b] - overhead, 0.05 * ms[b]) / 1000.0) for b in sizes}
     return Rate(flops=f / (per_token / 1000.0), overhead_ms=overhead, ref_params=count_params(cfg.model),
-                seconds=time.perf_counter() - t0)
+                seconds=time.perf_counter() - t0, batch_flops=per_batch)
 
 
 def fits_cap(model_bytes: int, cfg: RunConfig) -> bool:
@@ -159,7 +175,7 @@ def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
             for b in BATCHES:
                 if b % t.seq_len:
                     continue
-                ms = rate.overhead_ms * n / rate.ref_params + 1000.0 * b * f / rate.flops
+                ms = rate.ms_per_step(n, f, b)
                 steps = min(t.iterations, int(budget_ms // ms))
                 in_cap.append(Choice(layers, dim, h, kv, b, n, mb, ms, steps, steps * b,
                                      chinchilla_loss(n, steps * b)))
@@ -185,6 +201,9 @@ def step_floor(cfg: RunConfig, candidates: list[Choice]) -> int:
 
 
 CACHE_FILE = "autosize.json"
+RULE_VERSION = 2
+"""Part of the cache key: a choice made by an earlier rule (1: the probe's line extrapolated to 16K) is
+not reused."""
 
 
 def machine_key(cfg: RunConfig) -> str:
@@ -203,7 +222,7 @@ def machine_key(cfg: RunConfig) -> str:
     d = base.to_dict()
     d.pop("name", None)
     threads = cfg.train.threads or torch.get_num_threads()
-    key = {"cpu": cpu_model(), "flags": sorted(cpu_flags()), "cores": os.cpu_count(), "threads": threads,
+    key = {"rule": RULE_VERSION, "cpu": cpu_model(), "flags": sorted(cpu_flags()), "cores": os.cpu_count(), "threads": threads,
            "torch": torch.__version__, "config": d}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -261,14 +280,16 @@ def resolve(cfg: RunConfig, log=print) -> RunConfig:
     if floor < cfg.train.autosize_min_steps:
         log(f"autosize: no shape reaches train.autosize_min_steps={cfg.train.autosize_min_steps} in "
             f"{cfg.train.max_wallclock_seconds:g} s here; step floor relaxed to half the most any shape gets")
-    log(f"autosize: probe {rate.seconds:.1f} s (outside the training clock): R {rate.flops / 1e9:.2f} GFLOP/s, "
+    per_batch = ", ".join(f"{b // 1024}K {r / 1e9:.2f}" for b, r in sorted(rate.batch_flops.items()))
+    log(f"autosize: probe {rate.seconds:.1f} s (outside the training clock): R {per_batch} GFLOP/s by batch, "
         f"overhead {rate.overhead_ms:.1f} ms/step at {rate.ref_params:,} params; {len(table)} feasible candidates")
     for ch in table[:5]:
         log(f"autosize:   {ch.describe()}")
     log(f"autosize: chose {best.describe()}")
     if key:
         _remember(key, {"changes": best.changes(), "choice": best.describe(), "date": time.strftime("%Y-%m-%d %H:%M"),
-                        "probe": {"flops": rate.flops, "overhead_ms": rate.overhead_ms, "seconds": rate.seconds}})
+                        "probe": {"flops": rate.flops, "overhead_ms": rate.overhead_ms, "seconds": rate.seconds,
+                                  "batch_flops": {str(b): r for b, r in rate.batch_flops.items()}}})
     out = apply_changes(cfg, [*best.changes().items(), ("train.autosize", False)])
     return dataclasses.replace(out, name=cfg.name)
 

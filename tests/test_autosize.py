@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pgolf import autosize
@@ -83,26 +85,49 @@ def test_a_slower_machine_gets_a_smaller_model_and_a_cap_binds() -> None:
         choose(_cfg(seconds=0), _rate(cfg, 550.0, 87.0))
 
 
-def test_probe_fits_the_line_through_two_batch_sizes(monkeypatch) -> None:
+def test_probe_times_every_candidate_batch_and_fits_the_overhead_line(monkeypatch) -> None:
     cfg = _cfg()
+    f = train_flops_per_token(cfg.model, 256)
     calls = []
 
-    def fake(c, looping, steps=2, max_seconds=20.0):  # ms/step = 40 + 0.05·B  →  ms/token
+    def fake(c, looping, steps=2, max_seconds=20.0):  # ms/step = 40 + 0.05·B, 15 % more per token at 16K
         b = c.train.batch_tokens
         calls.append(b)
-        return (40.0 + 0.05 * b) / b
+        return (40.0 + 0.05 * b * (1.15 if b > 8192 else 1.0)) / b
 
     monkeypatch.setattr("pgolf.preflight.measure_cpu_ms_per_token", fake)
-    r = autosize.probe(cfg, small=2048, large=8192)
-    assert calls == [2048, 8192]
+    r = autosize.probe(cfg)
+    assert calls == [4096, 8192, 16384] == list(autosize.BATCHES)
     assert r.overhead_ms == pytest.approx(40.0)
-    assert r.flops == pytest.approx(train_flops_per_token(cfg.model, 256) / 0.05e-3)
+    assert r.flops == pytest.approx(f / 0.05e-3)  # the line through 4K and 8K
+    assert r.batch_flops[8192] == pytest.approx(r.flops) and r.batch_flops[16384] == pytest.approx(f / 0.0575e-3)
+    # at the reference shape the time model reproduces every probed point exactly
+    n = count_params(cfg.model)
+    for b in list(autosize.BATCHES):
+        assert r.ms_per_step(n, f, b) == pytest.approx(fake(apply_changes(cfg, [("train.batch_tokens", b)]), None) * b)
     # noise that makes the larger batch no slower (seen with a neighbour on the CPU): no negative or
     # infinite rate — all of the time is taken to scale with the batch
     monkeypatch.setattr("pgolf.preflight.measure_cpu_ms_per_token", lambda c, looping, steps=2, max_seconds=20.0:
-                        (3000.0 if c.train.batch_tokens == 2048 else 2900.0) / c.train.batch_tokens)
-    r = autosize.probe(cfg, small=2048, large=8192)
-    assert r.overhead_ms == 0.0 and r.flops == pytest.approx(train_flops_per_token(cfg.model, 256) * 8192 / 2.9)
+                        (3000.0 if c.train.batch_tokens == 4096 else 2900.0) / c.train.batch_tokens)
+    r = autosize.probe(cfg)
+    assert r.overhead_ms == 0.0 and r.flops == pytest.approx(f * 8192 / 2.9)
+    assert all(0 < v < float("inf") for v in r.batch_flops.values())
+
+
+def test_a_batch_that_runs_slower_per_token_is_not_chosen_for_tokens_it_never_gets() -> None:
+    """The AMX Xeon case (docs/benchmarks.md): 3L×192 ran 14–20 % slower per token at 16K than at 8K. A
+    line extrapolated from 8K predicts 16K gets 4 % more tokens, so the law picks it; timed at 16K, the
+    rule sees that 16K gets fewer tokens and keeps 8K."""
+    cfg = _cfg()
+    f = train_flops_per_token(cfg.model, 256)
+    line = Rate(flops=8192 * f / 0.5, overhead_ms=25.0, ref_params=count_params(cfg.model), seconds=0.0)
+    timed = dataclasses.replace(line, batch_flops={4096: line.flops, 8192: line.flops, 16384: line.flops / 1.17})
+    by_line, _ = choose(cfg, line)
+    by_timed, table = choose(cfg, timed)
+    assert by_line.batch_tokens == 16384
+    assert by_timed.batch_tokens < 16384
+    same_shape = [ch for ch in table if ch.changes() | {"train.batch_tokens": 0} == by_timed.changes() | {"train.batch_tokens": 0}]
+    assert all(ch.tokens <= by_timed.tokens for ch in same_shape)
 
 
 def test_resolve_applies_the_choice_once(monkeypatch, tmp_path) -> None:
