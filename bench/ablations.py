@@ -28,6 +28,7 @@ seed, the paired difference to the reference per seed and its mean (negative = t
         --seeds 1337 42 --json /work/notes/abl.json
     python bench/ablations.py --base cpu-v1 --data /work/data/enwiki --steps 539 --shape-seconds 150 --jobs 2
     python bench/ablations.py --data DIR --only leaky_relu2 --seconds 600 --jobs 1
+    python bench/ablations.py --base cpu-v1 --shape 2x160:16384 --steps 539 --data DIR --seeds 42 --jobs 2
 """
 
 from __future__ import annotations
@@ -101,6 +102,23 @@ def pinned_shape(base: str, data: str, seconds: float, threads: int) -> tuple[li
     return pins, m.num_layers, _predicted_steps(chose), chose
 
 
+def given_shape(spec: str) -> tuple[list[str], int, str]:
+    """``--shape LxD:B`` (e.g. ``2x160:16384``): the pins of that shape (autosize's heads for width D) and
+    its depth — to re-run a table at the shape it was measured on, whatever autosize picks here today."""
+    import re
+
+    from pgolf.autosize import heads_for
+
+    m = re.fullmatch(r"(\d+)x(\d+):(\d+)", spec)
+    if not m:
+        raise ValueError(f"--shape {spec!r}: expected LAYERSxWIDTH:BATCH, e.g. 2x160:16384")
+    layers, dim, batch = (int(g) for g in m.groups())
+    h, kv = heads_for(dim)
+    pins = [f"model.num_layers={layers}", f"model.model_dim={dim}", f"model.num_heads={h}",
+            f"model.num_kv_heads={kv}", f"train.batch_tokens={batch}", "train.autosize=false"]
+    return pins, layers, f"pinned by --shape: {layers}L×{dim} ({h} heads, {kv} kv), batch {batch:,}"
+
+
 def _predicted_steps(line: str) -> int:
     import re
 
@@ -133,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = ap.add_mutually_exclusive_group(required=True)
     budget.add_argument("--steps", help="equal-step budget: N, or 'auto' (autosize's prediction for the ref)")
     budget.add_argument("--seconds", type=float, help="wallclock budget per run (run on an idle machine)")
+    ap.add_argument("--shape", help="LAYERSxWIDTH:BATCH, e.g. 2x160:16384: this shape instead of autosize's")
     ap.add_argument("--shape-seconds", type=float, default=600, help="budget the shape is autosized for")
     ap.add_argument("--shape-threads", type=int, default=2, help="threads the shape is autosized for")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -147,7 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown technique(s) {unknown}; known: {', '.join(TECHNIQUES)}")
     names = [n for n in TECHNIQUES if not args.only or n in args.only or n == "ref"]
 
-    pins, layers, predicted, chose = pinned_shape(args.base, args.data, args.shape_seconds, args.shape_threads)
+    if args.shape:
+        try:
+            pins, layers, chose = given_shape(args.shape)
+        except ValueError as e:
+            ap.error(str(e))
+        predicted = 0
+    else:
+        pins, layers, predicted, chose = pinned_shape(args.base, args.data, args.shape_seconds, args.shape_threads)
     have = [n for n in names if n != "ref" and not is_change(args.base, TECHNIQUES[n](layers), pins)]
     if have:
         print(f"skipped, already in {args.base}: {', '.join(have)}")
@@ -155,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is not None:
         steps = predicted if args.steps == "auto" else int(args.steps)
         if steps <= 0:
-            ap.error("--steps auto found no predicted step count in the autosize log")
+            ap.error("--steps auto needs autosize's predicted step count (not with --shape; give N)")
         budget_args = ["train.max_wallclock_seconds=0", f"train.iterations={steps}"]
         what = f"{steps} steps each (wallclock cap off)"
     else:

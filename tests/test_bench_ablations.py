@@ -36,6 +36,17 @@ def test_every_switch_is_a_valid_change_of_the_pinned_shape(layers, base):
         GPT(cfg.model)  # and the model builds
 
 
+def test_a_given_shape_pins_like_autosize():
+    pins, layers, what = abl.given_shape("2x160:16384")
+    assert layers == 2 and "2L×160" in what
+    cfg = apply_overrides(get_preset("cpu-v1"), pins)
+    m, t = cfg.model, cfg.train
+    assert (m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads, t.batch_tokens, t.autosize) == (2, 160, 5, 1, 16384, False)
+    for bad in ("2x160", "2L×160:16384", "x160:8"):
+        with pytest.raises(ValueError, match="LAYERSxWIDTH:BATCH"):
+            abl.given_shape(bad)
+
+
 def test_layer_lists_follow_the_depth():
     assert abl.TECHNIQUES["xsa_all"](4) == ["model.attn.xsa_layers=0,1,2,3"]
     assert abl.TECHNIQUES["value_embed_last"](2)[0] == "model.attn.ve_layers=1"
@@ -63,3 +74,24 @@ def test_table_pairs_each_seed_with_its_reference(capsys):
     assert cells[3] == "2.2500"                 # mean val_bpb
     assert cells[4] == "-0.1000 +0.1000"        # per seed, against that seed's reference
     assert cells[5:] == ["+0.0000", "-0.0250", "-0.0250"]  # mean Δ, Δ raw, Δ pre-quant
+
+
+SMALL = ["model.vocab_size=384", "model.model_dim=64", "model.num_heads=2", "model.num_kv_heads=1",
+         "train.batch_tokens=512", "train.seq_len=64", "train.compile=false"]
+
+
+def test_throughput_times_real_trainer_steps_with_the_switch_on(tiny_data):
+    """bench/technique_throughput.py: a run times exactly ``steps`` trainer steps after its priming step,
+    with every schedule over the timed run; recurrence is timed looped from the first step."""
+    from pgolf.config import apply_overrides
+
+    tput = _load("technique_throughput")
+    cfg = tput.timing_config(str(tiny_data), 3, 1, abl.TECHNIQUES["ema_h0.07"](3))
+    t = cfg.train
+    assert (t.iterations, t.warmup_steps, t.max_wallclock_seconds, t.val_every) == (4, 1, 0, 0)
+    assert t.ema.horizon_frac == 0.07 and cfg.model.num_layers == 3
+    r = tput.time_steps(apply_overrides(cfg, SMALL))
+    assert r["timed_steps"] == 3 and 0 < r["ms_min"] <= r["ms_median"]
+    rec = tput.timing_config(str(tiny_data), 3, 1, abl.TECHNIQUES["recur_mid_x2"](3))
+    assert rec.model.recur.loops == 1 and rec.model.recur.start_frac == 0
+    assert tput.flops_per_token(rec) > tput.flops_per_token(tput.timing_config(str(tiny_data), 3, 1, []))
