@@ -79,8 +79,12 @@ class AttnConfig:
     """Init std of the ``dense``/``sparse`` gate weights (0 = zeros; [04-19] dense: 0.005)."""
     doc_mask: bool = False
     """Document-aware attention ([04-10] PR #1530 uses FlashAttention varlen): no position attends across
-    a BOS, so documents packed in one sequence never see each other. Here an SDPA boolean mask (the
-    portable reference; O(T²) memory per sequence)."""
+    a BOS, so documents packed in one sequence never see each other. ``doc_kernel`` says how."""
+    doc_kernel: Literal["auto", "mask", "varlen"] = "auto"
+    """How ``doc_mask`` attends (:mod:`pgolf.model.varlen`): ``mask``, an SDPA boolean mask (the portable
+    reference; O(T²) memory per sequence); ``varlen``, the documents packed end to end through torch's
+    FlashAttention varlen kernel (CUDA, bf16/fp16, torch ≥ 2.9; an error elsewhere); ``auto``, varlen where
+    it runs, the mask elsewhere. Same function either way (tested against a per-segment reference)."""
 
     def __post_init__(self) -> None:
         _check(all(i >= 0 for i in self.xsa_layers), "model.attn.xsa_layers must be layer indices >= 0")

@@ -283,7 +283,7 @@ RECORD_0414 = {
     "model.parallel_start": 8,              # parallel lanes from layer 8 [04-10] PR #1530, mean of lanes
     "model.skips": "gated",                 # sigmoid-gated U-Net skips [04-01] PR #1218 (from PR #1089)
     "model.init": "orthogonal",             # the banks' init: orthogonal q/k/v/up, zero o/down
-    "model.attn.doc_mask": True,            # document-aware attention [04-10] PR #1530 (varlen there)
+    "model.attn.doc_mask": True,            # document-aware attention [04-10] PR #1530 (varlen on CUDA)
     # optimizer
     "optim.tied_embed_lr": 0.03,
     "optim.matrix_lr": 0.026,               # [04-14] PR #1626 ("sharp optimum")
@@ -371,8 +371,10 @@ seeds) = [04-19] with the changes of [04-23] (#1787) and [04-27a] (#1855) above,
 built (the hyperparameter blocks of the three ``train_seed42.log`` files differ exactly there, besides
 export settings). 35,945,671 parameters, as ``train_seed42.log``'s ``model_params``. Not reproduced
 yet: its export (GPTQ+SDClip MLP k 11.5, embedding int7 k 14, int8 gates, LQER asym rank 4 top 3,
-per-group lrzip: the budget search is used), the fused Triton CE (a CUDA accelerator; the reference CE is used); document-aware attention runs
-as an SDPA mask (``model.attn.doc_mask``) where the record uses FlashAttention varlen."""
+per-group lrzip: the budget search is used) and the fused Triton CE (a CUDA accelerator; the reference CE
+is used). Document-aware attention (``model.attn.doc_mask``) packs the documents for torch's FlashAttention
+varlen kernel on CUDA, as the record does (``doc_kernel=auto``), and masks elsewhere; unlike the record,
+a document that runs past the end of a training sequence is cut there, not carried on."""
 
 derive("record-0427", "record-0419", RECORD_0427,
        doc="[04-27a] PR #1855, 1.0611: SP8192, 11L×512 MLP4×, loop 3–5 ×3 from 35 %, parallel lanes from 8, "

@@ -94,6 +94,8 @@ OPTIONAL: dict[str, Switch] = {
     "pgolf.model.hashed": Switch(lambda c: c.model.embed.bigram_buckets > 0, "model.embed.bigram_buckets > 0"),
     "pgolf.model.smear": Switch(lambda c: c.model.embed.smear != "off", "model.embed.smear != off"),
     "pgolf.model.value": Switch(lambda c: bool(c.model.attn.ve_layers), "model.attn.ve_layers non-empty"),
+    "pgolf.model.varlen": Switch(lambda c: c.model.attn.doc_mask and c.model.attn.doc_kernel != "mask",
+                                 "model.attn.doc_mask and model.attn.doc_kernel != mask"),
     "pgolf.optim.parallel_muon": Switch(lambda c: c.optim.parallel_muon, "optim.parallel_muon"),
     "pgolf.quant.qat": Switch(lambda c: c.train.qat.kind != "off", "train.qat.kind != off"),
     "pgolf.quant.calib": Switch(

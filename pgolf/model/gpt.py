@@ -62,6 +62,7 @@ if TYPE_CHECKING:  # optional parts are imported where their switch is on (a bun
     from pgolf.model.hashed import BigramHash
     from pgolf.model.smear import SmearGate
     from pgolf.model.value import ValueEmbedding
+    from pgolf.model.varlen import DocSpans
 
 # SDPA's native grouped-query attention (no K/V copy) exists from torch 2.5; older: expand K/V.
 _SDPA_HAS_GQA: bool = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
@@ -137,9 +138,10 @@ class CausalSelfAttention(nn.Module):
         return torch.sigmoid(self.gate_scale * F.linear(x[..., : self.gate_window], self.gate_w.to(x.dtype)))
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, xsa: bool = False, v_extra: Tensor | None = None,
-                mask: Tensor | None = None) -> Tensor:
+                mask: Tensor | None = None, spans: DocSpans | None = None) -> Tensor:
         """x [B,T,d]; ``v_extra`` [B,T,Hkv·D] is added to the values before the head split (value
-        embeddings); ``mask`` [B,1,T,T] replaces the causal mask (document-aware attention)."""
+        embeddings); ``mask`` [B,1,T,T] replaces the causal mask, or ``spans`` attends within the packed
+        documents (document-aware attention, :mod:`pgolf.model.varlen`)."""
         B, T, d = x.shape
         q = self.c_q(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # [B,H,T,D]
         k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B,Hkv,T,D]
@@ -151,7 +153,10 @@ class CausalSelfAttention(nn.Module):
         q, k = apply_rotary(q, cos.to(q.dtype), sin.to(q.dtype)), apply_rotary(k, cos.to(k.dtype), sin.to(k.dtype))
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
         # Same dtype for SDPA whatever autocast does to rms_norm (no-op in practice).
-        y = causal_attention(q.to(v.dtype), k.to(v.dtype), v, mask=mask)  # [B,H,T,D]
+        if spans is not None:
+            y = spans.attend(q, k, v).to(v.dtype)  # [B,H,T,D]
+        else:
+            y = causal_attention(q.to(v.dtype), k.to(v.dtype), v, mask=mask)  # [B,H,T,D]
         if xsa:
             y = exclusive(y, v)
         if self.gate_kind != "off":
@@ -196,7 +201,7 @@ class Block(nn.Module):
     def attn_branch(self, x: Tensor, ctx: Context, layer: LayerPlan) -> Tensor:
         """attn_scale ⊙ attn(rms(x)·ln) for the (already mixed) residual read x."""
         out = self.attn(self.normed(x, layer), ctx.cos, ctx.sin, xsa=layer.xsa, v_extra=ctx.v_extra(layer),
-                        mask=ctx.mask)
+                        mask=ctx.mask, spans=ctx.spans)
         return self.attn_scale.to(x.dtype) * out
 
     def mlp_branch(self, x: Tensor, layer: LayerPlan, mlp: nn.Module | None = None) -> Tensor:
@@ -215,6 +220,7 @@ class Context:
     cos: Tensor
     sin: Tensor
     mask: Tensor | None = None
+    spans: DocSpans | None = None
     ve: Tensor | None = None
     """The shared value-embedding term s·P E_v[idx] [B,T,Hkv·D] of ``ve_mod``."""
     ve_mod: ValueEmbedding | None = None
@@ -311,6 +317,11 @@ class GPT(nn.Module):
 
             self.ve = ValueEmbedding(cfg.vocab_size, cfg.attn.ve_dim, cfg.num_kv_heads * cfg.head_dim,
                                      tuple(sorted(cfg.attn.ve_layers)))
+        self._doc_spans = None  # pgolf.model.varlen.spans, for the packed form where a varlen kernel runs
+        if cfg.attn.doc_mask and cfg.attn.doc_kernel != "mask":
+            from pgolf.model.varlen import spans
+
+            self._doc_spans = spans
         num_skips = max(sum(p.pop_skip is not None for p in plan) for plan in self.plans.values())
         self.skip_weights = nn.Parameter(torch.ones(num_skips, d, dtype=torch.float32))  # [num_skips, d]
         declare(self, skip_weights=Role.CONTROL)
@@ -400,7 +411,11 @@ class GPT(nn.Module):
         a = self.cfg.attn
         cos, sin = rotary_tables(T, a.rope_dims or self.cfg.head_dim, self.cfg.rope_base, idx.device, x.dtype,
                                  a.rope_train_len)  # [1,1,T,r/2]
-        ctx = Context(cos, sin, mask=document_mask(idx, self.cfg.embed.bos_id) if a.doc_mask else None)
+        ctx = Context(cos, sin)
+        if a.doc_mask:  # packed documents where a varlen kernel runs (a.doc_kernel), else the T×T mask
+            ctx.spans = self._doc_spans(idx, self.cfg.embed.bos_id, a.doc_kernel) if self._doc_spans else None
+            if ctx.spans is None:
+                ctx.mask = document_mask(idx, self.cfg.embed.bos_id)
         if self.ve is not None:  # [B,T,Hkv·D], shared by the VE layers
             ctx.ve, ctx.ve_mod = self.ve(idx), self.ve
         skips: list[Tensor] = []
