@@ -222,8 +222,8 @@ def machine_key(cfg: RunConfig) -> str:
     d = base.to_dict()
     d.pop("name", None)
     threads = cfg.train.threads or torch.get_num_threads()
-    key = {"rule": RULE_VERSION, "cpu": cpu_model(), "flags": sorted(cpu_flags()), "cores": os.cpu_count(), "threads": threads,
-           "torch": torch.__version__, "config": d}
+    key = {"rule": RULE_VERSION, "cpu": cpu_model(), "flags": sorted(cpu_flags()), "cores": os.cpu_count(),
+           "threads": threads, "torch": torch.__version__, "config": d}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
