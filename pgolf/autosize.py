@@ -21,9 +21,12 @@ The rule (documented, deterministic given the probe):
    tokens that it never got.)
 2. **Predict** for every candidate shape s (grid :data:`LAYERS` × :data:`DIMS`, head_dim 32, GQA 2:1 where
    the head count allows) and batch B: ms/step(s, B) = o·N_s/N_ref + B·F(s)/R(B), with F the matmul
-   FLOPs per training token (:mod:`pgolf.model.flops`); steps S = budget / ms/step; tokens D = S·B. (R(B)
-   is measured on the reference shape; a narrower shape's activations fit caches at a larger B, so its
-   slowdown at large B may be smaller than predicted.)
+   FLOPs per training token (:mod:`pgolf.model.flops`) at the run's sequence length; steps S = budget /
+   ms/step; tokens D = S·B. With a progressive sequence length (``train.seq_len_stages``) each stage gets
+   its share w_i of the clock at its own F: S = Σ_i w_i·budget / ms/step(s, B, T_i), and B must hold
+   whole sequences of every stage. (R(B) is measured on the reference shape at ``train.seq_len``; a
+   narrower shape's activations fit caches at a larger B, so its slowdown at large B may be smaller than
+   predicted.)
 3. **Constrain.** The model's estimated compressed bytes (N_s × the bytes per parameter the byte planner
    predicts for the reference shape under the run's export scheme — one planner call, not one per
    candidate; the chosen shape is re-estimated exactly) times 1 + ``train.autosize_bytes_margin`` (0.2:
@@ -161,6 +164,7 @@ def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
     if budget_ms <= 0:
         raise ConfigError("train.autosize needs a wallclock budget (train.max_wallclock_seconds > 0)")
     per_param = estimate_artifact_bytes(cfg).model_bytes / count_params(cfg.model)
+    weights = stage_weights(cfg)
     in_cap: list[Choice] = []
     for layers in LAYERS:
         for dim in DIMS:
@@ -171,12 +175,16 @@ def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
             mb = round(n * per_param)
             if not fits_cap(mb, cfg):
                 continue
-            f = train_flops_per_token(c.model, t.seq_len)
+            stages = [(w, train_flops_per_token(c.model, seq)) for seq, w in weights]
             for b in BATCHES:
-                if b % t.seq_len:
+                if any(b % seq for seq, _ in weights):
                     continue
-                ms = rate.ms_per_step(n, f, b)
-                steps = min(t.iterations, int(budget_ms // ms))
+                if len(stages) == 1:
+                    ms = rate.ms_per_step(n, stages[0][1], b)
+                    steps = min(t.iterations, int(budget_ms // ms))
+                else:  # each stage of a progressive sequence length gets its share of the clock at its own cost
+                    steps_f = sum(w * budget_ms / rate.ms_per_step(n, f, b) for w, f in stages)
+                    steps, ms = min(t.iterations, int(steps_f)), budget_ms / steps_f
                 in_cap.append(Choice(layers, dim, h, kv, b, n, mb, ms, steps, steps * b,
                                      chinchilla_loss(n, steps * b)))
     if not in_cap or max(ch.steps for ch in in_cap) < 1:
@@ -192,6 +200,17 @@ def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
     raise ConfigError(f"train.autosize: no candidate fits {t.autosize_model_bytes:,} model bytes by the byte planner")
 
 
+def stage_weights(cfg: RunConfig) -> list[tuple[int, float]]:
+    """(sequence length, share of the run) for each stage of ``train.seq_len_stages`` (each stage runs from
+    its start fraction to the next one's; the first from 0), or ``[(seq_len, 1.0)]`` without stages."""
+    t = cfg.train
+    if not t.seq_len_stages:
+        return [(t.seq_len, 1.0)]
+    ends = [*t.seq_len_stage_fracs[1:], 1.0]
+    starts = [0.0, *t.seq_len_stage_fracs[1:]]
+    return [(seq, max(e - s, 0.0)) for seq, s, e in zip(t.seq_len_stages, starts, ends, strict=True)]
+
+
 def step_floor(cfg: RunConfig, candidates: list[Choice]) -> int:
     """The fewest steps a candidate may get: ``train.autosize_min_steps``, or, when no candidate reaches
     it (a short budget on a slow machine: 60 s on an AVX2-only EPYC), half the most steps any candidate
@@ -201,9 +220,9 @@ def step_floor(cfg: RunConfig, candidates: list[Choice]) -> int:
 
 
 CACHE_FILE = "autosize.json"
-RULE_VERSION = 2
-"""Part of the cache key: a choice made by an earlier rule (1: the probe's line extrapolated to 16K) is
-not reused."""
+RULE_VERSION = 3
+"""Part of the cache key: a choice made by an earlier rule (1: the probe's line extrapolated to 16K; 2: a
+progressive sequence length priced as if it ran at its last length throughout) is not reused."""
 
 
 def machine_key(cfg: RunConfig) -> str:

@@ -185,3 +185,28 @@ def test_the_choice_is_kept_per_machine_and_config(monkeypatch, tmp_path) -> Non
     (tmp_path / autosize.CACHE_FILE).write_text("{not json")
     autosize.resolve(cfg, log=lambda _: None)
     assert len(probes) == 4
+
+
+def test_a_progressive_sequence_length_is_priced_stage_by_stage() -> None:
+    """Each stage of ``train.seq_len_stages`` gets its share of the clock at its own FLOPs per token: the
+    steps are the sum of what each stage alone would get in its share, between the all-short and the
+    all-long run's; a batch must hold whole sequences of every stage."""
+    long_cfg = apply_changes(_cfg(), [("train.seq_len", 1024)])
+    staged = apply_changes(long_cfg, [("train.seq_len_stages", (256, 1024)), ("train.seq_len_stage_fracs", (0.0, 0.75))])
+    short = _cfg()
+    r = _rate(short, 550.0, 87.0)
+    assert autosize.stage_weights(staged) == [(256, 0.75), (1024, 0.25)]
+    assert autosize.stage_weights(short) == [(256, 1.0)]
+    _, t_long = choose(long_cfg, r)
+    _, t_short = choose(short, r)
+    _, t_staged = choose(staged, r)
+    key = lambda c: tuple(c.changes().values())  # noqa: E731
+    by_short, by_long = {key(c): c for c in t_short}, {key(c): c for c in t_long}
+    for ch in t_staged:
+        assert ch.batch_tokens % 1024 == 0
+        a, b = by_short.get(key(ch)), by_long.get(key(ch))
+        if a is None or b is None:  # below one of the other runs' step floor
+            continue
+        assert b.steps < ch.steps < a.steps
+        want = 600_000 * (0.75 / a.ms_per_step + 0.25 / b.ms_per_step)
+        assert ch.steps == int(want) or ch.steps == int(want) - 1

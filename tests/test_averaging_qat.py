@@ -183,11 +183,11 @@ def test_recurrence_switches_on_at_its_fraction(tiny_data, tmp_path):
     assert res.model.looping and res.model.num_params() == GPT(cfg.model).num_params()
 
 
-def test_progressive_sequence_length_switches_at_its_fractions(tiny_data, tmp_path, monkeypatch):
+def _spy_batches(monkeypatch) -> list[tuple[int, ...]]:
+    """Record the shape of every training batch the loader hands out (behaviour unchanged)."""
     from pgolf.data.loader import DistributedTokenLoader
-    from pgolf.train.log import RunLog
 
-    seen = []
+    seen: list[tuple[int, ...]] = []
     orig = DistributedTokenLoader.next_batch
 
     def spy(self, global_tokens, seq_len, grad_accum):
@@ -196,6 +196,13 @@ def test_progressive_sequence_length_switches_at_its_fractions(tiny_data, tmp_pa
         return x, y
 
     monkeypatch.setattr(DistributedTokenLoader, "next_batch", spy)
+    return seen
+
+
+def test_progressive_sequence_length_switches_at_its_fractions(tiny_data, tmp_path, monkeypatch):
+    from pgolf.train.log import RunLog
+
+    seen = _spy_batches(monkeypatch)
     cfg = _cfg(tiny_data, "train.seq_len_stages=16,32,64", "train.seq_len_stage_fracs=0,0.25,0.5")
     log = RunLog(tmp_path / "train.log")
     train(cfg, tmp_path, data=prepare_data(cfg), progress=False, log=log)
@@ -204,6 +211,21 @@ def test_progressive_sequence_length_switches_at_its_fractions(tiny_data, tmp_pa
     assert "seq_len:32 step:2 progress:0.2500" in (tmp_path / "train.log").read_text()
     with pytest.raises(ConfigError, match="end with train.seq_len"):
         apply_overrides(cfg, ["train.seq_len_stages=16,32", "train.seq_len_stage_fracs=0,0.5"])
+
+
+def test_priming_compiles_every_progressive_length_before_the_clock(tiny_data, tmp_path, monkeypatch):
+    """A stage switch must not recompile inside the training clock: the rolled-back priming steps run at
+    every stage's length (in order), then training follows the schedule as without priming."""
+    from pgolf.train.log import RunLog
+
+    seen = _spy_batches(monkeypatch)
+    cfg = _cfg(tiny_data, "train.seq_len_stages=16,32,64", "train.seq_len_stage_fracs=0,0.25,0.5",
+               "train.warmup_steps=2")
+    log = RunLog(tmp_path / "train.log")
+    train(cfg, tmp_path, data=prepare_data(cfg), progress=False, log=log)
+    log.close()
+    primed = [(128, 16)] * 2 + [(64, 32)] * 2 + [(32, 64)] * 2
+    assert seen == primed + [(128, 16)] * 2 + [(64, 32)] * 2 + [(32, 64)] * 4
 
 
 @pytest.mark.parametrize("start", [0.0, 0.4])

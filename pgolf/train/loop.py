@@ -184,8 +184,9 @@ def train(
 
     cur_seq = [0]
 
-    def one_step(step: int, elapsed: float) -> float:
-        """One optimizer step; returns the mean micro-loss (all-reduced)."""
+    def one_step(step: int, elapsed: float, seq_override: int = 0) -> float:
+        """One optimizer step; returns the mean micro-loss (all-reduced). ``seq_override``: train at this
+        sequence length instead of the schedule's (priming every stage's compile)."""
         mul = lr_multiplier(step, elapsed, sched)
         prog = run_progress(step, elapsed, sched)
         mom = muon_momentum(step, cfg.optim, prog)
@@ -202,8 +203,8 @@ def train(
                     g["weight_decay"] = g["base_wd"] * wd_mul
                 if "momentum" in g:
                     g["momentum"] = mom
-        seq = seq_len_at(prog, sched)
-        if seq != cur_seq[0]:
+        seq = seq_override or seq_len_at(prog, sched)
+        if not seq_override and seq != cur_seq[0]:
             if cur_seq[0]:
                 log(f"seq_len:{seq} step:{step} progress:{prog:.4f}")
             cur_seq[0] = seq
@@ -234,10 +235,13 @@ def train(
         init_loader = loader.state_dict()
         avg_t, avg_info = averager.state_dict()  # copies: the priming steps update the average in place
         init_avg = ({k: v.clone() for k, v in avg_t.items()}, dict(avg_info))
-        for looped in ([False, True] if late_loop else [model.looping]):  # prime both plans' compiles
+        # prime every compile the run will need before the clock: both plans of a late loop, and each
+        # progressive sequence length (a stage switch would otherwise recompile inside the training clock)
+        for looped in ([False, True] if late_loop else [model.looping]):
             model.looping = looped
-            for i in range(t.warmup_steps):
-                one_step(i, 0.0)
+            for seq in dict.fromkeys(t.seq_len_stages or (0,)):
+                for i in range(t.warmup_steps):
+                    one_step(i, 0.0, seq)
         if qat is not None:  # priming steps may have switched QAT on (a schedule that starts at 0)
             qat.reset()
         averager.load_state_dict(*init_avg)
