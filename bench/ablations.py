@@ -53,6 +53,9 @@ def _layers(n: int) -> str:
     return ",".join(str(i) for i in range(n))
 
 
+BEST3 = ("model.mlp_act=leaky_relu2", "model.parallel_start=-1", "train.ema.horizon_frac=0.07")
+"""The three that helped at equal steps on both seeds (docs/benchmarks.md), now the ``cpu`` preset's."""
+
 # Each technique as its overrides, given the pinned depth L (layer lists follow the shape autosize chose).
 TECHNIQUES = {
     "ref": lambda L: [],
@@ -77,11 +80,10 @@ TECHNIQUES = {
     "ema_h0.07": lambda L: ["train.ema.horizon_frac=0.07"],
     "ema_0.997": lambda L: ["train.ema.horizon_frac=0", "train.ema.decay=0.997"],
     # the three that helped at equal steps on both seeds (docs/benchmarks.md), together: do they add up?
-    "stack_best3": lambda L: ["model.mlp_act=leaky_relu2", "model.parallel_start=-1", "train.ema.horizon_frac=0.07"],
+    "stack_best3": lambda L: list(BEST3),
     # + the next three by their two-seed mean (BigramHash, gated skips, MuonEq-R), each inconsistent across seeds
-    "stack_best6": lambda L: ["model.mlp_act=leaky_relu2", "model.parallel_start=-1", "train.ema.horizon_frac=0.07",
-                              "model.embed.bigram_buckets=512", "model.embed.bigram_dim=48", "model.skips=gated",
-                              "optim.muon_row_normalize=true"],
+    "stack_best6": lambda L: [*BEST3, "model.embed.bigram_buckets=512", "model.embed.bigram_dim=48",
+                              "model.skips=gated", "optim.muon_row_normalize=true"],
 }
 KEYS = ("params", "model_bytes", "steps", "tokens_per_second", "pre_quant_val_bpb", "val_bpb", "val_bpb_raw")
 

@@ -158,13 +158,14 @@ def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
     from pgolf.export.planner import estimate_artifact_bytes
     from pgolf.model.flops import train_flops_per_token
     from pgolf.model.gpt import count_params
+    from pgolf.optim.schedule import seq_len_shares
 
     t = cfg.train
     budget_ms = 1000.0 * (t.max_wallclock_seconds - t.calib_reserve_seconds)
     if budget_ms <= 0:
         raise ConfigError("train.autosize needs a wallclock budget (train.max_wallclock_seconds > 0)")
     per_param = estimate_artifact_bytes(cfg).model_bytes / count_params(cfg.model)
-    weights = stage_weights(cfg)
+    weights = seq_len_shares(cfg.train)
     in_cap: list[Choice] = []
     for layers in LAYERS:
         for dim in DIMS:
@@ -198,17 +199,6 @@ def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
             best = dataclasses.replace(ch, model_bytes=exact)
             return best, [best, *feasible[:i], *feasible[i + 1:]]
     raise ConfigError(f"train.autosize: no candidate fits {t.autosize_model_bytes:,} model bytes by the byte planner")
-
-
-def stage_weights(cfg: RunConfig) -> list[tuple[int, float]]:
-    """(sequence length, share of the run) for each stage of ``train.seq_len_stages`` (each stage runs from
-    its start fraction to the next one's; the first from 0), or ``[(seq_len, 1.0)]`` without stages."""
-    t = cfg.train
-    if not t.seq_len_stages:
-        return [(t.seq_len, 1.0)]
-    ends = [*t.seq_len_stage_fracs[1:], 1.0]
-    starts = [0.0, *t.seq_len_stage_fracs[1:]]
-    return [(seq, max(e - s, 0.0)) for seq, s, e in zip(t.seq_len_stages, starts, ends, strict=True)]
 
 
 def step_floor(cfg: RunConfig, candidates: list[Choice]) -> int:
