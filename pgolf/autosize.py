@@ -158,14 +158,13 @@ def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
     from pgolf.export.planner import estimate_artifact_bytes
     from pgolf.model.flops import train_flops_per_token
     from pgolf.model.gpt import count_params
-    from pgolf.optim.schedule import seq_len_shares
 
     t = cfg.train
     budget_ms = 1000.0 * (t.max_wallclock_seconds - t.calib_reserve_seconds)
     if budget_ms <= 0:
         raise ConfigError("train.autosize needs a wallclock budget (train.max_wallclock_seconds > 0)")
     per_param = estimate_artifact_bytes(cfg).model_bytes / count_params(cfg.model)
-    weights = seq_len_shares(cfg.train)
+    weights = cfg.train.seq_len_shares()
     in_cap: list[Choice] = []
     for layers in LAYERS:
         for dim in DIMS:

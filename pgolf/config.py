@@ -516,6 +516,16 @@ class TrainConfig:
             "train.calib_reserve_seconds must be smaller than train.max_wallclock_seconds",
         )
 
+    def seq_len_shares(self) -> list[tuple[int, float]]:
+        """(sequence length, share of the run) of each progressive stage (``seq_len_at`` in
+        :mod:`pgolf.optim.schedule` picks the stage): a stage runs from its start fraction to the next
+        one's (checked above to start at 0 and increase), the last to 1; ``[(seq_len, 1.0)]`` without
+        stages."""
+        if not self.seq_len_stages:
+            return [(self.seq_len, 1.0)]
+        fr = self.seq_len_stage_fracs
+        return [(n, end - start) for n, start, end in zip(self.seq_len_stages, fr, (*fr[1:], 1.0), strict=True)]
+
 
 @dataclass
 class ExportConfig:

@@ -12,7 +12,6 @@ from pgolf.config import apply_changes
 from pgolf.errors import ConfigError
 from pgolf.model.flops import train_flops_per_token
 from pgolf.model.gpt import count_params
-from pgolf.optim.schedule import seq_len_shares
 from pgolf.presets import get_preset
 
 
@@ -196,8 +195,8 @@ def test_a_progressive_sequence_length_is_priced_stage_by_stage() -> None:
     staged = apply_changes(long_cfg, [("train.seq_len_stages", (256, 1024)), ("train.seq_len_stage_fracs", (0.0, 0.75))])
     short = _cfg()
     r = _rate(short, 550.0, 87.0)
-    assert seq_len_shares(staged.train) == [(256, 0.75), (1024, 0.25)]
-    assert seq_len_shares(short.train) == [(256, 1.0)]
+    assert staged.train.seq_len_shares() == [(256, 0.75), (1024, 0.25)]
+    assert short.train.seq_len_shares() == [(256, 1.0)]
     _, t_long = choose(long_cfg, r)
     _, t_short = choose(short, r)
     _, t_staged = choose(staged, r)

@@ -93,13 +93,3 @@ def seq_len_at(p: float, cfg: TrainConfig) -> int:
         if p >= start:
             cur = length
     return cur
-
-
-def seq_len_shares(cfg: TrainConfig) -> list[tuple[int, float]]:
-    """(sequence length, share of the run) of each stage :func:`seq_len_at` selects: a stage runs from its
-    start fraction to the next one's (the config checks they start at 0 and increase), the last to 1;
-    ``[(seq_len, 1.0)]`` without stages."""
-    if not cfg.seq_len_stages:
-        return [(cfg.seq_len, 1.0)]
-    fr = cfg.seq_len_stage_fracs
-    return [(length, end - start) for length, start, end in zip(cfg.seq_len_stages, fr, (*fr[1:], 1.0), strict=True)]
