@@ -702,6 +702,13 @@ class MixConfig:
         _check(self.tilt_min_order >= 1 and self.update_every >= 1, "eval.mix: tilt_min_order, update_every >= 1")
 
 
+def single_process_method(method: str) -> bool:
+    """Whether evaluation method ``method`` (``EvalConfig.method``) runs on one process only: TTT adapts one
+    model copy and the mixer keeps one n-gram table over the whole stream, so neither is sharded."""
+    base, _, extra = method.strip().lower().partition("+")
+    return base in ("ttt", "mix") or extra == "mix"
+
+
 @dataclass
 class EvalConfig:
     """Evaluation of the reloaded artifact (CATALOGUE §1.2, §2.6)."""

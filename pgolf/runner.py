@@ -24,9 +24,9 @@ from pgolf import dist, fileio
 from pgolf.artifact.budget import ByteReport, check_budget, code_bytes, format_table
 from pgolf.autosize import resolve_for_run
 from pgolf.compile import compile_model
-from pgolf.config import RunConfig, apply_overrides, load_config
+from pgolf.config import RunConfig, apply_overrides, load_config, single_process_method
 from pgolf.data.prepare import RunData, prepare_data
-from pgolf.errors import ArtifactError, ConfigError, DataError
+from pgolf.errors import ArtifactError, BudgetError, ConfigError, DataError
 from pgolf.eval.bpb import EvalResult, evaluate
 from pgolf.export.driver import (
     ExportResult,
@@ -130,6 +130,9 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
     """Run ``cfg`` end to end into ``out_dir`` and return ``metrics.json``'s contents."""
     out = Path(out_dir)
     info = dist.init(cfg.train.device)
+    if info.world_size > 1 and single_process_method(cfg.eval.method):  # refuse before training, not after it
+        raise ConfigError(f"eval.method={cfg.eval.method} scores on one process: under torchrun add "
+                          f"--set eval.method=plain (or sliding), then `pgolf eval --method {cfg.eval.method}`")
     cfg, sized = resolve_for_run(cfg, out, resume=resume)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
@@ -166,8 +169,12 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
         f"val_bpb_raw:{_fmt(post.val_bpb_raw)} byte_ratio:{_fmt(post.byte_ratio)}")
     scored: dict[str, Any] = {**post.to_metrics(), "eval_seconds": eval_seconds}
     if cfg.eval.method != "plain":  # the run's score is its configured method's (the plain line stays above)
-        scored = {**_final_method(cfg, data, info.device, out / ARTIFACT, log),
-                  "plain_val_bpb": post.val_bpb, "plain_val_bpb_raw": post.val_bpb_raw, "plain_eval_seconds": eval_seconds}
+        method = _final_method(cfg, data, info.device, out / ARTIFACT, log)
+        if "eval_method" in method:
+            scored = {**method, "plain_val_bpb": post.val_bpb, "plain_val_bpb_raw": post.val_bpb_raw,
+                      "plain_eval_seconds": eval_seconds}
+        else:  # every method refused by its budget: the plain round trip stays the score
+            scored.update(method)
 
     metrics = {
         **scored,
@@ -197,26 +204,53 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
 
 def _final_method(cfg: RunConfig, data: RunData, device: torch.device, artifact: Path, log: RunLog) -> dict[str, Any]:
     """Score the artifact with ``eval.method`` on its budgeted clock (started before it is opened) and log
-    the challenge-style lines; returns its metrics (``eval_method``, its seconds and what the budget did)."""
-    r = _method_on_artifact(cfg.eval.method, artifact, cfg, data, device)
+    the challenge-style lines; returns its metrics (``eval_method``, its seconds and what the budget did).
+
+    A machine too slow for the method must not lose the trained run: when the clock refuses it before it
+    scores a token, the refusal is logged and the next cheaper method (:func:`pgolf.eval.methods.cheaper`,
+    ``ttt+mix`` → ``mix``) runs on the same clock, its start unchanged, so the refused attempt's seconds
+    count. The methods refused are listed under ``eval_method_refused``; when every one is, that is all
+    the dict holds and the plain round trip logged above stays the run's score."""
+    from pgolf.eval.methods import cheaper
+
+    name: str | None = cfg.eval.method
+    start = time.perf_counter()
+    refused: list[str] = []
+    while name is not None:
+        try:
+            r = _method_on_artifact(name, artifact, cfg, data, device, start=start)
+            break
+        except BudgetError as e:
+            refused.append(name)
+            after = cheaper(name)
+            log(f"eval_budget: {name} refused, {f'falling back to {after}' if after else 'the score is the plain round trip'}"
+                f": {e}")
+            name = after
+    if name is None:
+        return {"eval_method_refused": refused}
     res, seconds = r.scored.result, r.report["total_seconds"]
-    tag = f"final_{cfg.export.scheme}_{cfg.eval.method.replace('+', '_')}"
+    tag = f"final_{cfg.export.scheme}_{name.replace('+', '_')}"
     log(f"{tag} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} eval_time:{seconds * 1000:.0f}ms")
     log(f"{tag}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} val_bpb_raw:{_fmt(res.val_bpb_raw)} "
         f"byte_ratio:{_fmt(res.byte_ratio)}")
     if r.report["actions"]:
         log(f"eval_budget: {'; '.join(str(a) for a in r.report['actions'])}")
-    return {**res.to_metrics(), "eval_seconds": seconds, "eval_method": r.name,
-            "eval_within_budget": r.report["within_budget"], "eval_actions": r.report["actions"]}
+    out = {**res.to_metrics(), "eval_seconds": seconds, "eval_method": r.name,
+           "eval_within_budget": r.report["within_budget"], "eval_actions": r.report["actions"]}
+    if refused:
+        out["eval_method_refused"] = refused
+    return out
 
 
-def _method_on_artifact(name: str, artifact: Path, cfg: RunConfig, data: RunData, device: torch.device):
-    """Method ``name`` on its own budgeted clock, started before the artifact is opened (its load counts),
-    on a freshly reloaded model: a ``pgolf.eval.methods.MethodRun``."""
+def _method_on_artifact(name: str, artifact: Path, cfg: RunConfig, data: RunData, device: torch.device,
+                        start: float | None = None):
+    """Method ``name`` on its own budgeted clock, started before the artifact is opened (its load counts)
+    or at ``start`` (a ``time.perf_counter()`` instant), on a freshly reloaded model: a
+    ``pgolf.eval.methods.MethodRun``."""
     from pgolf.eval.budget import EvalClock
     from pgolf.eval.methods import run_method
 
-    clock = EvalClock(cfg.eval.budget_seconds)
+    clock = EvalClock(cfg.eval.budget_seconds, start=start)
     with clock.phase("load"):
         model = reload_model(artifact, cfg, device)
     return run_method(name, model, data.val, data.tables, cfg, device=device,
@@ -252,6 +286,10 @@ def scorecard(metrics: dict[str, Any]) -> str:
     if metrics.get("eval_method"):
         lines.insert(2, f"  scored by eval method                  {metrics['eval_method']}   "
                         f"(plain: {metrics['plain_val_bpb']:.6f})")
+    if metrics.get("eval_method_refused"):
+        lines.insert(3 if metrics.get("eval_method") else 2,
+                     f"  {'' if metrics.get('eval_method') else 'scored by plain: '}refused by the eval budget  "
+                     f"{', '.join(metrics['eval_method_refused'])} (train.log)")
     return "\n".join(lines)
 
 

@@ -150,3 +150,71 @@ def test_a_run_scored_by_its_configured_method_equals_pgolf_eval(tiny_data, tmp_
     assert main(["eval", str(out), "--method", "sliding", "--metrics", str(ref)]) == 0
     again = json.loads(ref.read_text())["evals"]["sliding"]
     assert again["val_bpb"] == m["val_bpb"] and again["val_loss"] == m["val_loss"]
+
+
+def test_a_method_its_budget_refuses_leaves_the_run_scored_plain(tiny_data, tmp_path, capsys) -> None:
+    """A machine too slow for the configured method (here: a 1 ms eval budget) must not lose the trained
+    run: the refusal is logged with its reason, metrics.json is written with the plain round trip as the
+    score and names the refused method, and the last score line a review reads is the plain one."""
+    from pgolf.runner import scorecard
+    from pgolf.submit.logparse import parse_log
+
+    out = tmp_path / "run"
+    sets = [*TINY, "--set", f"data.path={tiny_data}", "--set", "eval.method=mix", "--set", "eval.budget_seconds=0.001"]
+    assert main(["run", "tiny", *sets, "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["eval_method_refused"] == ["mix"] and "eval_method" not in m and "plain_val_bpb" not in m
+    log = (out / "train.log").read_text()
+    assert "eval_budget: mix refused, the score is the plain round trip: eval budget of 0 s is too small" in log
+    assert "final_int8_zlib_mix" not in log
+    final = parse_log(log).final()
+    assert final is not None and final.val_bpb == pytest.approx(m["val_bpb"], abs=5e-9)
+    assert "scored by plain: refused by the eval budget  mix" in scorecard(m)
+
+
+def test_a_refused_ttt_mix_falls_back_to_the_mixer_on_the_same_clock(tiny_data, tmp_path, monkeypatch) -> None:
+    """``ttt+mix`` refused (TTT's scoring cannot fit) → the run is scored by ``mix``, whose clock keeps the
+    refused attempt's start, so the attempt's seconds count against the one evaluation budget."""
+    from pgolf import runner
+    from pgolf.errors import BudgetError
+    from pgolf.eval.methods import cheaper
+
+    assert [cheaper(m) for m in ("ttt+mix", "sliding+mix", "mix", "ttt", "sliding")] == ["mix", "mix", None, None, None]
+    real, starts = runner._method_on_artifact, []
+
+    def refuse_ttt(name, artifact, cfg, data, device, start=None):
+        starts.append((name, start))
+        if name.startswith("ttt"):
+            raise BudgetError("eval budget of 600 s is too small: scoring needs more (test)")
+        return real(name, artifact, cfg, data, device, start=start)
+
+    monkeypatch.setattr(runner, "_method_on_artifact", refuse_ttt)
+    out = tmp_path / "run"
+    assert main(["run", "tiny", *TINY, "--set", f"data.path={tiny_data}", "--set", "eval.method=ttt+mix",
+                 "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["eval_method"] == "mix" and m["eval_method_refused"] == ["ttt+mix"] and m["val_bpb"] < m["plain_val_bpb"]
+    assert [n for n, _ in starts] == ["ttt+mix", "mix"] and starts[0][1] == starts[1][1] is not None
+    log = (out / "train.log").read_text()
+    assert "eval_budget: ttt+mix refused, falling back to mix: eval budget of 600 s" in log
+    assert log.index("final_int8_zlib_roundtrip_exact") < log.index("final_int8_zlib_mix_exact")
+    assert "refused by the eval budget  ttt+mix" in runner.scorecard(m)
+
+
+@pytest.mark.parametrize("method", ["ttt", "mix", "ttt+mix", "sliding+mix"])
+def test_a_single_process_method_under_torchrun_is_refused_before_training(tiny_data, tmp_path, capsys, monkeypatch,
+                                                                             method) -> None:
+    """TTT and the mixer score on one process; ``pgolf run`` under torchrun with one of them configured stops
+    at once with one line (not after the training clock), and writes nothing."""
+    from pgolf import dist
+    from pgolf.config import single_process_method
+    from pgolf.eval.methods import METHODS
+
+    assert [single_process_method(m) for m in METHODS] == [False, False, True, True, True, True]  # plain, sliding, …
+    monkeypatch.setattr(dist, "init", lambda device="auto": dist.DistInfo(world_size=2))
+    out = tmp_path / "run"
+    assert main(["run", "tiny", *TINY, "--set", f"data.path={tiny_data}", "--set", f"eval.method={method}",
+                 "--out", str(out)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"eval.method={method} scores on one process" in err[0]
+    assert not out.exists()

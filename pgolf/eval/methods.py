@@ -31,7 +31,7 @@ from torch import nn
 
 from pgolf import dist
 from pgolf.compile import compile_model
-from pgolf.config import RunConfig
+from pgolf.config import RunConfig, single_process_method
 from pgolf.data.bytetables import ByteTables
 from pgolf.errors import ConfigError
 from pgolf.eval.bpb import ValTokens, evaluate_scored, num_eval_sequences
@@ -55,6 +55,14 @@ def parse_method(name: str) -> tuple[str, bool]:
     if base in BASES and extra in ("", "mix"):
         return base, extra == "mix"
     raise ConfigError(f"unknown eval method {name!r} (one of {', '.join(METHODS)})")
+
+
+def cheaper(name: str) -> str | None:
+    """The method to fall back to when the clock refuses ``name`` before it scores a token: a mixed method
+    keeps the mixer on the plain pass (``ttt+mix``/``sliding+mix`` → ``mix``); anything else has only the
+    plain round trip left (None)."""
+    base, mixed = parse_method(name)
+    return "mix" if mixed and base != "plain" else None
 
 
 @dataclass
@@ -118,7 +126,7 @@ def run_method(name: str, model: nn.Module, val: ValTokens, tables: ByteTables, 
     e = cfg.eval
     seq_len = e.seq_len or cfg.train.seq_len
     world = dist.world_size()
-    if (base == "ttt" or mixed) and world > 1:
+    if single_process_method(name) and world > 1:
         raise ConfigError(f"eval method {name} runs on one process (launch `pgolf eval` without torchrun)")
     tokens = np.asarray(val.tokens)
     vocab = tables.vocab_size
