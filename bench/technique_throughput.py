@@ -24,6 +24,9 @@ count (bench/matmul_flops.py).
 
     python bench/technique_throughput.py --data /work/data/enwiki --steps 10 --json /tmp/tput.json
     python bench/technique_throughput.py --data DIR --only xsa_all parallel_last --threads 1
+    python bench/technique_throughput.py --data DIR --set train.batch_tokens=16384 --only bigram_512x48
+
+``--set`` changes the reference and every technique alike (another batch or shape to time them at).
 
 Runs: 2026-12-02 on an AVX2-only EPYC and an AMX Xeon (the earlier version: one compiled
 forward/backward/optimizer step on random tokens, no EMA or schedules); 2026-12-07 through the trainer
@@ -54,11 +57,12 @@ from pgolf.presets import get_preset  # noqa: E402
 BASE = "cpu-v1"
 
 
-def timing_config(data: str, steps: int, threads: int, switch: list[str]) -> RunConfig:
-    """``cpu-v1`` plus ``switch``, set up to time ``steps`` steps after a compile priming step: every
-    schedule over ``steps + 1`` iterations, no wallclock cap, no validation, no overlap scan."""
+def timing_config(data: str, steps: int, threads: int, switch: list[str], sets: list[str] = ()) -> RunConfig:
+    """``cpu-v1`` plus ``sets`` (common to every run) plus ``switch``, set up to time ``steps`` steps after a
+    compile priming step: every schedule over ``steps + 1`` iterations, no wallclock cap, no validation,
+    no overlap scan."""
     cfg = apply_overrides(get_preset(BASE), [
-        f"data.path={data}", f"train.threads={threads}", "train.max_wallclock_seconds=0",
+        *sets, f"data.path={data}", f"train.threads={threads}", "train.max_wallclock_seconds=0",
         f"train.iterations={steps + 1}", "train.warmup_steps=1", "train.val_every=0", "train.log_every=100000",
         "train.checkpoint_every_seconds=0", "data.overlap_check=false", *switch])
     if cfg.model.recur.loops > 0:  # time the looped plan (before its switch-on the step is the reference's)
@@ -95,12 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--repeat", type=int, default=1, help="passes over the techniques (the ratio's median is kept)")
     ap.add_argument("--peak", type=float, default=0.0, help="matmul peak FLOP/s for the MFU column (0 = measure)")
+    ap.add_argument("--set", action="append", default=[], help="override for the reference and every technique")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     unknown = [n for n in args.only or [] if n not in TECHNIQUES]
     if unknown:
         ap.error(f"unknown technique(s) {unknown}; known: {', '.join(TECHNIQUES)}")
-    base = timing_config(args.data, args.steps, args.threads, [])
+    base = timing_config(args.data, args.steps, args.threads, [], args.set)
     amp = resolve_amp(base.train.amp_dtype, "cpu")
     peak = args.peak
     if not peak:
@@ -121,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     f_ref = flops_per_token(base)
     for rep in range(args.repeat):
         for name in names:
-            cfg = timing_config(args.data, args.steps, args.threads, TECHNIQUES[name](layers))
+            cfg = timing_config(args.data, args.steps, args.threads, TECHNIQUES[name](layers), args.set)
             r = measure(cfg)
             refs.append(measure(base))
             ref = statistics.mean(x["ms_min"] for x in refs[-2:])
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{' '.join(f'{x:.3f}' for x in r['ratios'])} |")
     if args.json:
         fileio.write_json(args.json, {"rows": rows, "refs": refs, "peak": peak, "cpu": cpu_model(),
-                                      "threads": args.threads, "steps": args.steps,
+                                      "threads": args.threads, "steps": args.steps, "sets": args.set,
                                       "passes": passes})
     return 0
 

@@ -179,3 +179,26 @@ def test_cli_json(tmp_path, capsys, monkeypatch):
     assert doc["peak"]["cpu/fp32"]["flops_per_second"] == max(r["flops_per_second"] for r in doc["results"])
     assert mm.main(["--dtypes", "int3"]) == 2
     assert "unknown dtype" in capsys.readouterr().err
+
+
+# --- cpu_presets ----------------------------------------------------------------------------------
+
+
+def test_cpu_presets_table_scales_the_eval_clock_and_falls_back_like_pgolf_run():
+    """The 10×-slower mimic scales the evaluation clock like training's; the table's Δ are against the
+    first preset, per column; a refused ``ttt+mix`` shows what ``pgolf run`` scores instead (the mixer)."""
+    cp = _load("cpu_presets")
+    assert (cp.eval_budget(60), cp.eval_budget(600), cp.eval_budget(1200)) == (60, 600, 600)
+
+    def row(preset, plain, mix, ttt_mix, configured=None):
+        return {"preset": preset, "data": "enwiki", "seconds": 60.0, "seed": 1, "shape": "2L×128 b8k", "params": 10,
+                "steps": 5, "method": "ttt+mix" if configured else "plain", "val_bpb_raw": configured or plain,
+                "plain_val_bpb_raw": plain, "rescore:mix": {"val_bpb_raw": mix},
+                "rescore:ttt+mix": {"refused": "pgolf: error: eval budget"} if ttt_mix is None else {"val_bpb_raw": ttt_mix}}
+
+    rows = [row("a", 2.5, 2.0, 1.9, configured=1.9), row("b", 2.75, 2.25, None)]
+    text = cp.table(rows, ["a", "b"], [60.0], ["enwiki"], ["mix", "ttt+mix"], "val_bpb_raw")
+    lines = text.splitlines()
+    assert lines[2].endswith("| ttt+mix | 1.9000 | +0.0000 | 2.5000 | +0.0000 | 2.0000 | +0.0000 | 1.9000 | +0.0000 |")
+    assert lines[3].endswith("| plain | 2.7500 | +0.8500 | 2.7500 | +0.2500 | 2.2500 | +0.2500 | 2.2500† | +0.3500 |")
+    assert "† refused by the evaluation clock" in text

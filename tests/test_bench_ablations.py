@@ -95,3 +95,7 @@ def test_throughput_times_real_trainer_steps_with_the_switch_on(tiny_data):
     rec = tput.timing_config(str(tiny_data), 3, 1, abl.TECHNIQUES["recur_mid_x2"](3))
     assert rec.model.recur.loops == 1 and rec.model.recur.start_frac == 0
     assert tput.flops_per_token(rec) > tput.flops_per_token(tput.timing_config(str(tiny_data), 3, 1, []))
+    # --set moves the reference and every technique alike; the switch still wins over it, the timing frame too
+    wide = tput.timing_config(str(tiny_data), 3, 1, abl.TECHNIQUES["ema_h0.07"](3),
+                              ["train.batch_tokens=16384", "train.ema.horizon_frac=0.5", "train.iterations=99"])
+    assert wide.train.batch_tokens == 16384 and wide.train.ema.horizon_frac == 0.07 and wide.train.iterations == 4
