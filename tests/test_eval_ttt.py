@@ -211,3 +211,39 @@ def test_budget_too_small_to_score_is_an_error() -> None:
     with pytest.raises(BudgetError, match="needs ≈101 s more after 100 s"):
         clock.require(101.0, "scoring")
     assert EvalClock(0.0).affords(1e12)  # 0 = no budget
+
+
+def test_after_the_stop_the_tail_is_scored_in_full_batches_with_the_same_losses(monkeypatch) -> None:
+    """A long last document used to be scored one chunk per step at the cost of a full batch after the
+    clock stopped adaptation (the method overran its budget 2×); the frozen tail scores its remaining
+    chunks side by side with the adapters as they stood at the stop — the same losses as the slot-by-slot
+    pass, in a fraction of the model calls."""
+    import pgolf.eval.ttt as ttt
+
+    model = _gpt()
+    short = _stream(240, 3, repeat=True)  # three documents of 80 tokens, then one of 800
+    long = np.tile(np.random.default_rng(4).integers(2, V, 20), 40)
+    long[0] = BOS
+    tok = np.concatenate([short, long]).astype(np.uint16)
+    assert len(spans(tok, BOS, True)[1]) == 4
+    cfg = _ttt(["eval.ttt.lora_lr=0.05"])
+    calls = {"n": 0}
+    real = ttt.score_logits
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(ttt, "score_logits", counting)
+    runs = {}
+    for freeze in (True, False):
+        monkeypatch.setattr(ttt, "FREEZE_TAIL", freeze)
+        calls["n"] = 0
+        clock = Tight("adapt", n_ok=4)
+        runs[freeze] = (evaluate_ttt(model, Val(tok, None), TABLES, cfg, seq_len=L, device="cpu", clock=clock),
+                        calls["n"], clock.actions)
+    (fast, n_fast, acts), (ref, n_ref, _) = runs[True], runs[False]
+    assert np.all(fast.counts == 1) and any("in full batches with the adapters frozen" in a for a in acts)
+    np.testing.assert_array_equal(fast.losses, ref.losses)  # bit for bit: rows never see their neighbours
+    assert fast.info["adapted_targets"] == ref.info["adapted_targets"] < fast.result.tokens
+    assert n_fast * 2 < n_ref  # 100 chunks of the long document: one per call before, three per call now

@@ -34,7 +34,8 @@ Nothing is rescored: every target is written once (the single-pass check of
 Budget (:mod:`pgolf.eval.budget`): the warm-up runs the scoring and training shapes on random tokens
 (never validation tokens) and times them; if scoring alone cannot finish in the budget, BudgetError.
 During the pass the measured rates project the rest: pending global phases are skipped first, then
-adaptation stops (the rest is scored with the current weights), whenever the projection overruns.
+adaptation stops (the rest is scored with the current weights, in full batches: :func:`_frozen_tail`),
+whenever the projection overruns.
 
 One process only (the records split documents across ranks; here, one rank scores everything).
 """
@@ -64,7 +65,13 @@ target: at the end of the stream the slots empty one by one while every step sti
 (enwiki, ``cpu`` model, budget 200 s: deciding at 1× the tail ran at 1.45× the average rate and the
 method ended at 219 s; at 2× it stopped adapting at 86 s and ended at 166.5 s, docs/benchmarks.md). The
 projection may not look at the lengths of documents not yet scored: that would make earlier losses
-depend on later BOS positions."""
+depend on later BOS positions. The stop hands the rest to :func:`_frozen_tail` (full batches), so
+after it the stream costs at most the full-slot rate, which TAIL × the measured average bounds."""
+
+
+FREEZE_TAIL = True
+"""Once adaptation stops, score the rest in full batches with the adapters frozen (:func:`_frozen_tail`);
+False keeps the slot-by-slot pass to the end (the reference the tests compare against)."""
 
 
 def _masked_mean_ce(ce: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
@@ -342,6 +349,12 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
                 done_docs += 1
                 done_targets += int(ns[j])
             slot_doc[finished] = -1
+            if FREEZE_TAIL and stopped_at is not None and phase >= n_phases:
+                _frozen_tail(model, lora, tokens_t, sink, w, first, slot_doc, slot_k, next_doc, seq_len=seq_len,
+                             device=device, amp_dtype=amp_dtype, hints_t=hints_t, rate=score_rate)
+                clock.act(f"scored the remaining {total_targets - scored_so_far:,} targets in full batches "
+                          f"with the adapters frozen")
+                break
     finally:
         lora.detach()
     clock.add_phase("score", score_rate.seconds)
@@ -351,6 +364,49 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
             "warm_start_a": cfg.warm_start_a, "phases_planned": cfg.phases if phased else 0, "phases_run": phases_run,
             "prefix_docs": prefix, "adapted_documents": n_docs if stopped_at is None else stopped_at[0],
             "adapted_targets": total_targets if stopped_at is None else stopped_at[1]}
+
+
+def _frozen_tail(model, lora: BatchedLoRA, tokens_t, sink, w: Windows, first, slot_doc, slot_k, next_doc: int, *,
+                 seq_len: int, device, amp_dtype, hints_t, rate: Rate) -> None:
+    """Score every window left in the stream once adaptation has stopped, ``bsz`` windows per batch.
+
+    After the stop nothing is learned any more, so a document's remaining chunks no longer need to wait
+    for each other: each is scored with its document's adapter as it stood at the stop (documents not
+    started yet: B = 0, the base model, as a reset slot gives), several chunks of one document side by
+    side. Without this the stream's tail ran one chunk of one long document per step at the cost of a
+    full batch — a 281,278-token document of 511,427 (pysrc) took 2,201 steps where full slots take 251,
+    and the method overran its clock by 2× (docs/benchmarks.md). The losses equal the slot-by-slot
+    pass's (tests/test_eval_ttt.py); the batches have the same [bsz, seq_len] shape, so no row depends
+    on its neighbours."""
+    bsz = len(slot_doc)
+    wins, srcs = [], []
+    for s in np.flatnonzero(slot_doc >= 0):
+        j = slot_doc[s]
+        wins.append(np.arange(first[j] + slot_k[s], first[j + 1]))
+        srcs.append(np.full(len(wins[-1]), s))
+    wins.append(np.arange(first[next_doc], first[-1]))  # documents not begun: no adapter (B = 0)
+    srcs.append(np.full(len(wins[-1]), -1))
+    win, src = np.concatenate(wins), np.concatenate(srcs)
+    frozen = {name: (sl.A.detach().clone(), sl.B.detach().clone()) for name, sl in lora.slots.items()}
+    with torch.no_grad():
+        for b in range(0, len(win), bsz):
+            idx, sr = win[b : b + bsz], src[b : b + bsz]
+            m = len(idx)
+            pick = torch.from_numpy(np.where(sr >= 0, sr, 0)).to(device)
+            none = torch.from_numpy(sr < 0).to(device)
+            for name, sl in lora.slots.items():
+                a0, b0 = frozen[name]
+                sl.A[:m] = a0[pick]
+                sl.B[:m] = torch.where(none[:, None, None], 0.0, b0[pick])
+            rows = Windows(*(np.zeros(bsz, np.int64) for _ in range(7)))
+            for f in ("start", "width", "valid", "lo", "hi", "span", "k"):
+                getattr(rows, f)[:m] = getattr(w, f)[idx]
+            x, y, scored, index, h = gather(tokens_t, rows, seq_len, device, hints_t=hints_t)
+            ts = time.perf_counter()
+            with amp_context(device, amp_dtype):
+                ce, hl = score_logits(model, x, y, h, adapter=lora.head)
+            sink.put(index, ce[scored], None if hl is None else hl[scored])
+            rate.add(time.perf_counter() - ts, int(scored.sum()))
 
 
 def _sgd_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, stride, doc_aware, rows, bos_id, device,
