@@ -702,11 +702,27 @@ class MixConfig:
         _check(self.tilt_min_order >= 1 and self.update_every >= 1, "eval.mix: tilt_min_order, update_every >= 1")
 
 
-def single_process_method(method: str) -> bool:
-    """Whether evaluation method ``method`` (``EvalConfig.method``) runs on one process only: TTT adapts one
-    model copy and the mixer keeps one n-gram table over the whole stream, so neither is sharded."""
-    base, _, extra = method.strip().lower().partition("+")
-    return base in ("ttt", "mix") or extra == "mix"
+EVAL_BASES = ("plain", "sliding", "ttt")
+EVAL_METHODS = ("plain", "sliding", "ttt", "mix", "sliding+mix", "ttt+mix")
+"""``EvalConfig.method`` / ``pgolf eval --method`` names (:mod:`pgolf.eval.methods`)."""
+
+
+def parse_eval_method(name: str) -> tuple[str, bool]:
+    """(base, mixed) of an evaluation method name; ConfigError for anything else."""
+    n = name.strip().lower()
+    if n in ("mix", "plain+mix"):
+        return "plain", True
+    base, _, extra = n.partition("+")
+    if base in EVAL_BASES and extra in ("", "mix"):
+        return base, extra == "mix"
+    raise ConfigError(f"unknown eval method {name!r} (one of {', '.join(EVAL_METHODS)})")
+
+
+def single_process_method(name: str) -> bool:
+    """Whether evaluation method ``name`` runs on one process only: TTT adapts one model copy and the mixer
+    keeps one n-gram table over the whole stream, so neither is sharded."""
+    base, mixed = parse_eval_method(name)
+    return base == "ttt" or mixed
 
 
 @dataclass

@@ -91,8 +91,8 @@ def cpu() -> RunConfig:
     models' bpb by 0.18 on enwiki and 0.38 on Python source in under 30 s (docs/benchmarks.md "`cpu`
     scores itself with the causal mixer"). LoRA test-time training before the mixer (``ttt+mix``) gains
     0.05 more on enwiki at 600 s but takes 5–10 minutes of the evaluation clock where the mixer takes
-    under 30 s, so it is one ``--set`` away rather than the default. The mixer keeps one table over the stream, so under
-    torchrun set ``eval.method=plain`` (the run says so before training).
+    under 30 s, so it is one ``--set`` away rather than the default. The mixer keeps one table over the
+    stream, so under torchrun set ``eval.method=plain`` (the run says so before training).
 
     ``cpu-v1`` is the recipe before these switches (plain evaluation), the reference the upgrade is
     measured against (docs/benchmarks.md "The upgraded `cpu` … side by side on the AMX Xeon")."""

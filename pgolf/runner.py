@@ -24,7 +24,7 @@ from pgolf import dist, fileio
 from pgolf.artifact.budget import ByteReport, check_budget, code_bytes, format_table
 from pgolf.autosize import resolve_for_run
 from pgolf.compile import compile_model
-from pgolf.config import RunConfig, apply_overrides, load_config, single_process_method
+from pgolf.config import RunConfig, apply_overrides, load_config, parse_eval_method, single_process_method
 from pgolf.data.prepare import RunData, prepare_data
 from pgolf.errors import ArtifactError, BudgetError, ConfigError, DataError
 from pgolf.eval.bpb import EvalResult, evaluate
@@ -332,14 +332,13 @@ def eval_run(run_dir: str | Path, cfg: RunConfig | None = None, artifact: str | 
     (``FILE``, or ``FILE`` with ``.METHOD`` before the suffix when several). The results are merged into
     ``metrics_path`` (default ``RUN_DIR/metrics.json``) under ``evals``; every file is written only after
     every method finished. Returns the first method's metrics, its artifact bytes, and ``methods``."""
-    from pgolf.eval.methods import parse_method
     from pgolf.eval.scoring import gathered, loss_table, write_losses
 
     run_dir = Path(run_dir)
     cfg = cfg or load_config(str(run_dir / CONFIG))
     methods = list(methods) or ["plain"]
     for m in methods:
-        parse_method(m)
+        parse_eval_method(m)
     if len(set(methods)) != len(methods):
         raise ConfigError(f"eval methods listed twice: {', '.join(methods)}")
     run_manifest = _manifest_tokenizer(Path(cfg.data.path)) if cfg.data.path else None

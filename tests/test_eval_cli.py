@@ -207,10 +207,9 @@ def test_a_single_process_method_under_torchrun_is_refused_before_training(tiny_
     """TTT and the mixer score on one process; ``pgolf run`` under torchrun with one of them configured stops
     at once with one line (not after the training clock), and writes nothing."""
     from pgolf import dist
-    from pgolf.config import single_process_method
-    from pgolf.eval.methods import METHODS
+    from pgolf.config import EVAL_METHODS, single_process_method
 
-    assert [single_process_method(m) for m in METHODS] == [False, False, True, True, True, True]  # plain, sliding, …
+    assert [single_process_method(m) for m in EVAL_METHODS] == [False, False, True, True, True, True]  # plain, sliding, …
     monkeypatch.setattr(dist, "init", lambda device="auto": dist.DistInfo(world_size=2))
     out = tmp_path / "run"
     assert main(["run", "tiny", *TINY, "--set", f"data.path={tiny_data}", "--set", f"eval.method={method}",

@@ -31,7 +31,7 @@ from torch import nn
 
 from pgolf import dist
 from pgolf.compile import compile_model
-from pgolf.config import RunConfig, single_process_method
+from pgolf.config import RunConfig, parse_eval_method, single_process_method
 from pgolf.data.bytetables import ByteTables
 from pgolf.errors import ConfigError
 from pgolf.eval.bpb import ValTokens, evaluate_scored, num_eval_sequences
@@ -42,26 +42,12 @@ from pgolf.eval.scoring import Scored, amp_context, finish, score_logits
 from pgolf.eval.sliding import evaluate_sliding, sliding_windows
 from pgolf.eval.ttt import evaluate_ttt
 
-BASES = ("plain", "sliding", "ttt")
-METHODS = ("plain", "sliding", "ttt", "mix", "sliding+mix", "ttt+mix")
-
-
-def parse_method(name: str) -> tuple[str, bool]:
-    """(base, mixed) of a method name; ConfigError for anything else."""
-    n = name.strip().lower()
-    if n in ("mix", "plain+mix"):
-        return "plain", True
-    base, _, extra = n.partition("+")
-    if base in BASES and extra in ("", "mix"):
-        return base, extra == "mix"
-    raise ConfigError(f"unknown eval method {name!r} (one of {', '.join(METHODS)})")
-
 
 def cheaper(name: str) -> str | None:
     """The method to fall back to when the clock refuses ``name`` before it scores a token: a mixed method
     keeps the mixer on the plain pass (``ttt+mix``/``sliding+mix`` → ``mix``); anything else has only the
     plain round trip left (None)."""
-    base, mixed = parse_method(name)
+    base, mixed = parse_eval_method(name)
     return "mix" if mixed and base != "plain" else None
 
 
@@ -74,7 +60,7 @@ class MethodRun:
 
 def settings(name: str, cfg: RunConfig) -> dict[str, Any]:
     """The config values a method depends on (for its report line)."""
-    base, mixed = parse_method(name)
+    base, mixed = parse_eval_method(name)
     e = cfg.eval
     out: dict[str, Any] = {"seq_len": e.seq_len or cfg.train.seq_len}
     if base == "sliding" or (base == "ttt" and e.ttt.mode == "sgd"):
@@ -122,7 +108,7 @@ def _ngram_estimate(n_tokens: int, max_order: int, vocab: int) -> float:
 def run_method(name: str, model: nn.Module, val: ValTokens, tables: ByteTables, cfg: RunConfig, *,
                device: torch.device, amp_dtype: str, score: str, clock: EvalClock) -> MethodRun:
     """Evaluate ``model`` on ``val`` with method ``name`` (module docstring) on ``clock``."""
-    base, mixed = parse_method(name)
+    base, mixed = parse_eval_method(name)
     e = cfg.eval
     seq_len = e.seq_len or cfg.train.seq_len
     world = dist.world_size()

@@ -398,10 +398,8 @@ def _frozen_tail(model, lora: BatchedLoRA, tokens_t, sink, w: Windows, first, sl
                 a0, b0 = frozen[name]
                 sl.A[:m] = a0[pick]
                 sl.B[:m] = torch.where(none[:, None, None], 0.0, b0[pick])
-            rows = Windows(*(np.zeros(bsz, np.int64) for _ in range(7)))
-            for f in ("start", "width", "valid", "lo", "hi", "span", "k"):
-                getattr(rows, f)[:m] = getattr(w, f)[idx]
-            x, y, scored, index, h = gather(tokens_t, rows, seq_len, device, hints_t=hints_t)
+            # padded to bsz empty rows by gather: the slot loop's shape
+            x, y, scored, index, h = gather(tokens_t, w.take(idx), seq_len, device, rows=bsz, hints_t=hints_t)
             ts = time.perf_counter()
             with amp_context(device, amp_dtype):
                 ce, hl = score_logits(model, x, y, h, adapter=lora.head)
