@@ -1,13 +1,14 @@
 """``pgolf runs|leaderboard|sweep|task|try|feed``: the run registry and what is built on it.
 
     pgolf runs list [--tag T] [--preset P] [--dataset D] [--machine M] [--since 2026-05-01] [--json]
-    pgolf runs show RUN_ID          pgolf runs compare RUN_OR_CONFIG RUN_OR_CONFIG ...
+    pgolf runs show RUN             pgolf runs compare RUN_OR_CONFIG RUN_OR_CONFIG ...
     pgolf runs import DIR_OR_LOG ... (pgolf run directories, records folders, official logs)
-    pgolf leaderboard [--preset cpu] [--json]
+    pgolf leaderboard [--preset cpu] [--min-seeds 3] [--json]
     pgolf sweep SPEC.yaml [--dry-run | --status]
     pgolf task          pgolf try --set KEY=VALUE ...          pgolf feed [--post TEXT]
 
 ``--registry URL`` (or ``PGOLF_REGISTRY``) selects the database: a SQLAlchemy URL or a SQLite path.
+A RUN is a run id (a unique prefix will do) or the run directory (or imported log) it was recorded from.
 """
 
 from __future__ import annotations
@@ -49,6 +50,46 @@ def _scope(preset, dataset, machine, any_machine, tag):  # noqa: ANN001
     return Scope(preset=preset, dataset=dataset, machine=None if any_machine else (machine or this_machine()), tag=tag)
 
 
+def _by_path(reg, ref: str) -> list | None:  # noqa: ANN001
+    """The records of the run directory (or imported log) ``ref``, its training result first; None when
+    ``ref`` is no existing path; RegistryError when nothing was recorded from it."""
+    from pgolf.track.leaderboard import SEED_KINDS
+    from pgolf.track.registry import RegistryError
+
+    p = Path(ref)
+    if not p.exists():
+        return None
+    target = str(p.resolve())
+    found = [r for r in reg.runs() if r.run_dir == target]
+    if not found:
+        raise RegistryError(f"{ref}: nothing recorded from this path in {reg.shown_url} (`pgolf runs import {ref}` "
+                            "records it)")
+    return sorted(found, key=lambda r: r.kind not in SEED_KINDS)  # stable: newest first within each
+
+
+def _stderr_status():  # noqa: ANN202
+    """A rich console on stderr when it is a terminal (its ``status`` shows a spinner naming the step), else
+    None: piped or logged output stays plain lines, as ``pgolf run`` shows its progress bar only on a TTY."""
+    if not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _log_to(console):  # noqa: ANN001, ANN202
+    """Lines to stderr: through ``console`` (so they print above its spinner, no markup), else plainly."""
+    if console is None:
+        return lambda m: print(m, file=sys.stderr, flush=True)
+    return lambda m: console.print(m, markup=False, highlight=False)
+
+
+def _no_status(message: str):  # noqa: ANN202
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 def _stop_on_sigterm() -> None:
     """SIGTERM (a scheduler or ``kill``) stops like Ctrl-C: the running unit or candidate is released at once
     and its training child killed, instead of waiting to be found stale."""
@@ -84,23 +125,28 @@ def register(app: typer.Typer) -> None:
             views.console().print(views.runs_table(recs))
 
     @runs_app.command("show")
-    def runs_show(run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix will do).")],
+    def runs_show(run: Annotated[str, typer.Argument(help="Run id (a unique prefix will do) or its run directory.")],
                   registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
         """One run: config, metrics, hardware, versions, curves."""
         from pgolf.track import views
 
         with _open(registry) as reg:
-            rec = reg.get_run(run_id)
+            found = _by_path(reg, run)
+            rec = found[0] if found else reg.get_run(run)
         if as_json:
             views.dump(rec.full())
-        else:
-            print(views.run_text(rec))
+            return
+        print(views.run_text(rec))
+        if found and len(found) > 1:
+            print("  also recorded from this directory: " + ", ".join(f"{r.run_id} ({r.kind})" for r in found[1:]))
 
     @runs_app.command("compare")
-    def runs_compare(refs: Annotated[list[str], typer.Argument(help="Run ids or config hashes (prefixes).")],
+    def runs_compare(refs: Annotated[list[str], typer.Argument(help="Run ids, run directories or config hashes "
+                                                                    "(prefixes).")],
                      registry: RegistryOpt = None, machine: MachineOpt = None, metric: MetricOpt = "val_bpb",
                      as_json: JsonOpt = False) -> None:
-        """Compare runs or configs (all their seeds): metric mean ± std, difference, Welch p, config diff."""
+        """Compare runs or configs (all their seeds): metric mean ± std, difference, Welch p, and the
+        result-changing config fields that differ (seed, paths, threads … are named apart)."""
         from pgolf.track import views
         from pgolf.track.leaderboard import compare, config_diff
         from pgolf.track.registry import RegistryError
@@ -110,7 +156,8 @@ def register(app: typer.Typer) -> None:
         groups = []
         with _open(registry) as reg:
             for ref in refs:
-                one = reg.runs(run_id=ref, machine=machine, limit=2)
+                found = _by_path(reg, ref)
+                one = found[:1] if found else reg.runs(run_id=ref, machine=machine, limit=2)
                 if len(one) == 1:
                     groups.append(one)
                     continue
@@ -121,11 +168,13 @@ def register(app: typer.Typer) -> None:
                                         f" in {reg.shown_url}")
                 groups.append(recs)
         rows = compare(groups, metric)
-        diff = config_diff([g[0].config for g in groups])
+        configs = [g[0].config for g in groups]
+        diff = config_diff(configs)
+        other = {k: v for k, v in config_diff(configs, all_fields=True).items() if k not in diff}
         if as_json:
-            views.dump({"rows": rows, "config_diff": diff})
+            views.dump({"rows": rows, "config_diff": diff, "other_diff": other})
         else:
-            for t in views.compare_table(rows, diff, metric):
+            for t in views.compare_table(rows, diff, metric, other):
                 views.console().print(t)
 
     @runs_app.command("import")
@@ -155,18 +204,24 @@ def register(app: typer.Typer) -> None:
     def leaderboard_cmd(registry: RegistryOpt = None, metric: MetricOpt = "val_bpb", tag: TagOpt = None,
                         preset: PresetOpt = None, dataset: DatasetOpt = None, machine: MachineOpt = None,
                         since: SinceOpt = None, until: UntilOpt = None,
+                        min_seeds: Annotated[int, typer.Option("--min-seeds", min=1, help="Seeds a configuration needs "
+                                                               "to rank above those with fewer.")] = 3,
                         limit: Annotated[int, typer.Option("--limit", help="Rows to show.")] = 30,
                         as_json: JsonOpt = False) -> None:
-        """Configs ranked by mean metric over seeds (n, std, one-sided Welch p vs the best)."""
+        """Configs ranked by mean metric over seeds (n, std, one-sided Welch p vs the reference); configs with
+        fewer than --min-seeds seeds rank below the rest, marked *."""
         from pgolf.track import views
-        from pgolf.track.leaderboard import leaderboard
+        from pgolf.track.leaderboard import leaderboard, notes
 
         with _open(registry) as reg:
-            rows = leaderboard(reg.runs(**_filters(tag, preset, dataset, machine, since, until)), metric)[:limit]
+            rows = leaderboard(reg.runs(**_filters(tag, preset, dataset, machine, since, until)), metric,
+                               min_seeds=min_seeds)
         if as_json:
-            views.dump(rows)
-        else:
-            views.console().print(views.leaderboard_table(rows, metric))
+            views.dump(rows[:limit])
+            return
+        views.console().print(views.leaderboard_table(rows[:limit], metric))
+        for line in notes(rows, min_seeds) + ([f"({len(rows) - limit} more rows: --limit)"] if len(rows) > limit else []):
+            print(line)
 
     @app.command("sweep")
     def sweep_cmd(spec: Annotated[Path, typer.Argument(help="Sweep spec (YAML).")], registry: RegistryOpt = None,
@@ -239,10 +294,11 @@ def register(app: typer.Typer) -> None:
         from pgolf.track.agent import try_candidate
 
         _stop_on_sigterm()
+        err = _stderr_status()
         with _open(registry) as reg:
             r = try_candidate(reg, _scope(preset, dataset, machine, any_machine, tag), list(set_ or []),
                               config_file=str(config) if config else None, preset=preset, alpha=alpha, out=out,
-                              author=author, log=lambda m: print(m, file=sys.stderr, flush=True))
+                              author=author, log=_log_to(err), status=err.status if err else _no_status)
         if as_json:
             views.dump(r)
             return

@@ -7,12 +7,10 @@ A *run record* is a plain dict (``run_id``, ``kind``, ``created``, ``preset``, `
 p_vs_best``. The registry produces both; this module computes them from records alone so the report
 also works without one.
 
-- Leaderboard: runs with a ``val_bpb`` grouped by ``config_hash``; per group ``n``, the mean and the
-  sample standard deviation (ddof = 1; ``None`` for one run) of ``val_bpb``, sorted by mean.
-  ``p_vs_best`` is the one-sided Welch t-test (``scipy.stats.ttest_ind(equal_var=False,
-  alternative="greater")``) that the group's mean is above the best group's, the test the final
-  leaderboard applied against the frontier (CATALOGUE §4, §6); ``None`` for the best group and for
-  groups or a best group with fewer than two runs.
+- Leaderboard: :func:`pgolf.track.leaderboard.leaderboard` — the one function that counts seeds and
+  computes n, mean, std and the Welch p for every tool, so the report, ``pgolf leaderboard`` and
+  ``pgolf stats`` agree (``eval`` records are re-scorings, never seeds) — with the report's own labels
+  (:func:`group_labels`).
 - Pareto front of (artifact bytes, bpb), both minimised: the points no other point dominates, where
   q dominates p when q ≤ p in both coordinates and q < p in one. Sorting by (bytes, bpb) and keeping a
   point when its bpb is below every earlier kept point's (or it repeats the last kept point exactly)
@@ -38,25 +36,6 @@ def scored(records: Sequence[dict[str, Any]], metric: str = METRIC) -> list[dict
     return [r for r in records if _finite((r.get("metrics") or {}).get(metric))]
 
 
-def sample_std(values: Sequence[float]) -> float | None:
-    """The sample standard deviation (ddof = 1), ``None`` for fewer than two values."""
-    n = len(values)
-    if n < 2:
-        return None
-    mean = math.fsum(values) / n
-    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-
-
-def welch_p_greater(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """One-sided Welch p-value that mean(a) > mean(b); ``None`` when either has < 2 values."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    from scipy import stats
-
-    p = float(stats.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue)
-    return p if math.isfinite(p) else None
-
-
 def group_labels(groups: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
     """A short label per config hash: the preset, then the config values where the group departs from
     the most common value among the groups of the same preset (seeds excluded; a tie goes to the first
@@ -78,28 +57,17 @@ def group_labels(groups: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
 
 
 def leaderboard(records: Sequence[dict[str, Any]], metric: str = METRIC) -> list[dict[str, Any]]:
-    """Leaderboard rows (see the module docstring) over the records with a finite ``metric``, best first."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in scored(records, metric):
-        groups.setdefault(str(r.get("config_hash") or r["run_id"]), []).append(r)
-    labels = group_labels(groups)
-    rows = []
-    for h, rs in groups.items():
-        vals = [float(r["metrics"][metric]) for r in rs]
-        rows.append({
-            "config_hash": h, "preset": rs[0].get("preset"), "label": labels[h], "n": len(vals),
-            "mean": math.fsum(vals) / len(vals), "std": sample_std(vals),
-            "seeds": [r.get("seed") for r in rs], "run_ids": [r["run_id"] for r in rs],
-            "values": vals, "p_vs_best": None,
-        })
-    rows.sort(key=lambda row: (row["mean"], row["config_hash"]))
-    if rows:
-        best = rows[0]["values"]
-        for row in rows[1:]:
-            row["p_vs_best"] = welch_p_greater(row["values"], best)
-    for row in rows:
-        del row["values"]
-    return rows
+    """:func:`pgolf.track.leaderboard.leaderboard` of the records, labelled by :func:`group_labels`."""
+    from pgolf.track import leaderboard as lb
+
+    rows = lb.leaderboard(records, metric)
+    counted = {i for row in rows for i in row["run_ids"]}
+    in_order: dict[str, list[dict[str, Any]]] = {}  # groups by first appearance (group_labels breaks ties so)
+    for r in records:
+        if r["run_id"] in counted:
+            in_order.setdefault(str(r.get("config_hash") or r["run_id"]), []).append(r)
+    labels = group_labels(in_order)
+    return [{**row, "label": labels[row["config_hash"]]} for row in rows]
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:

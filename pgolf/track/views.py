@@ -64,17 +64,23 @@ def run_text(rec: Any) -> str:
 
 
 def leaderboard_table(rows: list[dict[str, Any]], metric: str) -> Table:
-    t = Table(title=f"leaderboard: {metric} (mean ± std over seeds; p = one-sided Welch vs the best)")
-    for col in ("#", "config", "label", "n", metric, "p vs best", "seeds"):
-        t.add_column(col, overflow="fold", justify="right" if col in ("#", "n", metric, "p vs best") else "left")
+    """Ranked configurations; ``*`` after n: fewer seeds than a result needs; ``ref``: the row p is against
+    (:func:`pgolf.track.leaderboard.notes` gives the lines to print under it)."""
+    t = Table(title=f"leaderboard: {metric} (mean ± std over seeds; p = one-sided Welch vs the reference)")
+    for col in ("#", "config", "label", "n", metric, "p vs ref", "seeds"):
+        t.add_column(col, overflow="fold", justify="right" if col in ("#", "n", metric, "p vs ref") else "left")
     for i, r in enumerate(rows, 1):
         p = r["p_vs_best"]
-        t.add_row(str(i), r["config_hash"][:12], r["label"], str(r["n"]), _ms(r["mean"], r["std"]),
-                  "–" if p is None else f"{p:.3g}", ",".join(map(str, r["seeds"])))
+        t.add_row(str(i), r["config_hash"][:12], r["label"], f"{r['n']}{'' if r.get('enough_seeds', True) else ' *'}",
+                  _ms(r["mean"], r["std"]), "ref" if r.get("reference") else "–" if p is None else f"{p:.3g}",
+                  ",".join(map(str, r["seeds"])))
     return t
 
 
-def compare_table(rows: list[dict[str, Any]], diff: dict[str, list[Any]], metric: str) -> list[Table]:
+def compare_table(rows: list[dict[str, Any]], diff: dict[str, list[Any]], metric: str,
+                  other: dict[str, list[Any]] | None = None) -> list[Any]:
+    """The comparison, the result-changing fields that differ, and one line naming the fields that differ
+    but do not change a result (``other``: seed, paths, threads …)."""
     t = Table(title=f"{metric}: each against the first (p = one-sided Welch)")
     for col in ("", "config", "label", "n", metric, "Δ vs first", "p lower", "p higher"):
         t.add_column(col, overflow="fold")
@@ -82,15 +88,19 @@ def compare_table(rows: list[dict[str, Any]], diff: dict[str, list[Any]], metric
         t.add_row(chr(ord("A") + i) if i < 26 else str(i), (r["config_hash"] or "")[:12], r["label"] or "–",
                   str(r["n"]), _ms(r["mean"], r["std"]), _f(r.get("delta")), _f(r.get("p_lower"), 3),
                   _f(r.get("p_higher"), 3))
-    tables = [t]
+    tables: list[Any] = [t]
     if diff:
-        d = Table(title="config fields that differ")
+        d = Table(title="result-changing config fields that differ")
         d.add_column("field")
         for i in range(len(rows)):
             d.add_column(chr(ord("A") + i) if i < 26 else str(i), overflow="fold")
         for k, vals in diff.items():
             d.add_row(k, *["–" if v is None else ",".join(map(str, v)) if isinstance(v, list) else str(v) for v in vals])
         tables.append(d)
+    elif len({r["config_hash"] for r in rows}) > 1:
+        tables.append("no result-changing config field differs: the config hashes differ by dataset (or code)")
+    if other:
+        tables.append(f"also differ, not result-changing (not part of the config hash): {', '.join(other)}")
     return tables
 
 
