@@ -21,6 +21,13 @@ its own val_loss — so the 0.005-nat margin is ``0.005 / ln 2 · r_new`` bpb (�
 a record scored with another tokenizer is compared on bpb, the challenge's score. Both t statistics
 are unchanged by that common scale. The new runs must share one ratio (one validation set).
 
+The record's per-seed scores come from its run directories, or from its ``submission.json``:
+``seed_results`` when it has them, else the training logs in the same folder (many records list only
+the mean) — ``train_seed*.log``, else ``*.log``, else ``*.txt``, the first of these that holds logs with
+a final score — each log's score being its last final ``val_loss``/``val_bpb`` line
+(:func:`pgolf.submit.logparse.parse_log`) and its seed the log's ``seed:`` line or the file name.
+``Scores.source`` says which was used; the report prints it.
+
 Zero variance (every score identical, in both samples for Welch): t = ±inf and p = 0 or 1 by the
 sign of the difference (scipy's limits, taken exactly rather than through rounding noise); a mean
 exactly at the threshold has no p-value and does not pass.
@@ -30,10 +37,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +67,8 @@ class Scores:
     nats: list[float] | None
     """Its own val_loss per seed (None when a submission.json lists only bpb)."""
     tokens_per_byte: float | None
+    source: str = ""
+    """Where the scores were read (run directories, ``seed_results``, which logs)."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,12 @@ class StatsResult:
     applied: Verdict
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field, plus ``summary``: n, mean and std (ddof = 1) of each side's val_bpb, computed as the
+        leaderboard computes them (:func:`pgolf.track.leaderboard.summary`)."""
+        from pgolf.track.leaderboard import summary
+
+        return {**asdict(self), "summary": {"new": summary(self.new.bpb),
+                                            "old": summary(self.old.bpb) if self.old is not None else None}}
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -101,26 +116,74 @@ def scores_of_runs(runs: Sequence[Run], label: str) -> Scores:
         raise PgolfError(f"{runs[i].path / 'metrics.json'}: tokens/bytes {ratios[i]:.9f} differs from {runs[0].path}'s "
                          f"{ratios[0]:.9f}: the seeds were scored on different validation data")
     return Scores(label, [str(r.seed) for r in runs], [r.metrics["val_bpb"] for r in runs],
-                  [r.metrics["val_loss"] for r in runs], ratios[0])
+                  [r.metrics["val_loss"] for r in runs], ratios[0], f"{len(runs)} run directories' metrics.json")
+
+
+def _ratio(bpb: Sequence[float], nats: Sequence[float] | None) -> float | None:
+    """tokens/bytes from per-seed (bpb, nats) pairs: bpb · ln 2 / nats, averaged."""
+    if not nats:
+        return None
+    ratios = [b * LN2 / n for b, n in zip(bpb, nats, strict=True) if n]
+    return statistics.fmean(ratios) if ratios else None
 
 
 def scores_of_submission(path: Path) -> Scores:
-    """Per-seed scores from a records folder's ``submission.json`` (its ``seed_results``)."""
+    """Per-seed scores of a records folder's ``submission.json``: its ``seed_results``, else the training
+    logs beside it (:func:`scores_of_logs`)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PgolfError(f"{path}: not readable JSON ({e})") from None
     sub = load_record_submission(data, str(path))
     if not sub.seed_results:
-        raise PgolfError(f"{path}: has no seed_results (per-seed scores are needed for a t-test)")
+        logs = scores_of_logs(path.parent, str(path))
+        if logs is None:
+            raise PgolfError(f"{path}: has no seed_results, and no training log beside it ({', '.join(LOG_GLOBS)}) "
+                             "has a final val_bpb line: per-seed scores are needed for a t-test")
+        if isinstance(sub.val_bpb, (int, float)) and abs(statistics.fmean(logs.bpb) - sub.val_bpb) > 5e-5:
+            logs = replace(logs, source=f"{logs.source}; their mean {statistics.fmean(logs.bpb):.6f} differs from "
+                                        f"submission.json's val_bpb {sub.val_bpb}")
+        return logs
     seeds = list(sub.seed_results)
     rs = [sub.seed_results[s] for s in seeds]
     nats = [r.val_loss for r in rs] if all(r.val_loss is not None for r in rs) else None
-    ratio = None
-    if nats:
-        ratios = [r.val_bpb * LN2 / n for r, n in zip(rs, nats, strict=True) if n]
-        ratio = statistics.fmean(ratios) if ratios else None
-    return Scores(str(path), seeds, [r.val_bpb for r in rs], nats, ratio)  # type: ignore[arg-type]
+    bpb = [r.val_bpb for r in rs]
+    return Scores(str(path), seeds, bpb, nats, _ratio(bpb, nats), "submission.json seed_results")  # type: ignore[arg-type]
+
+
+LOG_GLOBS = ("train_seed*.log", "*.log", "*.txt")
+"""Where a records folder keeps its training logs, most specific first (module docstring)."""
+_SEED_IN_NAME = re.compile(r"seed[_-]?(\d+)", re.IGNORECASE)
+
+
+def scores_of_logs(folder: Path, label: str) -> Scores | None:
+    """Per-seed scores from the training logs of a records folder: the first of :data:`LOG_GLOBS` whose
+    files include logs with a final score; None when none does. A seed seen in two logs is an error."""
+    from pgolf.submit.logparse import parse_log
+
+    for pattern in LOG_GLOBS:
+        found: list[tuple[str, float, float | None, str]] = []
+        for f in sorted(folder.glob(pattern)):
+            try:
+                parsed = parse_log(f.read_text(errors="replace"))
+            except OSError as e:
+                raise PgolfError(f"{f}: cannot read ({e})") from None
+            final = parsed.final()
+            if final is None:
+                continue
+            m = _SEED_IN_NAME.search(f.name)
+            seed = str(parsed.seed) if parsed.seed is not None else m.group(1) if m else f.name
+            if any(seed == s for s, *_ in found):
+                first = next(name for s, *_, name in found if s == seed)
+                raise PgolfError(f"{f}: seed {seed} is also the seed of {first}: which log scores it?")
+            found.append((seed, final.val_bpb, final.val_loss, f.name))
+        if found:
+            bpb = [b for _, b, _, _ in found]
+            losses = [n for _, _, n, _ in found]
+            nats = None if any(n is None for n in losses) else [float(n) for n in losses]  # type: ignore[arg-type]
+            return Scores(label, [s for s, *_ in found], bpb, nats, _ratio(bpb, nats),
+                          f"no seed_results: the final val_bpb lines of {', '.join(name for *_, name in found)}")
+    return None
 
 
 def load_scores(paths: Sequence[str | Path], label: str) -> Scores:
@@ -201,8 +264,10 @@ def significance(new: Scores, *, old: Scores | None = None, sota_bpb: float | No
 
 
 def _mean_sd(v: Sequence[float]) -> str:
-    sd = statistics.stdev(v) if len(v) > 1 else 0.0
-    return f"{statistics.fmean(v):.6f} ± {sd:.6f}"
+    from pgolf.track.leaderboard import summary
+
+    s = summary(v)
+    return f"{s['mean']:.6f} ± {s['std'] or 0.0:.6f}"
 
 
 def format_report(res: StatsResult) -> str:
@@ -214,7 +279,8 @@ def format_report(res: StatsResult) -> str:
     if res.old is not None:
         o = res.old
         lines.append(f"record: {o.label}: {len(o.bpb)} seeds ({', '.join(o.seeds)}), val_bpb {_mean_sd(o.bpb)} "
-                     f"= {statistics.fmean(o.bpb) * to_nats:.6f} nats at the new runs' tokens/bytes")
+                     f"= {statistics.fmean(o.bpb) * to_nats:.6f} nats at the new runs' tokens/bytes"
+                     + (f" [from {o.source}]" if o.source else ""))
     else:
         lines.append(f"record: --sota {res.sota_bpb} bpb = {res.sota_bpb * to_nats:.6f} nats at the new runs' tokens/bytes")
     w, a = res.written, res.applied
