@@ -282,12 +282,12 @@ def test_overlap_with_data(tmp_path: Path) -> None:
     assert verdicts(review(rec, data=data))["data_overlap"] == "pass"
 
 
-def test_bad_input_is_cannot_tell_never_a_traceback(tmp_path: Path) -> None:
+def test_bad_input_is_a_verdict_never_a_traceback(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     rep = review(empty)
-    assert rep.exit_code == 0 and verdicts(rep)["files"] == "cannot-tell"
-    assert {c.verdict for c in rep.checks} <= {"cannot-tell", "needs-proof"}
+    assert rep.exit_code == 1 and verdicts(rep)["files"] == "fail"
+    assert {c.verdict for c in rep.checks if c.id != "files"} <= {"cannot-tell", "needs-proof"}
     d = make_record(tmp_path / "x")
     (d / "train_seed42.log").write_bytes(b"\x00\x01binary")
     (d / "submission.json").write_text("[1, 2]")
@@ -304,15 +304,17 @@ def test_bad_input_is_cannot_tell_never_a_traceback(tmp_path: Path) -> None:
     assert any("wrong shape: val_bpb" in e.value for c in rep.checks for e in c.evidence)
 
 
-def test_cli_json_schema_and_exit_codes(tmp_path: Path, capsys) -> None:
+def test_cli_json_schema_and_exit_codes(tmp_path: Path, capsys, monkeypatch) -> None:
     ok = make_record(tmp_path / "a")
     assert main(["review", str(ok), "--json"]) == 0
     rep = ReviewReport.model_validate_json(capsys.readouterr().out)
     assert rep.counts["fail"] == 0 and len(rep.checks) == 18
     bad = make_record(tmp_path / "b", log_kw={"train_ms": 650_000})
+    monkeypatch.setenv("COLUMNS", "200")  # the terminal's width, as shutil.get_terminal_size reads it
     assert main(["review", str(bad)]) == 1
     out = capsys.readouterr().out
-    assert "FAIL" in out and "training ≤ 600 s" in out and len(out.splitlines()) <= 24
+    assert "FAIL" in out and "training ≤ 600 s" in out and len(out.splitlines()) <= 3 + 2 * 18
+    assert max(map(len, out.splitlines())) <= 200 and any(len(x) > 118 for x in out.splitlines())
     assert main(["review", str(tmp_path / "missing")]) == 2
     assert "is not a directory" in capsys.readouterr().err
 
@@ -329,7 +331,7 @@ def test_local_modules_count_as_code(tmp_path: Path) -> None:
 
 def test_eval_only_rerun_brings_its_training_log(tmp_path: Path) -> None:
     d = make_record(tmp_path, submission={"seed_results": {str(s): {"val_bpb": BPB[s] - 0.0004} for s in SEEDS},
-                                          "val_bpb": round(sum(BPB.values()) / 3 - 0.0004, 5)},
+                                          "val_bpb": round(sum(BPB.values()) / 3 - 0.0004, 5), "val_loss": None},
                     log_kw={"train_ms": 650_000})
     (d / "rerun").mkdir()
     for s in SEEDS:

@@ -17,7 +17,10 @@ shape or a log of another tool is a ``cannot-tell``. ``review(...)`` returns a `
 from __future__ import annotations
 
 import json
+import math
 import re
+import shutil
+import textwrap
 from pathlib import Path
 from typing import Literal
 
@@ -26,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pgolf.errors import PgolfError
 from pgolf.submit import review_numbers as rn
 from pgolf.submit.logparse import parse_log
-from pgolf.submit.review_decode import code_files, decode_script
+from pgolf.submit.review_decode import Embedded, code_files, decode_script, embedded_modules
 from pgolf.submit.review_static import Finding, StaticChecks
 
 Verdict = Literal["pass", "fail", "needs-proof", "cannot-tell"]
@@ -117,6 +120,15 @@ def _find_script(folder: Path) -> Path | None:
     return cands[0] if cands else None
 
 
+def _record_folders(folder: Path) -> list[str]:
+    """Sub-folders (up to two levels down) that look like records folders: a train_gpt*.py or submission.json."""
+    out = []
+    for d in sorted(p for p in folder.rglob("*") if p.is_dir() and len(p.relative_to(folder).parts) <= 2):
+        if (d / "submission.json").is_file() or any(d.glob("train_gpt*.py")):
+            out.append(str(d.relative_to(folder)))
+    return out
+
+
 def _overlap(data_dir: Path) -> tuple[int, list, str | None]:
     """Train/validation overlap of a data directory by :func:`pgolf.data.provenance.find_overlap` (the
     rules training itself refuses by: exact copies and near-duplicates). Validation fingerprints come
@@ -137,8 +149,8 @@ def _overlap(data_dir: Path) -> tuple[int, list, str | None]:
 
 
 class _Review:
-    def __init__(self, folder: Path, data: Path | None, against: Path | None):
-        self.folder, self.data, self.against = folder, data, against
+    def __init__(self, folder: Path, data: Path | None, against: Path | None, sota: float | None = None):
+        self.folder, self.data, self.against, self.sota = folder, data, against, sota
         self.findings: list[Finding] = []
         self.logs: list[rn.LogEntry] = []
         self.submission: dict | None = None
@@ -148,6 +160,7 @@ class _Review:
         self.decoded: str | None = None
         self.sources: dict[str, str] = {}
         self.shipped: dict[str, int] = {}
+        self.bundle: Embedded | None = None
 
     def add(self, check: str, verdict: str, file: str, line: int | None, value: str) -> None:
         self.findings.append(Finding(check, verdict, file, line, value))
@@ -155,6 +168,10 @@ class _Review:
     # -- inputs ----------------------------------------------------------------------------------
     def load(self) -> None:
         f = self.folder
+        if not any(f.iterdir()):
+            self.add("files", "fail", str(f), None, "empty folder: a submission needs train_gpt.py, submission.json, "
+                     "README.md and its training logs")
+            return
         readme = next((p for p in f.iterdir() if p.name.lower() == "readme.md"), None)
         if readme is None:
             self.add("files", "cannot-tell", "README.md", None, "missing")
@@ -167,7 +184,10 @@ class _Review:
         self._load_logs()
         self.script = _find_script(f)
         if self.script is None:
-            self.add("files", "cannot-tell", "train_gpt.py", None, "missing: the code cannot be analysed or counted")
+            subs = _record_folders(f)
+            self.add("files", "fail", "train_gpt.py", None, "missing: the code cannot be analysed or counted"
+                     + (f"; this folder holds records folders, review each instead: {', '.join(subs[:6])}"
+                        + (f" (+{len(subs) - 6} more)" if len(subs) > 6 else "") if subs else ""))
             return
         text, why = _read_text(self.script)
         if text is None:
@@ -181,13 +201,23 @@ class _Review:
         self.shipped = {self.script.name: self.script.stat().st_size}
         for name in dec.files:
             self.shipped[name] = (f / name).stat().st_size
-        for rel, size in code_files(f, {**self.sources, **{n: (f / n).read_text(errors="replace") for n in dec.files}}).items():
+        bundle = embedded_modules(dec.text) if not dec.note else None
+        if bundle is not None:
+            self.bundle = bundle
+            self.layers.append(f"FILES ({len(bundle.files)} modules)")
+            for rel, src in bundle.files.items():
+                self.sources[f"{self.script.name}:{rel}"] = src
+            if bundle.skipped:
+                self.add("files", "cannot-tell", self.script.name, None, "FILES entries that are not string literals "
+                         f"were not analysed: {', '.join(bundle.skipped[:5])}")
+        texts = {self.script.name: dec.text, **{n: (f / n).read_text(errors="replace") for n in dec.files}}
+        for rel, size in code_files(f, texts).items():
             if rel not in self.shipped:
                 self.shipped[rel] = size
                 if rel.endswith(".py"):
                     self.sources[rel] = (f / rel).read_text(errors="replace")
         extra = [k for k in self.shipped if k != self.script.name]
-        self.add("files", "pass", self.script.name, None, f"script {self.script.name} ({' → '.join(dec.layers)})"
+        self.add("files", "pass", self.script.name, None, f"script {self.script.name} ({' → '.join(self.layers)})"
                  + (f", code beside it: {', '.join(extra)}" if extra else ""))
 
     def _load_submission(self) -> None:
@@ -196,33 +226,38 @@ class _Review:
             alts = sorted(self.folder.glob("submission*.json"))
             p = alts[0] if alts else p
         if not p.is_file():
-            self.add("files", "cannot-tell", "submission.json", None, "missing")
+            self.add("files", "fail", "submission.json", None, "missing: no claim to review")
             return
         text, why = _read_text(p)
         if text is None:
-            self.add("files", "cannot-tell", p.name, None, why or "unreadable")
+            self.add("files", "fail", p.name, None, why or "unreadable")
             return
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
-            self.add("files", "cannot-tell", p.name, e.lineno, f"not JSON: {e.msg}")
+            trunc = " (truncated?)" if e.pos >= len(text.rstrip()) else ""
+            self.add("files", "fail", p.name, e.lineno, f"not JSON: {e.msg} at line {e.lineno} column {e.colno}{trunc}")
             return
         if not isinstance(obj, dict):
-            self.add("files", "cannot-tell", p.name, None, f"wrong shape: a JSON {type(obj).__name__}, not an object")
+            self.add("files", "fail", p.name, None, f"wrong shape: a JSON {type(obj).__name__}, not an object")
             return
         try:
             SubmissionShape.model_validate(obj)
         except ValidationError as e:
-            err = e.errors()[0]
-            self.add("files", "cannot-tell", p.name, None,
-                     f"wrong shape: {'.'.join(str(x) for x in err['loc'])}: {err['msg']}")
-            obj = {k: v for k, v in obj.items() if k not in {str(err['loc'][0])}}
+            for err in e.errors():
+                self.add("files", "fail", p.name, None,
+                         f"wrong shape: {'.'.join(str(x) for x in err['loc'])}: {err['msg']}")
+            bad = {str(err["loc"][0]) for err in e.errors() if err["loc"]}
+            obj = {k: v for k, v in obj.items() if k not in bad}
         self.submission = obj
 
     def _load_logs(self) -> None:
         files = sorted(p for p in self.folder.rglob("*") if p.is_file() and p.suffix in LOG_SUFFIXES
                        and p.name not in NOT_LOGS and "tokenizer" not in str(p.relative_to(self.folder)).lower()
                        and len(p.relative_to(self.folder).parts) <= 3)
+        if not files:
+            self.add("files", "fail", "logs", None, "no log in the folder (*.log, *.txt): the claims cannot be checked")
+            return
         for p in files:
             rel = str(p.relative_to(self.folder))
             if p.stat().st_size > 64 * 1024 * 1024:
@@ -237,7 +272,7 @@ class _Review:
                 if p.suffix == ".log" or "log" in p.name.lower() or "train" in p.name.lower():
                     self.add("files", "cannot-tell", rel, None, "no line of the challenge's scripts (a log of another tool?)")
                 continue
-            self.logs.append(rn.LogEntry(rel, parsed, parsed.seed, rn.seed_from_name(rel)))
+            self.logs.append(rn.log_entry(rel, parsed, text))
         if not self.logs:
             self.add("files", "cannot-tell", "logs", None, "no training log of the challenge's scripts in the folder")
 
@@ -322,7 +357,8 @@ class _Review:
         track = str(sub.get("track") or ("non_record" if "non_record" in str(self.folder) else "10min_16mb"))
         record = "non_record" not in track and "non-record" not in track
         against = self._against()
-        nums = rn.Numbers(self.logs, self.submission, self.readme, self.shipped, self.decoded, record, *against)
+        nums = rn.Numbers(self.logs, self.submission, self.readme, self.shipped, self.decoded, record, *against,
+                          sota=self.sota)
         for fn in (rn.artifact, rn.claims, rn.seeds, rn.significance, rn.times):
             self.findings += fn(nums)
         header = next((e.parsed.header for e in self.logs if e.parsed.header), {})
@@ -366,9 +402,15 @@ class _Review:
                             counts=counts, exit_code=1 if counts["fail"] else 0)
 
 
-def review(folder: str | Path, data: str | Path | None = None, against: str | Path | None = None) -> ReviewReport:
-    """Review a records folder (see the module docstring). Raises PgolfError only when ``folder`` (or
-    ``data``/``against``) is not a directory."""
+def review(folder: str | Path, data: str | Path | None = None, against: str | Path | None = None,
+           sota: float | None = None) -> ReviewReport:
+    """Review a records folder (see the module docstring). ``against``: the previous record's folder; ``sota``:
+    the record to beat as one val_bpb (the rule as written only). Raises PgolfError only when ``folder`` (or
+    ``data``/``against``) is not a directory, or both ``against`` and ``sota`` are given."""
+    if against is not None and sota is not None:
+        raise PgolfError("give the record to beat once: --against its folder or --sota BPB, not both")
+    if sota is not None and not (math.isfinite(sota) and sota > 0):
+        raise PgolfError(f"--sota {sota}: not a positive val_bpb")
     paths = []
     for name, p in (("records folder", folder), ("--data", data), ("--against", against)):
         if p is None:
@@ -378,23 +420,38 @@ def review(folder: str | Path, data: str | Path | None = None, against: str | Pa
         if not q.is_dir():
             raise PgolfError(f"{q}: {name} is not a directory")
         paths.append(q)
-    return _Review(paths[0], paths[1], paths[2]).run()
+    return _Review(paths[0], paths[1], paths[2], sota).run()
 
 
-def summary(rep: ReviewReport, width: int = 118) -> str:
-    """One screen for people: a line per check with its verdict and the evidence that decided it."""
-    lines = [f"pgolf review {rep.folder}", f"  track {rep.track}; script {rep.script or '—'}"
-             + (f" ({' → '.join(rep.decoded_layers)})" if len(rep.decoded_layers) > 1 else "")
-             + f"; {len(rep.logs)} log(s)"]
+def summary(rep: ReviewReport, width: int | None = None) -> str:
+    """One screen for people: per check its verdict, title and the evidence that decided it (``+N`` more in
+    ``--json``), wrapped to ``width`` columns (default: the terminal's, ``COLUMNS`` honoured); nothing is cut, long
+    text continues on the next lines in its column."""
+    width = max(width or shutil.get_terminal_size((120, 24)).columns, 40)
+
+    def wrap(text: str, w: int, indent: str = "") -> list[str]:
+        return textwrap.wrap(text, w, subsequent_indent=indent, break_long_words=True, break_on_hyphens=False) or [""]
+
+    head = [f"pgolf review {rep.folder}", f"  track {rep.track}; script {rep.script or '—'}"
+            + (f" ({' → '.join(rep.decoded_layers)})" if len(rep.decoded_layers) > 1 else "")
+            + f"; {len(rep.logs)} log(s)"]
+    lines = [x for h in head for x in wrap(h, width, "    ")]
+    title_w = min(max(len(c.title) for c in rep.checks), max(12, (width - 16) // 3))
+    ev_w = width - (2 + 11 + 1 + title_w + 1)
     for c in rep.checks:
         ev = c.evidence[0]
         where = f" [{ev.file}{':' + str(ev.line) if ev.line else ''}]" if ev.file else ""
-        text = ev.value.split(": ", 1)[-1] + where
-        more = f" (+{len(c.evidence) - 1})" if len(c.evidence) > 1 else ""
-        head = f"  {c.verdict.upper():11} {c.title[:34]:34} "
-        room = max(width - len(head) - len(more), 20)
-        lines.append(head + (text if len(text) <= room else text[: room - 1] + "…") + more)
+        text = ev.value.split(": ", 1)[-1] + where + (f" (+{len(c.evidence) - 1})" if len(c.evidence) > 1 else "")
+        if ev_w < 24:  # too narrow for two columns: the evidence goes under the title
+            lines += wrap(f"  {c.verdict.upper()} {c.title}", width, "    ")
+            lines += ["    " + x for x in wrap(text, width - 4)]
+            continue
+        titles, texts = wrap(c.title, title_w), wrap(text, ev_w)
+        for i in range(max(len(titles), len(texts))):
+            t = titles[i] if i < len(titles) else ""
+            e = texts[i] if i < len(texts) else ""
+            lines.append(f"  {c.verdict.upper() if i == 0 else '':11} {t:{title_w}} {e}".rstrip())
     n = rep.counts
-    lines.append(f"  {n['fail']} fail, {n['needs-proof']} needs-proof, {n['cannot-tell']} cannot-tell, {n['pass']} pass"
-                 f" → exit {rep.exit_code}   (details: --json)")
+    lines += wrap(f"  {n['fail']} fail, {n['needs-proof']} needs-proof, {n['cannot-tell']} cannot-tell, {n['pass']} "
+                  f"pass → exit {rep.exit_code}   (details: --json)", width, "    ")
     return "\n".join(lines)

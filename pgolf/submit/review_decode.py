@@ -327,3 +327,59 @@ def code_files(folder: Path, sources: dict[str, str]) -> dict[str, int]:
                         todo.append((rel, cand.read_text(errors="replace")))
                     break
     return found
+
+
+@dataclass
+class Embedded:
+    """The modules a pgolf bundle carries (``pgolf.artifact.bundler.render``): ``FILES`` (path → source, in the
+    compact form one dict literal, in the readable form one ``FILES['pgolf/x.py'] = r'''…'''`` per module),
+    ``CONFIG`` (the settings that differ from pgolf's defaults) and ``LEFT_OUT``. ``skipped`` names entries that
+    are not literals (not analysed)."""
+
+    files: dict[str, str]
+    config: dict | None = None
+    left_out: dict | None = None
+    skipped: list[str] = field(default_factory=list)
+
+
+def _literal(node: ast.AST):
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+
+
+def embedded_modules(text: str) -> Embedded | None:
+    """The ``FILES`` of a program that embeds module sources, read with ``ast.literal_eval`` (never executed);
+    None when the program has no top-level ``FILES`` of strings."""
+    try:
+        tree, _fixed = parse_lenient(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    files: dict[str, str] = {}
+    out = Embedded(files)
+    found = False
+    for stmt in tree.body:
+        if not isinstance(stmt, ast.Assign) or len(stmt.targets) != 1:
+            continue
+        t = stmt.targets[0]
+        if isinstance(t, ast.Name) and t.id == "FILES" and isinstance(stmt.value, ast.Dict):
+            found = True
+            for k, v in zip(stmt.value.keys, stmt.value.values, strict=True):
+                key, val = _literal(k) if k is not None else None, _literal(v)
+                if isinstance(key, str) and isinstance(val, str):
+                    files[key] = val
+                else:
+                    out.skipped.append(ast.unparse(k)[:60] if k is not None else "**")
+        elif isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) and t.value.id == "FILES":
+            found = True
+            key, val = _literal(t.slice), _literal(stmt.value)
+            if isinstance(key, str) and isinstance(val, str):
+                files[key] = val
+            else:
+                out.skipped.append(ast.unparse(t.slice)[:60])
+        elif isinstance(t, ast.Name) and t.id in ("CONFIG", "LEFT_OUT") and isinstance(stmt.value, ast.Dict):
+            val = _literal(stmt.value)
+            if isinstance(val, dict):
+                setattr(out, t.id.lower(), val)
+    return out if found and (files or out.skipped) else None

@@ -44,11 +44,92 @@ HESSIAN_SLACK_S = 1.0
 
 
 @dataclass
+class PgolfHeader:
+    """What a ``pgolf run`` log opens with (``pgolf.train.log.RunLog.header`` and the runner's first lines): the
+    ``# hardware:`` and ``# config:`` JSON, ``val_bpb:enabled tokenizer=PATH data=DIR`` and the device. Lines
+    are 1-based; a key missing from the log is None."""
+
+    config: dict | None = None
+    hardware: dict | None = None
+    tokenizer: str | None = None
+    data: str | None = None
+    device: str | None = None
+    where: dict[str, int] = field(default_factory=dict)
+
+    def setting(self, dotted: str):
+        """A configuration value by its dotted name (``train.seed``), or None."""
+        cur: object = self.config
+        for part in dotted.split("."):
+            if not isinstance(cur, dict) or part not in cur:
+                return None
+            cur = cur[part]
+        return cur
+
+
+_PG_TOKENIZER = re.compile(r"^val_bpb:enabled\s+tokenizer=(\S+)(?:\s+data=(\S+))?")
+_PG_DEVICE = re.compile(r"\bworld_size:\d+\b.*\bdevice:(\S+)")
+
+
+def pgolf_header(text: str) -> PgolfHeader | None:
+    """The :class:`PgolfHeader` of a pgolf run log, or None for a log without ``# config:`` or ``# hardware:``."""
+    import json
+
+    lines = text.replace("\r\n", "\n").split("\n")
+    out = PgolfHeader()
+    for i, line in enumerate(lines[:4000]):
+        t = line.strip()
+        if t.startswith("# hardware:") and out.hardware is None:
+            try:
+                hw = json.loads(t.split(":", 1)[1])
+            except ValueError:
+                continue
+            if isinstance(hw, dict):
+                out.hardware, out.where["hardware"] = hw, i + 1
+        elif t == "# config:" and out.config is None:
+            try:
+                cfg, _end = json.JSONDecoder().raw_decode("\n".join(lines[i + 1:]).lstrip())
+            except ValueError:
+                continue
+            if isinstance(cfg, dict):
+                out.config, out.where["config"] = cfg, i + 1
+                depth_train = None
+                for j in range(i + 1, min(len(lines), i + 2000)):
+                    if re.match(r'^\s*"train":\s*\{', lines[j]):
+                        depth_train = j
+                    elif depth_train is not None and re.match(r'^\s*"seed":\s*\d+', lines[j]):
+                        out.where["train.seed"] = j + 1
+                        break
+        elif (m := _PG_TOKENIZER.match(t)) and out.tokenizer is None:
+            out.tokenizer, out.data, out.where["tokenizer"] = m.group(1), m.group(2), i + 1
+        elif (m := _PG_DEVICE.search(t)) and out.device is None:
+            out.device, out.where["device"] = m.group(1), i + 1
+    return out if out.config is not None or out.hardware is not None else None
+
+
+@dataclass
 class LogEntry:
     path: str
     parsed: ParsedLog
     seed: int | None
     name_seed: int | None
+    seed_from: str = ""
+    """Where ``seed`` was read: ``seed:N line L``, ``config train.seed line L`` or ``the file name``."""
+    pgolf: PgolfHeader | None = None
+
+
+def log_entry(path: str, parsed: ParsedLog, text: str) -> LogEntry:
+    """A log with its seed: the log's ``seed:N`` line, else a pgolf log's configuration (``train.seed``), else
+    the file name (``train_seed1337.log``)."""
+    pg = pgolf_header(text)
+    name_seed = seed_from_name(path)
+    if parsed.seed is not None:
+        return LogEntry(path, parsed, parsed.seed, name_seed, f"seed:{parsed.seed} line {parsed.where.get('seed')}", pg)
+    cfg_seed = pg.setting("train.seed") if pg else None
+    if isinstance(cfg_seed, int) and not isinstance(cfg_seed, bool):
+        return LogEntry(path, parsed, cfg_seed, name_seed, f"config train.seed line {pg.where.get('train.seed')}", pg)
+    if name_seed is not None:
+        return LogEntry(path, parsed, name_seed, name_seed, "the file name", pg)
+    return LogEntry(path, parsed, None, None, "", pg)
 
 
 @dataclass
@@ -65,6 +146,8 @@ class Numbers:
     against: list[tuple[int | None, float, float | None]] = field(default_factory=list)
     """The previous record's (seed, val_bpb, val_loss) per seed, for the test as applied."""
     against_name: str = ""
+    sota: float | None = None
+    """The record to beat as one val_bpb (``--sota``), when no previous record's seeds are given."""
 
 
 def _close(a: float, b: float, digits: int | None = None) -> bool:
@@ -79,6 +162,36 @@ def _digits(x: float | int | str) -> int:
     s = repr(x) if not isinstance(x, str) else x
     d = len(s.split(".")[1]) if "." in s and "e" not in s.lower() else 0
     return max(d, 4) if isinstance(x, float) else d
+
+
+def logged_digits(m: Metric, key: str = "val_bpb") -> int | None:
+    """Decimal places the log printed for ``key`` on the line of ``m`` (8 in pgolf's
+    ``…_exact val_loss:5.61459283 val_bpb:3.04168719``); None when it is not printed in plain decimals."""
+    mm = re.search(rf"\b{key}[:=]\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)(?![\w.])", m.text)
+    if mm is None or "e" in mm.group(1).lower():
+        return None
+    return _digits(mm.group(1))
+
+
+def _tolerance(claim_digits: int, logged: int | None) -> float:
+    """How far a claim printed with ``claim_digits`` decimals may lie from a value the log printed with ``logged``
+    decimals and still be that value: half a unit of the logged value's last printed digit, plus the claim's own
+    rounding — a full unit of it when the claim is the shorter (a mean of rounded per-seed values may round
+    differently), half a unit otherwise (nothing, in effect, for a float written at full precision)."""
+    if logged is None:  # printed with an exponent: the claim's own precision, at most 8 decimals
+        return 10.0 ** -min(claim_digits, 8) + 1e-9
+    own = 10.0 ** -claim_digits if claim_digits < logged else 0.5 * 10.0 ** -claim_digits
+    return 0.5 * 10.0 ** -logged + own + 1e-12
+
+
+def agrees(claim: float | int | str, logged: float, logged_digits: int | None) -> bool:
+    """A claim (its printed form decides its precision) is the logged value at the precision both are printed."""
+    return abs(float(claim) - logged) <= _tolerance(_digits(claim), logged_digits)
+
+
+def _coarsest(ms: list[Metric], key: str = "val_bpb") -> int | None:
+    ds = [logged_digits(m, key) for m in ms]
+    return None if any(d is None for d in ds) or not ds else min(ds)  # type: ignore[type-var]
 
 
 def final_of(p: ParsedLog) -> Metric | None:
@@ -272,9 +385,9 @@ def seeds(n: Numbers) -> list[Finding]:
     return out
 
 
-def _matching_metric(p: ParsedLog, bpb: float, digits: int) -> Metric | None:
-    cands = [m for m in p.metric_lines if _close(m.val_bpb, bpb, digits)]
-    return min(cands, key=lambda m: abs(m.val_bpb - bpb)) if cands else None
+def _matching_metric(p: ParsedLog, bpb: float | int | str) -> Metric | None:
+    cands = [m for m in p.metric_lines if agrees(bpb, m.val_bpb, logged_digits(m))]
+    return min(cands, key=lambda m: abs(m.val_bpb - float(bpb))) if cands else None
 
 
 def chosen_scores(n: Numbers) -> list[tuple[int | None, Metric, LogEntry]]:
@@ -291,7 +404,7 @@ def chosen_scores(n: Numbers) -> list[tuple[int | None, Metric, LogEntry]]:
         if isinstance(want, dict) and isinstance(want.get("val_bpb"), int | float):
             target = float(want["val_bpb"])
             for e in entries:
-                m = _matching_metric(e.parsed, target, _digits(want["val_bpb"]))
+                m = _matching_metric(e.parsed, want["val_bpb"])
                 loss = want.get("val_loss")
                 if m is not None:
                     err = abs(m.val_bpb - target) + (abs((m.val_loss or 0) - loss) if isinstance(loss, int | float) else 0)
@@ -301,9 +414,9 @@ def chosen_scores(n: Numbers) -> list[tuple[int | None, Metric, LogEntry]]:
     bpb = sub.get("val_bpb")
     everyone = [(e.seed, e.parsed.final(), e) for es in groups.values() for e in es]
     if isinstance(bpb, int | float) and not sr and len(everyone) > len(out) and out:
-        d = _digits(bpb)
-        if not _close(mean(m.val_bpb for _, m, _ in out), float(bpb), d) and \
-                _close(mean(m.val_bpb for _, m, _ in everyone), float(bpb), d):
+        ms, ms_all = [m for _, m, _ in out], [m for _, m, _ in everyone]
+        if not agrees(bpb, mean(m.val_bpb for m in ms), _coarsest(ms)) and \
+                agrees(bpb, mean(m.val_bpb for m in ms_all), _coarsest(ms_all)):
             return everyone
     return out
 
@@ -328,13 +441,15 @@ def claims(n: Numbers) -> list[Finding]:
     if sub is not None and scores:
         bpb = sub.get("val_bpb")
         if isinstance(bpb, int | float):
-            d = _digits(bpb)
-            vals = [m.val_bpb for _, m, _ in scores]
-            avg = mean(vals)
-            direct = [(e, m) for e in n.logs for m in e.parsed.metric_lines if _close(m.val_bpb, float(bpb), d)]
-            if _close(avg, float(bpb), d):
+            ms = [m for _, m, _ in scores]
+            vals = [m.val_bpb for m in ms]
+            avg, ld = mean(vals), _coarsest(ms)
+            prec = f"the logs' {ld} decimals" if ld is not None else "the printed precision"
+            direct = [(e, m) for e in n.logs for m in e.parsed.metric_lines if agrees(bpb, m.val_bpb, logged_digits(m))]
+            if agrees(bpb, avg, ld):
                 out.append(Finding("claims", "pass", "submission.json", None,
-                                   f"val_bpb {bpb} = mean of {len(vals)} logged score(s) {avg:.8f}"))
+                                   f"val_bpb {bpb} = mean of {len(vals)} logged score(s) {avg:.{ld or 8}f} "
+                                   f"(to {prec})"))
             elif direct:
                 e, m = direct[0]
                 verdict = "fail" if m.diagnostic else "pass"
@@ -343,8 +458,19 @@ def claims(n: Numbers) -> list[Finding]:
                                                                                 m.diagnostic else "")))
             else:
                 out.append(Finding("claims", "fail", "submission.json", None,
-                                   f"val_bpb {bpb} matches neither the mean of the logged scores ({avg:.8f} over "
-                                   f"{len(vals)} log(s)) nor any logged metric"))
+                                   f"val_bpb {bpb} matches neither the mean of the logged scores ({avg:.{ld or 8}f} over "
+                                   f"{len(vals)} log(s); off by {abs(float(bpb) - avg):.2g}, more than "
+                                   f"{_tolerance(_digits(bpb), ld):.2g} allowed by {prec}) nor any logged metric"))
+        loss = sub.get("val_loss")
+        ms = [m for _, m, _ in scores]
+        if isinstance(loss, int | float) and ms and all(m.val_loss is not None for m in ms):
+            avg_l, ld_l = mean(m.val_loss for m in ms), _coarsest(ms, "val_loss")  # type: ignore[misc]
+            lines = [m for _, _, e in scores for m in e.parsed.metric_lines if m.val_loss is not None]
+            if not agrees(loss, avg_l, ld_l) and not any(agrees(loss, m.val_loss, logged_digits(m, "val_loss"))
+                                                         for m in lines):  # type: ignore[arg-type]
+                out.append(Finding("claims", "fail", "submission.json", None,
+                                   f"val_loss {loss} is not the mean of the logged val_loss ({avg_l:.{ld_l or 8}f} "
+                                   f"over {len(ms)} log(s); off by {abs(float(loss) - avg_l):.2g})"))
         sr = sub.get("seed_results")
         if isinstance(sr, dict):
             by = {s: (m, e) for s, m, e in scores}
@@ -353,17 +479,20 @@ def claims(n: Numbers) -> list[Finding]:
                     continue
                 m, e = by[int(k)]
                 p = e.parsed
-                checks = [("val_bpb", m.val_bpb), ("val_loss", m.val_loss), ("steps", p.steps)]
+                checks: list[tuple[str, float | int | None]] = [("val_bpb", m.val_bpb), ("val_loss", m.val_loss),
+                                                                 ("steps", p.steps)]
                 tot = p.artifact_bytes()
                 checks.append(("artifact_bytes", tot[1] if tot else None))
                 for key, logged in checks:
                     v = r.get(key)
                     if not isinstance(v, int | float) or logged is None:
                         continue
-                    ok = (v == logged) if key in ("steps", "artifact_bytes") else _close(float(v), float(logged), _digits(v))
+                    d = logged_digits(m, key) if key.startswith("val") else None
+                    ok = (v == logged) if key in ("steps", "artifact_bytes") else agrees(v, float(logged), d)
                     if not ok:
+                        why = f" (off by {abs(float(v) - float(logged)):.2g}; the log prints {d} decimals)" if d else ""
                         out.append(Finding("claims", "fail", e.path, m.line if key.startswith("val") else None,
-                                           f"seed_results[{k}].{key} = {v}, the log says {logged}"))
+                                           f"seed_results[{k}].{key} = {v}, the log says {logged}{why}"))
                 ev = r.get("eval_time_s")
                 if isinstance(ev, int | float) and m.eval_ms is not None and abs(ev - m.eval_ms / 1000) > 1.0:
                     out.append(Finding("claims", "fail", e.path, m.line,
@@ -424,7 +553,7 @@ def _readme(n: Numbers, scores) -> list[Finding]:
         seed = next((int(v) for k, v in row.items() if "seed" in k and v.isdigit()), None)
         if seed is None or seed not in by_seed:
             continue
-        logged = [m.val_bpb for e in by_seed[seed] for m in e.parsed.metric_lines]
+        logged = [(m.val_bpb, logged_digits(m)) for e in by_seed[seed] for m in e.parsed.metric_lines]
         sizes = {}
         for e in by_seed[seed]:
             tot = e.parsed.artifact_bytes()
@@ -433,7 +562,7 @@ def _readme(n: Numbers, scores) -> list[Finding]:
         for head, cell in row.items():
             if "bpb" in head and not skip.search(head.replace("bpb", "")):
                 for x in _BPB.findall(cell):
-                    if not any(_close(float(x), v, _digits(x)) for v in logged):
+                    if not any(agrees(x, v, d) for v, d in logged):
                         out.append(Finding("claims", "needs-proof", "README.md", no,
                                            f"seed {seed}: README {head} {x} matches no val_bpb in its log(s)"))
             if re.search(r"artifact|bytes|size", head):
@@ -501,6 +630,8 @@ def significance(n: Numbers) -> list[Finding]:
     baseline, source = None, ""
     if n.against:
         baseline, source = mean(b for _, b, _ in n.against), f"{n.against_name} (mean of {len(n.against)} seeds)"
+    elif n.sota is not None:
+        baseline, source = float(n.sota), "--sota"
     else:
         for key in ("comparison_baseline_bpb", "baseline_bpb", "sota_bpb", "previous_record_bpb"):
             if isinstance(sub.get(key), int | float):
@@ -508,7 +639,7 @@ def significance(n: Numbers) -> list[Finding]:
                 break
     if baseline is None:
         return [Finding("significance", "cannot-tell", "", None, "no baseline to test against: pass --against "
-                        "PREVIOUS_RECORD_DIR or state comparison_baseline_bpb in submission.json")]
+                        "PREVIOUS_RECORD_DIR or --sota BPB, or state comparison_baseline_bpb in submission.json")]
     if ratio is None:
         return [Finding("significance", "cannot-tell", "", None, "the logs give no val_loss to convert 0.005 nats")]
     frontier = [b for _, b, _ in n.against] if n.against else None
