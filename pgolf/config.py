@@ -621,10 +621,11 @@ class TttConfig:
     lora_targets: tuple[str, ...] = ("q", "k", "v", "o", "mlp", "head")
     """Adapted layers, from q, k, v, o (attention), mlp (a d→d LoRA beside each MLP) and head (beside the
     LM head). [03-17a]: q, v, head; [04-10]+: all six."""
-    chunk: int = 128
+    chunk: int = 0
     """Targets per chunk: each is scored, then trained on ([03-17a]: 256; [04-10]: 32; [04-14]+: 48). A
     chunk's window is the ``eval.seq_len`` tokens before its end, inside its document, so the cost per
-    target is ∝ seq_len / chunk."""
+    target is ∝ seq_len / chunk. 0 = min(128, the context), so the default fits every run; a chunk set
+    longer than the context is an error."""
     batch_docs: int = 16
     """Documents adapted side by side, one LoRA slot each (records: 64). Slots take the documents in
     stream order and refill as soon as their document is done."""
@@ -659,7 +660,7 @@ class TttConfig:
         bad = sorted(set(self.lora_targets) - {"q", "k", "v", "o", "mlp", "head"})
         _check(not bad, f"eval.ttt.lora_targets: unknown target {bad[0] if bad else ''!r} (q, k, v, o, mlp, head)")
         _check(self.lora_rank >= 1 and self.lora_alpha >= 0, "eval.ttt.lora_rank must be >= 1, lora_alpha >= 0")
-        _check(self.chunk >= 1 and self.batch_docs >= 1 and self.lora_steps >= 0, "eval.ttt: chunk, batch_docs >= 1, lora_steps >= 0")
+        _check(self.chunk >= 0 and self.batch_docs >= 1 and self.lora_steps >= 0, "eval.ttt: chunk >= 0, batch_docs >= 1, lora_steps >= 0")
         _check(self.lora_lr >= 0 and self.sgd_lr >= 0 and self.global_lr >= 0, "eval.ttt: learning rates must be >= 0")
         _check(0 <= self.lora_beta1 < 1 and 0 <= self.lora_beta2 < 1 and 0 <= self.sgd_momentum < 1,
                "eval.ttt: betas and momentum in [0, 1)")

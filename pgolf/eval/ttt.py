@@ -119,6 +119,21 @@ def _time(fn) -> float:
     return time.perf_counter() - t0
 
 
+DEFAULT_CHUNK = 128
+"""Targets per chunk when ``eval.ttt.chunk`` is 0 and the context is at least this long (docs/benchmarks.md)."""
+
+
+def chunk_for(cfg: TttConfig, seq_len: int) -> int:
+    """The chunk the ``lora``/``phased`` modes use: ``eval.ttt.chunk``, or for 0 min(:data:`DEFAULT_CHUNK`,
+    ``seq_len``); ConfigError when a chunk set explicitly is longer than the context."""
+    if cfg.chunk == 0:
+        return min(DEFAULT_CHUNK, seq_len)
+    if cfg.chunk > seq_len:
+        raise ConfigError(f"eval.ttt.chunk={cfg.chunk} is longer than the context seq_len={seq_len} "
+                          f"(0 = min({DEFAULT_CHUNK}, the context))")
+    return cfg.chunk
+
+
 def evaluate_ttt(
     model: nn.Module,
     val: ValTokens,
@@ -145,8 +160,7 @@ def evaluate_ttt(
     tokens = np.asarray(val.tokens)
     raw = None if val.raw_bytes is None else np.asarray(val.raw_bytes)
     check_tokens(tokens, tables, raw)
-    if cfg.chunk > seq_len:
-        raise ConfigError(f"eval.ttt.chunk={cfg.chunk} is longer than the context seq_len={seq_len}")
+    chunk_for(cfg, seq_len)  # a chunk set longer than the context fails before any work
     tokens_t = torch.from_numpy(tokens.astype(np.int64))
     hints_t = None if hints is None else torch.from_numpy(np.asarray(hints, dtype=np.int64))
     sink = TargetSink(tokens.shape[0] - 1, device, hints=hints is not None)
@@ -205,7 +219,7 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
                  hints_t, seed) -> dict:
     tokens = tokens_t.numpy()
     starts, ns = spans(tokens, bos_id, doc_aware=True)
-    n_docs, bsz, c = len(starts), cfg.batch_docs, cfg.chunk
+    n_docs, bsz, c = len(starts), cfg.batch_docs, chunk_for(cfg, seq_len)
     vocab = model.cfg.vocab_size
     phased = cfg.mode == "phased"
     prefix = min(cfg.prefix_docs, n_docs) if phased else 0
