@@ -63,9 +63,12 @@ def _default_out(name: str) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+from pgolf.presets import PRESETS as _PRESETS  # noqa: E402  (info's help lists every preset)
+
+
 @app.command()
 def info(
-    preset: Annotated[str, typer.Argument(help="Preset name (demo, cpu, baseline, tiny).")],
+    preset: Annotated[str, typer.Argument(help="Preset name: " + ", ".join(_PRESETS) + ".")],
     set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     hardware: Annotated[str | None, typer.Option("--hardware", help="Preflight on 8xH100, 1xH100 or cpu (measured here): "
