@@ -1,10 +1,12 @@
 """The agent loop on one registry: the first try sets the baseline, a candidate runs at the best's seeds
 (the best's runs are reused, not re-run), keep/discard follows the one-sided Welch p-value, a repeated
 candidate reports its recorded result without running, a candidate claimed elsewhere is refused, protected
-fields cannot change, and ``pgolf task``/``pgolf feed`` show all of it."""
+fields cannot change, every slow step is named while it runs (the CLI's spinner) with a line as each job
+ends, and ``pgolf task``/``pgolf feed`` show all of it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -38,8 +40,26 @@ def test_try_task_and_feed(tiny_data, tmp_path, capsys):
             try_candidate(reg, scope, ["train.seed=3"])
         with pytest.raises(ConfigError, match="current best itself"):
             try_candidate(reg, scope, ["train.log_every=2"])  # not a result-changing field
-        r1 = try_candidate(reg, scope, ["model.mlp_act=leaky_relu2"], inprocess=True, out=out, alpha=0.25)
+        steps, logged = [], []
+
+        @contextlib.contextmanager
+        def status(message):
+            steps.append(message)
+            yield
+
+        r1 = try_candidate(reg, scope, ["model.mlp_act=leaky_relu2"], inprocess=True, out=out, alpha=0.25,
+                           log=logged.append, status=status)
         c, b = r1["candidate"], r1["base"]
+        # every step that can take a while is named while it runs, and each job's end is a line
+        assert steps[:2] == ["looking up the current best in the registry",
+                             "building the candidate's config and finding its data"]
+        jobs = [m for m in steps if m.startswith("try ")]
+        assert [m.split(":")[0] for m in jobs] == ["try 1/4", "try 2/4", "try 3/4", "try 4/4"]
+        assert [m.split(": ")[1].split()[0] for m in jobs] == ["candidate", "candidate", "best", "best"]
+        assert [m.split(" seed ")[1].split(":")[0] for m in jobs] == ["42", "1337", "42", "1337"]
+        ends = [m for m in logged if m.startswith("try ") and "/4:" in m]
+        assert len(ends) == 4 and all(": ok, val_bpb " in m for m in ends)
+        assert [m.endswith("(already recorded)") for m in ends] == [False, False, True, True]
         assert r1["seeds"] == [42, 1337] and b["values"] == r0["candidate"]["values"]  # the best's runs, reused
         p = welch_p_less(list(c["values"].values()), list(b["values"].values()))
         assert r1["p_value"] == p

@@ -20,7 +20,11 @@ comparison (seed, budgets, byte cap, validation size) may not change.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,19 +128,29 @@ def _heartbeat(registry: Any, scope: str, key: str, owner: str, stop: threading.
             pass
 
 
+def _no_status(message: str) -> AbstractContextManager[Any]:
+    return contextlib.nullcontext()
+
+
 def try_candidate(registry: Any, scope: Scope, sets: list[str], *, config_file: str | None = None,
                   preset: str | None = None, alpha: float = 0.25, seeds: list[int] | None = None,
                   out: str | Path | None = None, inprocess: bool = False, author: str | None = None,
-                  metric: str = "val_bpb", log: Any = print) -> dict[str, Any]:
-    """Run one candidate against the scope's current best and record keep/discard (module docstring)."""
+                  metric: str = "val_bpb", log: Any = print,
+                  status: Callable[[str], AbstractContextManager[Any]] = _no_status) -> dict[str, Any]:
+    """Run one candidate against the scope's current best and record keep/discard (module docstring).
+    ``log`` gets a line as each job ends; ``status(message)`` wraps every step that may take a while (the
+    CLI shows a spinner naming it on a terminal)."""
     from pgolf.config import apply_overrides
     from pgolf.track.jobs import planned_identity, run_job
 
-    best = current_best(registry, scope, metric)
-    base_cfg, cand = build_candidate(best, sets, config_file=config_file, preset=preset)
-    chash, _ = planned_identity(cand)
+    with status("looking up the current best in the registry"):
+        best = current_best(registry, scope, metric)
+    with status("building the candidate's config and finding its data"):
+        base_cfg, cand = build_candidate(best, sets, config_file=config_file, preset=preset)
+        chash, _ = planned_identity(cand)
+        base_hash = planned_identity(base_cfg)[0] if best is not None else None
     if best is not None:
-        if planned_identity(base_cfg)[0] != best["config_hash"]:
+        if base_hash != best["config_hash"]:
             raise ConfigError(f"the current best ({best['config_hash'][:12]}) used data not found as such here: "
                               f"give --set data.path=DIR with the same dataset ({best['dataset']})")
         if chash == best["config_hash"]:
@@ -160,13 +174,22 @@ def try_candidate(registry: Any, scope: Scope, sets: list[str], *, config_file: 
     tags = [f"try:{scope.key[4:]}"] + ([scope.tag] if scope.tag else [])
     try:
         log(f"try: candidate {chash[:12]} ({' '.join(sets) or 'as given'}) at seeds {seeds}")
-        cand_jobs = [run_job(apply_overrides(cand, [f"train.seed={s}"]), out_dir / f"seed-{s}", registry=registry,
-                             tags=tags, inprocess=inprocess, metric=metric) for s in seeds]
-        base_jobs = []
+        plan = [("candidate", chash, cand, out_dir, s) for s in seeds]
         if base_cfg is not None:
             bdir = Path(out or Path("runs") / "tries") / best["config_hash"][:12]
-            base_jobs = [run_job(apply_overrides(base_cfg, [f"train.seed={s}"]), bdir / f"seed-{s}",
-                                 registry=registry, tags=tags, inprocess=inprocess, metric=metric) for s in seeds]
+            plan += [("best", best["config_hash"], base_cfg, bdir, s) for s in seeds]
+        by_side: dict[str, list[Any]] = {"candidate": [], "best": []}
+        for i, (side, h, cfg, d, s) in enumerate(plan, 1):
+            with status(f"try {i}/{len(plan)}: {side} {h[:12]} seed {s}: training, export and eval in {d / f'seed-{s}'}"):
+                t0 = time.perf_counter()
+                job = run_job(apply_overrides(cfg, [f"train.seed={s}"]), d / f"seed-{s}", registry=registry, tags=tags,
+                              inprocess=inprocess, metric=metric)
+            by_side[side].append(job)
+            got = job.metrics.get(metric)
+            log(f"try {i}/{len(plan)}: {side} seed {s}: {job.status}"
+                + (f", {metric} {got:.4f}" if isinstance(got, (int, float)) else "")
+                + (" (already recorded)" if job.reused else f" ({time.perf_counter() - t0:.0f} s)"))
+        cand_jobs, base_jobs = by_side["candidate"], by_side["best"]
     except BaseException:
         stop.set()
         registry.release_claim(scope.key, chash, owner)  # interrupted: anyone may try it again at once
