@@ -757,6 +757,18 @@ class EvalConfig:
         _check(self.budget_seconds >= 0, "eval.budget_seconds must be >= 0")
 
 
+NOT_RESULT_CHANGING = frozenset({
+    "name", "data.path", "data.tokenizer", "data.overlap_check", "data.overlap_prescan",
+    "train.seed", "train.device", "train.threads", "train.log_every", "train.val_every",
+    "train.val_tokens_during_training", "train.checkpoint_every_seconds", "train.autosize_cache",
+})
+"""Flat config keys that do not change a run's result: the seed (runs are grouped across seeds), the name
+(a label), where the data and tokenizer live (the data enters an identity by its content), and what only
+changes how a run reports or where it runs. Every other field is result-changing: it is part of the
+identity of an experiment (:mod:`pgolf.identity`) and is embedded in its ``train_gpt.py`` bundle; these
+reach a bundle as the challenge's environment variables (SEED, DATA_PATH, TRAIN_LOG_EVERY, …)."""
+
+
 @dataclass
 class RunConfig:
     name: str = "run"

@@ -77,6 +77,32 @@ CHALLENGE_ENV: dict[str, str] = {
 """The challenge's environment variables (root ``train_gpt.py``) → the config field each sets."""
 
 
+def run_env(cfg: RunConfig) -> dict[str, str]:
+    """The environment that gives a bundle of ``cfg`` the run's own non-result fields (the seed, logging,
+    threads, device: :data:`~pgolf.config.NOT_RESULT_CHANGING`, which the bundle does not embed), where
+    they differ from the defaults: the challenge's variable where it has one (``SEED``, ``TRAIN_LOG_EVERY``,
+    ``VAL_LOSS_EVERY``), else ``PGOLF_SET``. Paths and the name are left to the caller."""
+    from pgolf.config import NOT_RESULT_CHANGING, flatten
+
+    have, default = flatten(cfg), flatten(RunConfig())
+    by_field = {f: var for var, f in CHALLENGE_ENV.items()}
+    env: dict[str, str] = {}
+    sets: list[str] = []
+    for key in ["train.seed", *sorted(NOT_RESULT_CHANGING - {"name", "data.path", "data.tokenizer", "train.seed"})]:
+        if have[key] == default[key] and key != "train.seed":
+            continue
+        value = have[key]
+        text = str(value).lower() if isinstance(value, bool) else ",".join(map(str, value)) \
+            if isinstance(value, tuple) else str(value)
+        if key in by_field:
+            env[by_field[key]] = text
+        else:
+            sets.append(f"{key}={text}")
+    if sets:
+        env["PGOLF_SET"] = " ".join(sets)
+    return env
+
+
 def configure(embedded: Mapping[str, Any], environ: Mapping[str, str]) -> RunConfig:
     """The run's config: the embedded fields, then :data:`CHALLENGE_ENV` values that are set, then
     ``PGOLF_SET``, then the data defaults (module docstring). Bad values are a ConfigError naming the variable."""

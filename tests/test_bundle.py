@@ -23,7 +23,7 @@ from pgolf.artifact.budget import code_bytes
 from pgolf.artifact.minify import minify, prepare, render, shake, strip
 from pgolf.artifact.prune import stub_source
 from pgolf.cli import main
-from pgolf.config import RunConfig, apply_overrides, field_types, flatten
+from pgolf.config import NOT_RESULT_CHANGING, RunConfig, apply_overrides, field_types, flatten
 from pgolf.errors import ConfigError
 from pgolf.presets import PRESETS, get_preset
 from pgolf.standalone import CHALLENGE_ENV, configure
@@ -288,9 +288,14 @@ def test_bundles_are_deterministic_and_the_charge_is_the_shipped_size():
 def test_embedded_config_rebuilds_the_configuration(preset):
     cfg = get_preset(preset)
     emb = bundler.bundle_config(cfg)
-    back = RunConfig.from_dict(emb)
-    assert dataclasses.replace(back, data=cfg.data) == cfg
-    assert "path" not in emb.get("data", {})
+    back = flatten(RunConfig.from_dict(emb))
+    want = flatten(cfg)
+    # every result-changing field comes back; the rest (seed, name, paths, logging) is the run's, not the code's
+    assert {k: v for k, v in back.items() if k not in NOT_RESULT_CHANGING} == \
+        {k: v for k, v in want.items() if k not in NOT_RESULT_CHANGING}
+    assert not [k for k in _leaves(emb) if k in NOT_RESULT_CHANGING - {"name"}] and back["name"] == cfg.name
+    seeded = bundler.bundle_config(apply_overrides(cfg, ["train.seed=7", "train.log_every=3", "train.threads=1"]))
+    assert seeded == emb  # every seed of a configuration embeds the same text
     default = flatten(RunConfig())
     assert not [k for k, v in _leaves(emb).items() if v == default[k]]  # only what differs from the defaults
 

@@ -24,7 +24,7 @@ from pgolf.artifact.bundler import REQUIRED_PACKAGES
 from pgolf.config import apply_overrides, load_config
 from pgolf.export.driver import load_model_state
 from pgolf.presets import get_preset
-from pgolf.standalone import CHALLENGE_ENV
+from pgolf.standalone import CHALLENGE_ENV, run_env
 from pgolf.submit.bundle import write_bundle
 from pgolf.train.checkpoint import has_checkpoint
 
@@ -145,7 +145,8 @@ def test_bundle_reproduces_pgolf_run_without_pgolf(reference, tiny_data, tmp_pat
     script = tmp_path / "dist" / "train_gpt.py"
     script.parent.mkdir()
     write_bundle(cfg, script, compact=form == "compact")
-    r = _bundle(clean_python, script, tmp_path / "work", DATA_PATH=str(tiny_data), RUN_ID="seed1337")
+    # the seed, logging and validation cadence are the run's, passed as a submission's README says
+    r = _bundle(clean_python, script, tmp_path / "work", DATA_PATH=str(tiny_data), RUN_ID="seed1337", **run_env(cfg))
     assert r.returncode == 0, r.stderr[-3000:]
     delta = script.stat().st_size - json.loads((ref_dir / "metrics.json").read_text())["code_bytes"]
     assert (delta == 0) == (form == "compact")
@@ -182,7 +183,8 @@ def test_bundle_with_every_technique_matches_pgolf_run(tiny_data, tmp_path, clea
     script = tmp_path / "train_gpt.py"
     b = write_bundle(load_config(str(ref_dir / "config.json")), script, compact=True)
     assert set(OPTIONAL) - {"pgolf.preflight"} <= set(b.modules)  # preflight: only train.autosize's probe
-    r = _bundle(clean_python, script, tmp_path / "work", DATA_PATH=str(tiny_data), RUN_ID="all")
+    r = _bundle(clean_python, script, tmp_path / "work", DATA_PATH=str(tiny_data), RUN_ID="all",
+                **run_env(load_config(str(ref_dir / "config.json"))))
     assert r.returncode == 0, r.stderr[-3000:]
     m = _same_run(ref_dir, tmp_path / "work" / "runs" / "all", r.stdout, script, timed_header=True)
     log = (tmp_path / "work" / "runs" / "all" / "train.log").read_text()
@@ -199,7 +201,8 @@ def test_bundle_under_two_process_gloo_torchrun(tiny_data, tmp_path, clean_pytho
     script = tmp_path / "train_gpt.py"
     write_bundle(load_config(str(ref_dir / "config.json")), script, compact=True)
     work = tmp_path / "work"
-    r = _bundle(clean_python, script, work, torchrun=True, DATA_PATH=str(tiny_data))  # no RUN_ID: rank 0 draws one
+    r = _bundle(clean_python, script, work, torchrun=True, DATA_PATH=str(tiny_data),  # no RUN_ID: rank 0 draws one
+                **run_env(load_config(str(ref_dir / "config.json"))))
     assert r.returncode == 0, r.stderr[-3000:]
     (run_dir,) = list((work / "runs").iterdir())  # one directory, shared by both ranks
     assert re.fullmatch(r"[0-9a-f]{12}", run_dir.name)

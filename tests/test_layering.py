@@ -31,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "standalone": {"data", "model", "optim", "quant", "artifact", "eval", "train", "export", "runner"},
 }
 ALLOWED["runner"] |= {"autosize"}
+ALLOWED["identity"] = {"data"}  # "the same experiment" (config fields + dataset fingerprint + code)
 TRAINING_PATH = set(ALLOWED)
 FORBIDDEN_FROM_TRAINING_PATH = {"submit", "track", "cli", "commands", "__main__"}
 

@@ -3,6 +3,7 @@ runs, the real records' files accepted, and every bad input refused in one line 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
@@ -17,7 +18,7 @@ from pgolf.config import apply_overrides
 from pgolf.errors import BudgetError, PgolfError
 from pgolf.presets import get_preset
 from pgolf.submit import record
-from pgolf.submit.runs import config_hash, load_run
+from pgolf.submit.runs import load_run, run_identity
 from pgolf.submit.schema import RecordSubmission, Submission
 
 MIRROR = Path("/work/.mirror/openai+parameter-golf/repo")
@@ -38,7 +39,7 @@ def fake_run(d: Path, seed: int, val_loss: float, *, sets: tuple[str, ...] = ("o
         "val_loss": val_loss, "val_bpb": bpb, "val_bpb_raw": None, "val_tokens": tokens, "val_bytes": nbytes,
         "val_bytes_raw": None, "pre_quant_val_bpb": bpb - 0.01, "artifact_bytes": artifact, "model_bytes": artifact - code,
         "code_bytes": code, "params": 12345, "steps": 4900 + seed % 7, "train_seconds": train_s, "eval_seconds": 400.5,
-        "tokens_per_second": 1e6}))
+        "tokens_per_second": 1e6, "code_sha256": hashlib.sha256(SCRIPT).hexdigest() if code == len(SCRIPT) else None}))
     (d / "train.log").write_text(
         f"# pgolf run 2026-12-01T00:00:00+0000\n# command: pgolf run tiny --set train.seed={seed} --set "
         f"optim.matrix_lr=0.03\n# versions: {json.dumps(VERSIONS)}\n# hardware: "
@@ -78,7 +79,7 @@ def test_records_folder_contents_match_the_runs(runs: list[Path], tmp_path: Path
     assert sub["seed_results"]["42"]["val_loss"] == 2.004 and sub["seed_results"]["42"]["step_avg_ms"] == 590.0 * 1000 / ms[1]["steps"]
     assert sub["hardware"] == "8xNVIDIA H100 80GB HBM3" and sub["pytorch_version"] == "2.13.0"
     assert sub["compliance"] == {"artifact_under_16mb": True, "train_under_600s": True, "eval_under_600s": True}
-    assert sub["pgolf"]["config_sha256"] == config_hash(load_run(runs[0]).cfg) and sub["pgolf"]["preset"] == "tiny"
+    assert sub["pgolf"]["config_sha256"] == run_identity(load_run(runs[0])) and sub["pgolf"]["preset"] == "tiny"
     assert sub["date"] == "2026-12-01" and sub["track"] == "10min_16mb" and sub["blurb"] == "A tiny test."
     assert (folder / "train_gpt.py").read_bytes() == SCRIPT
     for r in runs:
@@ -93,7 +94,7 @@ def test_records_folder_contents_match_the_runs(runs: list[Path], tmp_path: Path
     assert "| `model.num_layers` | `2` | tiny |" in readme  # set by the preset
     assert "train.seed" not in readme.split("## Settings")[1].split("## Hardware")[0].split("|---|")[1]
     assert "pgolf run tiny --set train.seed=2025 --set optim.matrix_lr=0.03" in readme
-    assert "RUN_ID=seed42 SEED=42 DATA_PATH=" in readme and "8xNVIDIA H100 80GB HBM3" in readme
+    assert "RUN_ID=seed42 SEED=42 TRAIN_LOG_EVERY=5 VAL_LOSS_EVERY=0 " in readme and "8xNVIDIA H100 80GB HBM3" in readme
 
 
 def test_the_schema_accepts_every_real_submission_json() -> None:
@@ -167,7 +168,7 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(runs: list[Path], tmp_
     _refuses(capsys, _argv([runs[0], no_metrics], out), out, f"{no_metrics / 'metrics.json'}: no metrics.json")
     other = fake_run(tmp_path / "other", 8, 2.0, sets=("optim.matrix_lr=0.05",))
     _refuses(capsys, _argv([runs[0], other], out), out,
-             "optim.matrix_lr = 0.05 but " + str(runs[0]) + " has 0.03: the seeds of one submission must share")
+             f"not a seed of the same experiment as {runs[0]}: optim.matrix_lr = 0.03 vs 0.05")
     _refuses(capsys, _argv([runs[0], runs[0]], out), out, "seed 1337 is also the seed of")
     wrong = fake_run(tmp_path / "wrong", 9, 2.0)
     (wrong / "metrics.json").write_text(json.dumps([1, 2, 3]))
@@ -181,7 +182,7 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(runs: list[Path], tmp_
     with pytest.raises(BudgetError):  # exit code 3, as every over-budget error
         _build([big], out)
     charged = fake_run(tmp_path / "charged", 11, 2.0, code=999)
-    _refuses(capsys, _argv([charged], out), out, "the runs charged [999] code bytes but train_gpt.py is")
+    _refuses(capsys, _argv([charged], out), out, "the run charged a train_gpt.py of 999 bytes, but this pgolf")
     _refuses(capsys, _argv(runs, out, "--name", "???"), out, "has no letters or digits")
     assert main_ok(_argv(runs, out))
     _refuses(capsys, _argv(runs, out), out, "already exists")
@@ -233,8 +234,9 @@ def test_a_real_run_submits(tiny_data: Path, tmp_path: Path) -> None:
     assert main(["run", "tiny", "--set", "model.vocab_size=384", "--set", "train.iterations=2", "--set",
                  f"data.path={tiny_data}", "--out", str(run)]) == 0
     m = json.loads((run / "metrics.json").read_text())
-    folder = record.build_record([run], name="real", author="a", github_id="a", out_root=tmp_path / "rec",
-                                 script=lambda cfg: b"x" * m["code_bytes"])
+    folder = record.build_record([run], name="real", author="a", github_id="a", out_root=tmp_path / "rec")
+    shipped = (folder / "train_gpt.py").read_bytes()  # the real bundle, the very bytes the run charged
+    assert len(shipped) == m["code_bytes"] and hashlib.sha256(shipped).hexdigest() == m["code_sha256"]
     sub = json.loads((folder / "submission.json").read_text())
     assert sub["val_bpb"] == m["val_bpb"] and sub["val_bpb_std"] == 0.0 and sub["seeds"] == [1337]
     assert sub["pgolf"]["tokens_per_byte"] == m["val_tokens"] / m["val_bytes"]

@@ -245,7 +245,9 @@ def test_cli_records_runs_and_never_fails_one(tiny_data, tmp_path, monkeypatch, 
         config = json.loads((run_dir / "config.json").read_text())
         assert run.metrics == metrics and run.config == flat_config(config) and run.tags == ["cli", "exp1"]
         assert run.seed == 1337 and run.preset == "tiny" and run.dataset == Path(tiny_data).name
-        assert run.config_hash == config_hash(flat_config(config), dataset_identity(tiny_data))
+        # the identity: result-changing fields, the dataset's fingerprint and the code's sha256 (pgolf.identity)
+        assert run.config_hash == config_hash(flat_config(config), dataset_identity(tiny_data), metrics["code_sha256"])
+        assert metrics["dataset"] == dataset_identity(tiny_data)
         assert recs[0].config_hash == run.config_hash and recs[0].tags == ["cli", "exp1"]
         assert [p[0] for p in run.curves["train"]] == [1, 5] and run.curves["train"][-1][2] > 0
         assert run.versions["torch"] and run.full()["hardware"]["cpu"] and run.machine == run.hardware["cpu"]

@@ -24,6 +24,24 @@ from pgolf.errors import BudgetError
 CAP_BYTES = 16_000_000
 
 
+def code_identity(cfg: RunConfig | None = None) -> tuple[int, str]:
+    """(code bytes, sha256 hex) of the ``train_gpt.py`` charged for ``cfg``: inside a bundle the running
+    file itself, otherwise the bundle of ``cfg`` in the form ``cfg.export.code_form``. The hash is the
+    code part of a run's identity (:mod:`pgolf.identity`); equal for every seed of one configuration."""
+    import hashlib
+
+    import pgolf
+
+    shipped_file = getattr(pgolf, "__bundle_file__", None)  # set by a bundle's importer
+    if shipped_file is not None:
+        with open(shipped_file, "rb") as f:
+            data = f.read()
+        return len(data), hashlib.sha256(data).hexdigest()
+    from pgolf.artifact.bundler import shipped
+
+    return shipped(cfg if cfg is not None else RunConfig())
+
+
 def code_bytes(cfg: RunConfig | None = None) -> int:
     """The code bytes charged for ``cfg`` (default: :class:`RunConfig`'s defaults): inside a bundle, the
     size of the bundle file that is running; otherwise the size of the bundle of ``cfg`` in the form
@@ -61,6 +79,8 @@ class ByteReport:
     code_bytes: int
     cap: int = CAP_BYTES
     rows: Sequence[TensorRow] = field(default_factory=tuple)
+    code_sha256: str | None = None
+    """SHA-256 of the ``train_gpt.py`` charged as ``code_bytes`` (:func:`code_identity`)."""
 
     @property
     def artifact_bytes(self) -> int:

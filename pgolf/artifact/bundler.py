@@ -48,6 +48,7 @@ import ast
 import base64
 import dataclasses
 import functools
+import hashlib
 import lzma
 import pprint
 import sys
@@ -58,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from pgolf.artifact import minify, prune
-from pgolf.config import RunConfig
+from pgolf.config import NOT_RESULT_CHANGING, RunConfig
 from pgolf.errors import ConfigError
 
 ENTRY = "pgolf.standalone"
@@ -339,15 +340,24 @@ def third_party_imports(modules: tuple[str, ...], root: Path | None = None) -> t
 
 
 def bundle_config(cfg: RunConfig) -> dict[str, Any]:
-    """What the bundle embeds: the fields of ``cfg`` that differ from :class:`RunConfig`'s defaults
-    (the bundled ``pgolf.config`` holds the defaults), without ``data.path`` and ``data.tokenizer`` —
-    machine-local paths the challenge passes as DATA_PATH / TOKENIZER_PATH. ``RunConfig.from_dict`` of
-    it, with those two fields set, is ``cfg``. Values are first coerced to their field types (a preset's
-    ``600`` for a float field is ``600.0``), so equal configurations embed equal text."""
+    """What the bundle embeds: the result-changing fields of ``cfg`` (:mod:`pgolf.identity`) and its name
+    (the configuration's label, in the docstring and the artifact's header) where they differ from
+    :class:`RunConfig`'s defaults (the bundled ``pgolf.config`` holds the defaults). Left out: the seed,
+    the data and tokenizer paths, logging, threads and device (:data:`~pgolf.config.NOT_RESULT_CHANGING`)
+    — a run passes them as SEED, DATA_PATH, TOKENIZER_PATH, TRAIN_LOG_EVERY, … (:func:`pgolf.standalone.run_env`)
+    — so every seed of one configuration ships the same bytes.
+    ``RunConfig.from_dict`` of it, with those fields set, is ``cfg``. Values are first coerced to their
+    field types (a preset's ``600`` for a float field is ``600.0``), so equal configurations embed equal
+    text."""
     d = RunConfig.from_dict(cfg.to_dict()).to_dict()
-    d["data"]["path"] = ""
-    d["data"]["tokenizer"] = ""
-    return _diff(d, RunConfig().to_dict())
+    base = RunConfig().to_dict()
+    for key in NOT_RESULT_CHANGING - {"name"}:  # seeds, paths, logging: data, not code (the identity's rule)
+        *parents, leaf = key.split(".")
+        node, ref = d, base
+        for p in parents:
+            node, ref = node[p], ref[p]
+        node[leaf] = ref[leaf]
+    return _diff(d, base)
 
 
 def _diff(d: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
@@ -510,9 +520,10 @@ class Rendered:
 def render(cfg: RunConfig, *, compact: bool, root: Path | None = None) -> Rendered:
     """The bundle of ``cfg`` in the compact or readable form (module docstring)."""
     root = root or package_root()
+    config = bundle_config(cfg)
+    cfg = RunConfig.from_dict(config)  # what the bundle holds decides it: every seed renders the same bytes
     sel = select_modules(cfg, root)
     files, pruned = _sources(cfg, sel, root, compact)
-    config = bundle_config(cfg)
     if not compact:
         packages = third_party_imports(sel.modules, root)
         out = ["#!/usr/bin/env python3", _docstring(cfg, sel, packages), LOADER.rstrip("\n"), "",
@@ -555,9 +566,10 @@ def check_form(form: str) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _size(embedded: str, compact: bool, root: str, stamp: tuple[tuple[str, int, int], ...]) -> int:
+def _shipped(embedded: str, compact: bool, root: str, stamp: tuple[tuple[str, int, int], ...]) -> tuple[int, str]:
     cfg = RunConfig.from_dict(ast.literal_eval(embedded))  # the bundle depends on nothing else of cfg
-    return len(render(cfg, compact=compact, root=Path(root)).data)
+    data = render(cfg, compact=compact, root=Path(root)).data
+    return len(data), hashlib.sha256(data).hexdigest()
 
 
 def _stamp(root: Path) -> tuple[tuple[str, int, int], ...]:
@@ -570,9 +582,14 @@ def _stamp(root: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
-def shipped_bytes(cfg: RunConfig, form: str | None = None, root: Path | None = None) -> int:
-    """Bytes of the bundle of ``cfg`` in ``form`` (default ``cfg.export.code_form``); cached per
-    (embedded config, form, sources), so a run builds it once."""
+def shipped(cfg: RunConfig, form: str | None = None, root: Path | None = None) -> tuple[int, str]:
+    """(bytes, sha256 hex) of the bundle of ``cfg`` in ``form`` (default ``cfg.export.code_form``); cached
+    per (embedded config, form, sources), so a run builds it once."""
     compact = check_form(form or cfg.export.code_form)
     root = root or package_root()
-    return _size(repr(bundle_config(cfg)), compact, str(root), _stamp(root))
+    return _shipped(repr(bundle_config(cfg)), compact, str(root), _stamp(root))
+
+
+def shipped_bytes(cfg: RunConfig, form: str | None = None, root: Path | None = None) -> int:
+    """Bytes of the bundle of ``cfg`` in ``form`` (:func:`shipped`)."""
+    return shipped(cfg, form, root)[0]

@@ -23,6 +23,7 @@ import contextlib
 import datetime as _dt
 import os
 import re
+import shlex
 import shutil
 import statistics
 import tempfile
@@ -56,6 +57,29 @@ def bundle_script(cfg: RunConfig) -> bytes:
         raise PgolfError("this pgolf has no pgolf.submit.bundle, so it cannot write train_gpt.py") from None
     compact = getattr(cfg.export, "code_form", "compact") == "compact"
     return build_bundle(cfg, compact=compact).data
+
+
+def check_code(runs: Sequence[Run], script: bytes) -> None:
+    """``script`` must be the ``train_gpt.py`` every run charged: the same sha256 (``code_sha256`` in
+    metrics.json) or, for runs from before pgolf recorded it, the same size. Otherwise one line saying
+    which run charged what, and why it differs (another pgolf version or code form)."""
+    import hashlib
+
+    sha = hashlib.sha256(script).hexdigest()
+    for r in runs:
+        m = r.metrics
+        theirs = m.get("code_sha256")
+        same = theirs == sha if isinstance(theirs, str) else m["code_bytes"] == len(script)
+        if same:
+            continue
+        ran = log_json(r.log, "versions").get("pgolf", "?")
+        what = (f"sha256 {theirs[:12]}…, {m['code_bytes']:,} bytes" if isinstance(theirs, str)
+                else f"{m['code_bytes']:,} bytes")
+        raise PgolfError(
+            f"{r.path / 'metrics.json'}: the run charged a train_gpt.py of {what}, but this pgolf {__version__} "
+            f"bundles its configuration as sha256 {sha[:12]}…, {len(script):,} bytes (form "
+            f"{r.cfg.export.code_form}; the run logged pgolf {ran}): the code changed since the run — "
+            "re-run the seeds with this pgolf, or submit with the pgolf that ran them")
 
 
 def folder_name(date: str, name: str) -> str:
@@ -188,8 +212,10 @@ def readme(sub: dict[str, Any], runs: Sequence[Run], script_bytes: int) -> str:
     lines += ["", f"Code: `train_gpt.py`, {script_bytes:,} bytes (the code bytes every artifact above counts). "
               f"Validation: {runs[0].metrics['val_tokens']:,} tokens, tokens/bytes {pg['tokens_per_byte']:.6f}.", "",
               "## Settings", "",
-              f"pgolf {pg['version']}, preset `{pg['preset']}`, configuration sha256 `{pg['config_sha256']}` (the same "
-              f"for every seed; it leaves out {', '.join(sorted(PER_SEED))}). Every setting that differs from "
+              f"pgolf {pg['version']}, preset `{pg['preset']}`, experiment sha256 `{pg['config_sha256']}` (the same "
+              "for every seed: the result-changing settings, the dataset's fingerprint and train_gpt.py's sha256, "
+              f"as `pgolf.identity` defines them; not {', '.join(sorted(k for k in PER_SEED if k != 'name'))}). "
+              "Every setting that differs from "
               "pgolf's defaults, and where it comes from:", "", "| setting | value | source |", "|---|---|---|"]
     for path, value, source in settings(runs[0].cfg):
         lines.append(f"| `{path}` | `{_fmt(value)}` | {source} |")
@@ -198,9 +224,12 @@ def readme(sub: dict[str, Any], runs: Sequence[Run], script_bytes: int) -> str:
     for r in runs:
         lines.append(log_command(r.log) or f"(seed {r.seed}: its log has no command line)")
     lines += ["```", "", "With the script in this folder (8×H100; `DATA_PATH` is the dataset directory):", "", "```"]
-    for s in seeds:
-        lines.append(f"RUN_ID=seed{s} SEED={s} DATA_PATH=./data/datasets/<dataset> "
-                     "torchrun --standalone --nproc_per_node=8 train_gpt.py")
+    from pgolf.standalone import run_env
+
+    for r in runs:  # the seed (and any logging setting of the run) is data: the script is the same for every seed
+        env = {"RUN_ID": f"seed{r.seed}", **run_env(r.cfg)}
+        text = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        lines.append(f"{text} DATA_PATH=./data/datasets/<dataset> torchrun --standalone --nproc_per_node=8 train_gpt.py")
     lines += ["```", "", "## Files", "",
               "`submission.json`, `train_gpt.py`, `requirements.txt`, "
               + ", ".join(f"`train_seed{s}.log`" for s in seeds) + ".", ""]
@@ -233,10 +262,7 @@ def build_record(run_dirs: Sequence[PathLike], *, name: str, author: str, github
         raise PgolfError(f"--date {day!r} is not YYYY-MM-DD") from None
     stamp = now.isoformat().replace("+00:00", "Z") if day == now.date().isoformat() else day
     data = (script or bundle_script)(runs[0].cfg)
-    charged = {r.metrics["code_bytes"] for r in runs}
-    if charged != {len(data)}:
-        raise PgolfError(f"{runs[0].path / 'metrics.json'}: the runs charged {sorted(charged)} code bytes but train_gpt.py "
-                         f"is {len(data):,} bytes: export them with the code form this pgolf bundles")
+    check_code(runs, data)
     versions = _versions(runs)
     sub = submission_dict(runs, name=name, author=author, github_id=github_id, blurb=blurb, date=stamp,
                           hardware=hardware or _hardware(runs), pytorch=versions.get("torch", "unknown"),

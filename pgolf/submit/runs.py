@@ -1,17 +1,15 @@
 """Run directories as the submission side reads them: ``config.json``, ``metrics.json``, ``train.log``.
 
-A submission's seeds are runs of one configuration: :func:`config_hash` is the SHA-256 of the
-configuration's sections (``data, model, optim, train, export, eval``) as canonical JSON, without the
-fields that may differ between seeds — :data:`PER_SEED` (the seed and the data paths). The preset
-name is a label and is not part of it. :func:`check_seeds` refuses runs that differ elsewhere
-(naming the first field that differs) or repeat a seed.
+A submission's seeds are runs of one experiment as :mod:`pgolf.identity` defines it (the registry,
+leaderboard, report and stats use the same rule): the same result-changing config fields, the same
+dataset and the same code. :func:`check_seeds` refuses runs that differ (naming what differs) or
+repeat a seed, and returns the identity, which ``submission.json`` records as ``config_sha256``.
 
 Every problem is one :class:`~pgolf.errors.PgolfError` line naming the file.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -20,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pgolf.config import RunConfig, flatten
+from pgolf import identity
+from pgolf.config import RunConfig
 from pgolf.errors import ConfigError, DataError, PgolfError
+from pgolf.identity import NOT_RESULT_CHANGING
 
-PER_SEED = frozenset({"train.seed", "data.path", "data.tokenizer"})
-"""Fields that may differ between the seeds of one submission."""
+PER_SEED = NOT_RESULT_CHANGING
+"""Fields that may differ between the seeds of one submission (the identity's rule)."""
 METRIC_KEYS = {"val_loss": float, "val_bpb": float, "val_tokens": int, "val_bytes": int, "artifact_bytes": int,
                "code_bytes": int, "steps": int, "train_seconds": float, "eval_seconds": float}
 """``metrics.json`` keys the submission side needs, with their JSON types."""
@@ -107,28 +107,50 @@ def load_run(path: PathLike) -> Run:
         cfg = RunConfig.from_dict(raw)
     except ConfigError as e:
         raise ConfigError(f"{p / 'config.json'}: {e}") from None
-    metrics = check_metrics(_json(p / "metrics.json", "metrics.json"), p / "metrics.json")
+    raw_metrics = _json(p / "metrics.json", "metrics.json")
+    if isinstance(raw_metrics, dict) and isinstance(raw_metrics.get("stale"), dict):
+        raise DataError(f"{p / 'metrics.json'}: no score for the current artifact: "
+                        f"{raw_metrics['stale'].get('reason', 'marked stale')}")
+    metrics = check_metrics(raw_metrics, p / "metrics.json")
     if not (p / "train.log").is_file():
         raise DataError(f"{p / 'train.log'}: no train.log")
     return Run(p, cfg, metrics)
 
 
-def _shared(cfg: RunConfig) -> dict[str, Any]:
-    return {k: v for k, v in flatten(cfg).items() if k not in PER_SEED and k != "name"}
+def dataset_of_run(run: Run) -> str:
+    """The dataset part of a run's identity: the fingerprint ``metrics.json`` recorded (``dataset``), else
+    the data directory the log names (``val_bpb:enabled … data=DIR``) or the config's ``data.path``."""
+    if isinstance(run.metrics.get("dataset"), str):
+        return run.metrics["dataset"]
+    return identity.dataset_of(run.cfg.data.path, run.cfg.data.tokenizer, log_data_dir(run.log))
 
 
-def config_hash(cfg: RunConfig) -> str:
-    """SHA-256 of the configuration minus :data:`PER_SEED` (and the preset name), as canonical JSON."""
-    text = json.dumps(_shared(cfg), sort_keys=True, separators=(",", ":"), default=list)
-    return hashlib.sha256(text.encode()).hexdigest()
+def _fingerprint(run: Run) -> str | None:
+    """The run's dataset fingerprint when it has one (recorded, or its data directory is readable here);
+    runs without one are compared by their validation set alone (``stats.scores_of_runs``)."""
+    if isinstance(run.metrics.get("dataset"), str):
+        return run.metrics["dataset"]
+    return identity.dataset_fingerprint(log_data_dir(run.log) or run.cfg.data.path or None)
+
+
+def code_of_run(run: Run) -> str | None:
+    """The code part of a run's identity: the sha256 of the ``train_gpt.py`` it charged (None before pgolf
+    recorded it)."""
+    v = run.metrics.get("code_sha256")
+    return v if isinstance(v, str) else None
+
+
+def run_identity(run: Run) -> str:
+    """:func:`pgolf.identity.identity` of a run directory."""
+    return identity.identity(run.cfg, dataset_of_run(run), code_of_run(run))
 
 
 def check_seeds(runs: Sequence[Run]) -> str:
-    """The common :func:`config_hash` of ``runs``; PgolfError if a configuration differs or a seed repeats."""
+    """The common identity of ``runs`` (:func:`run_identity`); PgolfError naming what differs when they
+    are not seeds of one experiment (a config field, the dataset, the code) or when a seed repeats."""
     if not runs:
         raise PgolfError("no runs given")
     first = runs[0]
-    base = _shared(first.cfg)
     seen: dict[int, Path] = {}
     for r in runs:
         if r.seed in seen:
@@ -136,13 +158,32 @@ def check_seeds(runs: Sequence[Run]) -> str:
         seen[r.seed] = r.path
         if r is first:
             continue
-        cur = _shared(r.cfg)
-        for k in base:
-            if cur[k] != base[k]:
-                raise PgolfError(f"{r.path / 'config.json'}: {k} = {cur[k]!r} but {first.path} has {base[k]!r}: the "
-                                 "seeds of one submission must share their configuration (all but "
-                                 f"{', '.join(sorted(PER_SEED))})")
-    return config_hash(first.cfg)
+        fa, fb = _fingerprint(first), _fingerprint(r)
+        if fa is None or fb is None:
+            fa = fb = None
+        why = identity.explain(first.cfg, r.cfg, dataset=(fa, fb),
+                               code=(code_of_run(first), code_of_run(r)))
+        if why is None and (code_of_run(first) is None) != (code_of_run(r) is None):
+            why = "one run recorded its code's sha256 and the other did not (made by another pgolf version)"
+        if why is not None:
+            raise PgolfError(f"{r.path}: not a seed of the same experiment as {first.path}: {why} (seeds may "
+                             "differ only in what does not change results: "
+                             f"{', '.join(sorted(k for k in NOT_RESULT_CHANGING if k != 'name'))})")
+    return run_identity(first)
+
+
+def log_data_dir(log: Path) -> str | None:
+    """The data directory a pgolf ``train.log`` names (``val_bpb:enabled tokenizer=… data=DIR``), or None."""
+    try:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            for i, line in enumerate(f):
+                if line.startswith("val_bpb:enabled ") and " data=" in line:
+                    return line.rstrip("\n").split(" data=", 1)[1].strip() or None
+                if i > 400:
+                    break
+    except OSError:
+        pass
+    return None
 
 
 def log_json(log: Path, key: str) -> dict[str, Any]:

@@ -5,13 +5,11 @@ command, versions and hardware; step lines; export and final-score lines). The s
 CLI's automatic recording and ``pgolf runs import``, so both derive the same ``run_id`` for the same run:
 
     run_id      = sha256([stage, first "# pgolf run" header line of train.log, metrics])[:16]
-    config_hash = sha256({fields that change the result and differ from the defaults}, dataset id)
+    config_hash = pgolf.identity.identity(config, dataset fingerprint, code sha256)
 
-Fields left out of the hash do not change the result: the output path and name, the seed (runs are
-grouped across seeds), where the data lives (``data.path``/``data.tokenizer``; the dataset enters as its
-content fingerprint instead), the device, threads and how often the loop logs, validates or checkpoints.
-Only fields that differ from ``RunConfig()`` enter, so adding a config field (off by default) later does
-not change the hashes of older runs.
+``config_hash`` is the one rule of "the same experiment" (:mod:`pgolf.identity`: result-changing fields,
+the dataset's content, the code that ran), shared with ``pgolf submit``, ``stats``, the leaderboard and the
+report. The dataset fingerprint and the code's sha256 come from ``metrics.json`` when the run recorded them.
 """
 
 from __future__ import annotations
@@ -26,13 +24,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pgolf import identity
+from pgolf.identity import NOT_RESULT_CHANGING
 from pgolf.track.official_log import OfficialLog, parse_official_log
 
-EXCLUDED_FROM_HASH = frozenset({
-    "name", "data.path", "data.tokenizer", "train.seed", "train.device", "train.threads", "train.log_every",
-    "train.val_every", "train.val_tokens_during_training", "train.checkpoint_every_seconds",
-})
-"""Flat config keys that do not change a run's result (see the module docstring)."""
+EXCLUDED_FROM_HASH = NOT_RESULT_CHANGING
+"""Flat config keys that do not change a run's result (:data:`pgolf.identity.NOT_RESULT_CHANGING`)."""
 
 CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
              "amx_tile", "amx_bf16", "amx_int8")
@@ -50,81 +47,17 @@ def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+canonical = identity.canonical
+flat_config = identity.flat
+unflatten = identity._unflatten
+hashed_fields = identity.result_fields
+dataset_identity = identity.dataset_fingerprint
+dataset_name = identity.dataset_label
 
 
-def flat_config(config: dict[str, Any]) -> dict[str, Any]:
-    """``section.key → value`` of a nested config dict, normalised through :class:`RunConfig` when it parses
-    (tuples as lists, values coerced to the field types); otherwise flattened as it is."""
-    from pgolf.config import RunConfig, flatten
-    from pgolf.errors import PgolfError
-
-    try:
-        flat = flatten(RunConfig.from_dict(config))
-    except (PgolfError, TypeError, ValueError, KeyError):
-        flat = _flatten_dict(config)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
-
-
-def _flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten_dict(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
-
-
-def hashed_fields(flat: dict[str, Any]) -> dict[str, Any]:
-    """The fields that enter the config hash: result-changing and different from ``RunConfig()``."""
-    from pgolf.config import RunConfig
-
-    defaults = flat_config(RunConfig().to_dict())
-    return {k: v for k, v in sorted(flat.items())
-            if k not in EXCLUDED_FROM_HASH and (k not in defaults or defaults[k] != v)}
-
-
-def config_hash(flat: dict[str, Any], dataset_id: str | None) -> str:
-    return hashlib.sha256(canonical({"config": hashed_fields(flat), "dataset": dataset_id}).encode()).hexdigest()
-
-
-def dataset_identity(data_dir: str | Path | None) -> str | None:
-    """A content fingerprint of a dataset directory: its manifest's counts and tokenizer checksum (pgolf
-    datasets) or its shard names and sizes (official exports); None when the directory is not readable."""
-    if not data_dir:
-        return None
-    d = Path(data_dir).expanduser()
-    try:
-        manifest = json.loads((d / "manifest.json").read_text())
-        splits = {name: {k: s.get(k) for k in ("documents", "tokens", "bytes")}
-                  for name, s in sorted((manifest.get("splits") or {}).items())}
-        ident = {k: manifest.get(k) for k in ("vocab_size", "text_transform", "val_docs", "bos_id", "append_eos")}
-        ident.update(splits=splits, tokenizer=(manifest.get("tokenizer") or {}).get("sha256"))
-    except (OSError, ValueError, AttributeError):
-        try:
-            ident = {"shards": sorted((p.name, p.stat().st_size) for p in d.glob("fineweb_*.bin"))}
-        except OSError:
-            return None
-        if not ident["shards"]:
-            return None
-    return hashlib.sha256(canonical(ident).encode()).hexdigest()[:16]
-
-
-def dataset_name(data_path: str) -> str:
-    return Path(data_path.rstrip("/")).name if data_path else "embedded"
+def config_hash(flat: dict[str, Any], dataset_id: str | None, code: str | None = None) -> str:
+    """The registry's ``config_hash``: :func:`pgolf.identity.identity` (the one rule of "the same experiment")."""
+    return identity.identity(flat, dataset_id, code)
 
 
 def machine_of(hardware: dict[str, Any]) -> str:
@@ -258,9 +191,8 @@ def build_run_record(run_dir: str | Path, *, kind: str, metrics: dict[str, Any] 
     flat = flat_config(cfg)
     data_path = str(flat.get("data.path") or "")
     data_dir = log.data_dir or (data_path if data_path else None)
-    dataset_id = dataset_identity(data_dir) or dataset_name(data_path)
-    if flat.get("data.tokenizer"):
-        dataset_id += ":" + Path(str(flat["data.tokenizer"])).name
+    recorded = metrics.get("dataset")  # the fingerprint the run took of its data (pgolf.identity)
+    dataset_id = recorded if isinstance(recorded, str) else identity.dataset_of(data_path, str(flat.get("data.tokenizer") or ""), data_dir)
     hardware = dict(log.hardware)
     if log.precision:
         hardware["precision"] = log.precision
@@ -287,7 +219,8 @@ def build_run_record(run_dir: str | Path, *, kind: str, metrics: dict[str, Any] 
     return RunRecord(
         run_id=hashlib.sha256(canonical([stage, origin, metrics]).encode()).hexdigest()[:16],
         kind=kind, created=created.isoformat(), preset=str(flat.get("name")) if flat.get("name") else None,
-        config_hash=config_hash(flat, dataset_id), seed=int(seed) if isinstance(seed, int) else None,
+        config_hash=config_hash(flat, dataset_id, code if isinstance(code := metrics.get("code_sha256"), str) else None),
+        seed=int(seed) if isinstance(seed, int) else None,
         tags=sorted(set(tags) | set(env_tags)), dataset=dataset_name(data_path),
         machine=machine_of(hardware) if hardware else "unknown", git_commit=git_commit, dirty=dirty,
         config=flat, metrics=metrics, curves=log.curves(), run_dir=str(d.resolve()),

@@ -24,13 +24,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pgolf.errors import DataError
-from pgolf.track.record import flat_config
+from pgolf import identity
+from pgolf.errors import DataError, PgolfError
 
 CONFIG, METRICS, LOG = "config.json", "metrics.json", "train.log"
 SEED_KEY = "train.seed"
@@ -43,12 +44,13 @@ _RESUME = re.compile(r"^resume: step:(\d+)\b")
 _HARDWARE = re.compile(r"^# hardware: (\{.*\})\s*$")
 
 
-def config_hash(flat: dict[str, Any]) -> str:
-    """The registry's config hash of a flat config (module docstring)."""
-    from pgolf.track.record import config_hash as registry_hash
-    from pgolf.track.record import dataset_identity
-
-    return registry_hash(flat, dataset_identity(flat.get("data.path")))
+def config_hash(flat: dict[str, Any], metrics: dict[str, Any] | None = None, data_dir: str | None = None) -> str:
+    """The registry's config hash of a run (:func:`pgolf.identity.identity`): the dataset fingerprint and
+    code sha256 the run recorded in ``metrics``, else the fingerprint of ``data_dir`` or ``data.path``."""
+    m = metrics or {}
+    dataset = m.get("dataset") if isinstance(m.get("dataset"), str) else identity.dataset_of(str(flat.get("data.path") or ""), str(flat.get("data.tokenizer") or ""), data_dir)
+    code = m.get("code_sha256") if isinstance(m.get("code_sha256"), str) else None
+    return identity.identity(flat, dataset, code)
 
 
 def _iso(stamp: str) -> str | None:
@@ -69,11 +71,11 @@ def _machine(hw: dict[str, Any]) -> str:
 
 def parse_log(text: str) -> dict[str, Any]:
     """``{"curves": {"train": [[step, loss, s]], "val": [[step, bpb, s]]}, "created": iso|None,
-    "machine": str|None}`` of the run the log ends with (earlier runs resumed by it included)."""
+    "machine": str|None, "data_dir": str|None}`` of the run the log ends with (earlier runs resumed by it included)."""
     cur: dict[str, list[list[float]]] = {"train": [], "val": []}
     prev = cur
     created = prev_created = None
-    machine = None
+    machine = data_dir = None
     for line in text.splitlines():
         if m := _TRAIN.match(line):
             cur["train"].append([int(m[1]), float(m[2]), int(m[3]) / 1000])
@@ -86,6 +88,8 @@ def parse_log(text: str) -> dict[str, Any]:
             upto = int(m[1])
             cur = {k: [p for p in prev[k] if p[0] <= upto] + cur[k] for k in cur}
             created = prev_created or created
+        elif line.startswith("val_bpb:enabled ") and " data=" in line:
+            data_dir = line.split(" data=", 1)[1].strip() or None
         elif m := _HARDWARE.match(line):
             try:
                 machine = _machine(json.loads(m[1]))
@@ -93,7 +97,7 @@ def parse_log(text: str) -> dict[str, Any]:
                 pass
     for k in cur:
         cur[k] = [p for p in cur[k] if math.isfinite(p[1])]
-    return {"curves": cur, "created": created, "machine": machine}
+    return {"curves": cur, "created": created, "machine": machine, "data_dir": data_dir}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -131,7 +135,7 @@ def record_from_run_dir(path: str | Path, run_id: str | None = None) -> dict[str
     metrics = _read_json(d / METRICS) if (d / METRICS).is_file() else {}
     log = parse_log((d / LOG).read_text(encoding="utf-8", errors="replace")) if (d / LOG).is_file() else \
         {"curves": {"train": [], "val": []}, "created": None, "machine": None}
-    flat = flat_config(config)  # the registry's normalised flattening, so both hash alike
+    flat = identity.flat(config)  # the registry's normalised flattening, so both hash alike
     created = log["created"] or datetime.fromtimestamp((d / CONFIG).stat().st_mtime, timezone.utc).isoformat()
     seed = flat.get(SEED_KEY)
     data_path = flat.get("data.path")
@@ -140,7 +144,7 @@ def record_from_run_dir(path: str | Path, run_id: str | None = None) -> dict[str
         "kind": "run" if "val_bpb" in metrics else "train",
         "created": created,
         "preset": config.get("name") or metrics.get("preset"),
-        "config_hash": config_hash(flat),
+        "config_hash": config_hash(flat, metrics, log.get("data_dir")),
         "seed": seed if isinstance(seed, int) else None,
         "tags": [],
         "dataset": data_path or ("embedded" if data_path == "" else None),
@@ -154,17 +158,31 @@ def record_from_run_dir(path: str | Path, run_id: str | None = None) -> dict[str
     }
 
 
-def records_from_run_dirs(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Run records of every run directory under ``paths`` (see :func:`run_dirs`); run ids are the
-    directory names, made unique with ``-2``, ``-3``… when two directories share a name."""
+def records_from_run_dirs(paths: Iterable[str | Path], warn: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Run records of every finished run directory under ``paths`` (see :func:`run_dirs`); run ids are the
+    directory names, made unique with ``-2``, ``-3``… when two directories share a name. A directory
+    without ``metrics.json`` (a failed or unfinished run) or with an unreadable ``config.json`` /
+    ``metrics.json`` is skipped with one ``warn`` line naming it (default: on stderr), so one bad run
+    never hides the others."""
+    if warn is None:
+        def warn(msg: str) -> None:
+            print(f"pgolf: warning: {msg}", file=sys.stderr)
     records: list[dict[str, Any]] = []
     used: set[str] = set()
     for d in run_dirs(paths):
+        if not (d / METRICS).is_file():
+            warn(f"{d}: skipped, no {METRICS} (a failed or unfinished run)")
+            continue
         name = run_id = d.resolve().name
         k = 1
         while run_id in used:
             k += 1
             run_id = f"{name}-{k}"
+        try:
+            rec = record_from_run_dir(d, run_id)
+        except PgolfError as e:
+            warn(f"skipped: {e}")
+            continue
         used.add(run_id)
-        records.append(record_from_run_dir(d, run_id))
+        records.append(rec)
     return records
