@@ -73,9 +73,9 @@ def test_leaderboard_means_stds_and_welch_p():
     assert rows[0]["p_vs_best"] is None
     assert rows[1]["p_vs_best"] == pytest.approx(student_t.sf(t, df), rel=1e-9)
     assert rows[2]["p_vs_best"] is None  # one run: no test
-    # labels: the preset plus where a config departs from the most common value (ties: the first group's)
+    # labels: those of `pgolf leaderboard` (the preset and the result-changing fields that depart from it)
     assert {r["config_hash"]: r["label"] for r in rows} == {
-        "base": "tiny", "deep": "tiny model.num_layers=11", "wide": "tiny model.num_layers=10"}
+        "base": "tiny +model.num_layers=9", "deep": "tiny +model.num_layers=11", "wide": "tiny +model.num_layers=10"}
 
 
 def test_the_report_leaderboard_is_the_registry_leaderboard_relabelled():
@@ -209,14 +209,39 @@ def test_no_pyplot_and_no_matplotlib_at_import():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_labels_compare_within_a_preset_and_stay_unique():
-    from pgolf.track.summary import group_labels
+def test_labels_are_the_leaderboards_and_stay_unique():
+    from pgolf.track.leaderboard import label_of
 
-    g = {
-        "t1": [record("a", "t1", preset="tiny", config={"model.num_layers": 9, "data.path": "/x"})],
-        "t2": [record("b", "t2", preset="tiny", config={"model.num_layers": 9, "data.path": "/x"})],
-        "t3": [record("c", "t3", preset="tiny", config={"model.num_layers": 4, "data.path": "/x"})],
-        "c1": [record("d", "c1", preset="cpu", config={"model.num_layers": 2, "data.path": "/y"})],
-    }
-    # t1 and t2 agree on every config key (their hashes differ for a reason the config does not show)
-    assert group_labels(g) == {"t1": "tiny [t1]", "t2": "tiny [t2]", "t3": "tiny model.num_layers=4", "c1": "cpu"}
+    recs = [record("a", "t1", config={"model.num_layers": 4, "data.path": "/x"}),
+            record("b", "t2", config={"model.num_layers": 4, "data.path": "/y"}),  # another dataset: another hash
+            record("c", "t3", preset="cpu", config={"model.num_layers": 2, "train.seed": 5})]
+    rows = {r["config_hash"]: r["label"] for r in leaderboard(recs)}
+    assert rows == {"t1": "tiny +model.num_layers=4 [t1]", "t2": "tiny +model.num_layers=4 [t2]",
+                    "t3": label_of(recs[2])}
+    assert "train.seed" not in rows["t3"]
+
+
+def test_an_empty_curve_panel_says_no_data():
+    recs = [record("a", train=[[1, 6.0, 0.1], [5, 5.0, 0.5]]), record("b", train=[[1, 6.1, 0.1]])]  # no val curve
+    ax_loss, ax_bpb = plots.curves_figure(recs).axes
+    notes = [t for t in ax_bpb.texts if t.get_gid() == "nodata"]
+    assert len(notes) == 1 and notes[0].get_text().startswith("no data") and not ax_bpb.get_lines()
+    assert not [t for t in ax_loss.texts if t.get_gid() == "nodata"] and len(ax_loss.get_lines()) == 2
+
+
+def test_pareto_axis_spans_the_data_and_marks_the_cap_only_near_it():
+    small = [record(f"s{i}", f"h{i}", i, 3.0 + i / 100, artifact_bytes=160_000 + 4_000 * i) for i in range(3)]
+    (ax,) = plots.pareto_figure(small, cap=16_000_000).axes
+    lo, hi = ax.get_xlim()
+    assert lo < 160_000 and 168_000 < hi < 200_000  # the points spread over the axis, not squeezed at 0
+    assert not [a for a in ax.lines if a.get_gid() == "cap"]
+    (note,) = [t for t in ax.texts if t.get_gid() == "cap-note"]
+    assert "16,000,000-byte cap is off this axis" in note.get_text() and "168,000 bytes = 1.1% of it" in note.get_text()
+    # near the cap (ablation records: 14.9M–16.4M) the cap is drawn inside the axis
+    (ax,) = plots.pareto_figure(ablation_records(), cap=16_000_000).axes
+    lo, hi = ax.get_xlim()
+    assert lo < 16_000_000 < hi and not [t for t in ax.texts if t.get_gid() == "cap-note"]
+    # every run far over the cap: said so
+    (ax,) = plots.pareto_figure([record("x", artifact_bytes=40_000_000)], cap=16_000_000).axes
+    (note,) = [t for t in ax.texts if t.get_gid() == "cap-note"]
+    assert "every run is over the cap" in note.get_text()

@@ -6,9 +6,12 @@ object API on an Agg canvas, never through ``pyplot`` (no global state, no GUI b
 matplotlib is imported only inside these functions. Artists carry a ``gid`` (``"pareto"``, ``"cap"``,
 ``"runs"``, ``"final"``) so the tests and SVG readers can find them.
 
-- curves: training loss and validation bpb against the step, one line per run;
+- curves: training loss and validation bpb against the step, one line per run; a panel without data
+  says so (``gid="nodata"``), e.g. runs that never validated during training;
 - Pareto: every run's final ``val_bpb`` against ``artifact_bytes``, the non-dominated front as a step
-  line (``summary.pareto_front``) and the 16,000,000-byte cap as a vertical line;
+  line (``summary.pareto_front``); the x axis spans the data, and the 16,000,000-byte cap is a vertical
+  line when it lies near the data (from 0.8 × the smallest to 1.25 × the largest artifact), else a note
+  (``gid="cap-note"``) says how far away it is;
 - time: validation bpb against training seconds (the logged curve of each run, and its final
   post-export ``val_bpb`` at ``train_seconds``);
 - ablation: one horizontal bar per leaderboard row at its mean with the row's ``std`` as the error bar.
@@ -28,7 +31,11 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 CAP_BYTES = 16_000_000
+CAP_NEAR = (0.8, 1.25)
+"""The Pareto plot draws the cap when it lies between these multiples of the smallest and largest artifact."""
 PALETTE = "tab10"
+NO_DATA = {"train": "no data: no training steps logged",
+           "val": "no data: no run validated during training\n(train.val_every; final scores: the other plots)"}
 
 
 def _figure(width: float = 8.0, height: float = 4.5) -> Figure:
@@ -53,6 +60,13 @@ def group_colors(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _no_data(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=10, color="#777",
+            gid="nodata")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def _color(colors: dict[str, Any], r: dict[str, Any]) -> Any:
     return colors[str(r.get("config_hash"))]
 
@@ -71,6 +85,8 @@ def curves_figure(records: Sequence[dict[str, Any]]) -> Figure | None:
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 40 else None,
                         color=_color(colors, r), label=r["run_id"], gid=f"{key}:{r['run_id']}")
+        if not any((r.get("curves") or {}).get(key) for r in have):
+            _no_data(ax, NO_DATA[key])
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -95,13 +111,25 @@ def pareto_figure(records: Sequence[dict[str, Any]], cap: int = CAP_BYTES) -> Fi
                gid="runs", label="runs")
     ax.step([pts[i][0] for i in front], [pts[i][1] for i in front], where="post", color="black", lw=1.2,
             gid="pareto", label="Pareto front")
-    ax.axvline(cap, color="tab:red", ls="--", lw=1, gid="cap", label=f"cap {cap:,} bytes")
+    lo, hi = min(p[0] for p in pts), max(p[0] for p in pts)
+    near = CAP_NEAR[0] * lo <= cap <= CAP_NEAR[1] * hi
+    if near:
+        ax.axvline(cap, color="tab:red", ls="--", lw=1, gid="cap", label=f"cap {cap:,} bytes")
+        lo, hi = min(lo, cap), max(hi, cap)
+    else:
+        where = f"largest artifact {hi:,.0f} bytes = {hi / cap:.1%} of it" if hi < cap else \
+            f"smallest artifact {lo:,.0f} bytes = {lo / cap:.0%} of it: every run is over the cap"
+        ax.text(1.0, 1.01, f"the {cap:,}-byte cap is off this axis\n({where})", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=8, color="tab:red", gid="cap-note")
+    span = (hi - lo) or max(hi * 0.05, 1.0)
+    ax.set_xlim(lo - 0.06 * span, hi + 0.06 * span)
     from matplotlib.ticker import FuncFormatter
 
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x / 1e6:g}M"))
-    ax.set_xlabel("artifact bytes (code + compressed model; M = 10^6)")
+    unit, name = (1e6, "M") if hi >= 1e6 else (1e3, "k")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x / unit:g}{name}"))
+    ax.set_xlabel(f"artifact bytes (code + compressed model; {name} = 10^{6 if name == 'M' else 3})")
     ax.set_ylabel("val bpb (post-export)")
-    ax.set_title("bpb vs artifact bytes")
+    ax.set_title("bpb vs artifact bytes", loc="left" if not near else "center")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig

@@ -27,6 +27,7 @@ from typing import Any
 
 from pgolf import fileio
 from pgolf.track import plots, summary
+from pgolf.track.leaderboard import MIN_SEEDS, SEED_KINDS, notes
 from pgolf.track.rundirs import records_from_run_dirs  # noqa: F401  (the loader ``pgolf report --runs`` uses)
 
 INDEX = "index.html"
@@ -65,8 +66,8 @@ STYLE = """body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.8em; }
 table { border-collapse: collapse; margin: .5em 0; font-size: 13px; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.over td { background: #fde8e8; } .muted { color: #777; }
+th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.over td { background: #fde8e8; } tr.few td { color: #777; } .muted { color: #777; }
 figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 details { margin: .3em 0; } summary { cursor: pointer; } code { font-size: 12px; }
 .kv { display: inline-block; margin-right: 2em; vertical-align: top; } .wide { overflow-x: auto; }"""
@@ -79,8 +80,10 @@ PLOT_CAPTIONS = {
     "ablation": "Mean val_bpb per configuration; error bars are the standard deviation over seeds.",
 }
 
-RUN_COLUMNS = ("run id", "kind", "created", "preset", "config", "seed", "tags", "dataset", "machine", "commit",
-               "val_bpb", "val_bpb_raw", "pre-quant bpb", "artifact bytes", "train s", "steps", "tok/s")
+RUN_COLUMNS = ("run id", "kind", "val_bpb", "val_bpb_raw", "pre-quant bpb", "artifact bytes", "seed", "preset",
+               "config", "train s", "steps", "tok/s", "created", "tags", "dataset", "machine", "commit")
+HASH_CHARS = 12
+"""Characters of a config hash shown in the tables (the full hash is the cell's ``title``)."""
 
 
 def _e(x: Any) -> str:
@@ -115,18 +118,33 @@ def _table(table_id: str, head: Sequence[str], rows: list[str], empty: str) -> s
     return f'<table id="{table_id}">\n<thead><tr>{ths}</tr></thead>\n<tbody>\n' + "\n".join(rows) + "\n</tbody></table>"
 
 
+def _hash(h: Any) -> str:
+    if not h:
+        return "–"
+    return f'<code title="{_e(h)}">{_e(str(h)[:HASH_CHARS])}</code>'
+
+
+def _when(created: Any) -> str:
+    """A timestamp to the second (``2026-05-01 12:00:00``), the full one in the title."""
+    if not created:
+        return "–"
+    return f'<span title="{_e(created)}">{_e(str(created)[:19].replace("T", " "))}</span>'
+
+
 def _leaderboard_html(rows: Sequence[dict[str, Any]]) -> str:
     out = []
     for i, r in enumerate(rows, 1):
         runs = ", ".join(f'<a href="#{_anchor(str(x))}">{_e(x)}</a>' for x in r.get("run_ids") or [])
         seeds = ", ".join(_e(s) for s in r.get("seeds") or [])
         p = r.get("p_vs_best")
+        p_s = "ref" if r.get("reference") else "–" if p is None else _e(f"{p:.3g}")
+        few = not r.get("enough_seeds", True)
         out.append(
-            f'<tr><td class="num">{i}</td><td>{_e(r.get("label"))}</td><td>{_e(r.get("preset"))}</td>'
-            f'<td><code>{_e(r.get("config_hash"))}</code></td><td class="num">{_num(r.get("n"))}</td>'
+            f'<tr{" class=few" if few else ""}><td class="num">{i}</td><td>{_e(r.get("label"))}</td>'
             f'<td class="num">{_num(r.get("mean"), 5)}</td><td class="num">{_num(r.get("std"), 5)}</td>'
-            f'<td>{seeds}</td><td class="num">{"–" if p is None else _e(f"{p:.3g}")}</td><td>{runs}</td></tr>')
-    head = ("#", "label", "preset", "config hash", "n", "mean val_bpb", "std", "seeds", "p vs best", "runs")
+            f'<td class="num">{_num(r.get("n"))}{" *" if few else ""}</td><td class="num">{p_s}</td>'
+            f'<td>{_e(r.get("preset"))}</td><td>{_hash(r.get("config_hash"))}</td><td>{seeds}</td><td>{runs}</td></tr>')
+    head = ("#", "label", "mean val_bpb", "std", "n", "p vs ref", "preset", "config hash", "seeds", "runs")
     return _table("leaderboard-table", head, out, "No run has a val_bpb yet.")
 
 
@@ -139,14 +157,16 @@ def _runs_html(records: Sequence[dict[str, Any]], cap: int) -> str:
         commit = r.get("git_commit")
         commit_s = "–" if not commit else _e(str(commit)[:10]) + (" (dirty)" if r.get("dirty") else "")
         cells = [
-            f'<a href="#{_anchor(str(r["run_id"]))}">{_e(r["run_id"])}</a>', _e(r.get("kind")), _e(r.get("created")),
-            _e(r.get("preset")), f'<code>{_e(r.get("config_hash"))}</code>', _e(r.get("seed")),
-            _e(", ".join(map(str, r.get("tags") or []))), _e(r.get("dataset")), _e(r.get("machine")), commit_s,
+            ("", f'<a href="#{_anchor(str(r["run_id"]))}">{_e(r["run_id"])}</a>'), ("", _e(r.get("kind"))),
+            ("num", _num(m.get("val_bpb"), 5)), ("num", _num(m.get("val_bpb_raw"), 5)),
+            ("num", _num(m.get("pre_quant_val_bpb"), 5)), ("num", _num(art) + (" (over cap)" if over else "")),
+            ("num", _e(r.get("seed"))), ("", _e(r.get("preset"))), ("", _hash(r.get("config_hash"))),
+            ("num", _num(m.get("train_seconds"), 1)), ("num", _num(m.get("steps"))),
+            ("num", _num(m.get("tokens_per_second"), 0)), ("", _when(r.get("created"))),
+            ("", _e(", ".join(map(str, r.get("tags") or [])))), ("", _e(r.get("dataset"))), ("", _e(r.get("machine"))),
+            ("", commit_s),
         ]
-        nums = [_num(m.get("val_bpb"), 5), _num(m.get("val_bpb_raw"), 5), _num(m.get("pre_quant_val_bpb"), 5),
-                _num(art) + (" (over cap)" if over else ""), _num(m.get("train_seconds"), 1), _num(m.get("steps")),
-                _num(m.get("tokens_per_second"), 0)]
-        tds = "".join(f"<td>{c}</td>" for c in cells) + "".join(f'<td class="num">{c}</td>' for c in nums)
+        tds = "".join(f'<td class="{c}">{v}</td>' if c else f"<td>{v}</td>" for c, v in cells)
         out.append(f'<tr{" class=over" if over else ""}>{tds}</tr>')
     return _table("runs-table", RUN_COLUMNS, out, "No runs.")
 
@@ -185,7 +205,8 @@ def _plots_html(written: dict[str, dict[str, Path] | None]) -> str:
 
 
 def render_html(records: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]],
-                written: dict[str, dict[str, Path] | None], *, title: str, cap: int = plots.CAP_BYTES) -> str:
+                written: dict[str, dict[str, Path] | None], *, title: str, cap: int = plots.CAP_BYTES,
+                min_seeds: int = MIN_SEEDS) -> str:
     """The text of ``index.html`` for these records, leaderboard rows and written plot files."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     n_scored = len(summary.scored(records))
@@ -204,9 +225,11 @@ def render_html(records: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]
 <p class="muted">{len(records)} runs ({n_scored} with val_bpb), {len(rows)} configurations · generated {_e(stamp)} by pgolf ·
 byte cap {cap:,} · <a href="#leaderboard">leaderboard</a> · <a href="#plots">plots</a> · <a href="#runs">runs</a></p>
 <h2 id="leaderboard">Leaderboard</h2>
-<p class="muted">Configurations (same config hash, seeds pooled) by mean val_bpb; std over seeds (ddof = 1);
-p vs best: one-sided Welch t-test that the configuration is worse than the best.</p>
+<p class="muted">Configurations (same config hash; one run per seed, re-scorings by <code>pgolf eval</code> not
+counted) by mean val_bpb, those with {min_seeds}+ seeds first; std over seeds (ddof = 1); p vs ref: one-sided
+Welch t-test that the configuration is worse than the reference.</p>
 {_leaderboard_html(rows)}
+{"".join(f'<p class="note">{_e(line)}</p>' for line in notes(rows, min_seeds)) if rows else ""}
 <h2 id="plots">Plots</h2>
 {_plots_html(written)}
 <h2 id="runs">Runs</h2>
@@ -218,15 +241,22 @@ p vs best: one-sided Welch t-test that the configuration is worse than the best.
 """
 
 
+def plotted(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records the plots draw: training results and runs in progress; an ``eval`` or ``export`` record
+    repeats its run's curves (and an eval's score is a re-scoring, not a seed)."""
+    return [r for r in records if r.get("kind") in SEED_KINDS or r.get("kind") in ("train", None)]
+
+
 def write_report(records: list[dict[str, Any]], out_dir: str | Path, *, leaderboard: list[dict[str, Any]] | None = None,
                  title: str = "pgolf report", cap: int = plots.CAP_BYTES) -> Path:
     """Write the report into ``out_dir`` (plots first, ``index.html`` last, each atomically) and return
-    the path of ``index.html``. Without ``leaderboard`` one is computed from the records' config hashes."""
+    the path of ``index.html``. Without ``leaderboard`` one is computed from the records' config hashes
+    (:func:`pgolf.track.summary.leaderboard`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = summary.leaderboard(records) if leaderboard is None else leaderboard
     ordered = sorted(records, key=lambda r: (str(r.get("created") or ""), str(r["run_id"])))
-    written = plots.write_plots(ordered, rows, out, cap)
+    written = plots.write_plots(plotted(ordered), rows, out, cap)
     index = out / INDEX
     fileio.write_text(index, render_html(ordered, rows, written, title=title, cap=cap))
     return index
