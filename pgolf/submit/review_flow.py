@@ -38,6 +38,14 @@ CALIB = re.compile(r"hessian|calib|gptq", re.I)
 EPOCHS = re.compile(r"epoch|_ep\b|^ep$|passes|n_pass", re.I)
 MUTATORS = {"append", "extend", "insert", "add", "update", "copy_", "put", "setdefault", "appendleft"}
 SKIP_RESOLVE = {"step", "backward", "forward", "__init__", "__call__", "zero_grad", "item", "to", "cuda", "cpu"}
+LOSS_FUNCS = {"cross_entropy", "nll_loss", "log_softmax", "logsumexp"}
+"""Calls whose value is a (log-)probability or loss of a normalized distribution: the values a scorer sums."""
+STORES = {"put", "index_put_", "index_add_", "append", "extend", "add_", "copy_", "scatter_", "index_copy_"}
+"""Methods that store or accumulate a value into a container (``sink.put(index, ce)``, ``losses.append(nll)``)."""
+SIZES = {"numel", "size", "dim", "nelement"}
+"""Methods that give a size, not data: ``val_tokens.numel()`` counts validation tokens, it holds none of them."""
+NUMERIC = {"int", "float", "bool"}
+MODEL_CALL = re.compile(r"(?:^|\.)(?:model|scorer|base_model|net|gpt)$", re.I)
 
 
 @dataclass
@@ -48,6 +56,8 @@ class Event:
     loops: tuple[int, ...]
     val_fed: bool = False
     callee: str | None = None
+    loss: str = ""
+    """For a score: where the stored value comes from (``cross_entropy in forward, gpt.py:448``)."""
     args_tainted: bool = False
     text: str = ""
     loop_lines: tuple[int, ...] = ()
@@ -72,8 +82,12 @@ class Func:
     closure: set[str] = field(default_factory=set)
     events: list[Event] = field(default_factory=list)
     returns_taint: bool = False
+    returns_loss: str = ""
+    """Where the loss this function returns comes from, if it returns one."""
     mentions_val: bool = False
     loop_src: dict[int, str] = field(default_factory=dict)
+    method: bool = False
+    """Defined in a class body: reached by ``obj.name(…)``, never by a bare ``name(…)``."""
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -112,15 +126,25 @@ class Program:
         self.funcs: list[Func] = []
         self.by_name: dict[str, list[Func]] = {}
         self.parent: dict[int, Func] = {}
+        self.imported: dict[str, set[str]] = {}
+        """Per file, the names its imports bind (``dist`` of ``from pgolf import dist``): ``dist.rank()`` may be a
+        module's function, ``model.train()`` only a method."""
         for file, tree in trees.items():
             self._collect(tree, file, None)
+            self.imported[file] = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree)
+                                   if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names}
         self.module_bodies = trees
+        self.numeric_fields = {s.target.id for tree in trees.values() for c in ast.walk(tree) if isinstance(c, ast.ClassDef)
+                               for s in c.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)
+                               and isinstance(s.annotation, ast.Name) and s.annotation.id in NUMERIC}
+        """Fields declared ``int``/``float``/``bool`` in a class body (a config's ``val_tokens_during_training: int``):
+        numbers, not validation data, whatever their name says."""
 
     def _collect(self, node: ast.AST, file: str, parent: Func | None) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
                 params = [a.arg for a in child.args.posonlyargs + child.args.args + child.args.kwonlyargs]
-                f = Func(child.name, child, file, params)
+                f = Func(child.name, child, file, params, method=isinstance(node, ast.ClassDef))
                 self.funcs.append(f)
                 self.by_name.setdefault(child.name, []).append(f)
                 if parent is not None:
@@ -129,18 +153,27 @@ class Program:
             else:
                 self._collect(child, file, parent)
 
-    def resolve(self, call: ast.Call) -> list[Func]:
+    def resolve(self, call: ast.Call, file: str | None = None) -> list[Func]:
+        """The functions of the program a call may run, by name: ``f(…)`` a function (not a method),
+        ``obj.f(…)`` a method, or also a module's function when ``obj`` is a name ``file`` imports."""
         f = call.func
         name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
         if not name or name in SKIP_RESOLVE:
             return []
-        return self.by_name.get(name, [])
+        funcs = self.by_name.get(name, [])
+        if file is None:
+            return funcs
+        if isinstance(f, ast.Name):
+            return [g for g in funcs if not g.method]
+        module = isinstance(f.value, ast.Name) and f.value.id in self.imported.get(file, set())
+        return funcs if module else [g for g in funcs if g.method]
 
     def run(self, rounds: int = 8) -> None:
         for f in self.funcs:
             f.tainted_params = {p for p in f.params if VAL_NAME.match(p)}
         for _ in range(rounds):
             changed = False
+            before = [(f.returns_taint, bool(f.returns_loss)) for f in self.funcs]
             for f in self.funcs:
                 parent = self.parent.get(id(f))
                 state = _Pass(self, f, set(f.tainted_params) | (parent.closure if parent else set()))
@@ -150,7 +183,7 @@ class Program:
                     if new:
                         callee.tainted_params |= new
                         changed = True
-            if not changed:
+            if not changed and before == [(f.returns_taint, bool(f.returns_loss)) for f in self.funcs]:
                 break
 
     # -- summaries ------------------------------------------------------------------------------
@@ -190,8 +223,12 @@ class _Pass:
         self.order = 0
         self.everything: set[str] = set(tainted)
         self.returns = False
+        self.returns_loss = ""
+        self.lossy: dict[str, str] = {}
         self.mentions = False
         self.branch: list[tuple[int, int]] = []
+        self.local_names = set(func.params) | {n.id for n in ast.walk(func.node) if isinstance(n, ast.Name)
+                                                and isinstance(n.ctx, ast.Store)}
 
     def run(self) -> None:
         self.block(self.f.node.body, ())
@@ -209,6 +246,7 @@ class _Pass:
         self.f.events = evs
         self.f.closure = self.everything
         self.f.returns_taint = self.returns
+        self.f.returns_loss = self.returns_loss
         self.f.mentions_val = self.mentions
 
     # -- taint of expressions --------------------------------------------------------------------
@@ -223,7 +261,9 @@ class _Pass:
                 return True
             return node.id in self.state
         if isinstance(node, ast.Attribute):
-            if VAL_NAME.match(node.attr):
+            if node.attr in ("shape", "ndim"):
+                return False
+            if (VAL_NAME.match(node.attr) and node.attr not in self.prog.numeric_fields) or node.attr == "val":  # data.val: the validation split of a data object
                 self.mentions = True
                 return True
             d = _dotted(node)
@@ -234,13 +274,49 @@ class _Pass:
                 return True
             return False
         if isinstance(node, ast.Call):
-            own = self.prog.resolve(node)
+            if (isinstance(node.func, ast.Name) and node.func.id == "len") or \
+                    (isinstance(node.func, ast.Attribute) and node.func.attr in SIZES):
+                return False
+            own = self.prog.resolve(node, self.f.file)
             if own:
                 args_t = any(self.tainted(a) for a in node.args) or any(self.tainted(k.value) for k in node.keywords)
                 return any(g.returns_taint and (args_t or g.mentions_val) for g in own)
         return any(self.tainted(c) for c in ast.iter_child_nodes(node))
 
-    def assign(self, targets: list[ast.AST], value_tainted: bool, strong: bool) -> None:
+    def loss_of(self, node: ast.AST | None, depth: int = 0) -> str:
+        """Where the loss (or log-probability) ``node`` holds comes from, or "" when it holds none: a call of
+        cross_entropy/nll_loss/log_softmax/logsumexp, the model called with targets (``model(x, y)``, whose
+        forward returns such a loss), a function of the script returning one, or a name that holds one."""
+        if node is None or depth > 40 or isinstance(node, ast.Lambda):
+            return ""
+        if isinstance(node, ast.Name):
+            return self.lossy.get(node.id, "")
+        if isinstance(node, ast.Call):
+            last = (_dotted(node.func) or "").rsplit(".", 1)[-1] if not isinstance(node.func, ast.Attribute) \
+                else node.func.attr
+            if last in LOSS_FUNCS:
+                return f"{last} in {self.f.name} ({self.f.file}:{node.lineno})"
+            own = [g for g in self.prog.resolve(node, self.f.file) if g.returns_loss]
+            if own:
+                return f"{own[0].name}() → {own[0].returns_loss}"
+            d = _dotted(node.func) or ""
+            if MODEL_CALL.search(d) and (len(node.args) >= 2 or any(k.arg in ("targets", "target", "reduction", "y")
+                                                                    for k in node.keywords)):
+                fwd = [g for g in self.prog.by_name.get("forward", []) if g.returns_loss]
+                inner = f" → forward() → {fwd[0].returns_loss}" if fwd else ""
+                return f"the model's loss `{ast.unparse(node)[:50]}` ({self.f.file}:{node.lineno}){inner}"
+        for c in ast.iter_child_nodes(node):
+            if isinstance(c, ast.expr) and (src := self.loss_of(c, depth + 1)):
+                return src
+        return ""
+
+    def assign(self, targets: list[ast.AST], value_tainted: bool, strong: bool, loss: str = "") -> None:
+        for t in targets:
+            for k in _target_keys(t):
+                if loss:
+                    self.lossy[k] = loss
+                elif strong and isinstance(t, ast.Name | ast.Tuple | ast.List):
+                    self.lossy.pop(k, None)
         for t in targets:
             for k in _target_keys(t):
                 if value_tainted:
@@ -279,14 +355,23 @@ class _Pass:
                 continue
             if isinstance(f, ast.Attribute) and f.attr in ("add_", "append", "extend") and \
                     SCORE_ACC.search(_ident(_dotted(f.value) or "")) and self.tainted(c):
-                self.add(c, "score", loops, val_fed=True, text=ast.unparse(c)[:80])
+                self.add(c, "score", loops, val_fed=True, text=ast.unparse(c)[:80], loss=self.loss_of(c))
                 continue
-            targets = list(self.prog.resolve(c))
+            if isinstance(f, ast.Attribute) and f.attr in STORES:  # sink.put(index, ce): a validation loss stored
+                stored = [(a, src) for a in c.args if (src := self.loss_of(a)) and self.tainted(a)]
+                if stored:
+                    self.add(c, "score", loops, val_fed=True, text=ast.unparse(c)[:80], loss=stored[0][1],
+                             names=_names(stored[0][0]))
+                    continue
+            targets = list(self.prog.resolve(c, self.f.file))
             arg_nodes = list(c.args) + [k.value for k in c.keywords]
             any_tainted = any(self.tainted(a) for a in arg_nodes)
             for a in c.args:  # a function of the script passed as an argument (timed_eval(label, fn, ...))
-                if isinstance(a, ast.Name) and a.id in self.prog.by_name and a.id not in SKIP_RESOLVE:
+                if isinstance(a, ast.Name) and a.id in self.prog.by_name and a.id not in SKIP_RESOLVE and \
+                        a.id not in self.local_names:  # not a local variable of that name (`train = mask & …`)
                     for g in self.prog.by_name[a.id]:
+                        if g.method:
+                            continue
                         self.add(c, "call", loops, callee=g.name, args_tainted=any_tainted, text=ast.unparse(c)[:80])
                         if any_tainted:
                             self.bindings.append((g, set(g.params)))
@@ -313,18 +398,21 @@ class _Pass:
             return
         if isinstance(s, ast.Assign):
             self.calls(s.value, loops)
-            self.assign(s.targets, self.tainted(s.value), strong=True)
+            t, loss = self.tainted(s.value), self.loss_of(s.value)
+            if t and loss and any(isinstance(x, ast.Subscript) for x in s.targets):  # losses[idx] = ce
+                self.add(s, "score", loops, val_fed=True, text=ast.unparse(s)[:80], names=_names(s.value), loss=loss)
+            self.assign(s.targets, t, strong=True, loss=loss)
         elif isinstance(s, ast.AnnAssign):
             if s.value is not None:
                 self.calls(s.value, loops)
-                self.assign([s.target], self.tainted(s.value), strong=True)
+                self.assign([s.target], self.tainted(s.value), strong=True, loss=self.loss_of(s.value))
         elif isinstance(s, ast.AugAssign):
             self.calls(s.value, loops)
-            t = self.tainted(s.value)
+            t, loss = self.tainted(s.value), self.loss_of(s.value)
             key = _ident((_target_keys(s.target) or [""])[0])
-            if SCORE_ACC.search(key):
-                self.add(s, "score", loops, val_fed=t, text=ast.unparse(s)[:80], names=_names(s.value))
-            self.assign([s.target], t, strong=False)
+            if SCORE_ACC.search(key) or (t and loss):
+                self.add(s, "score", loops, val_fed=t, text=ast.unparse(s)[:80], names=_names(s.value), loss=loss)
+            self.assign([s.target], t, strong=False, loss=loss)
         elif isinstance(s, ast.For | ast.AsyncFor):
             self.calls(s.iter, loops)
             self.f.loop_src[id(s)] = s.lineno
@@ -366,6 +454,9 @@ class _Pass:
             if s.value is not None:
                 self.calls(s.value, loops)
                 self.returns |= self.tainted(s.value)
+                loss = self.loss_of(s.value)
+                if loss and loss not in self.returns_loss:
+                    self.returns_loss = f"{self.returns_loss} or {loss}" if self.returns_loss else loss
         else:
             for child in ast.iter_child_nodes(s):
                 if isinstance(child, ast.expr):
@@ -480,7 +571,7 @@ def selection_over_scorings(prog: Program) -> list[tuple[Func, int, str]]:
             if not isinstance(node, ast.For | ast.While):
                 continue
             inner = [n for st in node.body for n in ast.walk(st)]
-            calls = [c for c in inner if isinstance(c, ast.Call) and any(g.name in scorers for g in prog.resolve(c))
+            calls = [c for c in inner if isinstance(c, ast.Call) and any(g.name in scorers for g in prog.resolve(c, f.file))
                      and _val_args(c)]
             if not calls:
                 continue
@@ -529,3 +620,186 @@ def training_with_val(prog: Program) -> list[tuple[Func, Event]]:
                     out.append((f, u))
                     break
     return out
+
+
+@dataclass
+class Origin:
+    """One expression a value may have come from, with the function that evaluates it (None: module or class
+    level) and its file."""
+
+    expr: ast.expr
+    func: Func | None
+    file: str
+
+
+class Untraceable(Exception):
+    """The origins of a value could not be followed (the message says where)."""
+
+
+class Origins:
+    """Where a value comes from, followed backwards through the program without running it: a local name to its
+    assignments, a parameter to the arguments of every call of its function (or its default), an attribute to
+    every assignment of that attribute name in the program (and a dataclass field's default and constructor
+    arguments), a call of a function of the program to its return values. It over-approximates (every object's
+    attribute of that name), so what holds of every origin holds of the value; what it cannot follow raises
+    :class:`Untraceable`."""
+
+    def __init__(self, prog: Program):
+        self.prog = prog
+        self.func_of: dict[int, Func] = {id(f.node): f for f in prog.funcs}
+        self.owner: dict[int, Func | None] = {}  # id(node) → innermost enclosing function
+        self.class_of: dict[int, ast.ClassDef] = {}  # id(function node) → its class
+        self.classes: dict[str, list[ast.ClassDef]] = {}
+        self.attrs: dict[str, list[Origin]] = {}
+        self.calls: list[tuple[ast.Call, Func | None, str]] = []
+        self.instances: dict[str, set[str]] = {}  # class → attribute and local names holding an instance of it
+        for file, tree in prog.module_bodies.items():
+            self._walk(tree, None, file, None)
+        for call, func, file in self.calls:  # dataclass-style constructors: Context(cos, sin, mask=m)
+            name = _ident(_dotted(call.func) or "")
+            for cls in self.classes.get(name, []):
+                if any(isinstance(s, ast.FunctionDef) and s.name == "__init__" for s in cls.body):
+                    continue
+                fields = [s.target.id for s in cls.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)]
+                for fname, a in zip(fields, call.args, strict=False):
+                    self.attrs.setdefault(fname, []).append(Origin(a, func, file))
+                for k in call.keywords:
+                    if k.arg in fields:
+                        self.attrs.setdefault(k.arg, []).append(Origin(k.value, func, file))
+
+    def _walk(self, node: ast.AST, func: Func | None, file: str, cls: ast.ClassDef | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            self.owner[id(child)] = func
+            if isinstance(child, ast.ClassDef):
+                self.classes.setdefault(child.name, []).append(child)
+                for s in child.body:  # dataclass fields with a default: `mask: Tensor | None = None`
+                    if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name) and s.value is not None:
+                        self.attrs.setdefault(s.target.id, []).append(Origin(s.value, None, file))
+                self._walk(child, func, file, child)
+                continue
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                if cls is not None:
+                    self.class_of[id(child)] = cls
+                self._walk(child, self.func_of.get(id(child)), file, None)
+                continue
+            if isinstance(child, ast.Call):
+                self.calls.append((child, func, file))
+            if isinstance(child, ast.Assign | ast.AnnAssign) and child.value is not None:
+                targets = child.targets if isinstance(child, ast.Assign) else [child.target]
+                for t, v in self._pairs(targets, child.value):
+                    if isinstance(t, ast.Attribute):
+                        self.attrs.setdefault(t.attr, []).append(Origin(v, func, file))
+                    if isinstance(v, ast.Call) and isinstance(t, ast.Attribute | ast.Name):
+                        key = t.attr if isinstance(t, ast.Attribute) else t.id
+                        self.instances.setdefault(_ident(_dotted(v.func) or ""), set()).add(key)
+            self._walk(child, func, file, cls)
+
+    @staticmethod
+    def _pairs(targets: list[ast.AST], value: ast.expr):
+        for t in targets:
+            if isinstance(t, ast.Tuple | ast.List) and isinstance(value, ast.Tuple | ast.List) and \
+                    len(t.elts) == len(value.elts):
+                yield from zip(t.elts, value.elts, strict=True)
+            elif isinstance(t, ast.Tuple | ast.List):
+                for e in t.elts:
+                    yield e, ast.Constant(value=...)  # unpacked from an expression: not followed
+            else:
+                yield t, value
+
+    # -- the three ways back ----------------------------------------------------------------------
+    def name(self, func: Func | None, name: str, file: str) -> list[Origin]:
+        """The values a name may hold in ``func``: its assignments there, the arguments of its parameter, else the
+        enclosing function's or the module's binding."""
+        scope = func
+        while scope is not None:
+            found: list[Origin] = []
+            for n in self._own_nodes(scope.node):
+                if isinstance(n, ast.Assign | ast.AnnAssign) and n.value is not None:
+                    targets = n.targets if isinstance(n, ast.Assign) else [n.target]
+                    found += [Origin(v, scope, file) for t, v in self._pairs(targets, n.value)
+                              if isinstance(t, ast.Name) and t.id == name]
+                elif isinstance(n, ast.AugAssign | ast.For | ast.AsyncFor | ast.withitem | ast.NamedExpr) and \
+                        any(isinstance(x, ast.Name) and x.id == name for x in ast.walk(
+                            n.target if not isinstance(n, ast.withitem) else (n.optional_vars or ast.Pass()))):
+                    raise Untraceable(f"`{name}` is rebound in {scope.name} ({file}:{getattr(n, 'lineno', '?')})")
+            if name in scope.params:
+                return found + self.param(scope, name)
+            if found:
+                return found
+            scope = self.prog.parent.get(id(scope))
+        tree = self.prog.module_bodies.get(file)
+        found = [Origin(v, None, file) for s in (tree.body if tree else []) if isinstance(s, ast.Assign)
+                 for t, v in self._pairs(s.targets, s.value) if isinstance(t, ast.Name) and t.id == name]
+        if not found:
+            raise Untraceable(f"no assignment of `{name}` found")
+        return found
+
+    def _own_nodes(self, fn: ast.AST):
+        """The nodes of a function's body, not those of the functions and classes defined in it."""
+        todo = list(ast.iter_child_nodes(fn))
+        while todo:
+            n = todo.pop()
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+                continue
+            yield n
+            todo.extend(ast.iter_child_nodes(n))
+
+    def param(self, func: Func, name: str) -> list[Origin]:
+        """The arguments every call of ``func`` passes for parameter ``name`` (its default where a call omits it)."""
+        a = func.node.args
+        positional = [x.arg for x in a.posonlyargs + a.args]
+        defaults = dict(zip(positional[len(positional) - len(a.defaults):], a.defaults, strict=True))
+        defaults |= {x.arg: d for x, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None}
+        cls = self.class_of.get(id(func.node))
+        bound = cls is not None and positional[:1] in (["self"], ["cls"])
+        if bound and name == positional[0]:
+            raise Untraceable(f"`{name}` is the instance of {cls.name}")  # type: ignore[union-attr]
+        sites = self.call_sites(func, cls)
+        if not sites:
+            raise Untraceable(f"no call of {func.name}() found for its parameter `{name}`")
+        out: list[Origin] = []
+        for call, caller, file in sites:
+            if any(isinstance(x, ast.Starred) for x in call.args) or any(k.arg is None for k in call.keywords):
+                raise Untraceable(f"{func.name}() is called with *args/**kwargs ({file}:{call.lineno})")
+            kw = {k.arg: k.value for k in call.keywords}
+            i = positional.index(name) - (1 if bound else 0) if name in positional else None
+            if name in kw:
+                out.append(Origin(kw[name], caller, file))
+            elif i is not None and 0 <= i < len(call.args):
+                out.append(Origin(call.args[i], caller, file))
+            elif name in defaults:
+                out.append(Origin(defaults[name], None, func.file))
+        return out
+
+    def call_sites(self, func: Func, cls: ast.ClassDef | None) -> list[tuple[ast.Call, Func | None, str]]:
+        """Calls that may run ``func``: by its name; a constructor for ``__init__``; for ``forward``/``__call__``
+        a call of a name or attribute that holds an instance of its class (``self.attn(x)``)."""
+        out = []
+        holders = self.instances.get(cls.name, set()) if cls is not None else set()
+        for call, caller, file in self.calls:
+            callee = _ident(_dotted(call.func) or "")
+            if func.name == "__init__" and cls is not None:
+                hit = callee == cls.name
+            elif func.name in ("forward", "__call__") and cls is not None:
+                hit = callee == func.name or (callee in holders and not isinstance(call.func, ast.Call))
+            else:
+                hit = callee == func.name
+            if hit:
+                out.append((call, caller, file))
+        return out
+
+    def attribute(self, attr: str) -> list[Origin]:
+        """Every value assigned to an attribute of this name anywhere in the program (and dataclass defaults)."""
+        found = self.attrs.get(attr, [])
+        if not found:
+            raise Untraceable(f"no assignment of `.{attr}` found")
+        return found
+
+    def returns(self, call: ast.Call, file: str | None = None) -> list[Origin]:
+        """The return values of the program's functions a call (in ``file``) may run."""
+        funcs = self.prog.resolve(call, file)
+        out = []
+        for g in funcs:
+            out += [Origin(n.value, g, g.file) for n in self._own_nodes(g.node)
+                    if isinstance(n, ast.Return) and n.value is not None]
+        return out

@@ -71,6 +71,29 @@ def _literal(node: ast.AST | None, env: dict[str, object]):
     return ...
 
 
+def _always_raises(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """The function's body ends in ``raise`` and returns nowhere (a bundle's stub of switched-off code)."""
+    body = [s for s in fn.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+    return bool(body) and isinstance(body[-1], ast.Raise) and \
+        not any(isinstance(n, ast.Return | ast.Yield | ast.YieldFrom) for n in ast.walk(fn))
+
+
+def _literal_tuple(node: ast.AST | None, env: dict[str, object]) -> tuple | None:
+    """A tuple of int literals (``(-1, 0)``), else None."""
+    def one(e: ast.AST):
+        if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.USub):
+            v = _literal(e.operand, env)
+            return -v if isinstance(v, int) else None
+        v = _literal(e, env)
+        return v if isinstance(v, int) else None
+
+    if isinstance(node, ast.Tuple):
+        vals = tuple(one(e) for e in node.elts)
+        if all(v is not None for v in vals):
+            return vals
+    return None
+
+
 def _call_name(c: ast.Call) -> str:
     return rf._dotted(c.func) or ""
 
@@ -122,6 +145,7 @@ class StaticChecks:
                 self.unparsed[name] = f"{name}: not parseable Python ({type(e).__name__})"
         self.prog = rf.Program(self.trees, {k: v for k, v in sources.items() if k in self.trees})
         self.prog.run()
+        self.origins = rf.Origins(self.prog)
         self.settings: dict[str, tuple[str, str]] = {}
 
     def add(self, check: str, verdict: str, file: str, line: int | None, message: str,
@@ -273,20 +297,132 @@ class StaticChecks:
                      "library loaded or compiled")
 
     # -- causal attention ----------------------------------------------------------------------------
+    def _mask(self, expr: ast.expr, func: rf.Func | None, file: str, depth: int = 0) -> tuple[set[str], str]:
+        """What an attention mask may be: {"causal"} (every value lower-triangular: a ``tril`` of diagonal ≤ 0, or
+        such a mask ``&`` anything, indexed only to add axes), {"none"} (None), both, or raises
+        :class:`~pgolf.submit.review_flow.Untraceable`. Returns the kinds and the evidence of the first
+        causal origin."""
+        if depth > 24:
+            raise rf.Untraceable("the mask's origins go deeper than this review follows")
+        where = f"{file}:{getattr(expr, 'lineno', '?')}"
+        if isinstance(expr, ast.Constant) and expr.value is None:
+            return {"none"}, ""
+        if isinstance(expr, ast.Call):
+            method = isinstance(expr.func, ast.Attribute) and rf._dotted(expr.func.value) not in ("torch", "np", "numpy")
+            last = expr.func.attr if isinstance(expr.func, ast.Attribute) else _call_name(expr)
+            if last == "tril":
+                diag = next((k.value for k in expr.keywords if k.arg == "diagonal"), None)
+                if diag is None:
+                    pos = expr.args if method else expr.args[1:]  # x.tril(d) or torch.tril(x, d)
+                    diag = pos[0] if pos else None
+                d = _literal(diag, {}) if diag is not None else 0
+                if isinstance(d, int) and d <= 0:
+                    return {"causal"}, f"`{ast.unparse(expr)[:60]}` ({where})"
+                raise rf.Untraceable(f"`{ast.unparse(expr)[:60]}` keeps a diagonal above the main one ({where})")
+            if isinstance(expr.func, ast.Attribute) and last in ("to", "bool", "unsqueeze", "expand", "expand_as",
+                                                                    "contiguous", "clone", "detach"):
+                return self._mask(expr.func.value, func, file, depth + 1)
+            funcs = self.prog.resolve(expr, file)
+            if funcs:
+                raising = [g.name for g in funcs if _always_raises(g.node)]
+                rets = self.origins.returns(expr, file)
+                if rets:
+                    return self._masks(rets, depth)
+                if len(raising) == len(funcs):  # a switched-off stub of a bundle: never gives a mask
+                    return set(), f"{raising[0]}() only raises ({where})"
+        if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.BitAnd):
+            for side in (expr.left, expr.right):
+                try:
+                    kinds, ev = self._mask(side, func, file, depth + 1)
+                except rf.Untraceable:
+                    continue
+                if kinds == {"causal"}:
+                    return kinds, ev + f" & … ({where})"
+            raise rf.Untraceable(f"neither side of `{ast.unparse(expr)[:60]}` is a causal mask ({where})")
+        if isinstance(expr, ast.Subscript):
+            parts = expr.slice.elts if isinstance(expr.slice, ast.Tuple) else [expr.slice]
+            if all((isinstance(x, ast.Constant) and x.value in (None, ...)) or
+                   (isinstance(x, ast.Slice) and x.lower is x.upper is x.step is None) for x in parts):
+                return self._mask(expr.value, func, file, depth + 1)
+            raise rf.Untraceable(f"`{ast.unparse(expr)[:60]}` selects part of a mask ({where})")
+        if isinstance(expr, ast.IfExp):
+            return self._masks([rf.Origin(expr.body, func, file), rf.Origin(expr.orelse, func, file)], depth)
+        if isinstance(expr, ast.Name):
+            return self._masks(self.origins.name(func, expr.id, file), depth)
+        if isinstance(expr, ast.Attribute):
+            return self._masks(self.origins.attribute(expr.attr), depth)
+        raise rf.Untraceable(f"a mask made by `{ast.unparse(expr)[:60]}` ({where})")
+
+    def _masks(self, origins: list[rf.Origin], depth: int) -> tuple[set[str], str]:
+        kinds: set[str] = set()
+        evidence: list[str] = []
+        for o in origins:
+            k, ev = self._mask(o.expr, o.func, o.file, depth + 1)
+            kinds |= k
+            if ev:
+                evidence.append(ev)
+        return kinds, "; ".join(dict.fromkeys(evidence))
+
+    def _guarded(self, file: str, call: ast.Call, name: str) -> bool:
+        """The call runs only where ``name`` is not None (``if name is not None:``, ``if name:``, or the else of
+        ``if name is None:``)."""
+        pm = self._parents(file)
+        child, cur = call, pm.get(id(call))
+        while cur is not None and not isinstance(cur, ast.FunctionDef | ast.AsyncFunctionDef):
+            if isinstance(cur, ast.If | ast.IfExp):
+                t = cur.test
+                body = cur.body if isinstance(cur.body, list) else [cur.body]
+                orelse = cur.orelse if isinstance(cur.orelse, list) else [cur.orelse]
+                is_name = isinstance(t, ast.Name) and t.id == name
+                cmp = isinstance(t, ast.Compare) and isinstance(t.left, ast.Name) and t.left.id == name and \
+                    len(t.ops) == 1 and isinstance(t.comparators[0], ast.Constant) and t.comparators[0].value is None
+                if any(child is b for b in body) and (is_name or (cmp and isinstance(t.ops[0], ast.IsNot))):
+                    return True
+                if any(child is b for b in orelse) and cmp and isinstance(t.ops[0], ast.Is):
+                    return True
+            child, cur = cur, pm.get(id(cur))
+        return False
+
     def causal(self) -> None:
         seen = 0
+        masked: list[str] = []
+        unreachable: list[str] = []
+        windowed: list[str] = []
         for file, tree in self.trees.items():
             env = _const_env(tree)
             for c in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
                 last = _call_name(c).rsplit(".", 1)[-1]
-                if not (last == "scaled_dot_product_attention" or last.startswith("flash_attn") or last == "flex_attention"):
+                kw = {k.arg: k.value for k in c.keywords if k.arg}
+                if not (last in ("scaled_dot_product_attention", "flex_attention", "varlen_attn")
+                        or last.startswith("flash_attn") or "window_size" in kw):
                     continue
                 seen += 1
-                kw = {k.arg: k.value for k in c.keywords if k.arg}
                 flag = kw.get("is_causal", kw.get("causal"))
                 val = _literal(flag, env) if flag is not None else (False if "attn_mask" not in kw else ...)
+                win = _literal_tuple(kw.get("window_size"), env)
                 if val is True:
                     continue
+                if flag is None and win is not None and len(win) == 2 and win[1] == 0:
+                    windowed.append(f"{file}:{c.lineno}")  # FlashAttention's window (left, 0): nothing later
+                    continue
+                if flag is None and "attn_mask" in kw and last == "scaled_dot_product_attention":
+                    m = kw["attn_mask"]
+                    try:
+                        kinds, ev = self._mask(m, self._func_at(file, c.lineno), file)
+                        guarded = isinstance(m, ast.Name) and self._guarded(file, c, m.id)
+                        if "causal" not in kinds and guarded:  # the mask is None in every run: the call never runs
+                            unreachable.append(f"{file}:{c.lineno}" + (f" ({ev})" if ev else ""))
+                            continue
+                        if "causal" not in kinds or ("none" in kinds and not guarded):
+                            raise rf.Untraceable(f"the mask may be None here ({file}:{c.lineno}), and without "
+                                                 "is_causal that attends to later tokens")
+                        masked.append(f"{file}:{c.lineno} attn_mask from {ev}"
+                                      + (" (None excluded by its guard)" if "none" in kinds else ""))
+                        continue
+                    except rf.Untraceable as e:
+                        self.add("legal_causal", "needs-proof", file, c.lineno,
+                                 f"{last}(…) with attn_mask `{ast.unparse(m)[:40]}`: {e}; prove it is causal")
+                        continue
                 if val is False and "attn_mask" not in kw and "block_mask" not in kw:
                     self.add("legal_causal", "fail", file, c.lineno, f"{last}(…) without a causal flag or mask: "
                              "every position attends to later tokens")
@@ -295,11 +431,18 @@ class StaticChecks:
                              f"{last}(…) with a mask or flag this review cannot evaluate "
                              f"({ast.unparse(flag) if flag is not None else 'attn_mask'}): prove it is causal")
         if seen and not [f for f in self.findings if f.check == "legal_causal"]:
-            self.add("legal_causal", "pass", "", None, f"all {seen} attention calls are causal (causal=True or "
-                     "is_causal=True); other leaks of later tokens are not ruled out statically")
+            how = "causal=True or is_causal=True" + (f"; {len(masked)} with a mask traced to a lower-triangular one: "
+                                                     + "; ".join(masked) if masked else "") \
+                + (f"; {len(unreachable)} with a mask that is None in every run, behind its `is not None` guard, so "
+                   "they never run: " + "; ".join(unreachable) if unreachable else "") \
+                + (f"; {len(windowed)} with window_size (left, 0), FlashAttention's causal window: " + ", ".join(windowed)
+                   if windowed else "")
+            self.add("legal_causal", "pass", "", None, f"all {seen} attention calls are causal ({how}); other leaks "
+                     "of later tokens are not ruled out statically")
         elif not seen:
             self.add("legal_causal", "needs-proof", "", None, "no attention call found (scaled_dot_product_attention, "
-                     "flash_attn_*, flex_attention): causality of the model cannot be read statically")
+                     "flash_attn_*, flex_attention, varlen_attn, a window_size=): causality of the model cannot be read "
+                     "statically")
 
     # -- n-gram caches and mixtures ---------------------------------------------------------------------
     def ngram(self) -> None:
@@ -395,7 +538,18 @@ class StaticChecks:
                      and isinstance(f.left, ast.Constant) and f.left.value in (1, 1.0)]
         return bool(one_minus)
 
+    def _scores(self) -> list[tuple[rf.Func, rf.Event]]:
+        """The validation-fed score events of the program (where scored values are summed or stored)."""
+        return [(f, e) for f in self.prog.funcs for e in f.events if e.kind == "score" and e.val_fed]
+
     def _score_source(self) -> tuple[str, int, str] | None:
+        scores = self._scores()
+        if scores and all(e.loss for _, e in scores):  # every score traced to a normalized loss
+            f, e = scores[0]
+            kinds = sorted({k for _, x in scores for k in re.findall(r"\b(" + "|".join(rf.LOSS_FUNCS) + r") in ", x.loss)})
+            more = f" (all {len(scores)} score sites — {', '.join(sorted({g.name for g, _ in scores}))} — store values " \
+                f"of {'/'.join(kinds)})" if len(scores) > 1 else ""
+            return f.file, e.line, f"`{e.text[:60]}` in {f.name}, whose value is {e.loss}{more}"
         for f in self.prog.funcs:
             if not self.prog.has_score(f):
                 continue
@@ -515,8 +669,9 @@ class StaticChecks:
                          "only if every adapted weight and optimizer state is discarded (the PR #1530 concern)", **kw)
             elif s.shape == "B":
                 self.add("legal_score_first", "needs-proof", s.func.file, u.line,
-                         f"{where}: in the loop at line {s.shared_loop_line} the update comes before the scoring at "
-                         f"line {after}: legal only if it trains on tokens scored in earlier iterations", **kw)
+                         f"{where} (`{u.text[:70]}`): in the loop at line {s.shared_loop_line} the update comes before "
+                         f"the scoring at line {after}: legal only if it trains on tokens scored in earlier iterations",
+                         **kw)
         if not [f for f in self.findings if f.check == "legal_score_first" and f.verdict != "pass"]:
             updates = [e for f in self.prog.funcs for e in f.events if e.kind == "update"]
             direct_a = [s for s in shapes if s.shape == "A" and not s.update.callee]
@@ -526,9 +681,15 @@ class StaticChecks:
                          f"{len(direct_a)} validation-fed update site(s), each after a score in the same loop iteration "
                          f"(e.g. {s.func.name}: score line {s.score_before.line if s.score_before else '?'}, update "
                          f"line {s.update.line}, loop line {s.shared_loop_line})")
+            elif not shapes and updates and not self._scores():
+                self.add("legal_score_first", "needs-proof", "", None, "no update is fed validation data, but validation "
+                         "could not be followed to where it is scored either: the data flow of this script was not "
+                         "followed")
             elif not shapes and updates:
+                sc = self._scores()[0]
                 self.add("legal_score_first", "pass", "", None, f"no optimizer step or backward pass is fed validation "
-                         f"data ({len(updates)} update sites, all on other data): no test-time training")
+                         f"data ({len(updates)} update sites, all on other data; validation followed to its scoring, e.g. "
+                         f"{sc[0].name} line {sc[1].line} in {sc[0].file}): no test-time training")
             elif not updates:
                 self.add("legal_score_first", "needs-proof", "", None, "no update site found at all: the data flow of "
                          "this script could not be followed")
