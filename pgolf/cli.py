@@ -57,6 +57,19 @@ def _record(kind: str, run_dir: Path, **kw) -> None:
     record_command(kind, run_dir, **kw)
 
 
+def _status(what: str):
+    """A rich spinner naming a step that can be silent for a while (on a terminal, rank 0); else nothing."""
+    import contextlib
+
+    from pgolf import dist
+
+    if not sys.stderr.isatty() or not dist.is_main():
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(what)
+
+
 def _default_out(name: str) -> Path:
     import time
 
@@ -185,9 +198,13 @@ def export_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory with a checkpoint.")],
     budget: Annotated[int | None, typer.Option("--budget", help="Artifact byte budget (code + model); implies --scheme budget.")] = None,
     scheme: Annotated[str | None, typer.Option("--scheme", help="Export scheme (default: the run's export.scheme).")] = None,
+    rescore: Annotated[bool, typer.Option("--rescore/--no-rescore", help="Score the new artifact as `pgolf run` does "
+                                          "(default); --no-rescore marks the old score stale in metrics.json.")] = True,
 ) -> None:
     """Export a run's checkpoint into RUN_DIR/model.pgolf and check the byte budget; with --budget, search
-    bits/clip/GPTQ/LQER per tensor group for the lowest loss that fits and print the choices."""
+    bits/clip/GPTQ/LQER per tensor group for the lowest loss that fits and print the choices. The run
+    directory stays true to the new artifact: config.json takes the export settings, metrics.json the new
+    bytes and (unless --no-rescore) the new score."""
     from pgolf import dist
     from pgolf.artifact.budget import format_table
     from pgolf.export.search import format_choices
@@ -197,8 +214,8 @@ def export_cmd(
         raise PgolfError(f"{run_dir}: no such run directory")
     if budget is not None and budget <= 0:
         raise PgolfError(f"--budget must be a positive number of bytes, got {budget}")
-    with dist.group_scope():
-        rep, res = export_run(run_dir, scheme=scheme, budget=budget)
+    with dist.group_scope(), _status(f"exporting {run_dir} ({'budget search' if budget else scheme or 'its scheme'})"):
+        rep, res = export_run(run_dir, scheme=scheme, budget=budget, rescore=rescore)
         is_main = dist.is_main()  # before cleanup: afterwards every rank reads as rank 0
     if not is_main:
         return
@@ -208,8 +225,16 @@ def export_cmd(
     print(format_table(rep))
     print(f"artifact {run_dir / 'model.pgolf'} ({res.scheme}, hessians: {res.hessian_source}): "
           f"{rep.artifact_bytes:,} bytes (model {rep.model_bytes:,} + code {rep.code_bytes:,}) of {rep.cap:,}")
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.exists():
+        m = json.loads(metrics_file.read_text())
+        if "stale" in m:
+            print(f"metrics.json: the previous score is marked stale; `pgolf eval {run_dir}` scores the new artifact")
+        elif isinstance(m.get("val_bpb"), (int, float)):
+            print(f"scored: val_bpb {m['val_bpb']:.8f} ({m.get('eval_method', 'plain')}); metrics.json updated")
     _record("export", run_dir, metrics={"artifact_bytes": rep.artifact_bytes, "model_bytes": rep.model_bytes,
-                                        "code_bytes": rep.code_bytes, "budget_bytes": rep.cap, "scheme": res.scheme})
+                                        "code_bytes": rep.code_bytes, "code_sha256": rep.code_sha256,
+                                        "budget_bytes": rep.cap, "scheme": res.scheme})
 
 
 @data_app.command("build")

@@ -21,12 +21,13 @@ from typing import Any
 import torch
 
 from pgolf import dist, fileio
-from pgolf.artifact.budget import ByteReport, check_budget, code_bytes, format_table
+from pgolf.artifact.budget import ByteReport, check_budget, code_identity, format_table
 from pgolf.autosize import resolve_for_run
 from pgolf.compile import compile_model
 from pgolf.config import RunConfig, apply_overrides, load_config, parse_eval_method, single_process_method
+from pgolf.data.fingerprint import dataset_of
 from pgolf.data.prepare import RunData, prepare_data
-from pgolf.errors import ArtifactError, BudgetError, ConfigError, DataError
+from pgolf.errors import ArtifactError, BudgetError, ConfigError, DataError, TrainingError
 from pgolf.eval.bpb import EvalResult, evaluate
 from pgolf.export.driver import (
     ExportResult,
@@ -80,7 +81,7 @@ def export_artifact(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, log: 
         log(f"export: hessians from {source} ({len(hessians)} tensors)")
         if scheme.name == "budget" and (cfg.export.search_weights == "loss" or cfg.export.verify_plans):
             loss_fn = generated_loss_fn(model, cfg.export, seq_len=cfg.train.seq_len)
-    code = code_bytes(cfg)  # the bundle of cfg (pgolf bundle), or this bundle's own file
+    code, code_sha = code_identity(cfg)  # the bundle of cfg (pgolf bundle), or this bundle's own file
     result = export_model({k: v.detach().cpu() for k, v in model.state_dict().items()}, cfg.export,
                           roles=parameter_roles(model),
                           meta={"config": cfg.to_dict(), "calibration": calib_info}, hessians=hessians,
@@ -89,7 +90,7 @@ def export_artifact(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, log: 
                         device=next(model.parameters()).device)
     model_bytes = int(dist.all_reduce_(size, "max").item())
     report = ByteReport(model_bytes=model_bytes, code_bytes=code, cap=cfg.export.budget_bytes,
-                        rows=result.rows)
+                        rows=result.rows, code_sha256=code_sha)
     if result.search is not None:
         from pgolf.export.search import format_choices
 
@@ -147,6 +148,8 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
         log(line)
     data = prepare_data(cfg)
     log(f"val_bpb:enabled tokenizer={data.spec.tokenizer_path} data={data.spec.data_dir}")
+    log(f"seed:{cfg.train.seed}")
+    log(f"tokenizer_path:{data.spec.tokenizer_path} vocab_size:{cfg.model.vocab_size}")
     log(f"val_loader: tokens:{len(data.val.tokens)} raw_bytes:{'yes' if data.val.raw_bytes is not None else 'no'}")
     if data.score == "sidecar":
         log(f"val_bpb:byte_sidecar:enabled (text_transform {data.spec.text_transform}: scored over original bytes)")
@@ -156,36 +159,18 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
         f"stopped_by:{tr.stopped_by}")
 
     pre = evaluate_model(tr.model, cfg, data, info.device)
+    require_finite(pre.val_loss, "pre-quantization val_loss", out)
     log(f"pre_quant val_loss:{pre.val_loss:.6f} val_bpb:{pre.val_bpb:.6f}")
     report = export_and_check(tr.model, cfg, out, log)
-
-    model = reload_model(out / ARTIFACT, cfg, info.device)
-    t0 = time.perf_counter()
-    post = evaluate_model(model, cfg, data, info.device)
-    eval_seconds = time.perf_counter() - t0
-    log(f"final_{cfg.export.scheme}_roundtrip val_loss:{post.val_loss:.4f} val_bpb:{post.val_bpb:.4f} "
-        f"eval_time:{eval_seconds * 1000:.0f}ms")
-    log(f"final_{cfg.export.scheme}_roundtrip_exact val_loss:{post.val_loss:.8f} val_bpb:{post.val_bpb:.8f} "
-        f"val_bpb_raw:{_fmt(post.val_bpb_raw)} byte_ratio:{_fmt(post.byte_ratio)}")
-    scored: dict[str, Any] = {**post.to_metrics(), "eval_seconds": eval_seconds}
-    if cfg.eval.method != "plain":  # the run's score is its configured method's (the plain line stays above)
-        method = _final_method(cfg, data, info.device, out / ARTIFACT, log)
-        if "eval_method" in method:
-            scored = {**method, "plain_val_bpb": post.val_bpb, "plain_val_bpb_raw": post.val_bpb_raw,
-                      "plain_eval_seconds": eval_seconds}
-        else:  # every method refused by its budget: the plain round trip stays the score
-            scored.update(method)
+    scored = score_artifact(cfg, data, info.device, out, log)
 
     metrics = {
         **scored,
         "pre_quant_val_loss": pre.val_loss,
         "pre_quant_val_bpb": pre.val_bpb,
         "pre_quant_val_bpb_raw": pre.val_bpb_raw,
-        "quant_gap_bpb": post.val_bpb - pre.val_bpb,
-        "artifact_bytes": report.artifact_bytes,
-        "model_bytes": report.model_bytes,
-        "code_bytes": report.code_bytes,
-        "budget_bytes": report.cap,
+        "quant_gap_bpb": scored["round_trip_val_bpb"] - pre.val_bpb,
+        **export_metrics(report, cfg),
         "params": tr.model.num_params(),
         "steps": tr.steps,
         "train_seconds": tr.train_seconds,
@@ -195,11 +180,64 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
         "stopped_by": tr.stopped_by,
         "world_size": info.world_size,
         "preset": cfg.name,
+        "seed": cfg.train.seed,
+        "dataset": dataset_of(cfg.data.path, cfg.data.tokenizer, data.spec.data_dir),
     }
     if dist.is_main():
         fileio.write_json(out / METRICS, metrics)
     log.close()
     return metrics
+
+
+SCORE_KEYS = ("val_loss", "val_bpb", "val_bpb_raw", "val_byte_ratio", "eval_seconds", "eval_method", "eval_within_budget", "eval_actions",
+              "eval_method_refused", "plain_val_bpb", "plain_val_bpb_raw", "plain_eval_seconds", "round_trip_val_bpb",
+              "quant_gap_bpb", "evals")
+"""metrics.json keys that describe the artifact's score: a new artifact invalidates them (:func:`export_run`);
+``val_tokens``/``val_bytes`` describe the validation set and stay."""
+
+
+def export_metrics(report: ByteReport, cfg: RunConfig) -> dict[str, Any]:
+    """metrics.json keys that describe the artifact's bytes."""
+    return {"artifact_bytes": report.artifact_bytes, "model_bytes": report.model_bytes,
+            "code_bytes": report.code_bytes, "code_sha256": report.code_sha256, "export_scheme": cfg.export.scheme,
+            "budget_bytes": report.cap}
+
+
+def score_artifact(cfg: RunConfig, data: RunData, device: torch.device, out: Path, log: RunLog) -> dict[str, Any]:
+    """The artifact reloaded from disk and scored as ``pgolf run`` scores it, logging the challenge's lines:
+    the plain round trip, then ``eval.method`` on its budgeted clock. Returns the score keys of metrics.json
+    (the configured method's, with the plain round trip as ``plain_*`` when it differs); a NaN or infinite
+    score is a TrainingError (:func:`require_finite`)."""
+    model = reload_model(out / ARTIFACT, cfg, device)
+    t0 = time.perf_counter()
+    post = evaluate_model(model, cfg, data, device)
+    eval_seconds = time.perf_counter() - t0
+    require_finite(post.val_loss, f"final_{cfg.export.scheme}_roundtrip val_loss", out)
+    log(f"final_{cfg.export.scheme}_roundtrip val_loss:{post.val_loss:.4f} val_bpb:{post.val_bpb:.4f} "
+        f"eval_time:{eval_seconds * 1000:.0f}ms")
+    log(f"final_{cfg.export.scheme}_roundtrip_exact val_loss:{post.val_loss:.8f} val_bpb:{post.val_bpb:.8f} "
+        f"val_bpb_raw:{_fmt(post.val_bpb_raw)} byte_ratio:{_fmt(post.byte_ratio)}")
+    scored: dict[str, Any] = {**post.to_metrics(), "eval_seconds": eval_seconds, "round_trip_val_bpb": post.val_bpb}
+    if cfg.eval.method != "plain":  # the run's score is its configured method's (the plain line stays above)
+        method = _final_method(cfg, data, device, out / ARTIFACT, log)
+        if "val_loss" in method:
+            require_finite(method["val_loss"], f"val_loss of eval.method={method.get('eval_method')}", out)
+        if "eval_method" in method:
+            scored = {**method, "plain_val_bpb": post.val_bpb, "plain_val_bpb_raw": post.val_bpb_raw,
+                      "plain_eval_seconds": eval_seconds, "round_trip_val_bpb": post.val_bpb}
+        else:  # every method refused by its budget: the plain round trip stays the score
+            scored.update(method)
+    return scored
+
+
+def require_finite(value: float | None, what: str, run_dir: Path) -> None:
+    """A NaN or infinite score is a failed run, not a result: TrainingError (one line, non-zero exit),
+    raised before ``metrics.json`` is written, so nothing is recorded."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise TrainingError(f"{run_dir}: {what} is {value}: the model diverged (lower the learning rates); "
+                            "no metrics.json written, nothing recorded")
 
 
 def _final_method(cfg: RunConfig, data: RunData, device: torch.device, artifact: Path, log: RunLog) -> dict[str, Any]:
@@ -296,10 +334,18 @@ def scorecard(metrics: dict[str, Any]) -> str:
 # --- the stages alone (pgolf export / pgolf eval) --------------------------------------------
 
 def export_run(
-    run_dir: str | Path, cfg: RunConfig | None = None, *, scheme: str | None = None, budget: int | None = None
+    run_dir: str | Path, cfg: RunConfig | None = None, *, scheme: str | None = None, budget: int | None = None,
+    rescore: bool = True,
 ) -> tuple[ByteReport, ExportResult]:
     """Export the final checkpoint of ``run_dir`` into its artifact (``pgolf export``). ``budget`` sets
-    ``export.budget_bytes`` and, unless ``scheme`` is given, selects the ``budget`` scheme."""
+    ``export.budget_bytes`` and, unless ``scheme`` is given, selects the ``budget`` scheme.
+
+    The run directory stays true to its artifact: ``config.json`` takes the export settings used (so
+    ``pgolf eval``, ``info``, ``bundle`` and ``submit`` charge the same code bytes for it), and
+    ``metrics.json`` takes the new bytes and code hash. With ``rescore`` (default) the new artifact is
+    scored as ``pgolf run`` scores it (:func:`score_artifact`, the challenge's lines appended to
+    ``train.log``) and its score replaces the old; without it the old score keys (:data:`SCORE_KEYS`) move
+    under ``stale`` with the reason, so no command reports them as this artifact's."""
     run_dir = Path(run_dir)
     cfg = cfg or load_config(str(run_dir / CONFIG))
     if budget is not None or scheme is not None:
@@ -309,6 +355,15 @@ def export_run(
     get_export_scheme(cfg.export.scheme)  # unknown names fail before the checkpoint is read
     if not ckpt_mod.has_checkpoint(run_dir):
         raise DataError(f"{run_dir}: no checkpoint to export (run `pgolf train` first)")
+    mpath = run_dir / METRICS
+    old: dict[str, Any] | None = None
+    if mpath.exists():
+        try:
+            old = json.loads(mpath.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"{mpath}: unreadable metrics file ({e})") from None
+        if not isinstance(old, dict):
+            raise DataError(f"{mpath}: metrics must be a JSON object, got {type(old).__name__}")
     info = dist.init(cfg.train.device)
     ck = ckpt_mod.load_checkpoint(run_dir)
     model = GPT(cfg.model)
@@ -316,7 +371,29 @@ def export_run(
     model.to(info.device)
     log = RunLog(run_dir / LOG)
     try:
-        return export_artifact(model, cfg, run_dir, log)
+        log(f"export: {cfg.export.scheme} (pgolf export; the artifact is replaced)")
+        report, result = export_artifact(model, cfg, run_dir, log)
+        if dist.is_main():
+            fileio.write_text(run_dir / CONFIG, cfg.to_json() + "\n")
+        if old is None:  # `pgolf train` + `pgolf export`: no run metrics to keep true
+            return report, result
+        metrics = {**old, **export_metrics(report, cfg)}
+        metrics.pop("stale", None)
+        if rescore:
+            data = prepare_data(cfg)
+            scored = score_artifact(cfg, data, info.device, run_dir, log)
+            metrics = {k: v for k, v in metrics.items() if k not in SCORE_KEYS}
+            metrics.update(scored)
+            if isinstance(old.get("pre_quant_val_bpb"), (int, float)):
+                metrics["quant_gap_bpb"] = scored["round_trip_val_bpb"] - old["pre_quant_val_bpb"]
+        else:
+            gone = {k: metrics.pop(k) for k in SCORE_KEYS if k in metrics}
+            metrics["stale"] = {"reason": f"`pgolf export` replaced the artifact ({cfg.export.scheme}, "
+                                          f"{report.artifact_bytes:,} bytes) without scoring it: run `pgolf eval "
+                                          f"{run_dir}`", "values": gone}
+        if dist.is_main():
+            fileio.write_json(mpath, metrics)
+        return report, result
     finally:
         log.close()
 
@@ -364,6 +441,8 @@ def eval_run(run_dir: str | Path, cfg: RunConfig | None = None, artifact: str | 
         except (OSError, json.JSONDecodeError) as e:
             raise DataError(f"{mpath}: unreadable metrics file ({e})") from None
     runs = [_method_on_artifact(name, path, cfg, data, info.device) for name in methods]  # one model at a time
+    for r in runs:  # before anything is written
+        require_finite(r.scored.result.val_loss, f"val_loss of method {r.name}", path)
     entries = []
     for r in runs:
         entry = {**r.scored.result.to_metrics(), "method": r.name, "data": str(data.spec.data_dir),
@@ -381,10 +460,21 @@ def eval_run(run_dir: str | Path, cfg: RunConfig | None = None, artifact: str | 
         for entry in entries:
             evals[entry["method"] + suffix] = entry
         merged["evals"] = evals
+        stale = merged.get("stale")
+        own = next((e for e in entries if e["method"] == cfg.eval.method), None)
+        if isinstance(stale, dict) and own is not None and data_dir is None and artifact is None:
+            # the artifact `pgolf export` left unscored, scored now as its run would: the run's score again
+            merged.pop("stale")
+            merged.update({k: own[k] for k in runs[0].scored.result.to_metrics()})
+            merged["eval_seconds"] = own["eval_seconds"]
+            if cfg.eval.method != "plain":
+                merged["eval_method"] = own["method"]
         fileio.write_json(mpath, merged)
     first = entries[0]
+    code, code_sha = code_identity(cfg)
     return {**{k: first[k] for k in runs[0].scored.result.to_metrics()}, "eval_seconds": first["eval_seconds"],
-            "artifact_bytes": path.stat().st_size + code_bytes(cfg), "methods": entries}
+            "artifact_bytes": path.stat().st_size + code, "code_bytes": code, "code_sha256": code_sha,
+            "methods": entries}
 
 
 def _manifest_tokenizer(data_dir: Path) -> str | None:
