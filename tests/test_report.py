@@ -128,17 +128,19 @@ def test_run_dir_errors_and_ids(real_runs, tmp_path):
     bad = tmp_path / "bad" / "x"
     shutil.copytree(real_runs / "a-s1", bad)
     (bad / "metrics.json").write_text("{not json")
-    with pytest.raises(DataError, match=r"x/metrics.json: not valid JSON"):
-        records_from_run_dirs([bad])
+    warned: list[str] = []
+    assert records_from_run_dirs([bad, real_runs / "a-s1"], warn=warned.append)[0]["run_id"] == "a-s1"  # the rest stays
+    assert len(warned) == 1 and "x/metrics.json: not valid JSON" in warned[0]
     # two directories with one name get distinct ids; a directory given twice is read once
     twin = tmp_path / "other" / "a-s1"
     shutil.copytree(real_runs / "a-s1", twin)
     recs = records_from_run_dirs([real_runs / "a-s1", twin, real_runs / "a-s1"])
     assert [r["run_id"] for r in recs] == ["a-s1", "a-s1-2"]
-    # a run still training: no metrics.json, kind "train", curves from its log
+    # a failed or unfinished run (no metrics.json) is not a result: skipped with one line naming it
     (twin / "metrics.json").unlink()
-    (r,) = records_from_run_dirs([twin])
-    assert r["kind"] == "train" and r["metrics"] == {} and len(r["curves"]["train"]) == 8
+    warned.clear()
+    assert records_from_run_dirs([twin], warn=warned.append) == []
+    assert warned == [f"{twin}: skipped, no metrics.json (a failed or unfinished run)"]
 
 
 HOSTILE = '<script>document.documentElement.setAttribute("data-pwned","1")</script>'

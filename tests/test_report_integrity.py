@@ -130,3 +130,16 @@ def test_runs_table_puts_val_bpb_early_and_shortens_hashes(tmp_path, capsys) -> 
         assert row[col] == full[:12]
     assert len(t["rows"]) == len(a)
 
+
+def test_one_bad_config_json_skips_that_run_with_one_warning(tmp_path, capsys) -> None:
+    for s, loss in LOSSES.items():
+        _run_dir(tmp_path / "runs" / f"s{s}", s, loss)
+    bad = _run_dir(tmp_path / "runs" / "broken", 7, 2.3)
+    (bad / "config.json").write_text('{"model": {"num_layers": ')
+    assert main(["report", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
+    cap = capsys.readouterr()
+    err = cap.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pgolf: warning: ") and str(bad / "config.json") in err[0]
+    assert "(3 runs, 3 with val_bpb; 1 run directories skipped)" in cap.out
+    t = _tables((tmp_path / "rep" / "index.html").read_text())["runs-table"]
+    assert sorted(r[0] for r in t["rows"]) == ["s1337", "s2025", "s42"]

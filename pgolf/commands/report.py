@@ -29,12 +29,20 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write a static HTML report of runs: leaderboard (mean ± std over seeds per config), loss and bpb
         curves, bpb vs artifact bytes with the Pareto front and the cap, bpb vs training time, ablation bars."""
+        import sys
+
         from pgolf.track.report import records_from_run_dirs, write_report
         from pgolf.track.summary import scored
 
         if not runs and registry is None:
             raise PgolfError("pgolf report: give --runs DIR (a run directory or a directory of them) and/or --registry URL")
-        records = records_from_run_dirs(runs) if runs else []
+        warned: list[str] = []
+
+        def warn(line: str) -> None:
+            warned.append(line)
+            print(f"pgolf: warning: {line}", file=sys.stderr)
+
+        records = records_from_run_dirs(runs, warn) if runs else []
         if registry is not None:
             from pgolf.track.registry import open_registry
 
@@ -42,4 +50,5 @@ def register(app: typer.Typer) -> None:
             seen = {r["run_id"] for r in records}
             records += [r.model_dump() for r in reg.runs(**({"tag": tag} if tag else {})) if r.run_id not in seen]
         index = write_report(records, out, title=title)
-        print(f"report {index} ({len(records)} runs, {len(scored(records))} with val_bpb)")
+        print(f"report {index} ({len(records)} runs, {len(scored(records))} with val_bpb"
+              + (f"; {len(warned)} run directories skipped" if warned else "") + ")")
