@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pgolf.track.record import EXCLUDED_FROM_HASH
+from pgolf.identity import result_changing
 
 MIN_SEEDS = 3
 """Counted seeds a configuration needs to rank as a result (module docstring, "Ranking")."""
@@ -53,11 +53,6 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
     n = len(values)
     return {"n": n, "mean": statistics.fmean(values) if n else None,
             "std": statistics.stdev(values) if n >= 2 else None}
-
-
-def result_changing(key: str) -> bool:
-    """Whether a flat config key is part of the config hash (not seed, paths, device, threads, logging …)."""
-    return key not in EXCLUDED_FROM_HASH
 
 
 def label_of(rec: Any) -> str:
@@ -200,7 +195,7 @@ def compare(groups: list[list[Any]], metric: str = "val_bpb") -> list[dict[str, 
 
 def config_diff(configs: list[dict[str, Any]], *, all_fields: bool = False) -> dict[str, list[Any]]:
     """The flat keys whose values are not all equal across ``configs`` → their values in order; only the
-    result-changing ones (:func:`result_changing`) unless ``all_fields``."""
+    result-changing ones (:func:`pgolf.identity.result_changing`, the config hash's rule) unless ``all_fields``."""
     keys = sorted(set().union(*configs)) if configs else []
     missing = object()
     out = {}
