@@ -282,25 +282,40 @@ class _Review:
         for e in self.logs:
             for k, v in e.parsed.header.items():
                 hdr.setdefault(k, v)
-        text = " ".join([hdr.get("tokenizer_path", ""), hdr.get("datasets_dir", ""), hdr.get("val_files", "")])
-        vocab = hdr.get("vocab_size") or (re.search(r"fineweb_(\d+)_bpe", text) or [None, None])[1]
+        pg_log = next((e for e in self.logs if e.pgolf is not None), None)
+        pg = pg_log.pgolf if pg_log else None
+        tok = hdr.get("tokenizer_path") or (pg.tokenizer if pg else None) or ""
+        data_dir = hdr.get("datasets_dir") or (pg.data if pg else None) or ""
+        text = " ".join([tok, data_dir, hdr.get("val_files", "")])
+        cfg_vocab = pg.setting("model.vocab_size") if pg else None
+        vocab = hdr.get("vocab_size") or (str(cfg_vocab) if isinstance(cfg_vocab, int) else None) or \
+            (re.search(r"fineweb_(\d+)_bpe", text) or [None, None])[1]
         caseops = any(e.parsed.events_of("byte_sidecar") for e in self.logs) or \
             hdr.get("caseops_enabled", "").lower() == "true" or "caseops" in text.lower() or \
             (self.folder / "lossless_caps.py").is_file()
+        # a tokenizer named in the log that is not the challenge's fineweb_V_bpe.model is a tokenizer change
+        custom = bool(tok) and not caseops and not re.fullmatch(r"fineweb_\d+_bpe\.model", Path(tok).name)
         val_tokens = next((int(e.parsed.header["val_tokens"]) for e in self.logs
                            if e.parsed.header.get("val_tokens", "").isdigit()), None)
-        key = "caseops" if caseops else f"sp{vocab}" if vocab else None
+        key = None if custom else "caseops" if caseops else f"sp{vocab}" if vocab else None
         if val_tokens is not None and key in KNOWN_VAL_TOKENS and val_tokens < 0.99 * KNOWN_VAL_TOKENS[key]:
             self.add("subset_scoring", "fail", "log", None, f"val_tokens {val_tokens:,}: the full validation of {key} "
                      f"has ≥ {KNOWN_VAL_TOKENS[key]:,} (a 10,000-document validation is the issue #2127 leak)")
-        lut = re.search(r"is_byte\(|is_unused\(", self.decoded or "")
-        lut_line = (self.decoded or "")[: lut.start()].count("\n") + 1 if lut else None
-        script = self.script.name if self.script else "train_gpt.py"
+        script, lut_line = self.script.name if self.script else "train_gpt.py", None
+        order = sorted(self.sources.items(), key=lambda kv: self.bundle is None or ":" not in kv[0])
+        for name, src in order:  # a bundle's modules (FILES is one literal of the script), else the script first
+            lut = re.search(r"is_byte\(|is_unused\(", src)
+            if lut:
+                script, lut_line = name, src[: lut.start()].count("\n") + 1
+                break
         if not vocab and not caseops:
             self.add("tokenizer_dataset", "cannot-tell", "", None, "the logs name no tokenizer or vocabulary size")
             return
+        if custom:
+            self._custom_tokenizer(tok, data_dir, vocab, script, lut_line, pg_log)
+            return
         if not caseops and str(vocab) in ("1024", "4096", "8192"):
-            if lut:
+            if lut_line:
                 note = "the official export" if str(vocab) == "1024" else "the published re-export (repo export script)"
                 self.add("tokenizer_dataset", "pass", script, lut_line, f"sp{vocab}: {note}; bytes counted with the "
                          "SentencePiece LUT (byte/unused/boundary handling)")
@@ -333,6 +348,30 @@ class _Review:
                          f"in training (issue #2127); prove the runs' training shards (the log: train_shards "
                          f"{shards or '?'}, val_tokens {val_tokens or '?'}) come from the 50,000-document split")
 
+    def _custom_tokenizer(self, tok: str, data_dir: str, vocab: str | None, lut_file: str, lut_line: int | None,
+                          pg_log: rn.LogEntry | None) -> None:
+        """A tokenizer the log names that is not the challenge's: proven when the log names it and its vocabulary and
+        the code counts val_bpb's bytes with the SentencePiece tables (pgolf.data.bytetables; RULES.md Scoring)."""
+        e = pg_log or next((x for x in self.logs if x.parsed.header.get("tokenizer_path")), self.logs[0])
+        line = e.parsed.where.get("tokenizer_path") or (e.pgolf.where.get("tokenizer") if e.pgolf else None)
+        named = f"tokenizer {tok} (not the challenge's fineweb_{vocab or 'V'}_bpe.model)" + \
+            (f" and data {data_dir}" if data_dir else "")
+        if not vocab:
+            self.add("tokenizer_dataset", "needs-proof", e.path, line, f"{named}: the logs give no vocabulary size")
+            return
+        if lut_line is None:
+            self.add("tokenizer_dataset", "needs-proof", e.path, line, f"{named}, vocabulary {vocab}: no SentencePiece "
+                     "byte table found in the code; prove how the bytes of val_bpb are counted")
+            return
+        fin = e.parsed.final()
+        raw = re.search(r"\bval_bpb_raw[:=]\s*([\d.]+)", fin.text) if fin else None
+        self.add("tokenizer_dataset", "pass", lut_file, lut_line,
+                 f"{named}, vocabulary {vocab}, named in {e.path}" + (f":{line}" if line else "")
+                 + "; val_bpb's bytes counted from the SentencePiece pieces here (byte pieces 1, control/unknown/unused "
+                 "0, the leading ▁ by the previous token)"
+                 + (f"; val_bpb_raw {raw.group(1)} over the original UTF-8 bytes also logged ({e.path}:{fin.line})"
+                    if raw and fin else ""))
+
     def overlap(self) -> None:
         if self.data is None:
             self.add("data_overlap", "cannot-tell", "", None, "not checked: pass --data DIR with the shards used")
@@ -361,7 +400,10 @@ class _Review:
                           sota=self.sota)
         for fn in (rn.artifact, rn.claims, rn.seeds, rn.significance, rn.times):
             self.findings += fn(nums)
-        header = next((e.parsed.header for e in self.logs if e.parsed.header), {})
+        header = dict(next((e.parsed.header for e in self.logs if e.parsed.header), {}))
+        pg = next((e.pgolf for e in self.logs if e.pgolf is not None and e.pgolf.config is not None), None)
+        if pg is not None and isinstance(pg.setting("data.val_max_tokens"), int):  # pgolf's cut of validation
+            header.setdefault("val_max_tokens", str(pg.setting("data.val_max_tokens")))
         if self.sources:
             try:
                 self.findings += StaticChecks(self.sources).run(header, self.readme)

@@ -54,6 +54,8 @@ class PgolfHeader:
     tokenizer: str | None = None
     data: str | None = None
     device: str | None = None
+    calibration: list[tuple[int, str]] = field(default_factory=list)
+    """(line, text) of ``export: hessians from SOURCE`` and ``calibration: …`` lines."""
     where: dict[str, int] = field(default_factory=dict)
 
     def setting(self, dotted: str):
@@ -76,6 +78,8 @@ def pgolf_header(text: str) -> PgolfHeader | None:
 
     lines = text.replace("\r\n", "\n").split("\n")
     out = PgolfHeader()
+    out.calibration = [(i + 1, ln.strip()) for i, ln in enumerate(lines)
+                       if ln.startswith(("export: hessians from", "calibration:"))]
     for i, line in enumerate(lines[:4000]):
         t = line.strip()
         if t.startswith("# hardware:") and out.hardware is None:
@@ -285,7 +289,13 @@ def times(n: Numbers) -> list[Finding]:
                 out.append(Finding("train_time", "fail", e.path, line,
                                    f"train_time {p.train_ms / 1000:.3f} s > 600 s" + ("" if p.stopped_early else
                                                                                    " (no wallclock stop line)")))
-            if p.world_size is not None and p.world_size != 8:
+            speed = hardware_speed(e)
+            if speed is not None and p.train_ms <= TRAIN_CAP_MS:
+                verdict, why = speed
+                out.append(Finding("train_time", verdict, e.path, e.pgolf.where.get("hardware") if e.pgolf else None,
+                                   why + (f": its {p.train_ms / 1000:.3f} s stay within 600 s there" if verdict == "pass"
+                                          else "")))
+            elif p.world_size is not None and p.world_size != 8:
                 out.append(Finding("train_time", "needs-proof", e.path, p.where.get("world_size"),
                                    f"world_size {p.world_size}: the limit is 600 s on 8×H100"))
             _hessians(e, out)
@@ -312,9 +322,74 @@ def times(n: Numbers) -> list[Finding]:
                     out.append(Finding("outside_timers", "pass", e.path, w.line, f"compile warm-up: {w.text.strip()}"))
     if not [f for f in out if f.check == "train_time"]:
         out.append(Finding("train_time", "cannot-tell", "", None, "no log prints a training time"))
+    timed = [e for e in n.logs if e.path in claimed and (e.parsed.train_ms is not None or e.parsed.final() is not None)]
+    if timed and not [f for f in out if f.check == "outside_timers"]:
+        out.append(Finding("outside_timers", "pass", "", None, f"nothing outside the timers in {len(timed)} log(s): no "
+                           "Hessians or calibration on training data after the training stop, no compile warm-up or "
+                           "precompute logged outside the evaluation timer" + _pgolf_clocks(timed)))
     if not [f for f in out if f.check == "eval_time"]:
         out.append(Finding("eval_time", "cannot-tell", "", None, "no log prints the scored evaluation's time"))
     return out
+
+
+FASTER_GPU = re.compile(r"H200|B100|B200|B300|GB\d00|MI3\d\d", re.I)
+NO_FASTER_GPU = re.compile(r"H100|H800|\bH20\b|A100|A800|\bA10G?\b|A30|A40|A6000|\bL4\b|L40|\bL20\b|\bT4\b|V100|"
+                           r"P100|P40|K80|RTX|GeForce|Quadro|TITAN", re.I)
+"""GPUs no faster than an H100 SXM for training (the same model, its PCIe/NVL/export variants, older and smaller
+cards); ``FASTER_GPU`` are faster. Any other name is not ranked."""
+
+
+def hardware_speed(e: LogEntry) -> tuple[str, str] | None:
+    """Whether a pgolf run's hardware (its log's ``# hardware:`` line and device) is no faster than 8×H100 — then a
+    training time within 600 s on it is within 600 s on 8×H100: (``pass``, why) — or may be faster
+    (``needs-proof``, why). None without a pgolf header (the records' logs: judged by world_size)."""
+    pg = e.pgolf
+    if pg is None or pg.hardware is None:
+        return None
+    hw = pg.hardware
+    world = e.parsed.world_size or hw.get("world_size") or 1
+    gpus = [str(g) for g in hw.get("gpus") or []]
+    device = (pg.device or ("cuda" if gpus else "cpu")).lower()
+    if device.startswith(("cpu", "mps")):
+        cpu = f"{hw.get('cpu', '?')}, {hw.get('cpu_count', '?')} cores" if device.startswith("cpu") else "Apple GPU"
+        return "pass", (f"world_size {world} on {device.split(':')[0]} ({cpu}): no faster than 8×H100 (a CPU or an "
+                        "Apple GPU trains far slower than one H100)")
+    used = gpus[:world] if len(gpus) >= world else gpus
+    if not used:
+        return "needs-proof", f"world_size {world} on {device}: the log names no GPU to compare with 8×H100"
+    names = ", ".join(f"{n}× {g}" for g, n in _counts(used).items())
+    if any(FASTER_GPU.search(g) for g in used):
+        return "needs-proof", f"world_size {world} on {names}: faster than H100; the limit is 600 s on 8×H100"
+    if world > 8:
+        return "needs-proof", f"world_size {world} on {names}: more than 8 GPUs; the limit is 600 s on 8×H100"
+    if all(NO_FASTER_GPU.search(g) for g in used):
+        return "pass", f"world_size {world} on {names}: no more than 8 GPUs, none faster than an H100 SXM"
+    return "needs-proof", f"world_size {world} on {names}: this review cannot rank these GPUs against the H100"
+
+
+def _counts(xs: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for x in xs:
+        out[x] = out.get(x, 0) + 1
+    return out
+
+
+def _pgolf_clocks(logs: list[LogEntry]) -> str:
+    """What pgolf's configuration says about work around the clocks (its logs only)."""
+    pgs = [e.pgolf for e in logs if e.pgolf is not None and e.pgolf.config is not None]
+    if not pgs:
+        return ""
+    schemes = sorted({str(pg.setting("export.scheme")) for pg in pgs})
+    lines = [t for pg in pgs for _, t in pg.calibration]
+    sources = sorted({t.split("from", 1)[1].split()[0] for t in lines if t.startswith("export: hessians from")})
+    if not lines:
+        calib = "no calibration logged"
+    elif set(sources) <= {"generated"}:
+        calib = "Hessians from self-generated tokens (no training data after the stop)"
+    else:  # pgolf collects training-token Hessians only in train.calib_reserve_seconds, inside the training clock
+        calib = f"Hessians from {'/'.join(sources) or '?'}: training tokens only inside the training clock's reserve (" \
+            + next((t for t in lines if "reserve" in t), "no reserve line") + ")"
+    return f"; pgolf: export.scheme {'/'.join(schemes)}, {calib}"
 
 
 def _hessians(e: LogEntry, out: list[Finding]) -> None:
@@ -376,10 +451,13 @@ def seeds(n: Numbers) -> list[Finding]:
     if count == 0:
         out.append(Finding("seeds", "cannot-tell", "", None, "no log with a final score"))
     elif count >= 3:
-        out.append(Finding("seeds", "pass", "", None, f"{count} seeds with a final score: {known}"))
+        srcs = "; ".join(f"{e.path}: {e.seed_from}" for es in by.values() for e in es if e.seed_from)
+        out.append(Finding("seeds", "pass", "", None, f"{count} seeds with a final score: {known}"
+                           + (f" (seed read from {srcs})" if srcs else "")))
     elif n.record_track:
+        srcs = "; ".join(f"{e.path}: {e.seed_from}" for es in by.values() for e in es if e.seed_from)
         out.append(Finding("seeds", "needs-proof", "", None, f"{count} seed(s) with a final score {known}: records "
-                           "need enough runs for p < 0.01 (usually 3)"))
+                           "need enough runs for p < 0.01 (usually 3)" + (f" (seed read from {srcs})" if srcs else "")))
     else:
         out.append(Finding("seeds", "pass", "", None, f"{count} seed(s); non-record track"))
     return out
