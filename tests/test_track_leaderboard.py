@@ -202,6 +202,8 @@ def test_runs_show_takes_a_run_directory(tmp_path, capsys):
     assert main(["runs", "show", str(tmp_path / "other"), "--registry", url]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("pgolf: error: ") and "nothing recorded from this path" in err[0]
+    assert main(["runs", "show", str(tmp_path / "missing"), "--registry", url]) != 0
+    assert capsys.readouterr().err.strip() == f"pgolf: error: {tmp_path / 'missing'}: no such run directory"
 
 
 def test_leaderboard_cli_marks_and_explains_too_few_seeds(tmp_path, capsys):

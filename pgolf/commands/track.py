@@ -52,12 +52,14 @@ def _scope(preset, dataset, machine, any_machine, tag):  # noqa: ANN001
 
 def _by_path(reg, ref: str) -> list | None:  # noqa: ANN001
     """The records of the run directory (or imported log) ``ref``, its training result first; None when
-    ``ref`` is no existing path; RegistryError when nothing was recorded from it."""
+    ``ref`` is no path (a run id or hash); RegistryError for a missing path or one nothing was recorded from."""
     from pgolf.track.leaderboard import SEED_KINDS
     from pgolf.track.registry import RegistryError
 
     p = Path(ref)
     if not p.exists():
+        if "/" in ref or ref in (".", ".."):  # a path, never a run id or hash
+            raise RegistryError(f"{ref}: no such run directory")
         return None
     target = str(p.resolve())
     found = [r for r in reg.runs() if r.run_dir == target]
