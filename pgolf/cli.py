@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     _tclick = click
 
 from pgolf.errors import PgolfError
+from pgolf.presets import PRESETS as _PRESETS  # the help texts list every preset
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="pgolf: parameter-constrained language modelling (OpenAI Parameter Golf).")
@@ -74,9 +75,6 @@ def _default_out(name: str) -> Path:
     import time
 
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-from pgolf.presets import PRESETS as _PRESETS  # noqa: E402  (info's help lists every preset)
 
 
 @app.command()
@@ -137,7 +135,7 @@ def info(
 
 @app.command()
 def run(
-    preset: Annotated[str, typer.Argument(help="Preset name (demo, cpu, baseline, tiny).")],
+    preset: Annotated[str, typer.Argument(help="Preset name: " + ", ".join(_PRESETS) + ".")],
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/PRESET-TIME).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue training from the run's checkpoint.")] = False,
@@ -160,7 +158,7 @@ def run(
 
 @app.command()
 def train(
-    preset: Annotated[str, typer.Argument(help="Preset name.")],
+    preset: Annotated[str, typer.Argument(help="Preset name: " + ", ".join(_PRESETS) + ".")],
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's checkpoint.")] = False,

@@ -50,18 +50,18 @@ class JobResult:
 
 
 def planned_identity(cfg: RunConfig) -> tuple[str, str]:
-    """(config hash, dataset name) a run of ``cfg`` will be recorded with."""
-    from pgolf.track.record import config_hash, dataset_identity, dataset_name, flat_config
+    """(config hash, dataset name) a run of ``cfg`` will be recorded with: :func:`pgolf.identity.identity` of
+    its fields, its dataset's fingerprint and the sha256 of the ``train_gpt.py`` it will charge."""
+    from pgolf import identity
+    from pgolf.artifact.budget import code_identity
 
     data_dir = cfg.data.path
     if not data_dir:
         from pgolf.data.embedded import embedded_data_dir
 
         data_dir = str(embedded_data_dir())
-    dataset_id = dataset_identity(data_dir) or dataset_name(cfg.data.path)
-    if cfg.data.tokenizer:
-        dataset_id += ":" + Path(cfg.data.tokenizer).name
-    return config_hash(flat_config(cfg.to_dict()), dataset_id), dataset_name(cfg.data.path)
+    dataset_id = identity.dataset_of(cfg.data.path, cfg.data.tokenizer, data_dir)
+    return identity.identity(cfg, dataset_id, code_identity(cfg)[1]), identity.dataset_label(cfg.data.path)
 
 
 def this_machine() -> str:
