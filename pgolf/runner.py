@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from pgolf import dist, fileio
+from pgolf import dist, fileio, logformat
 from pgolf.artifact.budget import ByteReport, check_budget, code_identity, format_table
 from pgolf.autosize import resolve_for_run
 from pgolf.compile import compile_model
@@ -95,10 +95,9 @@ def export_artifact(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, log: 
         from pgolf.export.search import format_choices
 
         log("export: budget search choices\n" + format_choices(result.search), echo=False)
-    log(f"Serialized model {cfg.export.scheme}: {report.model_bytes} bytes (payload:{result.payload_raw_bytes})")
-    log(f"Code size: {report.code_bytes} bytes")
-    log(f"Total submission size {cfg.export.scheme}: {report.artifact_bytes} bytes "
-        f"(model {report.model_bytes} + code {report.code_bytes}; cap {report.cap})")
+    log(logformat.serialized_line(cfg.export.scheme, report.model_bytes, result.payload_raw_bytes))
+    log(logformat.code_line(report.code_bytes))
+    log(logformat.total_line(cfg.export.scheme, report.model_bytes, report.code_bytes, report.cap))
     if not report.fits:
         table = format_table(report)
         log(table, echo=False)
@@ -148,8 +147,8 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
         log(line)
     data = prepare_data(cfg)
     log(f"val_bpb:enabled tokenizer={data.spec.tokenizer_path} data={data.spec.data_dir}")
-    log(f"seed:{cfg.train.seed}")
-    log(f"tokenizer_path:{data.spec.tokenizer_path} vocab_size:{cfg.model.vocab_size}")
+    log(logformat.kv_line(seed=cfg.train.seed))
+    log(logformat.kv_line(tokenizer_path=data.spec.tokenizer_path, vocab_size=cfg.model.vocab_size))
     log(f"val_loader: tokens:{len(data.val.tokens)} raw_bytes:{'yes' if data.val.raw_bytes is not None else 'no'}")
     if data.score == "sidecar":
         log(f"val_bpb:byte_sidecar:enabled (text_transform {data.spec.text_transform}: scored over original bytes)")
@@ -213,10 +212,9 @@ def score_artifact(cfg: RunConfig, data: RunData, device: torch.device, out: Pat
     post = evaluate_model(model, cfg, data, device)
     eval_seconds = time.perf_counter() - t0
     require_finite(post.val_loss, f"final_{cfg.export.scheme}_roundtrip val_loss", out)
-    log(f"final_{cfg.export.scheme}_roundtrip val_loss:{post.val_loss:.4f} val_bpb:{post.val_bpb:.4f} "
-        f"eval_time:{eval_seconds * 1000:.0f}ms")
-    log(f"final_{cfg.export.scheme}_roundtrip_exact val_loss:{post.val_loss:.8f} val_bpb:{post.val_bpb:.8f} "
-        f"val_bpb_raw:{_fmt(post.val_bpb_raw)} byte_ratio:{_fmt(post.byte_ratio)}")
+    for line in logformat.final_lines(f"final_{cfg.export.scheme}_roundtrip", post.val_loss, post.val_bpb, eval_seconds,
+                                      val_bpb_raw=post.val_bpb_raw, byte_ratio=post.byte_ratio):
+        log(line)
     scored: dict[str, Any] = {**post.to_metrics(), "eval_seconds": eval_seconds, "round_trip_val_bpb": post.val_bpb}
     if cfg.eval.method != "plain":  # the run's score is its configured method's (the plain line stays above)
         method = _final_method(cfg, data, device, out / ARTIFACT, log)
@@ -268,9 +266,9 @@ def _final_method(cfg: RunConfig, data: RunData, device: torch.device, artifact:
         return {"eval_method_refused": refused}
     res, seconds = r.scored.result, r.report["total_seconds"]
     tag = f"final_{cfg.export.scheme}_{name.replace('+', '_')}"
-    log(f"{tag} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} eval_time:{seconds * 1000:.0f}ms")
-    log(f"{tag}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} val_bpb_raw:{_fmt(res.val_bpb_raw)} "
-        f"byte_ratio:{_fmt(res.byte_ratio)}")
+    for line in logformat.final_lines(tag, res.val_loss, res.val_bpb, seconds, val_bpb_raw=res.val_bpb_raw,
+                                      byte_ratio=res.byte_ratio):
+        log(line)
     if r.report["actions"]:
         log(f"eval_budget: {'; '.join(str(a) for a in r.report['actions'])}")
     out = {**res.to_metrics(), "eval_seconds": seconds, "eval_method": r.name,
@@ -293,10 +291,6 @@ def _method_on_artifact(name: str, artifact: Path, cfg: RunConfig, data: RunData
         model = reload_model(artifact, cfg, device)
     return run_method(name, model, data.val, data.tables, cfg, device=device,
                       amp_dtype=agreed_amp(cfg.train.amp_dtype, device).dtype, score=data.score, clock=clock)
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.8f}"
 
 
 def scorecard(metrics: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pgolf.track.official_log import parse_official_log
+from pgolf.logformat import parse_log
 from pgolf.track.record import PgolfLog, build_official_record, discover
 
 NVIDIA = """+-----------------------------------------------------------------------------------------+
@@ -70,30 +70,35 @@ def record_log(seed: int = 42) -> str:
 
 
 def test_root_format_log_parses_to_the_logged_numbers():
-    log = parse_official_log(root_log())
-    assert log.train == [[1, 6.937, 0.03], [2, 16.7, 0.075]]  # the code's column-0 step line is not a step
-    assert log.val == [[0, 4.1077, 0.0], [200, 1.6774, 8.699], [13780, 1.2172, 600.038]]
-    assert log.stopped_early and log.train_seconds == 600.038 and log.steps == 13780 and log.iterations == 20000
-    assert (log.artifact_bytes, log.artifact_label, log.model_bytes, log.code_bytes) == (15863489, "int8+zlib",
-                                                                                        15815847, 47642)
-    assert log.final.label == "final_int8_zlib_roundtrip_exact" and log.final.val_bpb == 1.2243657
-    assert log.final.val_loss == 2.07269931 and log.final.eval_seconds is None
+    log = parse_log(root_log())
+    curves = log.curves()
+    assert curves["train"] == [[1, 6.937, 0.03], [2, 16.7, 0.075]]  # the code's column-0 step line is not a step
+    assert curves["val"] == [[0, 4.1077, 0.0], [200, 1.6774, 8.699], [13780, 1.2172, 600.038]]
+    assert log.stopped_early and log.train_ms == 600038 and log.steps == 13780 and log.iterations == 20000
+    assert log.artifact_bytes() == ("int8+zlib", 15863489)
+    assert log.model_bytes["int8+zlib"] == 15815847 and log.code_bytes["plain"] == 47642
+    final = log.final()
+    assert final.name == "final_int8_zlib_roundtrip_exact" and final.val_bpb == 1.2243657
+    assert final.val_loss == 2.07269931 and final.eval_ms is None
     assert (log.seed, log.params, log.world_size, log.dataset) == (1337, 17059912, 2, "fineweb10B_sp1024")
-    assert log.gpu == "NVIDIA H100 80GB HBM3" and log.gpu_count == 2
+    assert log.gpu == ("NVIDIA H100 80GB HBM3", 2)
     assert log.versions == {"python": "3.12.3", "torch": "2.8.0+cu128"} and log.code_sha256
-    assert log.hyperparameters["matrix_lr"] == "0.04" and log.hyperparameters["train_seq_len"] == "1024"
+    assert log.settings["matrix_lr"] == "0.04" and log.settings["train_seq_len"] == "1024"
 
 
 def test_record_format_log_parses_to_the_logged_numbers():
-    log = parse_official_log(record_log())
-    assert log.train == [[1, 9.0087, 0.0], [500, 2.5615, 48.0]]
-    assert log.val == [[4945, 1.0756, None]] and log.val_loss == [2.3539]
-    assert log.stopped_early and log.train_seconds == 599.592
-    assert (log.artifact_bytes, log.model_bytes, log.code_bytes) == (15897259, 15865260, 31999)
-    assert log.final.label == "quantized_ttt_phased" and log.final.val_bpb == 1.05989454
-    assert log.final.eval_seconds == 508.785  # diagnostics and pre-quantization lines are not the score
+    log = parse_log(record_log())
+    curves = log.curves()
+    assert curves["train"] == [[1, 9.0087, 0.0], [500, 2.5615, 48.0]]
+    assert curves["val"] == [[4945, 1.0756, None]] and [v[1] for v in log.val_curve] == [2.3539]
+    assert log.stopped_early and log.train_ms == 599592
+    assert log.artifact_bytes() == ("quantized+pergroup", 15897259)
+    assert log.model_bytes["quantized+pergroup"] == 15865260 and log.code_bytes["compressed"] == 31999
+    final = log.final()
+    assert final.name == "quantized_ttt_phased" and final.val_bpb == 1.05989454
+    assert final.eval_ms == 508785  # diagnostics and pre-quantization lines are not the score
     assert (log.seed, log.params, log.world_size, log.dataset) == (42, 35945671, 8, "fineweb10B_sp8192")
-    assert log.hyperparameters["ema_decay"] == "0.9965" and not log.code_sha256
+    assert log.settings["ema_decay"] == "0.9965" and not log.code_sha256
 
 
 def test_official_records_group_by_config_across_seeds(tmp_path):

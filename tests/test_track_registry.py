@@ -249,7 +249,7 @@ def test_cli_records_runs_and_never_fails_one(tiny_data, tmp_path, monkeypatch, 
         assert run.config_hash == config_hash(flat_config(config), dataset_identity(tiny_data), metrics["code_sha256"])
         assert metrics["dataset"] == dataset_identity(tiny_data)
         assert recs[0].config_hash == run.config_hash and recs[0].tags == ["cli", "exp1"]
-        assert [p[0] for p in run.curves["train"]] == [1, 5] and run.curves["train"][-1][2] > 0
+        assert [p[0] for p in run.curves["train"]] == [1, 5, 6] and run.curves["train"][-1][2] > 0
         assert run.versions["torch"] and run.full()["hardware"]["cpu"] and run.machine == run.hardware["cpu"]
         assert recs[0].metrics["val_bpb"] == pytest.approx(metrics["val_bpb"], abs=1e-12)
         # importing the directory again keeps one row: the same run id

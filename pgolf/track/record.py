@@ -26,7 +26,7 @@ from typing import Any
 
 from pgolf import identity
 from pgolf.identity import NOT_RESULT_CHANGING
-from pgolf.track.official_log import OfficialLog, parse_official_log
+from pgolf.logformat import ParsedLog, parse_log
 
 EXCLUDED_FROM_HASH = NOT_RESULT_CHANGING
 """Flat config keys that do not change a run's result (:data:`pgolf.identity.NOT_RESULT_CHANGING`)."""
@@ -37,8 +37,6 @@ CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "
 matmul throughput, when ``train.amp_dtype=auto`` probed it, is read from the log's ``precision:`` line
 (``hardware["matmul_probe_tflops"]``: bf16 and fp32 TFLOP/s of the probe's square matmul)."""
 
-_HEADER = re.compile(r"^# pgolf run (\S+)")
-_DATA_LINE = re.compile(r"^val_bpb:enabled tokenizer=(.*) data=(.*)$")
 _TFLOPS = re.compile(r"bf16 ([\d.]+) vs fp32 ([\d.]+) TFLOP/s")
 _VOLATILE_OFFICIAL = re.compile(r"seed|run_id|dir$|path$|file$|logfile", re.IGNORECASE)
 
@@ -106,48 +104,32 @@ def _parse_ts(value: str) -> datetime | None:
 
 
 class PgolfLog:
-    """What a pgolf ``train.log`` says: header lines, the data directory, precision, curves, byte lines."""
+    """What a pgolf ``train.log`` says, for the registry: :func:`pgolf.logformat.parse_log`'s header fields,
+    the data directory, precision, curves and the training figures."""
 
     def __init__(self, text: str):
-        self.origin: str | None = None
-        self.started: datetime | None = None
-        self.versions: dict[str, Any] = {}
-        self.hardware: dict[str, Any] = {}
-        self.data_dir: str | None = None
-        self.precision: str | None = None
-        for line in text.splitlines():
-            if m := _HEADER.match(line):
-                self.origin = self.origin or line.strip()
-                self.started = _parse_ts(m.group(1)) or self.started
-            elif line.startswith("# versions: "):
-                self.versions = _json_or_empty(line[len("# versions: "):])
-            elif line.startswith("# hardware: "):
-                self.hardware = _json_or_empty(line[len("# hardware: "):])
-            elif m := _DATA_LINE.match(line):
-                self.data_dir = m.group(2).strip()
-            elif line.startswith("precision: "):
-                self.precision = line[len("precision: "):].strip()
-        self.parsed: OfficialLog = parse_official_log(text)
+        self.parsed: ParsedLog = parse_log(text)
+        p = self.parsed
+        self.origin = p.pgolf_origin
+        self.started = _parse_ts(p.started) if p.started else None
+        self.versions: dict[str, Any] = dict(p.versions)
+        self.hardware: dict[str, Any] = dict(p.hardware)
+        self.data_dir = p.data_dir.strip() if p.data_dir else None
+        self.precision = p.precision.strip() if p.precision else None
 
     def curves(self) -> dict[str, list[list[float]]]:
         """Training and validation points of the last training (a resumed one continues its curve)."""
-        return {"train": [list(p) for p in self.parsed.train], "val": [list(p) for p in self.parsed.val]}
+        return self.parsed.curves()  # type: ignore[return-value]
 
     def train_metrics(self) -> dict[str, Any]:
         p = self.parsed
-        out: dict[str, Any] = {"steps": p.steps, "train_seconds": p.train_seconds,
-                               "stopped_by": "wallclock" if p.stopped_early else ("iterations" if p.train else None)}
+        train = p.curves()["train"]
+        seconds = p.train_ms / 1000 if p.train_ms is not None else None
+        out: dict[str, Any] = {"steps": p.steps, "train_seconds": seconds,
+                               "stopped_by": "wallclock" if p.stopped_early else ("iterations" if train else None)}
         if p.params is not None:
             out["params"] = p.params
         return {k: v for k, v in out.items() if v is not None}
-
-
-def _json_or_empty(s: str) -> dict[str, Any]:
-    try:
-        v = json.loads(s)
-        return v if isinstance(v, dict) else {}
-    except ValueError:
-        return {}
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -239,42 +221,54 @@ def _date_from_path(path: Path) -> datetime | None:
 
 
 def build_official_record(path: str | Path, text: str | None = None, tags: tuple[str, ...] | list[str] = ()):
-    """The RunRecord of a challenge-format log (kind ``import``); None when the text is not a training log."""
+    """The RunRecord of a challenge-format log (kind ``import``); None when the text is not a training log.
+    The log is read by :func:`pgolf.logformat.parse_log`; its identity is its settings (the volatile ones —
+    seed, run id, paths — left out), its script's sha256 and its dataset."""
     from pgolf.track.registry import RunRecord
 
     p = Path(path)
     text = p.read_text(errors="replace") if text is None else text
-    log = parse_official_log(text)
-    if not log.recognized:
+    log = parse_log(text)
+    if not log.recognized or not (log.train_loss or log.final() is not None):
         return None
     source = p.parent.name or p.stem
-    config: dict[str, Any] = {f"official.{k}": v for k, v in sorted(log.hyperparameters.items())}
+    config: dict[str, Any] = {f"official.{k}": v for k, v in sorted(log.settings.items())}
     config["official.source"] = source
     if log.code_sha256:
         config["official.code_sha256"] = log.code_sha256
     stable = {k: v for k, v in config.items() if not _VOLATILE_OFFICIAL.search(k.split(".", 1)[1])}
+    final = log.final()
+    art = log.artifact_bytes()
+    model = log.model_bytes.get(art[0]) if art and art[0] in log.model_bytes else \
+        (list(log.model_bytes.values())[-1] if log.model_bytes else None)
+    train = log.curves()["train"]
+    train_seconds = log.train_ms / 1000 if log.train_ms is not None else None
     metrics: dict[str, Any] = {
-        "val_bpb": log.final.val_bpb if log.final else None, "val_loss": log.final.val_loss if log.final else None,
-        "final_label": log.final.label if log.final else None,
-        "eval_seconds": log.final.eval_seconds if log.final else None,
-        "artifact_bytes": log.artifact_bytes, "model_bytes": log.model_bytes, "code_bytes": log.code_bytes,
-        "steps": log.steps, "train_seconds": log.train_seconds, "params": log.params,
+        "val_bpb": final.val_bpb if final else None, "val_loss": final.val_loss if final else None,
+        "final_label": final.name if final else None,
+        "eval_seconds": final.eval_ms / 1000 if final and final.eval_ms is not None else None,
+        "artifact_bytes": art[1] if art else None, "model_bytes": model,
+        "code_bytes": log.code_bytes.get("compressed", log.code_bytes.get("plain")),
+        "steps": log.steps, "train_seconds": train_seconds, "params": log.params,
         "stopped_by": "wallclock" if log.stopped_early else "iterations",
     }
-    hardware: dict[str, Any] = {"world_size": log.world_size}
-    if log.gpu:
-        hardware["gpus"] = [log.gpu] * log.gpu_count
+    world = log.world_size
+    gpu = log.gpu
+    hardware: dict[str, Any] = {"world_size": world}
+    if gpu:
+        hardware["gpus"] = [gpu[0]] * gpu[1]
     created = _date_from_path(p) or datetime.fromtimestamp(p.stat().st_mtime, timezone.utc)
+    seed = log.seed if log.seed is not None else (int(log.settings["seed"]) if log.settings.get("seed", "").isdigit() else None)
     return RunRecord(
         run_id=hashlib.sha256(("official\n" + text).encode()).hexdigest()[:16], kind="import",
         created=created.isoformat(), preset=None,
-        config_hash=hashlib.sha256(canonical({"official": stable, "dataset": log.dataset}).encode()).hexdigest(),
-        seed=log.seed, tags=sorted(set(tags) | {"official"}), dataset=log.dataset,
-        machine=(f"{log.world_size or log.gpu_count}x {log.gpu}" if log.gpu
-                 else f"{log.world_size}x unknown GPU" if log.world_size else "unknown"), git_commit=None, dirty=None,
+        config_hash=identity.identity(stable, log.dataset),  # the settings stand for the config, the script's sha256 among them
+        seed=seed, tags=sorted(set(tags) | {"official"}), dataset=log.dataset,
+        machine=(f"{world or gpu[1]}x {gpu[0]}" if gpu
+                 else f"{world}x unknown GPU" if world else "unknown"), git_commit=None, dirty=None,
         config=config, metrics={k: v for k, v in metrics.items() if v is not None},
-        curves={"train": log.train, "val": log.val}, run_dir=str(p.resolve()),
-        hardware=hardware, versions=log.versions,
+        curves={"train": train, "val": log.curves()["val"]}, run_dir=str(p.resolve()),
+        hardware=hardware, versions=dict(log.versions),
     )
 
 

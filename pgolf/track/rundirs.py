@@ -1,54 +1,40 @@
 """Run records built from pgolf run directories (``config.json``, ``metrics.json``, ``train.log``).
 
 This is how ``pgolf report --runs DIR...`` works without a registry. A run directory is a directory
-holding ``config.json`` (``pgolf.runner.run`` writes it first); ``metrics.json`` appears when the run
-finished (without it the record has ``kind="train"`` and empty metrics, e.g. a run still training).
+holding ``config.json`` (``pgolf.runner.run`` writes it first) and, once the run finished, ``metrics.json``;
+a directory without it (a failed or unfinished run) is skipped with a warning, as is one whose files do
+not parse, so one bad run never hides the others.
 
-Curves come from the lines ``pgolf.train.loop.train`` logs::
+Curves and the header come from :func:`pgolf.logformat.parse_log` (the one reader of the challenge's
+lines): ``train.log`` is opened for appending, so one file can hold several runs; a resumed run (``resume:
+step:N``) keeps the earlier points up to step N, a run that started over replaces them.
 
-    step:{step}/{iterations} train_loss:{loss:.4f} train_time:{ms:.0f}ms step_avg:...
-    step:{step}/{iterations} val_loss:{loss:.4f} val_bpb:{bpb:.4f} train_time:{ms:.0f}ms ...
-
-``train.log`` is opened for appending, so one file can hold several runs: each starts with the header
-``# pgolf run <%Y-%m-%dT%H:%M:%S%z>`` (``pgolf.train.log.RunLog.header``). A resumed run then logs
-``resume: step:N`` and continues from step N, so its curve keeps the earlier points up to step N; a run
-without that line started over and replaces them.
-
-``config_hash`` is the registry's (:func:`pgolf.track.record.config_hash`: the result-changing fields that
-differ from the defaults, seed left out, plus the dataset's content fingerprint), so a report of run
-directories and the registry group runs the same way.
+``config_hash`` is the registry's (:func:`pgolf.identity.identity`: the result-changing fields, the dataset's
+fingerprint and the code's sha256), so a report of run directories and the registry group runs the same way.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
 import sys
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pgolf import identity
+from pgolf import identity, logformat
 from pgolf.errors import DataError, PgolfError
 
 CONFIG, METRICS, LOG = "config.json", "metrics.json", "train.log"
 SEED_KEY = "train.seed"
-
-_NUM = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))"
-_TRAIN = re.compile(rf"^step:(\d+)/\d+ train_loss:{_NUM} train_time:(\d+)ms\b")
-_VAL = re.compile(rf"^step:(\d+)/\d+ val_loss:{_NUM} val_bpb:{_NUM} train_time:(\d+)ms\b")
-_HEADER = re.compile(r"^# pgolf run (\S+)")
-_RESUME = re.compile(r"^resume: step:(\d+)\b")
-_HARDWARE = re.compile(r"^# hardware: (\{.*\})\s*$")
 
 
 def config_hash(flat: dict[str, Any], metrics: dict[str, Any] | None = None, data_dir: str | None = None) -> str:
     """The registry's config hash of a run (:func:`pgolf.identity.identity`): the dataset fingerprint and
     code sha256 the run recorded in ``metrics``, else the fingerprint of ``data_dir`` or ``data.path``."""
     m = metrics or {}
-    dataset = m.get("dataset") if isinstance(m.get("dataset"), str) else identity.dataset_of(str(flat.get("data.path") or ""), str(flat.get("data.tokenizer") or ""), data_dir)
+    dataset = m.get("dataset") if isinstance(m.get("dataset"), str) else \
+        identity.dataset_of(str(flat.get("data.path") or ""), str(flat.get("data.tokenizer") or ""), data_dir)
     code = m.get("code_sha256") if isinstance(m.get("code_sha256"), str) else None
     return identity.identity(flat, dataset, code)
 
@@ -71,33 +57,11 @@ def _machine(hw: dict[str, Any]) -> str:
 
 def parse_log(text: str) -> dict[str, Any]:
     """``{"curves": {"train": [[step, loss, s]], "val": [[step, bpb, s]]}, "created": iso|None,
-    "machine": str|None, "data_dir": str|None}`` of the run the log ends with (earlier runs resumed by it included)."""
-    cur: dict[str, list[list[float]]] = {"train": [], "val": []}
-    prev = cur
-    created = prev_created = None
-    machine = data_dir = None
-    for line in text.splitlines():
-        if m := _TRAIN.match(line):
-            cur["train"].append([int(m[1]), float(m[2]), int(m[3]) / 1000])
-        elif m := _VAL.match(line):
-            cur["val"].append([int(m[1]), float(m[3]), int(m[4]) / 1000])
-        elif m := _HEADER.match(line):
-            prev, cur = cur, {"train": [], "val": []}
-            prev_created, created = created, _iso(m[1])
-        elif m := _RESUME.match(line):
-            upto = int(m[1])
-            cur = {k: [p for p in prev[k] if p[0] <= upto] + cur[k] for k in cur}
-            created = prev_created or created
-        elif line.startswith("val_bpb:enabled ") and " data=" in line:
-            data_dir = line.split(" data=", 1)[1].strip() or None
-        elif m := _HARDWARE.match(line):
-            try:
-                machine = _machine(json.loads(m[1]))
-            except (ValueError, AttributeError):
-                pass
-    for k in cur:
-        cur[k] = [p for p in cur[k] if math.isfinite(p[1])]
-    return {"curves": cur, "created": created, "machine": machine, "data_dir": data_dir}
+    "machine": str|None, "data_dir": str|None}`` of the run the log ends with (earlier runs resumed by it
+    included), read by :func:`pgolf.logformat.parse_log`."""
+    p = logformat.parse_log(text)
+    return {"curves": p.curves(), "created": _iso(p.started) if p.started else None,
+            "machine": _machine(p.hardware) if p.hardware else None, "data_dir": p.data_dir}
 
 
 def _read_json(path: Path) -> dict[str, Any]:

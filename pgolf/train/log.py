@@ -6,18 +6,16 @@ alone reproduces the run (modded-nanogpt style).
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TextIO
 
 import torch
 
-from pgolf import dist
+from pgolf import dist, logformat
 
 
 def versions() -> dict[str, str]:
@@ -88,15 +86,14 @@ class RunLog:
             print(msg, flush=True)
 
     def header(self, config_json: str) -> None:
-        self(f"# pgolf run {time.strftime('%Y-%m-%dT%H:%M:%S%z')}", echo=False)
-        self("# command: " + " ".join(sys.argv), echo=False)
-        self("# versions: " + json.dumps(versions()), echo=False)
         hw = hardware()
         smi = hw.pop("nvidia_smi", None)
-        self("# hardware: " + json.dumps(hw), echo=False)
+        *lines, config = logformat.header_lines(" ".join(sys.argv), versions(), hw, config_json)
+        for line in lines:
+            self(line, echo=False)
         if smi:
             self(smi, echo=False)
-        self("# config:\n" + config_json, echo=False)
+        self(config, echo=False)
 
     def close(self) -> None:
         if self._f is not None:

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from pgolf import dist
+from pgolf import dist, logformat
 from pgolf.compile import compile_model
 from pgolf.config import RunConfig
 from pgolf.data.loader import DistributedTokenLoader, ValData
@@ -291,7 +291,7 @@ def train(
         ckpt_mod.save_checkpoint(run_dir, ck, suffix)
         dist.barrier()
 
-    log(f"model_params:{model.num_params()} world_size:{world} grad_accum_steps:{accum} device:{device}")
+    log(logformat.kv_line(model_params=model.num_params(), world_size=world, grad_accum_steps=accum, device=device))
     log(f"train: batch_tokens:{t.batch_tokens} seq_len:{t.seq_len} budget:{t.max_wallclock_seconds}s "
         f"iterations:{t.iterations} warmdown_frac:{t.warmdown_frac} amp:{prec.dtype} compile:{t.compile}")
 
@@ -328,19 +328,17 @@ def train(
         if bar is not None:
             bar.n = min(int(train_seconds), int(budget)) if budget else step
             bar.set_postfix(loss=f"{loss:.4f}", step=step, refresh=True)
-        if step % max(t.log_every, 1) == 0 or step == 1:
-            log(f"step:{step}/{t.iterations} train_loss:{loss:.4f} train_time:{train_seconds * 1000:.0f}ms "
-                f"step_avg:{train_seconds * 1000 / step:.2f}ms tok/s:{tokens_seen / train_seconds:.0f} "
-                f"lr_mul:{lr_multiplier(step, train_seconds, sched):.4f}")
+        if step % max(t.log_every, 1) == 0 or step == 1 or step >= t.iterations:  # the last step, as the root script
+            log(logformat.step_line(step, t.iterations, loss, train_seconds, tokens_per_second=tokens_seen / train_seconds,
+                                    lr_mul=lr_multiplier(step, train_seconds, sched)))
         stop = torch.tensor(1.0 if (budget and train_seconds >= budget) else 0.0, device=device)
         dist.all_reduce_(stop, "max")
         if t.val_every and step % t.val_every == 0 and not stop.item():
             last_val = run_val()
-            log(f"step:{step}/{t.iterations} val_loss:{last_val.val_loss:.4f} val_bpb:{last_val.val_bpb:.4f} "
-                f"train_time:{train_seconds * 1000:.0f}ms step_avg:{train_seconds * 1000 / step:.2f}ms")
+            log(logformat.val_line(step, t.iterations, last_val.val_loss, last_val.val_bpb, train_seconds))
         if stop.item():
             stopped_by = "wallclock"
-            log(f"stopping_early: wallclock_cap train_time:{train_seconds * 1000:.0f}ms step:{step}/{t.iterations}")
+            log(logformat.stop_line(train_seconds, step, t.iterations))
             break
         if t.checkpoint_every_seconds and time.perf_counter() - last_ckpt >= t.checkpoint_every_seconds:
             save(step)
