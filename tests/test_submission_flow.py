@@ -80,6 +80,11 @@ def test_a_result_changing_field_is_refused_and_forms_its_own_group(flow: dict, 
     assert main(["stats", str(runs[1337]), str(other), "--sota", "9"]) != 0
     assert "model.mlp_mult = 2 vs 3" in _err_line(capsys)
     monkeypatch.setenv("PGOLF_REGISTRY", flow["url"])
+    assert main(["eval", str(runs[42]), "--method", "sliding", "--metrics", str(tmp_path / "m.json")]) == 0
+    capsys.readouterr()
+    assert main(["runs", "list", "--kind", "eval", "--json"]) == 0
+    (ev,) = json.loads(capsys.readouterr().out)
+    assert ev["config"]["eval.method"] == "sliding"  # another result of the run, never an extra seed
     assert main(["leaderboard", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     by_n = sorted((r["n"], sorted(r["seeds"])) for r in rows)

@@ -50,4 +50,6 @@ def register(app: typer.Typer) -> None:
             print(eval_scorecard(m) if card else json.dumps(m, indent=2))
             from pgolf.track.hook import record_command
 
-            record_command("eval", run_dir, metrics=m, config=cfg.to_dict())
+            scored = cfg.to_dict()  # the record is the first method's result: its identity names that method
+            scored["eval"]["method"] = (method or ["plain"])[0]
+            record_command("eval", run_dir, metrics=m, config=scored)
