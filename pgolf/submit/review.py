@@ -185,7 +185,7 @@ class _Review:
         self.script = _find_script(f)
         if self.script is None:
             subs = _record_folders(f)
-            self.add("files", "fail", "train_gpt.py", None, "missing: the code cannot be analysed or counted"
+            self.add("files", "fail", "train_gpt.py", None, "train_gpt.py missing: the code cannot be analysed or counted"
                      + (f"; this folder holds records folders, review each instead: {', '.join(subs[:6])}"
                         + (f" (+{len(subs) - 6} more)" if len(subs) > 6 else "") if subs else ""))
             return
@@ -465,6 +465,11 @@ def review(folder: str | Path, data: str | Path | None = None, against: str | Pa
     return _Review(paths[0], paths[1], paths[2], sota).run()
 
 
+def title_width(width: int, titles: list[str]) -> int:
+    """The summary's title column: the longest title, at most a third of the line."""
+    return min(max(map(len, titles)), max(12, (width - 16) // 3))
+
+
 def summary(rep: ReviewReport, width: int | None = None) -> str:
     """One screen for people: per check its verdict, title and the evidence that decided it (``+N`` more in
     ``--json``), wrapped to ``width`` columns (default: the terminal's, ``COLUMNS`` honoured); nothing is cut, long
@@ -478,7 +483,7 @@ def summary(rep: ReviewReport, width: int | None = None) -> str:
             + (f" ({' → '.join(rep.decoded_layers)})" if len(rep.decoded_layers) > 1 else "")
             + f"; {len(rep.logs)} log(s)"]
     lines = [x for h in head for x in wrap(h, width, "    ")]
-    title_w = min(max(len(c.title) for c in rep.checks), max(12, (width - 16) // 3))
+    title_w = title_width(width, [c.title for c in rep.checks])
     ev_w = width - (2 + 11 + 1 + title_w + 1)
     for c in rep.checks:
         ev = c.evidence[0]

@@ -88,6 +88,8 @@ class Func:
     loop_src: dict[int, str] = field(default_factory=dict)
     method: bool = False
     """Defined in a class body: reached by ``obj.name(…)``, never by a bare ``name(…)``."""
+    local_names: frozenset[str] | None = None
+    """Its parameters and the names it assigns (computed once)."""
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -169,22 +171,38 @@ class Program:
         return funcs if module else [g for g in funcs if g.method]
 
     def run(self, rounds: int = 8) -> None:
+        """Taint to a fixed point: each round re-reads only the functions whose inputs changed (new tainted
+        parameters, a callee's or the enclosing function's summary)."""
         for f in self.funcs:
             f.tainted_params = {p for p in f.params if VAL_NAME.match(p)}
+        children: dict[int, list[Func]] = {}
+        for f in self.funcs:
+            if id(f) in self.parent:
+                children.setdefault(id(self.parent[id(f)]), []).append(f)
+        dirty = {id(f) for f in self.funcs}
         for _ in range(rounds):
-            changed = False
-            before = [(f.returns_taint, bool(f.returns_loss)) for f in self.funcs]
+            nxt: set[int] = set()
+            changed: set[str] = set()
             for f in self.funcs:
+                if id(f) not in dirty:
+                    continue
                 parent = self.parent.get(id(f))
+                before = (f.returns_taint, f.returns_loss, f.mentions_val, len(f.closure))
                 state = _Pass(self, f, set(f.tainted_params) | (parent.closure if parent else set()))
                 state.run()
                 for callee, bound in state.bindings:
                     new = bound - callee.tainted_params
                     if new:
                         callee.tainted_params |= new
-                        changed = True
-            if not changed and before == [(f.returns_taint, bool(f.returns_loss)) for f in self.funcs]:
+                        nxt.add(id(callee))
+                if before != (f.returns_taint, f.returns_loss, f.mentions_val, len(f.closure)):
+                    changed.add(f.name)
+                    nxt |= {id(c) for c in children.get(id(f), [])}
+            if changed:
+                nxt |= {id(g) for g in self.funcs if any(e.callee in changed for e in g.events if e.kind == "call")}
+            if not nxt:
                 break
+            dirty = nxt
 
     # -- summaries ------------------------------------------------------------------------------
     def has_val_update(self, f: Func, seen: frozenset[int] = frozenset()) -> bool:
@@ -227,8 +245,10 @@ class _Pass:
         self.lossy: dict[str, str] = {}
         self.mentions = False
         self.branch: list[tuple[int, int]] = []
-        self.local_names = set(func.params) | {n.id for n in ast.walk(func.node) if isinstance(n, ast.Name)
-                                                and isinstance(n.ctx, ast.Store)}
+        if func.local_names is None:
+            func.local_names = frozenset(func.params) | {n.id for n in ast.walk(func.node) if isinstance(n, ast.Name)
+                                                          and isinstance(n.ctx, ast.Store)}
+        self.local_names = func.local_names
 
     def run(self) -> None:
         self.block(self.f.node.body, ())

@@ -672,6 +672,14 @@ class StaticChecks:
                          f"{where} (`{u.text[:70]}`): in the loop at line {s.shared_loop_line} the update comes before "
                          f"the scoring at line {after}: legal only if it trains on tokens scored in earlier iterations",
                          **kw)
+        a_sites = [s for s in shapes if s.shape == "A" and s.score_before is not None  # not a call that does both
+                   and s.score_before.node is not s.update.node]
+        if a_sites and [f for f in self.findings if f.check == "legal_score_first" and f.verdict != "pass"]:
+            self.add("legal_score_first", "pass", a_sites[0].func.file, a_sites[0].update.line,
+                     "score-first, as far as verified: " + "; ".join(dict.fromkeys(
+                         f"{s.func.name} line {s.update.line}" + (f" via {s.update.callee}()" if s.update.callee else "")
+                         + f" updates after the score at line {s.score_before.line if s.score_before else '?'} in the "
+                         f"same iteration of the loop at line {s.shared_loop_line}" for s in a_sites)))
         if not [f for f in self.findings if f.check == "legal_score_first" and f.verdict != "pass"]:
             updates = [e for f in self.prog.funcs for e in f.events if e.kind == "update"]
             direct_a = [s for s in shapes if s.shape == "A" and not s.update.callee]
