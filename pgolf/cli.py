@@ -58,19 +58,6 @@ def _record(kind: str, run_dir: Path, **kw) -> None:
     record_command(kind, run_dir, **kw)
 
 
-def _status(what: str):
-    """A rich spinner naming a step that can be silent for a while (on a terminal, rank 0); else nothing."""
-    import contextlib
-
-    from pgolf import dist
-
-    if not sys.stderr.isatty() or not dist.is_main():
-        return contextlib.nullcontext()
-    from rich.console import Console
-
-    return Console(stderr=True).status(what)
-
-
 def _default_out(name: str) -> Path:
     import time
 
@@ -212,7 +199,9 @@ def export_cmd(
         raise PgolfError(f"{run_dir}: no such run directory")
     if budget is not None and budget <= 0:
         raise PgolfError(f"--budget must be a positive number of bytes, got {budget}")
-    with dist.group_scope(), _status(f"exporting {run_dir} ({'budget search' if budget else scheme or 'its scheme'})"):
+    from pgolf.commands import status
+
+    with dist.group_scope(), status(f"exporting {run_dir} ({'budget search' if budget else scheme or 'its scheme'})"):
         rep, res = export_run(run_dir, scheme=scheme, budget=budget, rescore=rescore)
         is_main = dist.is_main()  # before cleanup: afterwards every rank reads as rank 0
     if not is_main:

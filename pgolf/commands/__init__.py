@@ -7,7 +7,10 @@ so ``pgolf --help`` stays fast. Like ``cli``, nothing on the training path impor
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import sys
+from typing import Any
 
 import typer
 
@@ -18,3 +21,15 @@ AREAS: tuple[str, ...] = ("evaluate", "bundle", "submit", "review", "track", "re
 def register_all(app: typer.Typer) -> None:
     for area in AREAS:
         importlib.import_module(f"pgolf.commands.{area}").register(app)
+
+
+def status(what: str) -> contextlib.AbstractContextManager[Any]:
+    """A rich spinner on stderr naming a step that can be silent for a while, when stderr is a terminal and
+    this is rank 0 (as ``pgolf run`` shows its bar only on a terminal); otherwise nothing."""
+    from pgolf import dist
+
+    if not sys.stderr.isatty() or not dist.is_main():
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False).status(what)

@@ -25,10 +25,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write records/track_10min_16mb/<date>_<name>/: README.md, submission.json, each seed's log,
         train_gpt.py and requirements.txt."""
+        from pgolf.commands import status
         from pgolf.submit.record import build_record
 
-        folder = build_record(runs, name=name, author=author, github_id=github_id, blurb=blurb, out_root=out,
-                              date=date, hardware=hardware, overwrite=overwrite)
+        with status(f"checking {len(runs)} run(s) and bundling their train_gpt.py"):
+            folder = build_record(runs, name=name, author=author, github_id=github_id, blurb=blurb, out_root=out,
+                                  date=date, hardware=hardware, overwrite=overwrite)
         sub = json.loads((folder / "submission.json").read_text())
         print(f"wrote {folder}: val_bpb {sub['val_bpb']:.8f} ± {sub['val_bpb_std']:.8f} over {len(sub['seeds'])} seeds, "
               f"largest artifact {sub['artifact_bytes_max']:,} bytes")
