@@ -123,6 +123,20 @@ def test_three_seed_folder_passes_every_check(folders, tiny_data: Path, tmp_path
         review(d, against=prev, sota=9.0)
 
 
+def test_a_tokenizer_change_is_proven_by_the_raw_byte_figure(folders, tmp_path: Path) -> None:
+    """A tokenizer other than fineweb_V_bpe passes only while its byte tables count no more bytes than the text:
+    with table bytes above the original ones (byte_ratio > 1) the claimed val_bpb beats the raw figure."""
+    assert verdicts(review(folders["one"]))["tokenizer_dataset"] == "pass"
+    d = _copy(folders["one"], tmp_path / "ratio")
+    log = next(d.glob("train_seed*.log"))
+    text = log.read_text()
+    assert len(re.findall(r"byte_ratio:0\.\d+", text)) == 1
+    log.write_text(re.sub(r"byte_ratio:0\.\d+", "byte_ratio:1.01000000", text))
+    rep = review(d)
+    assert verdicts(rep)["tokenizer_dataset"] == "needs-proof" and "1.010000× the original bytes" in \
+        evidence(rep, "tokenizer_dataset")
+
+
 # -- the bundles, compact and readable, analysed statically -------------------------------------------
 @pytest.mark.parametrize("form", ["compact", "readable"])
 def test_bundles_are_decoded_and_their_modules_analysed(folders, form: str, tmp_path: Path) -> None:

@@ -98,7 +98,8 @@ class SubmissionShape(BaseModel):
     val_bpb: float | None = None
     val_loss: float | None = None
     bytes_total: int | None = None
-    seeds: list[int | str] | None = None
+    seeds: list[int | str] | dict[str, object] | None = None
+    """A list of seeds, or (as some records write it) per-seed results keyed by seed."""
     seed_results: dict[str, dict] | None = None
     track: str | None = None
 
@@ -293,8 +294,10 @@ class _Review:
         caseops = any(e.parsed.events_of("byte_sidecar") for e in self.logs) or \
             hdr.get("caseops_enabled", "").lower() == "true" or "caseops" in text.lower() or \
             (self.folder / "lossless_caps.py").is_file()
-        # a tokenizer named in the log that is not the challenge's fineweb_V_bpe.model is a tokenizer change
-        custom = bool(tok) and not caseops and not re.fullmatch(r"fineweb_\d+_bpe\.model", Path(tok).name)
+        # a tokenizer named in the log that is not the challenge's fineweb_V_bpe.model, over untransformed text (no
+        # casefold/CaseOps-like names, no byte sidecar): a tokenizer change whose bytes the SentencePiece tables count
+        custom = bool(tok) and not caseops and not re.fullmatch(r"fineweb_\d+_bpe\.model", Path(tok).name) and \
+            not re.search(r"casefold|lower|caps|nfkc|normali[sz]|transform", text, re.I)
         val_tokens = next((int(e.parsed.header["val_tokens"]) for e in self.logs
                            if e.parsed.header.get("val_tokens", "").isdigit()), None)
         key = None if custom else "caseops" if caseops else f"sp{vocab}" if vocab else None
@@ -350,27 +353,37 @@ class _Review:
 
     def _custom_tokenizer(self, tok: str, data_dir: str, vocab: str | None, lut_file: str, lut_line: int | None,
                           pg_log: rn.LogEntry | None) -> None:
-        """A tokenizer the log names that is not the challenge's: proven when the log names it and its vocabulary and
-        the code counts val_bpb's bytes with the SentencePiece tables (pgolf.data.bytetables; RULES.md Scoring)."""
+        """A tokenizer the log names that is not the challenge's: proven when the log names it and its vocabulary, the
+        code counts val_bpb's bytes with the SentencePiece tables, and the log's val_bpb_raw (over the documents'
+        original UTF-8 bytes) shows those tables count no more bytes than the text has (``byte_ratio`` ≤ 1: the
+        claimed figure is no better than the tokenizer-agnostic one; RULES.md Scoring)."""
         e = pg_log or next((x for x in self.logs if x.parsed.header.get("tokenizer_path")), self.logs[0])
         line = e.parsed.where.get("tokenizer_path") or (e.pgolf.where.get("tokenizer") if e.pgolf else None)
+        at = f"{e.path}:{line}" if line else e.path
         named = f"tokenizer {tok} (not the challenge's fineweb_{vocab or 'V'}_bpe.model)" + \
             (f" and data {data_dir}" if data_dir else "")
-        if not vocab:
-            self.add("tokenizer_dataset", "needs-proof", e.path, line, f"{named}: the logs give no vocabulary size")
-            return
-        if lut_line is None:
-            self.add("tokenizer_dataset", "needs-proof", e.path, line, f"{named}, vocabulary {vocab}: no SentencePiece "
-                     "byte table found in the code; prove how the bytes of val_bpb are counted")
-            return
         fin = e.parsed.final()
         raw = re.search(r"\bval_bpb_raw[:=]\s*([\d.]+)", fin.text) if fin else None
+        ratio = re.search(r"\bbyte_ratio[:=]\s*([\d.]+)", fin.text) if fin else None
+        why = None
+        if not vocab:
+            why = "the logs give no vocabulary size"
+        elif lut_line is None:
+            why = "no SentencePiece byte table found in the code; prove how the bytes of val_bpb are counted"
+        elif raw is None or ratio is None or fin is None:
+            why = "the log gives no val_bpb_raw over the original UTF-8 bytes; prove the bytes this tokenizer counts"
+        elif float(ratio.group(1)) > 1.0:
+            why = (f"its pieces count {float(ratio.group(1)):.6f}× the original bytes (byte_ratio, {e.path}:{fin.line}): "
+                   f"the claimed val_bpb is lower than over the original text (val_bpb_raw {raw.group(1)})")
+        if why is not None:
+            self.add("tokenizer_dataset", "needs-proof", e.path, line, f"{named}, named at {at}: {why}")
+            return
+        assert fin is not None and raw is not None and ratio is not None
         self.add("tokenizer_dataset", "pass", lut_file, lut_line,
-                 f"{named}, vocabulary {vocab}, named in {e.path}" + (f":{line}" if line else "")
-                 + "; val_bpb's bytes counted from the SentencePiece pieces here (byte pieces 1, control/unknown/unused "
-                 "0, the leading ▁ by the previous token)"
-                 + (f"; val_bpb_raw {raw.group(1)} over the original UTF-8 bytes also logged ({e.path}:{fin.line})"
-                    if raw and fin else ""))
+                 f"{named}, vocabulary {vocab}, named at {at}; val_bpb's bytes counted from the SentencePiece pieces "
+                 f"here (byte pieces 1, control/unknown/unused 0, the leading ▁ by the previous token); no more bytes "
+                 f"than the text has: val_bpb_raw {raw.group(1)} over the original UTF-8 bytes, byte_ratio "
+                 f"{ratio.group(1)} ≤ 1 ({e.path}:{fin.line})")
 
     def overlap(self) -> None:
         if self.data is None:

@@ -42,6 +42,8 @@ LOSS_FUNCS = {"cross_entropy", "nll_loss", "log_softmax", "logsumexp"}
 """Calls whose value is a (log-)probability or loss of a normalized distribution: the values a scorer sums."""
 STORES = {"put", "index_put_", "index_add_", "append", "extend", "add_", "copy_", "scatter_", "index_copy_"}
 """Methods that store or accumulate a value into a container (``sink.put(index, ce)``, ``losses.append(nll)``)."""
+STORED = "stored: "
+"""Prefix of a loss read back from a container it was stored in (``_pn[i] = nll`` … ``_pn.numpy()``)."""
 SIZES = {"numel", "size", "dim", "nelement"}
 """Methods that give a size, not data: ``val_tokens.numel()`` counts validation tokens, it holds none of them."""
 NUMERIC = {"int", "float", "bool"}
@@ -333,8 +335,8 @@ class _Pass:
     def assign(self, targets: list[ast.AST], value_tainted: bool, strong: bool, loss: str = "") -> None:
         for t in targets:
             for k in _target_keys(t):
-                if loss:
-                    self.lossy[k] = loss
+                if loss:  # an element stored into a container: reading it back later is not scoring it again
+                    self.lossy[k] = loss if not isinstance(t, ast.Subscript) or loss.startswith(STORED) else STORED + loss
                 elif strong and isinstance(t, ast.Name | ast.Tuple | ast.List):
                     self.lossy.pop(k, None)
         for t in targets:
@@ -378,7 +380,8 @@ class _Pass:
                 self.add(c, "score", loops, val_fed=True, text=ast.unparse(c)[:80], loss=self.loss_of(c))
                 continue
             if isinstance(f, ast.Attribute) and f.attr in STORES:  # sink.put(index, ce): a validation loss stored
-                stored = [(a, src) for a in c.args if (src := self.loss_of(a)) and self.tainted(a)]
+                stored = [(a, src) for a in c.args if (src := self.loss_of(a)) and not src.startswith(STORED)
+                          and self.tainted(a)]
                 if stored:
                     self.add(c, "score", loops, val_fed=True, text=ast.unparse(c)[:80], loss=stored[0][1],
                              names=_names(stored[0][0]))
@@ -418,10 +421,7 @@ class _Pass:
             return
         if isinstance(s, ast.Assign):
             self.calls(s.value, loops)
-            t, loss = self.tainted(s.value), self.loss_of(s.value)
-            if t and loss and any(isinstance(x, ast.Subscript) for x in s.targets):  # losses[idx] = ce
-                self.add(s, "score", loops, val_fed=True, text=ast.unparse(s)[:80], names=_names(s.value), loss=loss)
-            self.assign(s.targets, t, strong=True, loss=loss)
+            self.assign(s.targets, self.tainted(s.value), strong=True, loss=self.loss_of(s.value))
         elif isinstance(s, ast.AnnAssign):
             if s.value is not None:
                 self.calls(s.value, loops)
@@ -430,7 +430,7 @@ class _Pass:
             self.calls(s.value, loops)
             t, loss = self.tainted(s.value), self.loss_of(s.value)
             key = _ident((_target_keys(s.target) or [""])[0])
-            if SCORE_ACC.search(key) or (t and loss):
+            if SCORE_ACC.search(key):
                 self.add(s, "score", loops, val_fed=t, text=ast.unparse(s)[:80], names=_names(s.value), loss=loss)
             self.assign([s.target], t, strong=False, loss=loss)
         elif isinstance(s, ast.For | ast.AsyncFor):

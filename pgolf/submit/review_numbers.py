@@ -432,7 +432,7 @@ def per_seed(n: Numbers) -> dict[int | None, list[LogEntry]]:
 
 def _claimed_seeds(sub: dict) -> list[int]:
     seeds: list[int] = []
-    for s in sub.get("seeds") or []:
+    for s in sub.get("seeds") or []:  # a list, or a dict keyed by seed
         if isinstance(s, int) or (isinstance(s, str) and s.isdigit()):
             seeds.append(int(s))
     sr = sub.get("seed_results")
@@ -554,14 +554,16 @@ def claims(n: Numbers) -> list[Finding]:
                                    f"{_tolerance(_digits(bpb), ld):.2g} allowed by {prec}) nor any logged metric"))
         loss = sub.get("val_loss")
         ms = [m for _, m, _ in scores]
-        if isinstance(loss, int | float) and ms and all(m.val_loss is not None for m in ms):
+        bpb_is_mean = isinstance(bpb, int | float) and agrees(bpb, mean(m.val_bpb for m in ms), _coarsest(ms))
+        if isinstance(loss, int | float) and bpb_is_mean and all(m.val_loss is not None for m in ms):
             avg_l, ld_l = mean(m.val_loss for m in ms), _coarsest(ms, "val_loss")  # type: ignore[misc]
             lines = [m for _, _, e in scores for m in precise_lines(e.parsed) if m.val_loss is not None]
             if not agrees(loss, avg_l, ld_l) and not any(agrees(loss, m.val_loss, logged_digits(m, "val_loss"))
                                                          for m in lines):  # type: ignore[arg-type]
-                out.append(Finding("claims", "fail", "submission.json", None,
+                out.append(Finding("claims", "needs-proof", "submission.json", None,
                                    f"val_loss {loss} is not the mean of the logged val_loss ({avg_l:.{ld_l or 8}f} "
-                                   f"over {len(ms)} log(s); off by {abs(float(loss) - avg_l):.2g})"))
+                                   f"over {len(ms)} log(s); off by {abs(float(loss) - avg_l):.2g}) nor any logged "
+                                   "val_loss: correct it or show where it comes from (the score is val_bpb)"))
         sr = sub.get("seed_results")
         if isinstance(sr, dict):
             by = {s: (m, e) for s, m, e in scores}
