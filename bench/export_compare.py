@@ -41,13 +41,6 @@ from pgolf.runner import evaluate_model  # noqa: E402
 from pgolf.train import checkpoint as ckpt_mod  # noqa: E402
 
 
-def _space(cfg) -> SearchSpace:
-    e = cfg.export
-    return SearchSpace(bits=tuple(int(float(b)) for b in e.search_bits.split(",")),
-                       sdclip_k=tuple(float(k) for k in e.search_k.split(",")), gptq=e.search_gptq,
-                       lqer_rank=e.search_lqer_rank, lqer_top=e.search_lqer_top, max_options=e.search_max_options)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
@@ -65,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare_data(cfg)
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     roles = parameter_roles(model)
-    code = code_bytes()
+    code = code_bytes(cfg)  # the run's train_gpt.py, charged alike to every row
     t0 = time.perf_counter()
     pre = evaluate_model(model, cfg, data, device)
     print(f"pre-quant val_bpb {pre.val_bpb:.6f} val_bpb_raw {pre.val_bpb_raw} ({time.perf_counter() - t0:.0f}s)", flush=True)
@@ -100,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         fixed[key] = res
         score(f"({key}) {scheme}", res.blob, {"seconds": time.perf_counter() - t0})
 
-    search = Search(sd, roles, hessians, space=_space(cfg), settings=PackSettings(), log=lambda m: print(m, flush=True))
+    search = Search(sd, roles, hessians, space=SearchSpace.from_config(cfg.export), settings=PackSettings(),
+                    log=lambda m: print(m, flush=True))
     t0 = time.perf_counter()
     search.run_measurements()
     print(f"measurements {time.perf_counter() - t0:.0f}s", flush=True)

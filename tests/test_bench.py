@@ -202,3 +202,23 @@ def test_cpu_presets_table_scales_the_eval_clock_and_falls_back_like_pgolf_run()
     assert lines[2].endswith("| ttt+mix | 1.9000 | +0.0000 | 2.5000 | +0.0000 | 2.0000 | +0.0000 | 1.9000 | +0.0000 |")
     assert lines[3].endswith("| plain | 2.7500 | +0.8500 | 2.7500 | +0.2500 | 2.2500 | +0.2500 | 2.2500† | +0.3500 |")
     assert "† refused by the evaluation clock" in text
+
+
+def test_export_compare_runs_every_row_on_a_tiny_run(tiny_data, tmp_path, capsys):
+    """A smoke run of bench/export_compare.py (it crashed after its third row when the search fields became
+    tuples): every row is scored, and each budget row fits the model bytes it was given."""
+    from pgolf.cli import main
+
+    run = tmp_path / "run"
+    assert main(["run", "tiny", "--set", "model.vocab_size=384", "--set", "train.iterations=2", "--set",
+                 f"data.path={tiny_data}", "--out", str(run)]) == 0
+    ec = _load("export_compare")
+    out = tmp_path / "rows.json"
+    assert ec.main([str(run), "--json", str(out), "--set", "export.search_bits=5,6", "--set", "export.search_max_options=2",
+                    "--set", "export.calib_seqs=2", "--set", "export.verify_seqs=2", "--set", "export.verify_plans=1"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 9 and rows[0]["row"] == "(a) int8_zlib"
+    for r in rows:
+        assert r["artifact_bytes"] == r["model_bytes"] + json.loads(out.read_text())["code_bytes"]
+        if "budget_model_bytes" in r:
+            assert r["model_bytes"] <= r["budget_model_bytes"]

@@ -254,14 +254,7 @@ def _export_budget(
     from pgolf.export.search import PackSettings, SearchSpace, search_budget
 
     code = code_bytes(RunConfig(export=cfg)) if code_bytes_ is None else code_bytes_
-    space = SearchSpace(
-        bits=tuple(cfg.search_bits),
-        sdclip_k=tuple(cfg.search_k),
-        gptq=cfg.search_gptq,
-        lqer_rank=cfg.search_lqer_rank,
-        lqer_top=cfg.search_lqer_top,
-        max_options=cfg.search_max_options,
-    )
+    space = SearchSpace.from_config(cfg)
     res = search_budget(
         state_dict, roles, hessians, cfg.budget_bytes - code, space=space, settings=PackSettings(), loss_fn=loss_fn,
         weights=cfg.search_weights, verify=cfg.verify_plans, meta=meta, scheme="budget", log=log,

@@ -174,6 +174,12 @@ class SearchSpace:
         if self.max_options < 1 or self.lqer_rank < 0 or self.lqer_top < 0:
             raise ConfigError("search space: max_options >= 1, lqer_rank >= 0, lqer_top >= 0")
 
+    @classmethod
+    def from_config(cls, e: Any) -> SearchSpace:
+        """The space ``export.search_*`` (an :class:`~pgolf.config.ExportConfig`) asks for."""
+        return cls(bits=tuple(e.search_bits), sdclip_k=tuple(e.search_k), gptq=e.search_gptq,
+                   lqer_rank=e.search_lqer_rank, lqer_top=e.search_lqer_top, max_options=e.search_max_options)
+
     def grid_options(self, with_gptq: bool) -> list[Option]:
         out: list[Option] = []
         for b in self.bits:
