@@ -719,13 +719,6 @@ def parse_eval_method(name: str) -> tuple[str, bool]:
     raise ConfigError(f"unknown eval method {name!r} (one of {', '.join(EVAL_METHODS)})")
 
 
-def single_process_method(name: str) -> bool:
-    """Whether evaluation method ``name`` runs on one process only: TTT adapts one model copy and the mixer
-    keeps one n-gram table over the whole stream, so neither is sharded."""
-    base, mixed = parse_eval_method(name)
-    return base == "ttt" or mixed
-
-
 @dataclass
 class EvalConfig:
     """Evaluation of the reloaded artifact (CATALOGUE §1.2, §2.6)."""

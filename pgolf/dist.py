@@ -117,3 +117,10 @@ def all_reduce_(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
     if is_initialized():
         dist.all_reduce(t, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op])
     return t
+
+
+def collective_device() -> torch.device:
+    """Where a small tensor for a collective must live: the current CUDA device under NCCL, else the CPU."""
+    if is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")

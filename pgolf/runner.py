@@ -24,7 +24,7 @@ from pgolf import dist, fileio, logformat
 from pgolf.artifact.budget import ByteReport, check_budget, code_identity, format_table
 from pgolf.autosize import resolve_for_run
 from pgolf.compile import compile_model
-from pgolf.config import RunConfig, apply_overrides, load_config, parse_eval_method, single_process_method
+from pgolf.config import RunConfig, apply_overrides, load_config, parse_eval_method
 from pgolf.data.fingerprint import dataset_of
 from pgolf.data.prepare import RunData, prepare_data
 from pgolf.errors import ArtifactError, BudgetError, ConfigError, DataError, TrainingError
@@ -130,9 +130,6 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
     """Run ``cfg`` end to end into ``out_dir`` and return ``metrics.json``'s contents."""
     out = Path(out_dir)
     info = dist.init(cfg.train.device)
-    if info.world_size > 1 and single_process_method(cfg.eval.method):  # refuse before training, not after it
-        raise ConfigError(f"eval.method={cfg.eval.method} scores on one process: under torchrun add "
-                          f"--set eval.method=plain (or sliding), then `pgolf eval --method {cfg.eval.method}`")
     cfg, sized = resolve_for_run(cfg, out, resume=resume)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)

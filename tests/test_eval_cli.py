@@ -201,19 +201,33 @@ def test_a_refused_ttt_mix_falls_back_to_the_mixer_on_the_same_clock(tiny_data, 
     assert "refused by the eval budget  ttt+mix" in runner.scorecard(m)
 
 
-@pytest.mark.parametrize("method", ["ttt", "mix", "ttt+mix", "sliding+mix"])
-def test_a_single_process_method_under_torchrun_is_refused_before_training(tiny_data, tmp_path, capsys, monkeypatch,
-                                                                             method) -> None:
-    """TTT and the mixer score on one process; ``pgolf run`` under torchrun with one of them configured stops
-    at once with one line (not after the training clock), and writes nothing."""
-    from pgolf import dist
-    from pgolf.config import EVAL_METHODS, single_process_method
+def test_ttt_under_torchrun_dumps_every_target_once_equal_to_one_process(run_dir, tmp_path, capsys) -> None:
+    """``torchrun --nproc_per_node=2 -m pgolf eval RUN --method ttt --dump-losses F``: every target scored once,
+    the file recomputes the reported bpb, and the losses are the one-process run's bit for bit (LoRA TTT: a
+    document's adapter depends on the document alone, whichever rank claimed it)."""
+    import os
+    import subprocess
+    import sys
 
-    assert [single_process_method(m) for m in EVAL_METHODS] == [False, False, True, True, True, True]  # plain, sliding, …
-    monkeypatch.setattr(dist, "init", lambda device="auto": dist.DistInfo(world_size=2))
-    out = tmp_path / "run"
-    assert main(["run", "tiny", *TINY, "--set", f"data.path={tiny_data}", "--set", f"eval.method={method}",
-                 "--out", str(out)]) != 0
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"eval.method={method} scores on one process" in err[0]
-    assert not out.exists()
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    sets = ["--set", "eval.ttt.chunk=16", "--set", "eval.ttt.batch_docs=4", "--set", "data.val_max_tokens=5000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("RANK", None)
+    two, one = tmp_path / "two.npy", tmp_path / "one.npy"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pgolf", "eval",
+           str(run), "--method", "ttt", "--metrics", str(tmp_path / "m2.json"), "--dump-losses", str(two), *sets]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert main(["eval", str(run), "--method", "ttt", "--metrics", str(tmp_path / "m1.json"), "--dump-losses", str(one),
+                 *sets]) == 0
+    capsys.readouterr()
+    a, b = np.load(two), np.load(one)
+    e2 = json.loads((tmp_path / "m2.json").read_text())["evals"]["ttt"]
+    e1 = json.loads((tmp_path / "m1.json").read_text())["evals"]["ttt"]
+    assert e2["details"]["ranks"] == 2 and e1["details"]["ranks"] == 1
+    assert len(a) == e2["val_tokens"] and np.array_equal(a["pos"], np.arange(1, len(a) + 1))  # each target once
+    assert _bpb(a["loss"], a["bytes"]) == pytest.approx(e2["val_bpb"], rel=1e-12)  # rank sums: float64 order only
+    assert _bpb(a["loss"], a["raw_bytes"]) == pytest.approx(e2["val_bpb_raw"], rel=1e-12)
+    np.testing.assert_array_equal(a, b)  # positions, tokens, losses and bytes: the one-process dump
+    assert e2["val_bpb"] == pytest.approx(e1["val_bpb"], rel=1e-12)

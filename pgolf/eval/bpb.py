@@ -24,7 +24,10 @@ the figure to compare across tokenizers. Without a sidecar the raw figures are N
 Exactness. Each CE_p is the model's fp32 (or wider) value. The sums are kept in float64 on the
 device. T, Σ B_p and Σ R_p are integers, computed exactly in int64 and carried as float64
 (exact below 2^53). The S sequences are split into contiguous runs, one per rank:
-[⌊S·r/W⌋, ⌊S·(r+1)/W⌋). All four sums go through one SUM all-reduce.
+[⌊S·r/W⌋, ⌊S·(r+1)/W⌋). All four sums go through one SUM all-reduce. W ranks vs one: every
+target's CE is the same computation on the same sequence, only in a batch of other rows (equal bit
+for bit in tests/test_eval_dist.py; a BLAS that picks kernels by batch size could move float32
+rounding); the sums then differ by float64 addition order only.
 
 The per-target CE values are kept (:func:`evaluate_scored`, :mod:`pgolf.eval.scoring`): Σ CE is the
 float64 sum of exactly the float32 values ``--dump-losses`` writes, and every target of the M − 1

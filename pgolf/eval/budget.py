@@ -12,6 +12,14 @@ warm-up, then on its own batches), projects what is left, and
    (:meth:`EvalClock.affords`). Each decision is an entry of :attr:`EvalClock.actions`.
 
 A margin of ``reserve`` (default 3 % of the budget) is kept for the final bookkeeping.
+
+Under torchrun there is one clock for all ranks: :meth:`EvalClock.agree_start` sets every rank's
+start to the earliest (the largest elapsed, one MAX all-reduce), :meth:`require` refuses on every rank
+when one rank's projection is over (MAX of elapsed + need), and :meth:`agree` makes a decision taken
+where every rank is (a phase boundary, a chunk of the ``sgd`` mode) unanimous: adapt only while every
+rank affords it (MIN). Decisions taken where the ranks are not in step (inside the LoRA document
+stream) are sticky flags on the shared :class:`~pgolf.eval.work.Board`: the first rank whose projection
+overruns raises the flag and every rank applies it at its next step.
 """
 
 from __future__ import annotations
@@ -19,6 +27,9 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
+import torch
+
+from pgolf import dist
 from pgolf.errors import BudgetError
 
 
@@ -67,11 +78,33 @@ class EvalClock:
         return self.budget <= 0 or self.elapsed() + seconds <= self.budget - self.reserve
 
     def require(self, seconds: float, what: str) -> None:
-        """BudgetError unless ``seconds`` more (the least the method must do) fit the budget."""
-        if self.budget > 0 and self.elapsed() + seconds > self.budget:
+        """BudgetError unless ``seconds`` more (the least the method must do) fit the budget. Under torchrun
+        a collective: the largest elapsed + ``seconds`` of any rank decides for all."""
+        if self.budget <= 0:
+            return
+        now = self.elapsed()
+        need = torch.tensor([now + seconds, now], dtype=torch.float64, device=dist.collective_device())
+        if dist.world_size() > 1:
+            dist.all_reduce_(need, "max")
+        if need[0].item() > self.budget:
             raise BudgetError(
-                f"eval budget of {self.budget:.0f} s is too small: {what} needs ≈{seconds:.0f} s more after "
-                f"{self.elapsed():.0f} s (raise eval.budget_seconds, or choose a cheaper method or setting)")
+                f"eval budget of {self.budget:.0f} s is too small: {what} needs ≈{need[0].item() - need[1].item():.0f} s "
+                f"more after {need[1].item():.0f} s (raise eval.budget_seconds, or choose a cheaper method or setting)")
+
+    def agree_start(self) -> None:
+        """Every rank's start := the earliest start of any rank (collective under torchrun; no-op alone)."""
+        if dist.world_size() > 1:
+            e = torch.tensor([self.elapsed()], dtype=torch.float64, device=dist.collective_device())
+            dist.all_reduce_(e, "max")
+            self.start = time.perf_counter() - e.item()
+
+    def agree(self, ok: bool) -> bool:
+        """True only if ``ok`` on every rank (collective under torchrun: a MIN all-reduce)."""
+        if dist.world_size() == 1:
+            return ok
+        t = torch.tensor([1.0 if ok else 0.0], dtype=torch.float64, device=dist.collective_device())
+        dist.all_reduce_(t, "min")
+        return t.item() > 0
 
     def act(self, message: str) -> None:
         self.actions.append(f"{self.elapsed():.1f}s: {message}")

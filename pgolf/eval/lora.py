@@ -9,7 +9,9 @@ For a linear map y = W x (x ∈ R^{d_in}) and batch row b (one document):
 
     y_b = W x_b + (α/r) · B_b A_b x_b        A_b ∈ R^{r×d_in} ~ U(±1/√d_in),  B_b ∈ R^{d_out×r} = 0
 
-so a fresh adapter is the identity on the model. Rows share nothing: the loss is a sum of per-row
+so a fresh adapter is the identity on the model. Given the document's index j, A is drawn from a
+generator seeded by (seed, j) alone (:meth:`BatchedLoRA.reset` with ``docs``), so a document's adapter
+does not depend on which row, rank or order it was scored in. Rows share nothing: the loss is a sum of per-row
 losses, Adam/SGD act elementwise, so row b's adapter only ever sees row b's document.
 
 It is a model transform applied from outside the model (DESIGN.md): forward hooks on the attention
@@ -74,6 +76,7 @@ class BatchedLoRA(nn.Module):
         self.bsz, self.rank, self.targets = bsz, rank, tuple(targets)
         scale = (alpha or rank) / rank
         device = next(model.parameters()).device
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.slots = nn.ModuleDict()
         self._hooked: list[tuple[nn.Module, str]] = []
@@ -118,10 +121,27 @@ class BatchedLoRA(nn.Module):
         """The ``adapter=`` argument of GPT.forward (None without a head adapter)."""
         return self.slots["head"] if "head" in self.slots else None
 
-    def reset(self, warm_start_a: bool = False, rows: Tensor | None = None) -> None:
-        """New documents in ``rows`` (None = all): B = 0; A redrawn unless ``warm_start_a``."""
-        for s in self.slots.values():
-            s.reset(warm_start_a, rows)
+    def reset(self, warm_start_a: bool = False, rows: Tensor | None = None, docs=None) -> None:
+        """New documents in ``rows`` (None = all): B = 0; A redrawn unless ``warm_start_a``. With ``docs``
+        (one document index per row) row i's A comes from a generator seeded by (seed, docs[i]) only."""
+        if docs is None or warm_start_a:
+            for s in self.slots.values():
+                s.reset(warm_start_a, rows)
+            return
+        idx = rows.to(torch.int64).cpu()
+        if idx.numel() == 0:
+            return
+        sizes = [s.A[0].numel() for s in self.slots.values()]
+        draws = torch.empty(idx.numel(), sum(sizes))
+        g = torch.Generator()
+        for i, d in enumerate(docs):
+            g.manual_seed((int(self.seed) * 0x9E3779B97F4A7C15 + int(d) + 1) % (1 << 63))
+            torch.rand(sum(sizes), generator=g, out=draws[i])
+        with torch.no_grad():
+            for s, part in zip(self.slots.values(), draws.split(sizes, dim=1), strict=True):
+                dev = idx.to(s.B.device)
+                s.B[dev] = 0.0
+                s.A[dev] = ((part.view(-1, *s.A.shape[1:]) * 2 - 1) * s.bound).to(s.A.device)
 
 
 class RowAdam:

@@ -16,6 +16,17 @@ before any validation token is scored is a BudgetError.
 
 Every method returns a :class:`MethodRun`: the :class:`~pgolf.eval.scoring.Scored` per-target losses
 (after mixing), its metrics, and a report (settings, seconds per phase, tokens/s, budget actions).
+
+Every method runs on any number of ranks (torchrun). The clock is one for all of them
+(:meth:`~pgolf.eval.budget.EvalClock.agree_start`, agreed refusals and degradations). plain and sliding
+split the sequences / windows into contiguous runs; TTT: :mod:`pgolf.eval.ttt` ("Ranks"). The mixer is
+not sharded: its n-gram statistics are counted on every rank over the whole stream (the tokens are on
+every rank), the LM's per-target losses (and log p(hint)) are gathered to every rank (one all-reduce),
+and every rank mixes the whole stream, the same float64 numpy on the same inputs. Each rank then sums
+only the targets it scored. So the mixed per-target losses equal the one-process ones bit for bit
+whenever the LM's do (plain, sliding, LoRA TTT; to float32 rounding after phased/sgd TTT), the learned
+weights are exactly the one-process weights, and the mixing costs each rank the one-process seconds
+(the LM pass is what the ranks share). The sums differ only by float64 addition order.
 """
 
 from __future__ import annotations
@@ -31,14 +42,13 @@ from torch import nn
 
 from pgolf import dist
 from pgolf.compile import compile_model
-from pgolf.config import RunConfig, parse_eval_method, single_process_method
+from pgolf.config import RunConfig, parse_eval_method
 from pgolf.data.bytetables import ByteTables
-from pgolf.errors import ConfigError
 from pgolf.eval.bpb import ValTokens, evaluate_scored, num_eval_sequences
 from pgolf.eval.budget import EvalClock
 from pgolf.eval.mix import hints as ngram_hints
 from pgolf.eval.mix import mix_losses, ngram_stats
-from pgolf.eval.scoring import Scored, amp_context, finish, score_logits
+from pgolf.eval.scoring import Scored, amp_context, finish, gathered, score_logits
 from pgolf.eval.sliding import evaluate_sliding, sliding_windows
 from pgolf.eval.ttt import evaluate_ttt
 
@@ -114,8 +124,7 @@ def run_method(name: str, model: nn.Module, val: ValTokens, tables: ByteTables, 
     e = cfg.eval
     seq_len = e.seq_len or cfg.train.seq_len
     world = dist.world_size()
-    if single_process_method(name) and world > 1:
-        raise ConfigError(f"eval method {name} runs on one process (launch `pgolf eval` without torchrun)")
+    clock.agree_start()  # one clock for every rank: the earliest start
     tokens = np.asarray(val.tokens)
     vocab = tables.vocab_size
     bos = cfg.model.embed.bos_id
@@ -167,14 +176,15 @@ def run_method(name: str, model: nn.Module, val: ValTokens, tables: ByteTables, 
     info = dict(scored.info)
     if mixed:
         with clock.phase("mix"):
-            mask = scored.counts > 0
-            out = mix_losses(tokens, scored.losses, mask, e.mix, vocab, hint_logp=scored.hint_logp,
+            whole = gathered(scored, device)  # every rank mixes the whole stream (module docstring)
+            mask = whole.counts > 0
+            out = mix_losses(tokens, whole.losses, mask, e.mix, vocab, hint_logp=whole.hint_logp,
                              hint_ids=hint_ids, stats=stats)
             info["mix"] = {k: v for k, v in out.info.items() if k != "ngram_seconds"}
             info["lm_val_bpb"] = scored.result.val_bpb
             raw = None if val.raw_bytes is None else np.asarray(val.raw_bytes)
-            expected = mask if world == 1 else None
-            scored = finish(out.losses, scored.counts, tokens, raw, tables, expected=expected, world_size=world,
+            mine = np.where(scored.counts > 0, out.losses, np.float32(0.0))  # this rank's targets, summed once
+            scored = finish(mine, scored.counts, tokens, raw, tables, expected=mask, world_size=world,
                             device=device, t0=time.perf_counter(), score=score, what=f"{name} evaluation", info=info)
     rep = clock.report()
     seconds = rep["total_seconds"]

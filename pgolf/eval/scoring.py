@@ -163,18 +163,24 @@ def finish(losses: np.ndarray, counts: np.ndarray, tokens: np.ndarray, raw: np.n
 
 
 def gathered(scored: Scored, device: torch.device) -> Scored:
-    """The whole stream's per-target arrays on every rank (each target was scored by exactly one rank,
-    so the SUM all-reduce is exact); the metrics stay the all-reduced ones."""
+    """The whole stream's per-target arrays (losses, counts and, when recorded, log p(hint)) on every rank:
+    each target was scored by exactly one rank, so the SUM all-reduce is exact. The metrics stay the
+    all-reduced ones. A collective under torchrun; the input itself on one process."""
     if not dist.is_initialized() or dist.world_size() == 1:
         return scored
     losses = torch.from_numpy(scored.losses).to(device)
     counts = torch.from_numpy(scored.counts.astype(np.int32)).to(device)
     dist.all_reduce_(losses, "sum")
     dist.all_reduce_(counts, "sum")
+    hl = None
+    if scored.hint_logp is not None:
+        h = torch.from_numpy(scored.hint_logp).to(device)
+        dist.all_reduce_(h, "sum")
+        hl = h.cpu().numpy()
     c = counts.cpu().numpy()
     check_single_pass(c, c > 0, "gathered evaluation")
     return Scored(losses=losses.cpu().numpy(), counts=c.astype(np.uint8), result=scored.result,
-                  hint_logp=scored.hint_logp, info=scored.info)
+                  hint_logp=hl, info=scored.info)
 
 
 def loss_table(scored: Scored, tokens: np.ndarray, tables: ByteTables, raw: np.ndarray | None) -> np.ndarray:

@@ -16,7 +16,8 @@ Cost: (N − 1)/s windows of L tokens, L/s times the plain evaluation's forward 
 ([03-19c]: stride 64 takes 72.6 s where stride 256 takes ≈18 s).
 
 Ranks: the windows (in stream order) are split into contiguous runs, one per rank
-(:func:`pgolf.eval.bpb.rank_sequences`); the sums go through one all-reduce.
+(:func:`pgolf.eval.bpb.rank_sequences`); the sums go through one all-reduce. The per-target losses
+equal one process's as the plain evaluation's do (:mod:`pgolf.eval.bpb`, "Exactness").
 """
 
 from __future__ import annotations

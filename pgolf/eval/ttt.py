@@ -37,7 +37,28 @@ During the pass the measured rates project the rest: pending global phases are s
 adaptation stops (the rest is scored with the current weights, in full batches: :func:`_frozen_tail`),
 whenever the projection overruns.
 
-One process only (the records split documents across ranks; here, one rank scores everything).
+Ranks (torchrun; [04-27a] ``eval_val_ttt_phased`` for the queue, new code): ``lora``/``phased`` cut the
+documents into groups at the phase boundaries (stream order: group g = documents ⌈prefix·g/phases⌉ ..,
+the last group the rest; ``lora``: one group), and each group is a :class:`~pgolf.eval.work.WorkQueue`
+through torch.distributed's store, longest document first, that every rank's ``batch_docs`` slots claim
+from as they free up. A phase starts when every rank has emptied the group (the gradient all-reduce is
+the meeting point); its SGD steps split each batch's rows over the ranks and all-reduce the gradients
+(:func:`_sgd_steps`). Every rank holds the whole stream, so "the scored documents" of a phase are
+documents 0 .. ⌈prefix·g/phases⌉ − 1 on every rank, without a gather. ``sgd`` splits each chunk's
+windows over the ranks and trains on the chunk the same way. Budget decisions are one for all ranks
+(:mod:`pgolf.eval.budget`). What 2 ranks give, against 1 (tests/test_eval_dist.py):
+
+- ``lora`` (A redrawn): equal, bit for bit. A document's adapter starts from (seed, its index) and sees
+  only its own chunks, rows never mix, so a document's losses do not depend on the rank, slot or time
+  it was claimed at. (The claim order — longest first — is the same on one process.)
+- ``phased``: equal to float32 rounding (measured ≤ 1e-6 nats per target on the tests' stream): the
+  phases' gradients are sums over rows computed on different ranks, added in another order.
+- ``sgd``: the same, for the same reason (≤ 1e-6 nats per target measured).
+- ``lora`` with ``warm_start_a``: causal but not equal. A slot's A comes from the document it held
+  before, so the result depends on which documents shared a slot; to keep that deterministic and in
+  stream order the queue is not length-sorted and each rank takes every W-th document of a group.
+- With a budget that degrades the method (phases skipped, adaptation stopped) the result depends on
+  timing on any number of ranks; on several, on which rank's projection overran first.
 """
 
 from __future__ import annotations
@@ -49,15 +70,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from pgolf import dist
 from pgolf.config import TttConfig
 from pgolf.data.bytetables import ByteTables
 from pgolf.errors import ConfigError
-from pgolf.eval.bpb import ValTokens
+from pgolf.eval.bpb import ValTokens, rank_sequences
 from pgolf.eval.budget import EvalClock, Rate
 from pgolf.eval.lora import BatchedLoRA, RowAdam
 from pgolf.eval.scoring import Scored, TargetSink, amp_context, check_tokens, finish, score_logits
 from pgolf.eval.sliding import score_windows, sliding_windows
 from pgolf.eval.windows import Windows, gather, plan, spans
+from pgolf.eval.work import Board, WorkQueue
 
 TAIL = 2.0
 """Scoring the rest of a LoRA stream without adaptation is projected at TAIL × the measured seconds per
@@ -81,24 +104,36 @@ def _masked_mean_ce(ce: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
 
 
 def _sgd_steps(model: nn.Module, tokens_t: torch.Tensor, w: Windows, opt: torch.optim.Optimizer, lr_at, *,
-               rows: int, seq_len: int, clip: float, epochs: int, device: torch.device, amp_dtype: str) -> int:
+               rows: int, seq_len: int, clip: float, epochs: int, device: torch.device, amp_dtype: str,
+               rank: int = 0, world: int = 1) -> int:
     """Full-model SGD over the windows ``w`` (their inputs and scored targets), ``rows`` windows a step,
-    lr ``lr_at(step, total_steps)``. Returns the number of target tokens trained on (× epochs)."""
+    lr ``lr_at(step, total_steps)``, loss = Σ CE of the step's scored targets / their number. Under torchrun
+    each step's rows are split over the ranks (contiguous runs), each rank's loss is its CE sum over the
+    step's *global* target count, and one SUM all-reduce of the flattened gradients gives every rank the
+    one-process gradient (to float32 summation order), so every rank takes the same step.
+    Returns the number of target tokens trained on (× epochs)."""
     params = [p for g in opt.param_groups for p in g["params"]]
     for p in params:
         p.requires_grad_(True)
     total = max(1, epochs * math.ceil(len(w) / rows))
+    per_window = w.hi - w.lo
     step = 0
     for _ in range(epochs):
         for i in range(0, len(w), rows):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total)
-            x, y, scored, _, _ = gather(tokens_t, w.take(slice(i, i + rows)), seq_len, device)
-            with amp_context(device, amp_dtype):
-                ce, _ = score_logits(model, x, y)
-            loss = (ce * scored).sum() / scored.sum().clamp(min=1)
+            j = min(i + rows, len(w))
+            n_b = max(int(per_window[i:j].sum()), 1)
+            a, b = rank_sequences(j - i, rank, world)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if b > a:
+                x, y, scored, _, _ = gather(tokens_t, w.take(slice(i + a, i + b)), seq_len, device)
+                with amp_context(device, amp_dtype):
+                    ce, _ = score_logits(model, x, y)
+                loss = (ce * scored).sum() / n_b
+                loss.backward()
+            if world > 1:
+                _all_reduce_grads(params)
             if clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
@@ -107,6 +142,18 @@ def _sgd_steps(model: nn.Module, tokens_t: torch.Tensor, w: Windows, opt: torch.
         p.requires_grad_(False)
         p.grad = None
     return epochs * w.targets()
+
+
+def _all_reduce_grads(params: list[torch.Tensor]) -> None:
+    """Sum every parameter's gradient over the ranks (one flat all-reduce; a missing gradient counts as 0)."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1).float() for g in grads])
+    dist.all_reduce_(flat, "sum")
+    off = 0
+    for p, g in zip(params, grads, strict=True):
+        n = g.numel()
+        p.grad = flat[off : off + n].view_as(g).to(g.dtype)
+        off += n
 
 
 def _cosine(peak: float):
@@ -164,6 +211,8 @@ def evaluate_ttt(
     tokens_t = torch.from_numpy(tokens.astype(np.int64))
     hints_t = None if hints is None else torch.from_numpy(np.asarray(hints, dtype=np.int64))
     sink = TargetSink(tokens.shape[0] - 1, device, hints=hints is not None)
+    board = Board.create()  # collective: every rank evaluates
+    world = board.world
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     flags = [p.requires_grad for p in model.parameters()]
     was_training = model.training
@@ -173,11 +222,12 @@ def evaluate_ttt(
     try:
         if cfg.mode == "sgd":
             info = _sgd_stream(model, tokens_t, sink, cfg, seq_len=seq_len, stride=stride or seq_len,
-                               doc_aware=doc_aware, rows=max(1, batch_tokens // seq_len), bos_id=bos_id, device=device,
-                               amp_dtype=amp_dtype, clock=clock, hints_t=hints_t, seed=seed)
+                               doc_aware=doc_aware, rows=max(1, batch_tokens // (world * seq_len)), bos_id=bos_id,
+                               device=device, amp_dtype=amp_dtype, clock=clock, hints_t=hints_t, seed=seed,
+                               rank=board.rank, world=world)
         else:
             info = _lora_stream(model, tokens_t, sink, cfg, seq_len=seq_len, bos_id=bos_id, device=device,
-                                amp_dtype=amp_dtype, clock=clock, hints_t=hints_t, seed=seed)
+                                amp_dtype=amp_dtype, clock=clock, hints_t=hints_t, seed=seed, board=board)
     finally:
         model.load_state_dict(saved)
         for p, f in zip(model.parameters(), flags, strict=True):
@@ -185,7 +235,7 @@ def evaluate_ttt(
         model.train(was_training)
     losses, counts, hl = sink.host()
     info = {"method": "ttt", "mode": cfg.mode, "seq_len": seq_len, **info}
-    return finish(losses, counts, tokens, raw, tables, expected=None, world_size=1, device=device, t0=t0,
+    return finish(losses, counts, tokens, raw, tables, expected=None, world_size=world, device=device, t0=t0,
                   score=score, what=f"ttt ({cfg.mode})", hint_logp=hl, info=info)
 
 
@@ -215,9 +265,18 @@ def _full_model_step_seconds(model, vocab: int, cfg, seq_len: int, device, amp_d
     fwd_bwd()
     return _time(fwd_bwd) / (cfg.sgd_batch_seqs * seq_len)
 
+def _queue_order(docs: np.ndarray, ns: np.ndarray, warm_start_a: bool) -> np.ndarray:
+    """The order a group's documents are claimed in: longest first (ties in stream order), so long documents
+    start early and the ranks finish together; stream order with ``warm_start_a`` (a slot's A then comes
+    from the document it held before, which must be an earlier one)."""
+    docs = np.asarray(docs, np.int64)
+    return docs if warm_start_a else docs[np.argsort(-ns[docs], kind="stable")]
+
+
 def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, device, amp_dtype, clock: EvalClock,
-                 hints_t, seed) -> dict:
+                 hints_t, seed, board: Board) -> dict:
     tokens = tokens_t.numpy()
+    world = board.world
     starts, ns = spans(tokens, bos_id, doc_aware=True)
     n_docs, bsz, c = len(starts), cfg.batch_docs, chunk_for(cfg, seq_len)
     vocab = model.cfg.vocab_size
@@ -225,7 +284,8 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
     prefix = min(cfg.prefix_docs, n_docs) if phased else 0
     n_phases = cfg.phases if phased and prefix > 0 else 0
     bounds = sorted({math.ceil(prefix * (i + 1) / n_phases) for i in range(n_phases)})
-    n_phases = len(bounds)
+    ends = [*bounds, n_docs]  # group g = documents ends[g−1] .. ends[g]−1 (stream order); a phase after each but the last
+    groups = [_queue_order(np.arange(0 if g == 0 else ends[g - 1], ends[g]), ns, cfg.warm_start_a) for g in range(len(ends))]
     w = plan(starts, ns, seq_len, c, c)  # every document's chunk windows, in stream order
     first = np.concatenate([[0], np.cumsum(np.bincount(w.span, minlength=n_docs))])  # doc j: windows first[j]..
     n_chunks = np.diff(first)
@@ -266,109 +326,121 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
     total_targets = int(ns.sum())
     est_score = t_score / (bsz * c)  # per target, slots full
     est_train = t_train * cfg.lora_steps / (bsz * c)
-    clock.require(total_targets * est_score, f"scoring {total_targets:,} targets in chunks of {c}")
+    clock.require(total_targets / world * est_score, f"scoring {total_targets:,} targets in chunks of {c}")
     score_rate, train_rate = Rate(), Rate()
+    cum_ns = np.concatenate([[0], np.cumsum(ns)])  # targets of the first j documents
 
-    # Slots take documents in stream order; a slot refills as soon as its document is done. Every
-    # tensor is [bsz, seq_len] (short windows padded), so rows never change shape with their neighbours.
+    # Each rank's slots take documents from the group's queue; a slot refills as soon as its document is
+    # done. Every tensor is [bsz, seq_len] (short windows padded), so rows never change shape with their
+    # neighbours. Projections are per rank: the work left is shared by the world's ranks.
     lora = BatchedLoRA(model, bsz, cfg.lora_rank, cfg.lora_targets, cfg.lora_alpha, seed=seed)
     opt = new_opt(lora)
     slot_doc = np.full(bsz, -1, np.int64)
     slot_k = np.zeros(bsz, np.int64)
     adapt = cfg.lora_steps > 0
-    phase, phases_run, next_doc, done_docs, done_targets, scored_so_far = 0, 0, 0, 0, 0, 0
-    cum_ns = np.concatenate([[0], np.cumsum(ns)])  # targets of the first j documents
-    limit = bounds[0] if n_phases else n_docs  # documents that may start before the next global phase
+    phases_run, scored_all, skip_posted = 0, 0, False
     stopped_at = None
-    fresh = True  # the first documents take the adapters as constructed
+
+    def stop(why: str) -> None:
+        nonlocal adapt, stopped_at
+        adapt = False
+        stopped_at = (board.read("docs"), board.read("scored"))
+        clock.act(f"stopped adapting after {stopped_at[1]:,} of {total_targets:,} targets "
+                  f"({stopped_at[0]} of {n_docs} documents done): {why}")
+
+    g = 0
     try:
-        while True:
-            free = np.flatnonzero(slot_doc < 0)
-            take = free[: max(0, min(len(free), limit - next_doc))]
-            if take.size:
-                slot_doc[take] = np.arange(next_doc, next_doc + take.size)
-                slot_k[take] = 0
-                next_doc += take.size
-                rows_t = torch.from_numpy(take)
-                if not fresh:
-                    lora.reset(cfg.warm_start_a, rows_t)
-                opt.reset(rows_t)
-            fresh = False
-            active = slot_doc >= 0
-            if not active.any():
-                if next_doc >= n_docs:
-                    break
-                # every document before the boundary is scored: global SGD on exactly those, then go on
-                left = total_targets - done_targets
+        while g < len(groups):
+            queue = WorkQueue(board, f"g{g}", groups[g], static=cfg.warm_start_a)
+            last = g == len(groups) - 1
+            while True:
+                free = np.flatnonzero(slot_doc < 0)
+                new = queue.claim(len(free))
+                if new.size:
+                    rows_t = torch.from_numpy(free[: new.size])
+                    slot_doc[free[: new.size]] = new
+                    slot_k[free[: new.size]] = 0
+                    lora.reset(cfg.warm_start_a, rows_t, docs=new)
+                    opt.reset(rows_t)
+                active = slot_doc >= 0
+                if not active.any():
+                    break  # this group's queue is empty and every slot is done
+                rows = Windows(*(np.zeros(bsz, np.int64) for _ in range(7)))
+                idx = first[slot_doc[active]] + slot_k[active]
+                for f in ("start", "width", "valid", "lo", "hi", "span", "k"):
+                    getattr(rows, f)[active] = getattr(w, f)[idx]
+                x, y, scored, index, h = gather(tokens_t, rows, seq_len, device, hints_t=hints_t)
+                ts = time.perf_counter()
+                with torch.no_grad(), amp_context(device, amp_dtype):
+                    ce, hl = score_logits(model, x, y, h, adapter=lora.head)
+                sink.put(index, ce[scored], None if hl is None else hl[scored])
+                n_scored = int(scored.sum())
+                score_rate.add(time.perf_counter() - ts, n_scored)
+                scored_all = board.add("scored", n_scored)  # by every rank so far
+                left = (total_targets - scored_all) / world  # this rank's share of what is left
                 s_rate, t_rate = score_rate.per_unit(est_score), train_rate.per_unit(est_train)
-                cost = done_targets * cfg.global_epochs * t_global
-                if phase < n_phases and clock.affords(cost + left * (s_rate + (t_rate if adapt else 0.0)), "global"):
+                train = active & (slot_k < n_chunks[np.maximum(slot_doc, 0)] - 1)  # no use training on a last chunk
+                if adapt and not last and not skip_posted:  # first give up the global phases still ahead ...
+                    pending = sum(int(cum_ns[ends[i]]) for i in range(g, len(groups) - 1)) * cfg.global_epochs * t_global
+                    if not clock.affords(pending / world + left * (s_rate + t_rate), "global"):
+                        board.raise_flag("skip")  # agreed at the next phase boundary
+                        skip_posted = True
+                if adapt and train.any() and not clock.affords(TAIL * left * s_rate + n_scored * t_rate, "adapt"):
+                    board.raise_flag("stop")  # ... then adaptation, once only scoring the rest still fits
+                    stop("projected over budget")
+                elif adapt and world > 1 and board.flag("stop"):
+                    stop("another rank's projection is over budget")
+                if adapt and train.any():
+                    tt = time.perf_counter()
+                    train_t = torch.from_numpy(train)
+                    mask = scored & train_t.to(device)[:, None]
+                    for _ in range(cfg.lora_steps):
+                        lora_step(lora, opt, x, y, mask, train_t)
+                    train_rate.add(time.perf_counter() - tt, n_scored)
+                slot_k[active] += 1
+                finished = active & (slot_k >= n_chunks[np.maximum(slot_doc, 0)])
+                if finished.any():
+                    board.add("docs", int(finished.sum()))
+                slot_doc[finished] = -1
+                if FREEZE_TAIL and stopped_at is not None and last:
+                    n_tail = _frozen_tail(model, lora, tokens_t, sink, w, first, slot_doc, slot_k, queue,
+                                          seq_len=seq_len, device=device, amp_dtype=amp_dtype, hints_t=hints_t,
+                                          rate=score_rate)
+                    slot_doc[:] = -1
+                    clock.act(f"scored the remaining {n_tail:,} targets of this rank in full batches "
+                              f"with the adapters frozen")
+                    break
+            if not last:  # every rank is here with group g scored: global SGD on documents 0 .. ends[g]−1, or not
+                done = int(ends[g])
+                cost = int(cum_ns[done]) * cfg.global_epochs * t_global / world
+                left = (total_targets - int(cum_ns[done])) / world
+                s_rate, t_rate = score_rate.per_unit(est_score), train_rate.per_unit(est_train)
+                ok = not board.flag("skip") and clock.affords(cost + left * (s_rate + (t_rate if adapt else 0.0)),
+                                                              "global")
+                if clock.agree(ok):
                     with clock.phase("global_sgd"):
                         lora.detach()
-                        sw = plan(starts[:next_doc], ns[:next_doc], seq_len, seq_len, seq_len)
+                        sw = plan(starts[:done], ns[:done], seq_len, seq_len, seq_len)
                         tg = time.perf_counter()
                         gopt = torch.optim.SGD(list(model.parameters()), lr=cfg.global_lr, momentum=cfg.sgd_momentum)
                         trained = _sgd_steps(model, tokens_t, sw, gopt, _cosine(cfg.global_lr), rows=cfg.sgd_batch_seqs,
                                              seq_len=seq_len, clip=cfg.sgd_clip, epochs=cfg.global_epochs,
-                                             device=device, amp_dtype=amp_dtype)
+                                             device=device, amp_dtype=amp_dtype, rank=board.rank, world=world)
                         del gopt
                         if trained:
-                            t_global = (time.perf_counter() - tg) / trained
+                            t_global = (time.perf_counter() - tg) * world / trained
                         lora.attach()
                     phases_run += 1
-                    clock.act(f"global SGD phase {phases_run} on the first {next_doc} documents ({trained:,} targets)")
+                    clock.act(f"global SGD phase {phases_run} on the first {done} documents ({trained:,} targets)")
                     lora.reset(False)  # the adapters restart on the new base model
-                    fresh = True
-                elif phase < n_phases:
-                    clock.act(f"skipped global SGD phases {phase + 1}..{n_phases}: projected over budget")
-                    n_phases = phase
-                phase += 1
-                limit = bounds[phase] if phase < n_phases else n_docs
-                continue
-            rows = Windows(*(np.zeros(bsz, np.int64) for _ in range(7)))
-            idx = first[slot_doc[active]] + slot_k[active]
-            for f in ("start", "width", "valid", "lo", "hi", "span", "k"):
-                getattr(rows, f)[active] = getattr(w, f)[idx]
-            x, y, scored, index, h = gather(tokens_t, rows, seq_len, device, hints_t=hints_t)
-            ts = time.perf_counter()
-            with torch.no_grad(), amp_context(device, amp_dtype):
-                ce, hl = score_logits(model, x, y, h, adapter=lora.head)
-            sink.put(index, ce[scored], None if hl is None else hl[scored])
-            n_scored = int(scored.sum())
-            score_rate.add(time.perf_counter() - ts, n_scored)
-            scored_so_far += n_scored
-            left = total_targets - scored_so_far
-            s_rate, t_rate = score_rate.per_unit(est_score), train_rate.per_unit(est_train)
-            train = active & (slot_k < n_chunks[np.maximum(slot_doc, 0)] - 1)  # no use training on a last chunk
-            if adapt and phase < n_phases:  # first give up the global phases still ahead ...
-                pending = sum(int(cum_ns[bounds[i]]) for i in range(phase, n_phases)) * cfg.global_epochs * t_global
-                if not clock.affords(pending + left * (s_rate + t_rate), "global"):
-                    clock.act(f"skipped global SGD phases {phase + 1}..{n_phases}: projected over budget")
-                    n_phases, limit = phase, n_docs
-            if adapt and train.any() and not clock.affords(TAIL * left * s_rate + n_scored * t_rate, "adapt"):
-                adapt = False  # ... then adaptation, once only scoring the rest still fits
-                stopped_at = (done_docs, scored_so_far)
-                clock.act(f"stopped adapting after {scored_so_far:,} of {total_targets:,} targets "
-                          f"({done_docs} of {n_docs} documents done): projected over budget")
-            if adapt and train.any():
-                tt = time.perf_counter()
-                train_t = torch.from_numpy(train)
-                mask = scored & train_t.to(device)[:, None]
-                for _ in range(cfg.lora_steps):
-                    lora_step(lora, opt, x, y, mask, train_t)
-                train_rate.add(time.perf_counter() - tt, n_scored)
-            slot_k[active] += 1
-            finished = active & (slot_k >= n_chunks[np.maximum(slot_doc, 0)])
-            for j in slot_doc[finished]:
-                done_docs += 1
-                done_targets += int(ns[j])
-            slot_doc[finished] = -1
-            if FREEZE_TAIL and stopped_at is not None and phase >= n_phases:
-                _frozen_tail(model, lora, tokens_t, sink, w, first, slot_doc, slot_k, next_doc, seq_len=seq_len,
-                             device=device, amp_dtype=amp_dtype, hints_t=hints_t, rate=score_rate)
-                clock.act(f"scored the remaining {total_targets - scored_so_far:,} targets in full batches "
-                          f"with the adapters frozen")
-                break
+                else:
+                    clock.act(f"skipped global SGD phases {g + 1}..{len(groups) - 1}: projected over budget")
+                    rest = np.concatenate(groups[g + 1 :])
+                    groups = groups[: g + 1] + [_queue_order(np.sort(rest), ns, cfg.warm_start_a)]
+                    ends = ends[: g + 1] + [n_docs]
+                if adapt and world > 1 and board.flag("stop"):  # read after the collective: every rank sees it
+                    stop("another rank's projection is over budget")
+            g += 1
     finally:
         lora.detach()
     clock.add_phase("score", score_rate.seconds)
@@ -377,34 +449,44 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
             "lora_targets": list(cfg.lora_targets), "lora_lr": cfg.lora_lr, "lora_steps": cfg.lora_steps,
             "warm_start_a": cfg.warm_start_a, "phases_planned": cfg.phases if phased else 0, "phases_run": phases_run,
             "prefix_docs": prefix, "adapted_documents": n_docs if stopped_at is None else stopped_at[0],
-            "adapted_targets": total_targets if stopped_at is None else stopped_at[1]}
+            "adapted_targets": total_targets if stopped_at is None else stopped_at[1], "ranks": world}
 
 
-def _frozen_tail(model, lora: BatchedLoRA, tokens_t, sink, w: Windows, first, slot_doc, slot_k, next_doc: int, *,
-                 seq_len: int, device, amp_dtype, hints_t, rate: Rate) -> None:
-    """Score every window left in the stream once adaptation has stopped, ``bsz`` windows per batch.
+def _frozen_tail(model, lora: BatchedLoRA, tokens_t, sink, w: Windows, first, slot_doc, slot_k, queue: WorkQueue, *,
+                 seq_len: int, device, amp_dtype, hints_t, rate: Rate) -> int:
+    """Score every window this rank has left once adaptation has stopped, ``bsz`` windows per batch;
+    returns the number of targets scored here.
 
     After the stop nothing is learned any more, so a document's remaining chunks no longer need to wait
-    for each other: each is scored with its document's adapter as it stood at the stop (documents not
-    started yet: B = 0, the base model, as a reset slot gives), several chunks of one document side by
-    side. Without this the stream's tail ran one chunk of one long document per step at the cost of a
-    full batch — a 281,278-token document of 511,427 (pysrc) took 2,201 steps where full slots take 251,
-    and the method overran its clock by 2× (docs/benchmarks.md). The losses equal the slot-by-slot
-    pass's (tests/test_eval_ttt.py); the batches have the same [bsz, seq_len] shape, so no row depends
-    on its neighbours."""
+    for each other: each is scored with its document's adapter as it stood at the stop (documents claimed
+    from the queue from now on: B = 0, the base model, as a reset slot gives), several chunks of one
+    document side by side. Without this the stream's tail ran one chunk of one long document per step at
+    the cost of a full batch — a 281,278-token document of 511,427 (pysrc) took 2,201 steps where full
+    slots take 251, and the method overran its clock by 2× (docs/benchmarks.md). The losses equal the
+    slot-by-slot pass's (tests/test_eval_ttt.py); the batches have the same [bsz, seq_len] shape, so no
+    row depends on its neighbours."""
     bsz = len(slot_doc)
-    wins, srcs = [], []
+    wins, srcs = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for s in np.flatnonzero(slot_doc >= 0):
         j = slot_doc[s]
         wins.append(np.arange(first[j] + slot_k[s], first[j + 1]))
         srcs.append(np.full(len(wins[-1]), s))
-    wins.append(np.arange(first[next_doc], first[-1]))  # documents not begun: no adapter (B = 0)
-    srcs.append(np.full(len(wins[-1]), -1))
     win, src = np.concatenate(wins), np.concatenate(srcs)
     frozen = {name: (sl.A.detach().clone(), sl.B.detach().clone()) for name, sl in lora.slots.items()}
+    pos, n_done = 0, 0
     with torch.no_grad():
-        for b in range(0, len(win), bsz):
-            idx, sr = win[b : b + bsz], src[b : b + bsz]
+        while True:
+            while len(win) - pos < bsz and not queue.empty:  # documents not begun: no adapter (B = 0)
+                new = queue.claim(bsz)
+                if new.size:
+                    extra = np.concatenate([np.arange(first[j], first[j + 1]) for j in new])
+                    win = np.concatenate([win[pos:], extra])
+                    src = np.concatenate([src[pos:], np.full(len(extra), -1)])
+                    pos = 0
+            if pos >= len(win):
+                break
+            idx, sr = win[pos : pos + bsz], src[pos : pos + bsz]
+            pos += len(idx)
             m = len(idx)
             pick = torch.from_numpy(np.where(sr >= 0, sr, 0)).to(device)
             none = torch.from_numpy(sr < 0).to(device)
@@ -418,11 +500,14 @@ def _frozen_tail(model, lora: BatchedLoRA, tokens_t, sink, w: Windows, first, sl
             with amp_context(device, amp_dtype):
                 ce, hl = score_logits(model, x, y, h, adapter=lora.head)
             sink.put(index, ce[scored], None if hl is None else hl[scored])
-            rate.add(time.perf_counter() - ts, int(scored.sum()))
+            n = int(scored.sum())
+            n_done += n
+            rate.add(time.perf_counter() - ts, n)
+    return n_done
 
 
 def _sgd_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, stride, doc_aware, rows, bos_id, device,
-                amp_dtype, clock: EvalClock, hints_t, seed) -> dict:
+                amp_dtype, clock: EvalClock, hints_t, seed, rank: int = 0, world: int = 1) -> dict:
     tokens = tokens_t.numpy()
     n_targets = tokens.shape[0] - 1
     T = cfg.sgd_chunk_tokens
@@ -440,23 +525,25 @@ def _sgd_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, stride, doc_a
         score_once()
         t_score = _time(score_once) / rows  # per window
         t_train = _full_model_step_seconds(model, vocab, cfg, seq_len, device, amp_dtype, seed)
-    clock.require(len(w) * t_score, f"scoring {len(w):,} sliding windows")
+    clock.require(len(w) / world * t_score, f"scoring {len(w):,} sliding windows")
     score_rate, train_rate = Rate(), Rate()
     adapt = cfg.sgd_epochs > 0
     trained_chunks = 0
     opt = torch.optim.SGD(list(model.parameters()), lr=cfg.sgd_lr, momentum=cfg.sgd_momentum)  # momentum across chunks
     for ci in range(n_chunks):
-        mine = w.take(chunk_of == ci)
+        sel = np.flatnonzero(chunk_of == ci)
+        a, b = rank_sequences(len(sel), rank, world)  # the chunk's windows, split over the ranks
+        mine = w.take(sel[a:b])
         ts = time.perf_counter()
         score_windows(model, tokens_t, mine, sink, rows=rows, width=seq_len, device=device, amp_dtype=amp_dtype,
                       hints_t=hints_t)
         score_rate.add(time.perf_counter() - ts, len(mine))
         if not adapt or ci == n_chunks - 1:
             continue
-        left_windows = int((chunk_of > ci).sum())
+        left_windows = int((chunk_of > ci).sum()) / world
         lo, n = ci * T, min(T, n_targets - ci * T)
-        cost = n * cfg.sgd_epochs * train_rate.per_unit(t_train)
-        if not clock.affords(left_windows * score_rate.per_unit(t_score) + cost, "adapt"):
+        cost = n * cfg.sgd_epochs * train_rate.per_unit(t_train) / world
+        if not clock.agree(clock.affords(left_windows * score_rate.per_unit(t_score) + cost, "adapt")):
             adapt = False  # training on this chunk and scoring the rest would overrun: score only from here
             clock.act(f"stopped adapting after chunk {ci + 1} of {n_chunks}: projected over budget")
             continue
@@ -465,10 +552,10 @@ def _sgd_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, stride, doc_a
         lr = cfg.sgd_lr * 0.5 * (1.0 + math.cos(math.pi * ci / max(n_chunks - 1, 1)))
         trained = _sgd_steps(model, tokens_t, cw, opt, lambda _s, _t, lr=lr: lr, rows=cfg.sgd_batch_seqs,
                              seq_len=seq_len, clip=cfg.sgd_clip, epochs=cfg.sgd_epochs, device=device,
-                             amp_dtype=amp_dtype)
-        train_rate.add(time.perf_counter() - tt, trained)
+                             amp_dtype=amp_dtype, rank=rank, world=world)
+        train_rate.add(time.perf_counter() - tt, trained / world)
         trained_chunks += 1
     clock.add_phase("score", score_rate.seconds)
     clock.add_phase("adapt", train_rate.seconds)
     return {"stride": stride, "doc_aware": doc_aware, "chunk_tokens": T, "chunks": n_chunks,
-            "trained_chunks": trained_chunks, "sgd_lr": cfg.sgd_lr, "sgd_epochs": cfg.sgd_epochs}
+            "trained_chunks": trained_chunks, "sgd_lr": cfg.sgd_lr, "sgd_epochs": cfg.sgd_epochs, "ranks": world}
