@@ -70,51 +70,39 @@ class PgolfHeader:
         return cur
 
 
-_PG_TOKENIZER = re.compile(r"^val_bpb:enabled\s+tokenizer=(\S+)(?:\s+data=(\S+))?")
 _PG_TRAINED = re.compile(r"^trained: steps:(\d+) train_time:([\d.]+)s\b.*?(?:stopped_by:(\S+))?\s*$")
 _PG_DEVICE = re.compile(r"\bworld_size:\d+\b.*\bdevice:(\S+)")
 
 
-def pgolf_header(text: str) -> PgolfHeader | None:
-    """The :class:`PgolfHeader` of a pgolf run log, or None for a log without ``# config:`` or ``# hardware:``."""
-    import json
-
-    lines = text.replace("\r\n", "\n").split("\n")
-    out = PgolfHeader()
-    out.calibration = [(i + 1, ln.strip()) for i, ln in enumerate(lines)
-                       if ln.startswith(("export: hessians from", "calibration:"))]
-    for i, ln in enumerate(lines):
-        m = _PG_TRAINED.match(ln)
-        if m:
-            out.trained = (int(m.group(1)), float(m.group(2)), m.group(3) or "?", i + 1)
-    for i, line in enumerate(lines[:4000]):
-        t = line.strip()
-        if t.startswith("# hardware:") and out.hardware is None:
-            try:
-                hw = json.loads(t.split(":", 1)[1])
-            except ValueError:
-                continue
-            if isinstance(hw, dict):
-                out.hardware, out.where["hardware"] = hw, i + 1
-        elif t == "# config:" and out.config is None:
-            try:
-                cfg, _end = json.JSONDecoder().raw_decode("\n".join(lines[i + 1:]).lstrip())
-            except ValueError:
-                continue
-            if isinstance(cfg, dict):
-                out.config, out.where["config"] = cfg, i + 1
-                depth_train = None
-                for j in range(i + 1, min(len(lines), i + 2000)):
-                    if re.match(r'^\s*"train":\s*\{', lines[j]):
-                        depth_train = j
-                    elif depth_train is not None and re.match(r'^\s*"seed":\s*\d+', lines[j]):
-                        out.where["train.seed"] = j + 1
-                        break
-        elif (m := _PG_TOKENIZER.match(t)) and out.tokenizer is None:
-            out.tokenizer, out.data, out.where["tokenizer"] = m.group(1), m.group(2), i + 1
-        elif (m := _PG_DEVICE.search(t)) and out.device is None:
-            out.device, out.where["device"] = m.group(1), i + 1
-    return out if out.config is not None or out.hardware is not None else None
+def pgolf_header(parsed: ParsedLog, text: str) -> PgolfHeader | None:
+    """The :class:`PgolfHeader` of a pgolf run log, or None for a log without ``# config:`` or ``# hardware:``. The
+    values are the parser's (:mod:`pgolf.logformat`: ``config``, ``hardware``, ``tokenizer``, ``data_dir``, the
+    ``device`` setting); this adds the lines they stand on and the runner's ``trained:`` and calibration lines."""
+    config, hardware = getattr(parsed, "config", None), getattr(parsed, "hardware", None) or None
+    if config is None and hardware is None:
+        return None
+    out = PgolfHeader(config=config, hardware=hardware, tokenizer=getattr(parsed, "tokenizer", None),
+                      data=getattr(parsed, "data_dir", None), device=getattr(parsed, "settings", {}).get("device"))
+    in_train = False
+    for i, ln in enumerate(text.replace("\r\n", "\n").split("\n")):
+        no = i + 1
+        if ln.startswith(("export: hessians from", "calibration:")):
+            out.calibration.append((no, ln.strip()))
+        elif m := _PG_TRAINED.match(ln):
+            out.trained = (int(m.group(1)), float(m.group(2)), m.group(3) or "?", no)
+        elif ln.startswith("# hardware:"):
+            out.where["hardware"] = no
+        elif ln.rstrip() == "# config:":
+            out.where["config"] = no
+        elif re.match(r'^\s*"train":\s*\{', ln):
+            in_train = True
+        elif in_train and "train.seed" not in out.where and re.match(r'^\s*"seed":\s*\d+', ln):
+            out.where["train.seed"] = no
+        elif ln.startswith("val_bpb:enabled tokenizer=") and "tokenizer" not in out.where:
+            out.where["tokenizer"] = no
+        elif _PG_DEVICE.search(ln) and "device" not in out.where:
+            out.where["device"] = no
+    return out
 
 
 @dataclass
@@ -131,7 +119,7 @@ class LogEntry:
 def log_entry(path: str, parsed: ParsedLog, text: str) -> LogEntry:
     """A log with its seed: the log's ``seed:N`` line, else a pgolf log's configuration (``train.seed``), else
     the file name (``train_seed1337.log``)."""
-    pg = pgolf_header(text)
+    pg = pgolf_header(parsed, text)
     name_seed = seed_from_name(path)
     if parsed.seed is not None:
         return LogEntry(path, parsed, parsed.seed, name_seed, f"seed:{parsed.seed} line {parsed.where.get('seed')}", pg)

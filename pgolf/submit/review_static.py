@@ -237,7 +237,11 @@ class StaticChecks:
     def _in_scorer(self, file: str, line: int) -> bool:
         """In a function that scores validation, or is handed validation-derived data (``_ppm_mixture_bpb(tgt, lp)``)."""
         f = self._func_at(file, line)
-        return f is not None and (bool(f.tainted_params) or any(e.kind == "score" and e.val_fed for e in f.events))
+        while f is not None:  # a function nested in a scorer (``def loglik(w)`` inside ``mix_losses``) is part of it
+            if f.tainted_params or any(e.kind == "score" and e.val_fed for e in f.events):
+                return True
+            f = self.prog.parent.get(id(f))
+        return False
 
     def _at_eval(self, file: str, call: ast.Call) -> bool:
         """Does this call run in the evaluation phase? In a function that scores validation or is handed
@@ -475,7 +479,7 @@ class StaticChecks:
             for node in ast.walk(tree):
                 if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and self._is_mixture(node) and \
                         self._in_scorer(file, node.lineno) and \
-                        re.search(r"exp|prob|\bp_|_p\b|lp\b|ngram|ppm|cache|mix", ast.unparse(node), re.I):
+                        re.search(r"exp|prob|\bp_|_p\b|lp\b|\bp(?:lm|ng)\b|ngram|ppm|cache|mix", ast.unparse(node), re.I):
                     self.add("legal_normalized", "needs-proof", file, node.lineno,
                              f"a mixture `{ast.unparse(node)[:70]}` in the scoring path: prove the mixed distribution "
                              "sums to 1 over the vocabulary and its weight does not depend on the target "
@@ -674,21 +678,20 @@ class StaticChecks:
                          **kw)
         a_sites = [s for s in shapes if s.shape == "A" and s.score_before is not None  # not a call that does both
                    and s.score_before.node is not s.update.node]
+        verified = "; ".join(dict.fromkeys(
+            f"{s.func.name} line {s.update.line}" + (f" via {s.update.callee}()" if s.update.callee else "")
+            + f" updates after the score at line {s.score_before.line if s.score_before else '?'} in the same "
+            f"iteration of the loop at line {s.shared_loop_line}" for s in a_sites))
         if a_sites and [f for f in self.findings if f.check == "legal_score_first" and f.verdict != "pass"]:
             self.add("legal_score_first", "pass", a_sites[0].func.file, a_sites[0].update.line,
-                     "score-first, as far as verified: " + "; ".join(dict.fromkeys(
-                         f"{s.func.name} line {s.update.line}" + (f" via {s.update.callee}()" if s.update.callee else "")
-                         + f" updates after the score at line {s.score_before.line if s.score_before else '?'} in the "
-                         f"same iteration of the loop at line {s.shared_loop_line}" for s in a_sites)))
+                     "score-first, as far as verified: " + verified)
         if not [f for f in self.findings if f.check == "legal_score_first" and f.verdict != "pass"]:
             updates = [e for f in self.prog.funcs for e in f.events if e.kind == "update"]
-            direct_a = [s for s in shapes if s.shape == "A" and not s.update.callee]
-            if direct_a:
-                s = direct_a[0]
+            if a_sites:
+                s = a_sites[0]
                 self.add("legal_score_first", "pass", s.func.file, s.update.line,
-                         f"{len(direct_a)} validation-fed update site(s), each after a score in the same loop iteration "
-                         f"(e.g. {s.func.name}: score line {s.score_before.line if s.score_before else '?'}, update "
-                         f"line {s.update.line}, loop line {s.shared_loop_line})")
+                         f"{len(a_sites)} validation-fed update site(s), each after a score in the same loop iteration: "
+                         + verified)
             elif not shapes and updates and not self._scores():
                 self.add("legal_score_first", "needs-proof", "", None, "no update is fed validation data, but validation "
                          "could not be followed to where it is scored either: the data flow of this script was not "
