@@ -147,6 +147,39 @@ def probe(cfg: RunConfig, batches: tuple[int, ...] = BATCHES) -> Rate:
                 seconds=time.perf_counter() - t0, batch_flops=per_batch)
 
 
+def shapes(cfg: RunConfig) -> tuple[list[tuple[int, int, RunConfig]], dict[tuple[int, int], str]]:
+    """Every candidate shape (layers × width, heads from :func:`heads_for`) as ``(layers, dim, config)``, and
+    the shapes ``cfg`` cannot take with the one-line reason (a layer list naming a layer that a shallower
+    model lacks, say). Checked before the probe, so a run never spends it on a config no shape can hold."""
+    ok: list[tuple[int, int, RunConfig]] = []
+    bad: dict[tuple[int, int], str] = {}
+    for layers in LAYERS:
+        for dim in DIMS:
+            h, kv = heads_for(dim)
+            try:
+                c = apply_changes(cfg, [("model.num_layers", layers), ("model.model_dim", dim),
+                                        ("model.num_heads", h), ("model.num_kv_heads", kv)])
+            except ConfigError as e:
+                bad[(layers, dim)] = str(e)
+                continue
+            ok.append((layers, dim, c))
+    return ok, bad
+
+
+def check_shapes(cfg: RunConfig, log=print) -> None:
+    """ConfigError (one line) when no candidate shape can hold ``cfg``; a log line naming the depths left out
+    when some cannot (e.g. ``model.attn.xsa_layers=2`` rules out 2 layers: use -1 to follow the depth)."""
+    ok, bad = shapes(cfg)
+    if not bad:
+        return
+    first = next(iter(bad.values()))
+    if not ok:
+        raise ConfigError(f"train.autosize: no candidate shape can hold this config ({first}); count layers from the "
+                          "end (negative indices) so they follow the depth, or set the shape and train.autosize=false")
+    depths = sorted({layers for layers, _ in bad})
+    log(f"autosize: left out {len(bad)} candidate shapes ({', '.join(f'{d}L' for d in depths)}): {first}")
+
+
 def fits_cap(model_bytes: int, cfg: RunConfig) -> bool:
     """Step 3's byte test: the estimate with its margin for what training adds is within the cap."""
     t = cfg.train
@@ -166,27 +199,24 @@ def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
     per_param = estimate_artifact_bytes(cfg).model_bytes / count_params(cfg.model)
     weights = cfg.train.seq_len_shares()
     in_cap: list[Choice] = []
-    for layers in LAYERS:
-        for dim in DIMS:
-            h, kv = heads_for(dim)
-            shape = {"model.num_layers": layers, "model.model_dim": dim, "model.num_heads": h, "model.num_kv_heads": kv}
-            c = apply_changes(cfg, list(shape.items()))
-            n = count_params(c.model)
-            mb = round(n * per_param)
-            if not fits_cap(mb, cfg):
+    for layers, dim, c in shapes(cfg)[0]:  # the shapes this config can take (check_shapes said which it cannot)
+        h, kv = c.model.num_heads, c.model.num_kv_heads
+        n = count_params(c.model)
+        mb = round(n * per_param)
+        if not fits_cap(mb, cfg):
+            continue
+        stages = [(w, train_flops_per_token(c.model, seq)) for seq, w in weights]
+        for b in BATCHES:
+            if any(b % seq for seq, _ in weights):
                 continue
-            stages = [(w, train_flops_per_token(c.model, seq)) for seq, w in weights]
-            for b in BATCHES:
-                if any(b % seq for seq, _ in weights):
-                    continue
-                if len(stages) == 1:
-                    ms = rate.ms_per_step(n, stages[0][1], b)
-                    steps = min(t.iterations, int(budget_ms // ms))
-                else:  # each stage of a progressive sequence length gets its share of the clock at its own cost
-                    steps_f = sum(w * budget_ms / rate.ms_per_step(n, f, b) for w, f in stages)
-                    steps, ms = min(t.iterations, int(steps_f)), budget_ms / steps_f
-                in_cap.append(Choice(layers, dim, h, kv, b, n, mb, ms, steps, steps * b,
-                                     chinchilla_loss(n, steps * b)))
+            if len(stages) == 1:
+                ms = rate.ms_per_step(n, stages[0][1], b)
+                steps = min(t.iterations, int(budget_ms // ms))
+            else:  # each stage of a progressive sequence length gets its share of the clock at its own cost
+                steps_f = sum(w * budget_ms / rate.ms_per_step(n, f, b) for w, f in stages)
+                steps, ms = min(t.iterations, int(steps_f)), budget_ms / steps_f
+            in_cap.append(Choice(layers, dim, h, kv, b, n, mb, ms, steps, steps * b,
+                                 chinchilla_loss(n, steps * b)))
     if not in_cap or max(ch.steps for ch in in_cap) < 1:
         raise ConfigError(f"train.autosize: no candidate shape fits {t.autosize_model_bytes:,} model bytes and "
                           f"trains a step in {t.max_wallclock_seconds:g} s on this machine")
@@ -275,6 +305,7 @@ def resolve(cfg: RunConfig, log=print) -> RunConfig:
 
     if dist.world_size() > 1:
         raise ConfigError("train.autosize sizes a single-process CPU run; set the shape explicitly for torchrun")
+    check_shapes(cfg, log)  # before the cache and the probe: a config no shape can hold costs nothing
     key = machine_key(cfg) if cfg.train.autosize_cache else None
     hit = _cached(key) if key else None
     if hit is not None:

@@ -52,7 +52,9 @@ class AttnConfig:
     xsa_layers: tuple[int, ...] = ()
     """Exclusive Self Attention on these (physical) layers, e.g. ``7,8,9,10``: each head's output
     loses its component along the token's own value direction, y ← y − (y·v̂)v̂ (arXiv:2603.09078;
-    [03-20c] last 3 of 11, [03-20d] PR #287 last 4, [03-25] PR #1019 all layers). GQA-aware, no K/V copy."""
+    [03-20c] last 3 of 11, [03-20d] PR #287 last 4, [03-25] PR #1019 all layers). GQA-aware, no K/V copy.
+    A negative index counts from the end, as in Python (``-4,-3,-2,-1`` = the last 4 at any depth), so the
+    list follows the depth ``train.autosize`` picks (:meth:`ModelConfig.layers`)."""
 
     rope_dims: int = 0
     """Partial RoPE ([03-21] PR #315): rotate only the first ``rope_dims`` dims of each head (records: 16
@@ -64,7 +66,8 @@ class AttnConfig:
     ve_layers: tuple[int, ...] = ()
     """Value embeddings ([03-22], credited to PR #374): one shared table (vocab × ``ve_dim``, N(0, 0.01))
     projected to the K/V width with a learned scale (init 0.1) is added to the attention values of these
-    layers, each with its own learned scale (init 1). Records: layers 9, 10 of 11; removed in [04-05]."""
+    layers, each with its own learned scale (init 1). Records: layers 9, 10 of 11; removed in [04-05].
+    Negative indices count from the end, as for ``xsa_layers``."""
     ve_dim: int = 128
     gate: Literal["off", "out", "dense", "sparse"] = "off"
     """A per-head gate on the attention output, before the output projection: ``out`` AttnOutGate
@@ -87,14 +90,10 @@ class AttnConfig:
     it runs, the mask elsewhere. Same function either way (tested against a per-segment reference)."""
 
     def __post_init__(self) -> None:
-        _check(all(i >= 0 for i in self.xsa_layers), "model.attn.xsa_layers must be layer indices >= 0")
         _check(self.gate_window >= 1 and self.gate_init_std >= 0, "model.attn.gate_window >= 1, gate_init_std >= 0")
         _check(self.rope_dims >= 0 and self.rope_dims % 2 == 0, "model.attn.rope_dims must be even and >= 0")
         _check(self.rope_train_len >= 0, "model.attn.rope_train_len must be >= 0")
-        _check(all(i >= 0 for i in self.ve_layers) and len(set(self.ve_layers)) == len(self.ve_layers),
-               "model.attn.ve_layers must be distinct layer indices >= 0")
         _check(self.ve_dim >= 1, "model.attn.ve_dim must be >= 1")
-        _check(len(set(self.xsa_layers)) == len(self.xsa_layers), "model.attn.xsa_layers lists a layer twice")
 
 
 @dataclass
@@ -232,8 +231,8 @@ class ModelConfig:
         _check(self.ce_chunk_tokens >= 0, "model.ce_chunk_tokens must be >= 0")
         _check(self.attn.rope_dims <= self.head_dim, "model.attn.rope_dims must be <= head_dim")
         _check(0 <= self.embed.bos_id < self.vocab_size, "model.embed.bos_id must be a token id")
-        bad = [i for i in (*self.attn.xsa_layers, *self.attn.ve_layers) if i >= self.num_layers]
-        _check(not bad, f"model.attn: layer {bad[0] if bad else 0} does not exist ({self.num_layers} layers)")
+        for name in ("xsa_layers", "ve_layers"):
+            self.layers(name)  # every index a layer of this depth, none twice: one line otherwise
         _check(self.recur.loops == 0 or self.recur.end < self.num_layers,
                f"model.recur.end must be a layer (< {self.num_layers})")
         # out of range, no layer gets lanes: a switch that does nothing
@@ -242,6 +241,18 @@ class ModelConfig:
                f"from the end ({self.num_layers} layers; 0 = off)")
         _check(self.attn.gate not in ("out", "sparse") or self.attn.gate_window <= self.model_dim,
                "model.attn.gate_window must be <= model_dim")
+
+    def layers(self, name: str) -> tuple[int, ...]:
+        """The physical layers ``model.attn.<name>`` (``xsa_layers``, ``ve_layers``) names at this depth, sorted;
+        negative indices count from the end. ConfigError (one line) when one is not a layer or repeats one."""
+        raw = getattr(self.attn, name)
+        n = self.num_layers
+        bad = [i for i in raw if not -n <= i < n]
+        _check(not bad, f"model.attn.{name}: layer {bad[0] if bad else 0} does not exist ({n} layers: 0..{n - 1}, "
+                        f"or -1..-{n} from the end)")
+        out = sorted(i % n for i in raw)
+        _check(len(set(out)) == len(out), f"model.attn.{name} lists a layer twice at {n} layers ({raw})")
+        return tuple(out)
 
     @property
     def num_virtual_layers(self) -> int:

@@ -210,3 +210,28 @@ def test_a_progressive_sequence_length_is_priced_stage_by_stage() -> None:
         assert b.steps < ch.steps < a.steps
         want = 600_000 * (0.75 / a.ms_per_step + 0.25 / b.ms_per_step)
         assert ch.steps == int(want) or ch.steps == int(want) - 1
+
+
+def test_a_layer_list_rules_out_the_shapes_it_cannot_hold_before_the_probe(monkeypatch, tmp_path) -> None:
+    """``model.attn.xsa_layers=2`` is valid at the preset's 3 layers but not at 2: the 2-layer candidates are
+    left out (one log line) instead of the run failing after the probe; a list no candidate can hold is one
+    ConfigError before the probe; a negative index follows every depth."""
+    monkeypatch.setenv("PGOLF_CACHE", str(tmp_path))
+    base = apply_changes(_cfg(), [("train.autosize", True), ("train.autosize_cache", False)])
+    cfg = apply_changes(base, [("model.attn.xsa_layers", (2,))])
+    ok, bad = autosize.shapes(cfg)
+    assert {layers for layers, _ in bad} == {2} and all(layers > 2 for layers, _, _ in ok)
+    rate = _rate(cfg, 550.0, 87.0)
+    _, table = choose(cfg, rate)
+    assert table and all(ch.num_layers > 2 for ch in table)
+    monkeypatch.setattr(autosize, "probe", lambda c: rate)
+    lines: list[str] = []
+    out = autosize.resolve(cfg, log=lines.append)
+    assert out.model.num_layers > 2 and any("left out 5 candidate shapes (2L)" in x for x in lines)
+
+    probed: list[int] = []
+    monkeypatch.setattr(autosize, "probe", lambda c: probed.append(1) or rate)
+    with pytest.raises(ConfigError, match="no candidate shape can hold this config .*xsa_layers: layer 7 does not exist"):
+        autosize.resolve(apply_changes(base, [("model.num_layers", 8), ("model.attn.xsa_layers", (7,))]))
+    assert probed == []
+    assert autosize.shapes(apply_changes(base, [("model.attn.xsa_layers", (-1,))]))[1] == {}

@@ -115,7 +115,9 @@ def test_tuple_literal_optional_and_nested_fields():
         ("train.compile=2.5", "cannot parse"),
         ("model.parallel_start=9", "model.parallel_start must be a layer: 1..8, or -1..-8 from the end"),  # no lanes
         ("model.parallel_start=-9", "model.parallel_start must be a layer: 1..8, or -1..-8 from the end"),
-        ("model.attn.xsa_layers=9", "layer 9 does not exist (9 layers)"),
+        ("model.attn.xsa_layers=9", "model.attn.xsa_layers: layer 9 does not exist (9 layers: 0..8, or -1..-9"),
+        ("model.attn.xsa_layers=-10", "model.attn.xsa_layers: layer -10 does not exist"),
+        ("model.attn.ve_layers=8,-1", "model.attn.ve_layers lists a layer twice at 9 layers"),
     ],
 )
 def test_ill_typed_values_are_one_clear_error(item, needle):
@@ -165,3 +167,22 @@ def test_derived_presets_and_provenance():
     finally:
         for n in ("cpu-xsa-test", "cpu-xsa-test2", "cpu-bad-test"):
             PRESETS.pop(n, None)
+
+
+def test_layer_lists_count_from_the_end_and_follow_the_depth():
+    """A negative index names the same layer from the end at every depth (as ``parallel_start`` does)."""
+    for n in (3, 5, 11):
+        m = apply_overrides(RunConfig(), [f"model.num_layers={n}", "model.attn.xsa_layers=-2,-1",
+                                          "model.attn.ve_layers=0,-1"]).model
+        assert m.layers("xsa_layers") == (n - 2, n - 1) and m.layers("ve_layers") == (0, n - 1)
+
+
+def test_a_negative_layer_list_plans_the_same_layers_as_the_positive_one():
+    from pgolf.model.gpt import build_plan
+
+    def plan(xsa: str, ve: str):
+        m = apply_overrides(RunConfig(), ["model.num_layers=5", f"model.attn.xsa_layers={xsa}",
+                                          f"model.attn.ve_layers={ve}"]).model
+        return build_plan(m, False)
+
+    assert plan("-2,-1", "-1") == plan("3,4", "4") != plan("3", "4")

@@ -273,7 +273,7 @@ def build_plan(cfg: ModelConfig, looping: bool | None = None) -> tuple[LayerPlan
     n = len(order)
     n_enc = n // 2 if cfg.skips != "none" else 0
     n_skip = min(n_enc, n - n_enc)
-    xsa, ve = set(cfg.attn.xsa_layers), set(cfg.attn.ve_layers)
+    xsa, ve = set(cfg.layers("xsa_layers")), set(cfg.layers("ve_layers"))
     seen: dict[int, int] = {}
     untied: dict[tuple[int, int], int] = {}
     plan, lanes, start = [], False, cfg.parallel_from
@@ -316,7 +316,7 @@ class GPT(nn.Module):
             from pgolf.model.value import ValueEmbedding
 
             self.ve = ValueEmbedding(cfg.vocab_size, cfg.attn.ve_dim, cfg.num_kv_heads * cfg.head_dim,
-                                     tuple(sorted(cfg.attn.ve_layers)))
+                                     cfg.layers("ve_layers"))
         self._doc_spans = None  # pgolf.model.varlen.spans, for the packed form where a varlen kernel runs
         if cfg.attn.doc_mask and cfg.attn.doc_kernel != "mask":
             from pgolf.model.varlen import spans
