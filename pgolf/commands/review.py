@@ -1,11 +1,12 @@
-"""``pgolf review RECORD_DIR [--data DIR] [--against DIR] [--json]``: compliance triage of a records folder.
+"""``pgolf review RECORD_DIR [--data DIR] [--against DIR | --sota BPB] [--json]``: compliance triage of a records folder.
 
     pgolf review records/track_10min_16mb/2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611
     pgolf review my_record --data data/datasets/fineweb10B_sp8192 --against records/.../previous_record --json
     pgolf review my_record --sota 1.0611
 
 Nothing of the submission is executed. Exit 0 when no check fails, 1 when one fails (``needs-proof`` and
-``cannot-tell`` do not fail); a RECORD_DIR that is not a directory is a ``pgolf: error`` (exit 2).
+``cannot-tell`` do not fail; a folder without what a submission must ship fails); a RECORD_DIR that is not a
+directory is a ``pgolf: error`` (exit 2). The table wraps to the terminal's width (``COLUMNS``).
 """
 
 from __future__ import annotations

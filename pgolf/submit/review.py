@@ -8,10 +8,14 @@ changes (README: "prove with certainty that the val_bpb is correctly calculated"
 issue #2127).
 
 Every check ends with one verdict — ``pass``, ``fail``, ``needs-proof`` (a construct the review cannot decide;
-the submitter must prove it) or ``cannot-tell`` (input missing or unreadable, with the reason) — and its
-evidence (file, line, value). Bad input never raises: a missing file, an unreadable log, a JSON of the wrong
-shape or a log of another tool is a ``cannot-tell``. ``review(...)`` returns a ``ReviewReport`` (pydantic, the
-``--json`` schema); ``exit_code`` is 0 when no check fails, 1 when one does.
+the submitter must prove it) or ``cannot-tell`` (input unreadable, with the reason) — and its evidence (file,
+line, value). Bad input never raises. What a submission must ship fails ``files`` when it is not there: an empty
+folder, no ``train_gpt.py`` (a folder of records folders names them), no or a malformed ``submission.json`` (not
+JSON, truncated, the wrong shape), no log at all; an unreadable log or a log of another tool is a
+``cannot-tell``. pgolf's bundles are read as the program they are: the modules in their ``FILES`` are analysed
+(``train_gpt.py:pgolf/eval/bpb.py`` in the evidence), and pgolf's logs give seeds, hardware and tokenizer.
+``review(...)`` returns a ``ReviewReport`` (pydantic, the ``--json`` schema); ``exit_code`` is 0 when no check
+fails, 1 when one does.
 """
 
 from __future__ import annotations
