@@ -22,6 +22,7 @@ from test_eval_legality import BOS, TABLES, TTT_CASES, L, V, Val, _gpt, _perturb
 from test_optim import _free_port
 
 from pgolf.config import apply_overrides
+from pgolf.eval.budget import EvalClock
 from pgolf.presets import get_preset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,7 +57,6 @@ def _streams() -> list[np.ndarray]:
 
 def _run_all() -> dict[str, np.ndarray]:
     """Every case on every stream: the gathered losses and counts (a collective under torchrun)."""
-    from pgolf.eval.budget import EvalClock
     from pgolf.eval.methods import run_method
     from pgolf.eval.scoring import gathered
 
@@ -74,24 +74,83 @@ def _run_all() -> dict[str, np.ndarray]:
     return out
 
 
+class RankOneTight(EvalClock):
+    """Rank 1 affords the first ``n_ok`` projections of kind ``what`` and no more; rank 0 affords all."""
+
+    def __init__(self, what: str, n_ok: int = 0) -> None:
+        super().__init__(1000.0)
+        self.what, self.n_ok = what, n_ok
+
+    def affords(self, seconds: float, what: str = "") -> bool:
+        if what != self.what or tdist.get_rank() != 1:
+            return True
+        self.n_ok -= 1
+        return self.n_ok >= 0
+
+
+def _budget_facts(rank: int) -> dict:
+    """What each rank did when only rank 1's clock says no (the degradation must be everyone's)."""
+    import time
+
+    from pgolf.errors import BudgetError
+    from pgolf.eval.scoring import gathered
+    from pgolf.eval.ttt import evaluate_ttt
+
+    facts = {}
+    clock = EvalClock(100.0, start=time.perf_counter() - (99.5 if rank == 1 else 0.0))
+    try:
+        clock.require(1.0, "x")
+        facts["require_raised"] = False
+    except BudgetError:
+        facts["require_raised"] = True
+    clock = EvalClock(100.0, start=time.perf_counter() - (50.0 if rank == 1 else 0.0))
+    clock.agree_start()
+    facts["agreed_elapsed"] = clock.elapsed()
+    model = _gpt()
+    tok = _stream(480, 3)
+    ttt = lambda sets: apply_overrides(get_preset("tiny"), TTT_BASE + sets).eval.ttt  # noqa: E731
+    for name, what, n_ok, sets in (("lora", "adapt", 2, ["eval.ttt.lora_lr=0.05"]),
+                                   ("sgd", "adapt", 1, TTT_CASES["sgd"]),
+                                   ("phased", "global", 0, TTT_CASES["phased"])):
+        c = RankOneTight(what, n_ok)
+        s = evaluate_ttt(model, Val(tok, None), TABLES, ttt(sets), seq_len=L, device="cpu", stride=8,
+                         batch_tokens=8 * L, clock=c)
+        g = gathered(s, torch.device("cpu"))
+        facts[name] = {"actions": c.actions, "all_once": bool(np.all(g.counts == 1)), "info": s.info}
+    return facts
+
+
 def _worker(rank: int, port: int, path: str) -> None:
+    import json
+
     torch.set_num_threads(1)
     tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         out = _run_all()
+        facts = [None, None]
+        tdist.all_gather_object(facts, _budget_facts(rank))
         if rank == 0:
             np.savez(path, **out)
+            with open(path + ".json", "w") as f:
+                json.dump(facts, f)
         tdist.barrier()
     finally:
         tdist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
+def spawned(tmp_path_factory):
+    import json
+
     path = str(tmp_path_factory.mktemp("dist") / "two.npz")
     mp.start_processes(_worker, args=(_free_port(), path), nprocs=2, join=True, start_method="spawn")
-    with np.load(path) as f:
-        return dict(f)
+    with np.load(path) as f, open(path + ".json") as g:
+        return dict(f), json.load(g)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(spawned):
+    return spawned[0]
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +185,20 @@ def test_two_ranks_equal_one(case, two_ranks, one_rank) -> None:
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
         x, y = one_rank[f"{case}/{i}/bpb"][0], two_ranks[f"{case}/{i}/bpb"][0]
         assert abs(x - y) <= (1e-12 if CASES[case][2] == "equal" else 1e-5) * abs(x)
+
+
+def test_one_clock_whose_degradations_every_rank_applies(spawned) -> None:
+    """Only rank 1's clock refuses; both ranks refuse, stop adapting, stop the sgd updates at the same chunk,
+    skip the same global phases — and still score every target once."""
+    facts = spawned[1]
+    assert [f["require_raised"] for f in facts] == [True, True]
+    assert all(f["agreed_elapsed"] >= 50.0 for f in facts)  # the earliest start is everyone's
+    for f in facts:
+        assert f["lora"]["all_once"] and f["sgd"]["all_once"] and f["phased"]["all_once"]
+        assert sum("stopped adapting after" in a for a in f["lora"]["actions"]) == 1
+        assert f["lora"]["info"]["adapted_targets"] < 479
+        assert any("stopped adapting after chunk 2 of" in a for a in f["sgd"]["actions"])
+        assert f["sgd"]["info"]["trained_chunks"] == 1 < f["sgd"]["info"]["chunks"] - 1
+        assert f["phased"]["info"]["phases_run"] == 0
+        assert any("skipped global SGD phases 1..2" in a for a in f["phased"]["actions"])
+    assert any("another rank's projection" in a for a in facts[0]["lora"]["actions"])
