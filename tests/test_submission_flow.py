@@ -157,3 +157,31 @@ def test_a_diverged_run_is_an_error_and_records_nothing(tiny_data: Path, tmp_pat
 
     with open_registry(url) as reg:
         assert reg.runs() == []
+
+
+def test_three_seeds_submit_stats_and_review_pass_every_check(flow: dict, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's path on real commands: three seeds → submit → stats → review, every check PASS, exit 0;
+    the same with one seed exits 0 (it needs more seeds for a record, which is not a failure)."""
+    runs = [flow["runs"][s] for s in (1337, 42, 2025)]
+    out = tmp_path / "rec"
+    assert main(["submit", *map(str, runs), "--name", "Three", "--author", "A", "--github-id", "a", "--out", str(out)]) == 0
+    (folder,) = out.iterdir()
+    capsys.readouterr()
+    assert main(["stats", *map(str, runs), "--sota", "9", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    sub = json.loads((folder / "submission.json").read_text())
+    assert stats["summary"]["new"]["n"] == 3 and stats["summary"]["new"]["mean"] == pytest.approx(sub["val_bpb"], abs=1e-12)
+    assert stats["summary"]["new"]["std"] == pytest.approx(sub["val_bpb_std"], abs=1e-12)
+    rc = main(["review", str(folder), "--data", str(flow["data"]), "--sota", "9", "--json"])
+    rep = json.loads(capsys.readouterr().out)
+    assert rc == 0, [c for c in rep["checks"] if c["verdict"] != "pass"]
+    assert {c["verdict"] for c in rep["checks"]} == {"pass"}, [(c["id"], c["verdict"]) for c in rep["checks"]]
+
+    one = tmp_path / "one"
+    assert main(["submit", str(runs[0]), "--name", "One", "--author", "A", "--github-id", "a", "--out", str(one)]) == 0
+    (folder1,) = one.iterdir()
+    capsys.readouterr()
+    assert main(["review", str(folder1), "--data", str(flow["data"]), "--sota", "9", "--json"]) == 0
+    rep1 = {c["id"]: c["verdict"] for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert "fail" not in rep1.values() and rep1["claims"] == "pass"
