@@ -177,6 +177,12 @@ class _Review:
             self.add("files", "fail", str(f), None, "empty folder: a submission needs train_gpt.py, submission.json, "
                      "README.md and its training logs")
             return
+        subs = _record_folders(f)
+        if subs and _find_script(f) is None and not any(f.glob("submission*.json")):  # a folder of records folders
+            self.add("files", "fail", str(f), None, "not a records folder (no train_gpt.py, no submission.json) but a "
+                     f"folder of {len(subs)}: review each instead: {', '.join(subs[:6])}"
+                     + (f" (+{len(subs) - 6} more)" if len(subs) > 6 else ""))
+            return
         readme = next((p for p in f.iterdir() if p.name.lower() == "readme.md"), None)
         if readme is None:
             self.add("files", "cannot-tell", "README.md", None, "missing")
@@ -189,10 +195,7 @@ class _Review:
         self._load_logs()
         self.script = _find_script(f)
         if self.script is None:
-            subs = _record_folders(f)
-            self.add("files", "fail", "train_gpt.py", None, "train_gpt.py missing: the code cannot be analysed or counted"
-                     + (f"; this folder holds records folders, review each instead: {', '.join(subs[:6])}"
-                        + (f" (+{len(subs) - 6} more)" if len(subs) > 6 else "") if subs else ""))
+            self.add("files", "fail", "train_gpt.py", None, "train_gpt.py missing: the code cannot be analysed or counted")
             return
         text, why = _read_text(self.script)
         if text is None:
