@@ -185,6 +185,11 @@ class ModelConfig:
     mlp_act: Literal["relu2", "leaky_relu2"] = "relu2"
     """MLP activation: ReLU² (the baseline) or LeakyReLU(``leaky_slope``)² ([03-23] PR #493/#518; −0.0021)."""
     leaky_slope: float = 0.5
+    fused_kernels: Literal["off", "auto", "on"] = "off"
+    """Fused Triton kernels (:mod:`pgolf.model.fused`), an optional CUDA accelerator: the softcapped CE of
+    [04-23] PR #1787 (training only) and the up-projection + LeakyReLU² of [04-10] PR #1530. ``auto``: on CUDA
+    where triton imports, the PyTorch path elsewhere; ``on``: required (an error on the CPU unless
+    ``TRITON_INTERPRET=1``); ``off``: the PyTorch path (the reference the kernels are tested against)."""
     ln_scale: bool = False
     """LN scale ([03-21] PR #315): the RMSNorm outputs feeding attention and MLP of physical layer i are
     multiplied by 1/√(i+1). No parameters."""

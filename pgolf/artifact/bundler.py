@@ -97,6 +97,7 @@ OPTIONAL: dict[str, Switch] = {
     "pgolf.model.value": Switch(lambda c: bool(c.model.attn.ve_layers), "model.attn.ve_layers non-empty"),
     "pgolf.model.varlen": Switch(lambda c: c.model.attn.doc_mask and c.model.attn.doc_kernel != "mask",
                                  "model.attn.doc_mask and model.attn.doc_kernel != mask"),
+    "pgolf.model.fused": Switch(lambda c: c.model.fused_kernels != "off", "model.fused_kernels != off"),
     "pgolf.optim.parallel_muon": Switch(lambda c: c.optim.parallel_muon, "optim.parallel_muon"),
     "pgolf.quant.qat": Switch(lambda c: c.train.qat.kind != "off", "train.qat.kind != off"),
     "pgolf.quant.calib": Switch(

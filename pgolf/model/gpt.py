@@ -171,8 +171,13 @@ class MLP(nn.Module):
         self.fc = CastedLinear(cfg.model_dim, hidden, bias=False, role=Role.MLP_UP)
         self.proj = CastedLinear(hidden, cfg.model_dim, bias=False, zero_init=True, role=Role.MLP_DOWN)
         self.slope = cfg.leaky_slope if cfg.mlp_act == "leaky_relu2" else 0.0
+        self.fused = cfg.fused_kernels
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fused != "off":  # the fused up-projection + activation ([04-10]), an optional accelerator
+            from pgolf.model.fused import mlp_forward
+
+            return mlp_forward(self, x, self.fused)
         h = self.fc(x)  # [B,T,d] → [B,T,mlp_mult·d]
         h = F.leaky_relu(h, self.slope) if self.slope else torch.relu(h)  # LeakyReLU(0.5)²: [03-23] PR #493
         return self.proj(h.square())  # → [B,T,d]
@@ -438,6 +443,10 @@ class GPT(nn.Module):
             f = self.cfg.parallel_final
             x = 0.5 * (lane0 + lane1) if f == "mean" else lane0 if f == "attn" else lane1
         x = self.final_norm(x)  # [B,T,d], the LM-head input
+        if targets is not None and self.cfg.fused_kernels != "off" and adapter is None:  # fused CE ([04-23])
+            from pgolf.model.fused import loss
+
+            return loss(self, x, targets, reduction, self.cfg.fused_kernels)
         if targets is not None and self.cfg.ce_chunk_tokens and adapter is None:
             return self._chunked_loss(x, targets, reduction)
         logits = self._logits(x, adapter)  # [B,T,V], fp32 (fp64 stays fp64), softcapped
