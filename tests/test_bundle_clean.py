@@ -173,7 +173,6 @@ the bundle, minified and shaken. Hessians are self-generated
 batch counts."""
 
 
-@pytest.mark.slow
 def test_bundle_with_every_technique_matches_pgolf_run(tiny_data, tmp_path, clean_python):
     from pgolf.artifact.bundler import OPTIONAL
 
@@ -192,7 +191,6 @@ def test_bundle_with_every_technique_matches_pgolf_run(tiny_data, tmp_path, clea
     assert m["artifact_bytes"] == m["model_bytes"] + script.stat().st_size
 
 
-@pytest.mark.slow
 def test_bundle_under_two_process_gloo_torchrun(tiny_data, tmp_path, clean_python):
     ref_dir = tmp_path / "ref"
     sets = [a for s in _sets(tiny_data) for a in ("--set", s)]

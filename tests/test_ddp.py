@@ -16,7 +16,6 @@ def _sets(data_dir):
             "--set", "train.batch_tokens=2048", "--set", "train.seq_len=64", "--set", "train.threads=1", "--set", "train.log_every=1"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("parallel_muon", [False, True])
 def test_two_process_gloo_matches_one_process_with_accumulation(tiny_data, tmp_path, parallel_muon):
     """Also with parallel Muon ([03-23]): DDP leaves the matrices alone, the optimizer reduce-scatters them."""
@@ -52,7 +51,6 @@ def test_two_process_gloo_matches_one_process_with_accumulation(tiny_data, tmp_p
         assert abs(x - y) <= 1.5e-4  # logged with 4 decimals
 
 
-@pytest.mark.slow
 def test_two_process_overlap_prescan_refuses_on_every_rank(tiny_data, tmp_path):
     """The overlap check runs before the clock with the shards split over the ranks; a validation document
     in the train shards stops both ranks with the same one-line error (no rank left waiting)."""

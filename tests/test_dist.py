@@ -40,7 +40,6 @@ def _run(fail: bool) -> dict:
         return dict(out)
 
 
-@pytest.mark.slow
 def test_success_path_waits_for_every_rank_before_teardown():
     out = _run(fail=False)
     assert out["main0"] is True and out["main1"] is False
@@ -49,7 +48,6 @@ def test_success_path_waits_for_every_rank_before_teardown():
     assert out["done0"] >= out["leave1"]
 
 
-@pytest.mark.slow
 def test_error_path_tears_down_without_waiting_and_reraises():
     out = _run(fail=True)
     assert out["raised0"] and out["raised1"]

@@ -356,7 +356,6 @@ _DDP_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
 def test_two_rank_hessians_equal_one_process(tmp_path):
     from safetensors import safe_open
 

@@ -53,9 +53,16 @@ def test_auto_native_bf16_cpu_follows_the_probe(monkeypatch, tmp_path, flag):
     precision._auto.cache_clear()
 
 
-def test_real_probe_measures_both_dtypes():
-    r = precision.matmul_probe("cpu", n=64, seconds=0.005)
-    assert set(r) == {"fp32", "bf16"} and all(v > 0 for v in r.values())
+def test_probe_counts_flops_over_the_time_it_measured(monkeypatch):
+    """On a clock that advances 1 ms per reading, a 5 ms window holds 5 products of 2n³ flops: the probe
+    must report exactly 2n³·5 / 0.005 for both dtypes (the warm-up product is not counted)."""
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(precision.time, "perf_counter", lambda: next(ticks) / 1000.0)
+    n = 16
+    r = precision.matmul_probe("cpu", n=n, seconds=0.005)
+    assert set(r) == {"fp32", "bf16"}
+    for v in r.values():
+        assert v == pytest.approx(2 * n**3 * 5 / 0.005, rel=1e-9)
 
 
 def test_agreed_amp_single_process_and_autocast():

@@ -29,7 +29,9 @@ def test_flop_count_of_the_baseline_by_hand():
 
 
 @pytest.mark.parametrize("preset", sorted(LOGGED_MS))
-def test_8xh100_prediction_is_within_10_percent_of_the_logged_ms_per_step(preset):
+def test_8xh100_prediction_fits_its_own_fitting_logs_in_sample(preset):
+    """In-sample: the 8xH100 constants were fitted on these very logs (bench/preflight_fit.py), so this
+    checks the fit and the code that applies it, not how well preflight predicts an unseen configuration."""
     cfg = get_preset(preset)
     pf = preflight(cfg, "8xH100", artifact_bytes=0)
     err = pf.ms_per_step / LOGGED_MS[preset] - 1

@@ -207,7 +207,9 @@ def test_spec_validation_and_names():
                 dict(k=0), dict(clip_q=0.0), dict(search="row")):
         with pytest.raises(ConfigError):
             QuantSpec(**bad)
-    assert hash(QuantSpec(bits=5)) == hash(QuantSpec(bits=5))  # a cache key
+    cache = {QuantSpec(bits=5): "five"}  # a cache key: equal specs built apart find one entry, others none
+    assert cache[QuantSpec(bits=5)] == "five" and QuantSpec(bits=5, group_size=64) not in cache
+    assert QuantSpec(bits=6) not in cache and QuantSpec(bits=5, clip="sdclip", k=12.0) not in cache
     ok = ["int2_row", "int7_g128", "int8_g32", "ternary_row", "ternary_g64", "int6_row+lqer4", "int6_g64+lqer2g32",
           "int8_row+lqer4"]
     for n in ok:
