@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgolf.submit.logparse import parse_log
+from pgolf.logformat import parse_log
 
 BASELINE = """logs/hf_verify_sp1024_8gpu.txt
 val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path=/root/data/tokenizers/fineweb_1024_bpe.model

@@ -12,9 +12,9 @@ import pytest
 
 from pgolf.cli import main
 from pgolf.errors import PgolfError
+from pgolf.logformat import parse_log
 from pgolf.submit import record
 from pgolf.submit import review_numbers as rn
-from pgolf.submit.logparse import parse_log
 from pgolf.submit.review import ReviewReport, review, summary, title_width
 from pgolf.submit.review_decode import decode_script, embedded_modules
 from pgolf.submit.review_static import StaticChecks
@@ -44,38 +44,13 @@ def runs(tiny_data: Path, tmp_path_factory) -> dict[int, Path]:
     return out
 
 
-def _merge(folders: list[Path], root: Path) -> Path:
-    """A three-seed folder from one-seed folders (while ``pgolf submit`` of several seeds is being fixed): the
-    logs side by side, submission.json's seed_results joined and their mean claimed, the README stating it."""
-    d = root / "merged"
-    shutil.copytree(folders[0], d)
-    subs = [json.loads((f / "submission.json").read_text()) for f in folders]
-    sub = subs[0]
-    for f, other in zip(folders[1:], subs[1:], strict=True):
-        shutil.copy(next(f.glob("train_seed*.log")), d)
-        sub["seed_results"].update(other["seed_results"])
-    res = sub["seed_results"].values()
-    sub["seeds"] = [int(k) for k in sub["seed_results"]]
-    sub["val_bpb"] = sum(r["val_bpb"] for r in res) / len(res)
-    sub["val_loss"] = sum(r["val_loss"] for r in res) / len(res)
-    sub["bytes_total"] = max(r["artifact_bytes"] for r in res)
-    (d / "submission.json").write_text(json.dumps(sub))
-    (d / "README.md").write_text(f"# merged\n\n**val_bpb {sub['val_bpb']:.8f}**\n")
-    return d
-
-
 @pytest.fixture(scope="module")
 def folders(runs: dict[int, Path], tmp_path_factory) -> dict[str, Path]:
     """The records folders: one seed, three seeds, and the compact and readable bundles of the configuration."""
     root = tmp_path_factory.mktemp("pgolf-records")
     one = record.build_record([runs[1337]], name="one", author="a", github_id="a", out_root=root / "one")
-    try:
-        three = record.build_record([runs[s] for s in SEEDS], name="three", author="a", github_id="a",
-                                    out_root=root / "three")
-    except PgolfError:  # several seeds in one submit: being fixed elsewhere (issue 21)
-        singles = [record.build_record([runs[s]], name=f"s{s}", author="a", github_id="a", out_root=root / f"s{s}")
-                   for s in SEEDS]
-        three = _merge(singles, root)
+    three = record.build_record([runs[s] for s in SEEDS], name="three", author="a", github_id="a",
+                                out_root=root / "three")
     out = {"one": one, "three": three}
     for form in ("compact", "readable"):
         assert main(["bundle", str(runs[1337]), f"--{form}", "--out", str(root / f"{form}.py")]) == 0

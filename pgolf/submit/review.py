@@ -31,8 +31,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pgolf.errors import PgolfError
+from pgolf.logformat import parse_log
 from pgolf.submit import review_numbers as rn
-from pgolf.submit.logparse import parse_log
 from pgolf.submit.review_decode import Embedded, code_files, decode_script, embedded_modules
 from pgolf.submit.review_static import Finding, StaticChecks
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
 
-from pgolf.submit.logparse import Metric, ParsedLog
+from pgolf.logformat import Metric, ParsedLog
 from pgolf.submit.review_static import Finding
 
 CAP_BYTES = 16_000_000

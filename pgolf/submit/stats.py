@@ -25,7 +25,7 @@ The record's per-seed scores come from its run directories, or from its ``submis
 ``seed_results`` when it has them, else the training logs in the same folder (many records list only
 the mean) — ``train_seed*.log``, else ``*.log``, else ``*.txt``, the first of these that holds logs with
 a final score — each log's score being its last final ``val_loss``/``val_bpb`` line
-(:func:`pgolf.submit.logparse.parse_log`) and its seed the log's ``seed:`` line or the file name.
+(:func:`pgolf.logformat.parse_log`) and its seed the log's ``seed:`` line or the file name.
 ``Scores.source`` says which was used; the report prints it.
 
 Zero variance (every score identical, in both samples for Welch): t = ±inf and p = 0 or 1 by the
@@ -159,7 +159,7 @@ _SEED_IN_NAME = re.compile(r"seed[_-]?(\d+)", re.IGNORECASE)
 def scores_of_logs(folder: Path, label: str) -> Scores | None:
     """Per-seed scores from the training logs of a records folder: the first of :data:`LOG_GLOBS` whose
     files include logs with a final score; None when none does. A seed seen in two logs is an error."""
-    from pgolf.submit.logparse import parse_log
+    from pgolf.logformat import parse_log
 
     for pattern in LOG_GLOBS:
         found: list[tuple[str, float, float | None, str]] = []
