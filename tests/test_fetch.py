@@ -409,6 +409,89 @@ def test_default_repo_per_variant():
     assert fetch.VARIANTS["sp8192"].repo_id == "kevclark/parameter-golf"  # where records [04-05]+ fetch it
 
 
+# --- the CaseOps records' export (romeerp/parameter-golf-caseops-v1) ----------------------------
+
+CASEOPS_NAME = "fineweb10B_sp8192_lossless_caps_caseops_v1_reserved"
+CASEOPS_TOK = "tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"
+
+
+def make_caseops_remote(root: Path, sp_model: bytes, *, bad_sidecar: bool = False) -> Path:
+    """The CaseOps export as its records describe it: the same layout under another dataset and tokenizer
+    name, plus ``fineweb_val_bytes_N.bin`` (shard format: magic 20240520) beside each val shard."""
+    make_remote(root, sp_model)
+    ds = root / "datasets/datasets"
+    (ds / "fineweb10B_sp1024").rename(ds / CASEOPS_NAME)
+    (root / TOKENIZER).rename(root / "datasets" / CASEOPS_TOK)
+    m = json.loads((root / "datasets/manifest.json").read_text())
+    m["datasets"][0] |= {"name": CASEOPS_NAME, "tokenizer_name": "sp8192_caseops", "vocab_size": 8192,
+                         "path": f"datasets/{CASEOPS_NAME}"}
+    m["tokenizers"][0] |= {"name": "sp8192_caseops", "vocab_size": 8192, "model_path": CASEOPS_TOK,
+                           "text_transform": "lossless_caps_caseops_v1"}
+    (root / "datasets/manifest.json").write_text(json.dumps(m))
+    rng = np.random.default_rng(1)
+    for i, _ in enumerate(VAL_SIZES):
+        tokens = np.frombuffer((ds / CASEOPS_NAME / f"fineweb_val_{i:06d}.bin").read_bytes()[1024:], dtype="<u2")
+        counts = np.where(tokens == 1, 0, rng.integers(1, 6, tokens.size))  # 0 at BOS
+        if bad_sidecar and i == 1:
+            counts = counts[:-1]  # one entry short: not that shard's
+        (ds / CASEOPS_NAME / f"fineweb_val_bytes_{i:06d}.bin").write_bytes(shard_bytes(counts))
+    return root
+
+
+@pytest.fixture
+def caseops(monkeypatch):
+    """The real variant, its vocabulary brought down to the stand-in tokenizer's 1024 pieces."""
+    import dataclasses
+
+    real = fetch.VARIANTS["sp8192_caseops"]
+    assert (real.dataset, real.repo_id, real.vocab_size, real.text_transform) == (
+        CASEOPS_NAME, "romeerp/parameter-golf-caseops-v1", 8192, "caseops_v1")  # names of [04-18]…[04-27a]
+    monkeypatch.setitem(fetch.VARIANTS, "sp8192_caseops", dataclasses.replace(real, vocab_size=1024))
+
+
+def _caseops_manifest(root: Path) -> None:
+    m = json.loads((root / "datasets/manifest.json").read_text())
+    for entry in m["datasets"] + m["tokenizers"]:
+        entry["vocab_size"] = 1024
+    (root / "datasets/manifest.json").write_text(json.dumps(m))
+
+
+def test_caseops_fetch_is_pgolfs_caseops_layout(tmp_path, sp_model, caseops):
+    from pgolf.config import DataConfig
+    from pgolf.data.loader import load_validation, resolve_data
+    from pgolf.data.shards import CASEOPS_GUARD
+
+    remote = make_caseops_remote(tmp_path / "remote", sp_model)
+    _caseops_manifest(remote)
+    out = tmp_path / "out"
+    summary = fetch_dataset("sp8192_caseops", 1, out, hub=FakeHub(remote), progress=False)
+    sidecars = [f"fineweb_val_bytes_{i:06d}.bin" for i in range(len(VAL_SIZES))]
+    for name in sidecars + ["fineweb_val_000000.bin", "fineweb_train_000000.bin"]:
+        assert (out / name).read_bytes() == (remote / "datasets/datasets" / CASEOPS_NAME / name).read_bytes()
+    assert (out / "tokenizer.model").read_bytes() == (remote / "datasets" / CASEOPS_TOK).read_bytes()
+    assert (out / CASEOPS_GUARD).is_file()  # stops the root train_gpt.py
+    assert sorted(summary["downloaded"]) == sorted(sidecars + _shard_names(1) + ["tokenizer.model"])
+    m = json.loads((out / "manifest.json").read_text())
+    assert (m["text_transform"], m["byte_sidecar_style"], m["source"]) == ("caseops_v1", "caseops", "official")
+    assert m["splits"]["val"]["byte_sidecars"] == sidecars
+    assert m["official"]["repo_id"] == "romeerp/parameter-golf-caseops-v1"
+    # pgolf reads it as a CaseOps dataset: scored over the sidecar's original bytes
+    spec = resolve_data(DataConfig(path=str(out)), 1024)
+    assert spec.text_transform == "caseops_v1" and [p.name for p in spec.val_byte_files] == sidecars
+    val = load_validation(spec)
+    assert val.raw_bytes is not None and val.raw_bytes.size == val.tokens.size == sum(VAL_SIZES)
+    # a second fetch finds everything in place
+    again = fetch_dataset("sp8192_caseops", 1, out, hub=FakeHub(remote), progress=False)
+    assert again["downloaded"] == [] and len(again["skipped"]) == len(summary["downloaded"])
+
+
+def test_caseops_sidecar_of_another_length_is_refused(tmp_path, sp_model, caseops):
+    remote = make_caseops_remote(tmp_path / "remote", sp_model, bad_sidecar=True)
+    _caseops_manifest(remote)
+    with pytest.raises(DataError, match=r"fineweb_val_bytes_000001\.bin.*2 byte counts, its val shard has 3"):
+        fetch_dataset("sp8192_caseops", 0, tmp_path / "out", hub=FakeHub(remote), progress=False)
+
+
 # --- the real huggingface_hub code path -------------------------------------------------------
 
 

@@ -28,6 +28,17 @@ Checks on every file, before it gets its final name:
   N = S for i < F − 1 and N = T − (F − 1)·S for the last one; size/sha256 when listed.
 - tokenizer: loads with SentencePiece and has the dataset's ``vocab_size``.
 
+**The CaseOps records' data** (``--variant sp8192_caseops``; published with [04-18] PR #1729, named by the
+CaseOps records' READMEs through [04-27a] PR #1855): HF dataset ``romeerp/parameter-golf-caseops-v1``, the same
+export layout with dataset ``fineweb10B_sp8192_lossless_caps_caseops_v1_reserved`` (80 training shards) and
+tokenizer ``tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model`` (the SP8192 model with the
+CaseOps operators U+E001–E004 reserved), plus one byte sidecar ``fineweb_val_bytes_{i:06d}.bin`` beside each
+val shard (shard format, magic 20240520; each token's byte count in the original text, 0 at BOS). Locally
+this is pgolf's CaseOps layout (README "Data layout"): the sidecars keep their name (the ``caseops`` style
+of :mod:`pgolf.data.shards`), the guard file :data:`~pgolf.data.shards.CASEOPS_GUARD` stops the root
+``train_gpt.py``, and the manifest says ``text_transform: caseops_v1`` and ``byte_sidecar_style: caseops``,
+so pgolf scores it over the original bytes. A sidecar must hold exactly its val shard's token count.
+
 An invalid download (zero bytes is the hub cache's known failure) is fetched once more with
 ``force``; a second failure is a :class:`~pgolf.errors.DataError`. Files already present and
 valid are skipped, so an interrupted fetch resumes where it stopped.
@@ -46,7 +57,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pgolf import __version__
-from pgolf.data.shards import read_shard_header
+from pgolf.data.shards import read_byte_sidecar_header, read_shard_header, sidecar_name, write_caseops_guard
 from pgolf.errors import ConfigError, DataError
 from pgolf.fileio import atomic_path, write_json
 
@@ -68,12 +79,17 @@ class Variant:
     repo_id: str
     """HF dataset repo the challenge records download this variant from."""
     vocab_size: int
+    text_transform: str = "identity"
+    """``caseops_v1``: the CaseOps records' export, with byte sidecars (module docstring)."""
 
 
 VARIANTS: dict[str, Variant] = {
     "sp1024": Variant("fineweb10B_sp1024", DEFAULT_REPO_ID, 1024),  # the baseline [03-17b]
     "sp4096": Variant("fineweb10B_sp4096", "kevclark/parameter-golf", 4096),  # [04-01] PR #1218
     "sp8192": Variant("fineweb10B_sp8192", "kevclark/parameter-golf", 8192),  # [04-05] PR #1394
+    # the CaseOps records' own data and tokenizer: [04-18] PR #1729, used by [04-19]…[04-27a]
+    "sp8192_caseops": Variant("fineweb10B_sp8192_lossless_caps_caseops_v1_reserved",
+                              "romeerp/parameter-golf-caseops-v1", 8192, "caseops_v1"),
 }
 
 
@@ -200,6 +216,14 @@ def fetch_dataset(
             )
         splits[split] = {"tokens": sum(files[n]["tokens"] for n in names), "shards": names}
     splits["val"]["byte_sidecars"] = []  # the official export has none: BPB comes from the byte tables
+    caseops = spec.text_transform != "identity"
+    if caseops:  # one sidecar per val shard, the same token count
+        for i, shard in enumerate(splits["val"]["shards"]):
+            name = sidecar_name(i, "caseops")
+            files[name] = job.fetch(f"{prefix}/{name}", name,
+                                    lambda p, n=files[shard]["tokens"]: _check_sidecar(p, n))
+            splits["val"]["byte_sidecars"].append(name)
+        write_caseops_guard(out)
 
     extra = sorted(p.name for p in out.glob("fineweb_train_*.bin") if p.name not in files)
     if extra:
@@ -212,6 +236,7 @@ def fetch_dataset(
         "bos_id": BOS_ID,
         "append_eos": False,
         "shard_tokens": shard_size,
+        **({"text_transform": spec.text_transform, "byte_sidecar_style": "caseops"} if caseops else {}),
         "tokenizer": {
             "file": TOKENIZER_FILE,
             "sha256": files[TOKENIZER_FILE]["sha256"],
@@ -419,6 +444,13 @@ def _check_shard(path: Path, expected_tokens: int | None, meta: dict[str, Any]) 
         raise DataError(f"{path.name}: {n} tokens, the manifest implies {expected_tokens}")
     size = path.stat().st_size
     return _check_listed(path, size, meta) | {"bytes": size, "tokens": n}
+
+
+def _check_sidecar(path: Path, tokens: int) -> dict[str, Any]:
+    n = read_byte_sidecar_header(path)  # the caseops name: magic 20240520, version, exact size
+    if n != tokens:
+        raise DataError(f"{path.name}: {n} byte counts, its val shard has {tokens} tokens")
+    return {"bytes": path.stat().st_size, "tokens": n}
 
 
 def _check_tokenizer(path: Path, vocab_size: int) -> dict[str, Any]:
