@@ -247,3 +247,17 @@ def test_after_the_stop_the_tail_is_scored_in_full_batches_with_the_same_losses(
     np.testing.assert_array_equal(fast.losses, ref.losses)  # bit for bit: rows never see their neighbours
     assert fast.info["adapted_targets"] == ref.info["adapted_targets"] < fast.result.tokens
     assert n_fast * 2 < n_ref  # 100 chunks of the long document: one per call before, three per call now
+
+
+def test_no_global_phase_after_the_last_document() -> None:
+    """A phase boundary at the end of the stream would train on documents nothing is left to score with:
+    with prefix_docs = every document and 2 phases, only the phase in the middle runs."""
+    model = _gpt()
+    tok = _stream(400, 4)
+    n_docs = len(spans(tok, BOS, True)[0])
+    cfg = _ttt(["eval.ttt.mode=phased", f"eval.ttt.prefix_docs={n_docs}", "eval.ttt.phases=2"])
+    clock = EvalClock(0.0)
+    s = evaluate_ttt(model, Val(tok, None), TABLES, cfg, seq_len=L, device="cpu", clock=clock)
+    assert np.all(s.counts == 1) and s.info["phases_run"] == 1
+    assert [a.split(": ", 1)[1] for a in clock.actions] == [
+        f"global SGD phase 1 on the first {-(-n_docs // 2)} documents ({int(spans(tok, BOS, True)[1][: -(-n_docs // 2)].sum()):,} targets)"]

@@ -283,7 +283,7 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
     phased = cfg.mode == "phased"
     prefix = min(cfg.prefix_docs, n_docs) if phased else 0
     n_phases = cfg.phases if phased and prefix > 0 else 0
-    bounds = sorted({math.ceil(prefix * (i + 1) / n_phases) for i in range(n_phases)})
+    bounds = sorted({math.ceil(prefix * (i + 1) / n_phases) for i in range(n_phases)} - {n_docs})  # none after the end
     ends = [*bounds, n_docs]  # group g = documents ends[g−1] .. ends[g]−1 (stream order); a phase after each but the last
     groups = [_queue_order(np.arange(0 if g == 0 else ends[g - 1], ends[g]), ns, cfg.warm_start_a) for g in range(len(ends))]
     w = plan(starts, ns, seq_len, c, c)  # every document's chunk windows, in stream order
