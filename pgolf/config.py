@@ -643,8 +643,15 @@ class TttConfig:
     target is ∝ seq_len / chunk. 0 = min(128, the context), so the default fits every run; a chunk set
     longer than the context is an error."""
     batch_docs: int = 16
-    """Documents adapted side by side, one LoRA slot each (records: 64). Slots take the documents in
-    stream order and refill as soon as their document is done."""
+    """Documents adapted side by side on each rank, one LoRA slot each (records: 64). Slots take the
+    documents from the queue (``order``) and refill as soon as their document is done."""
+    order: Literal["length", "stream"] = "length"
+    """``lora``/``phased``: the order documents are claimed in, inside each phase's group of documents
+    (:mod:`pgolf.eval.ttt`, "Ranks"): ``length`` longest first, as the records' global queue ([04-27a]),
+    so the ranks finish together; ``stream`` stream order. Without a budget cut a document's losses do not
+    depend on the order. When the clock stops adaptation, which documents were adapted does: under
+    ``length`` also on the lengths of later documents, so strict stream-order causality under a binding
+    budget needs ``stream``. ``warm_start_a`` always claims in stream order."""
     lora_lr: float = 0.01
     lora_optimizer: Literal["adam", "sgd"] = "adam"
     lora_beta1: float = 0.9

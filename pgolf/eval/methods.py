@@ -82,7 +82,8 @@ def settings(name: str, cfg: RunConfig) -> dict[str, Any]:
             from pgolf.eval.ttt import chunk_for
 
             out.update(chunk=chunk_for(t, e.seq_len or cfg.train.seq_len), rank=t.lora_rank, targets=",".join(t.lora_targets), lr=t.lora_lr,
-                       steps=t.lora_steps, batch_docs=t.batch_docs, warm_start_a=t.warm_start_a)
+                       steps=t.lora_steps, batch_docs=t.batch_docs, warm_start_a=t.warm_start_a,
+                       order="stream" if t.warm_start_a else t.order)
         if t.mode == "phased":
             out.update(phases=t.phases, prefix_docs=t.prefix_docs, global_lr=t.global_lr)
         if t.mode == "sgd":

@@ -8,20 +8,22 @@ phased global SGD on the already-scored document prefix [04-13] PR #1610 and its
 
 ``eval.ttt.mode``:
 
-- ``lora``: documents (split at BOS, in stream order) are taken ``batch_docs`` at a time, one
-  :class:`~pgolf.eval.lora.BatchedLoRA` row each. Chunk k of a document holds its targets
+- ``lora``: documents (split at BOS) are claimed from a queue (``eval.ttt.order``: longest first, or
+  stream order) into ``batch_docs`` slots, one :class:`~pgolf.eval.lora.BatchedLoRA` row each. Chunk k of a document holds its targets
   r ∈ (k·c, (k+1)·c], read from the window of the ``seq_len`` inputs before the chunk's end
   (:func:`pgolf.eval.windows.plan` with first = step = c). For k = 0, 1, …: score chunk k of every
   document under no-grad, then take ``lora_steps`` optimizer steps on the loss of those same targets
   (Σ over documents of each document's mean CE). So chunk k is scored with an adapter trained on
-  chunks < k of its own document only. At the next batch the adapters reset (B = 0; A redrawn, or kept
-  with ``warm_start_a``) and the optimizer state is new.
+  chunks < k of its own document only. When a slot takes its next document the adapter resets (B = 0;
+  A drawn from (seed, document index), or kept with ``warm_start_a``) and its optimizer state is new,
+  so a document's losses depend on its own tokens and the base model only, not on the claim order.
 - ``phased``: ``lora``, and whenever the documents scored so far reach a phase boundary
   ⌈prefix_docs·i/phases⌉, the base model takes SGD steps (momentum ``sgd_momentum``, clip
   ``sgd_clip``, cosine lr from ``global_lr``, ``global_epochs``) over all documents scored so far, cut
   into non-overlapping ``seq_len`` pieces inside each document; scoring then resumes with the new base.
-  Documents are in stream order (the records sort them by length, which breaks causality in stream
-  order), so every update uses only targets before the next scored one.
+  The phase groups are stream-order prefixes (the records sort the whole stream by length, which breaks
+  causality in stream order); only inside a group are documents claimed longest first. So every update
+  uses only documents before every document scored after it.
 - ``sgd``: the sliding windows of ``eval.sliding`` are grouped into chunks of ``sgd_chunk_tokens``
   targets by their first scored target; chunk i is scored under no-grad, then (except the last) the
   whole model trains on the targets of chunk i for ``sgd_epochs`` epochs (SGD, momentum, clip, lr
@@ -35,7 +37,10 @@ Budget (:mod:`pgolf.eval.budget`): the warm-up runs the scoring and training sha
 (never validation tokens) and times them; if scoring alone cannot finish in the budget, BudgetError.
 During the pass the measured rates project the rest: pending global phases are skipped first, then
 adaptation stops (the rest is scored with the current weights, in full batches: :func:`_frozen_tail`),
-whenever the projection overruns.
+whenever the projection overruns. Which documents were adapted before such a stop depends on the claim
+order: with ``order=length`` also on the lengths of later documents of the group, so a run whose budget
+binds is strictly causal in stream order only with ``eval.ttt.order=stream`` (the tests' perturbation
+checks run without a cut, where the order changes nothing).
 
 Ranks (torchrun; [04-27a] ``eval_val_ttt_phased`` for the queue, new code): ``lora``/``phased`` cut the
 documents into groups at the phase boundaries (stream order: group g = documents ⌈prefix·g/phases⌉ ..,
@@ -265,12 +270,12 @@ def _full_model_step_seconds(model, vocab: int, cfg, seq_len: int, device, amp_d
     fwd_bwd()
     return _time(fwd_bwd) / (cfg.sgd_batch_seqs * seq_len)
 
-def _queue_order(docs: np.ndarray, ns: np.ndarray, warm_start_a: bool) -> np.ndarray:
+def _queue_order(docs: np.ndarray, ns: np.ndarray, in_stream: bool) -> np.ndarray:
     """The order a group's documents are claimed in: longest first (ties in stream order), so long documents
-    start early and the ranks finish together; stream order with ``warm_start_a`` (a slot's A then comes
-    from the document it held before, which must be an earlier one)."""
+    start early and the ranks finish together; stream order for ``eval.ttt.order=stream`` and with
+    ``warm_start_a`` (a slot's A then comes from the document it held before, which must be an earlier one)."""
     docs = np.asarray(docs, np.int64)
-    return docs if warm_start_a else docs[np.argsort(-ns[docs], kind="stable")]
+    return docs if in_stream else docs[np.argsort(-ns[docs], kind="stable")]
 
 
 def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, device, amp_dtype, clock: EvalClock,
@@ -285,7 +290,8 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
     n_phases = cfg.phases if phased and prefix > 0 else 0
     bounds = sorted({math.ceil(prefix * (i + 1) / n_phases) for i in range(n_phases)} - {n_docs})  # none after the end
     ends = [*bounds, n_docs]  # group g = documents ends[g−1] .. ends[g]−1 (stream order); a phase after each but the last
-    groups = [_queue_order(np.arange(0 if g == 0 else ends[g - 1], ends[g]), ns, cfg.warm_start_a) for g in range(len(ends))]
+    in_stream = cfg.warm_start_a or cfg.order == "stream"
+    groups = [_queue_order(np.arange(0 if g == 0 else ends[g - 1], ends[g]), ns, in_stream) for g in range(len(ends))]
     w = plan(starts, ns, seq_len, c, c)  # every document's chunk windows, in stream order
     first = np.concatenate([[0], np.cumsum(np.bincount(w.span, minlength=n_docs))])  # doc j: windows first[j]..
     n_chunks = np.diff(first)
@@ -436,7 +442,7 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
                 else:
                     clock.act(f"skipped global SGD phases {g + 1}..{len(groups) - 1}: projected over budget")
                     rest = np.concatenate(groups[g + 1 :])
-                    groups = groups[: g + 1] + [_queue_order(np.sort(rest), ns, cfg.warm_start_a)]
+                    groups = groups[: g + 1] + [_queue_order(np.sort(rest), ns, in_stream)]
                     ends = ends[: g + 1] + [n_docs]
                 if adapt and world > 1 and board.flag("stop"):  # read after the collective: every rank sees it
                     stop("another rank's projection is over budget")
