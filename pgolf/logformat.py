@@ -82,6 +82,11 @@ def stop_line(train_seconds: float, step: int, iterations: int) -> str:
     return f"stopping_early: wallclock_cap train_time:{_ms(train_seconds)} step:{step}/{iterations}"
 
 
+def trained_line(steps: int, train_seconds: float, tokens_per_second: float, stopped_by: str) -> str:
+    """pgolf's ``trained: steps:N train_time:Ss tok/s:R stopped_by:WHY`` (the training clock's total)."""
+    return f"trained: steps:{steps} train_time:{train_seconds:.1f}s tok/s:{tokens_per_second:.0f} stopped_by:{stopped_by}"
+
+
 def serialized_line(label: str, model_bytes: int, payload_bytes: int | None = None) -> str:
     """``Serialized model LABEL: N bytes[ (payload:P)]``."""
     return f"Serialized model {label}: {model_bytes} bytes" + ("" if payload_bytes is None else f" (payload:{payload_bytes})")
@@ -158,6 +163,7 @@ class _Re:
     GPU = re.compile(r"^\|\s+(\d+)\s+(NVIDIA [^|]*?)\s{2,}")
     PGOLF_RUN = re.compile(r"^# pgolf run (\S+)")
     RESUME = re.compile(r"^resume: step:(\d+)\b")
+    TRAINED = re.compile(r"^trained: steps:(\d+) train_time:([\d.]+)s\b.*?(?:stopped_by:(\S+))?\s*$")
     KV_LINE = re.compile(r"^[A-Za-z_]\w*:\S+(?: [A-Za-z_]\w*:\S+)*$")
 
 
@@ -256,6 +262,8 @@ class ParsedLog:
     """The tokenizer of that line."""
     precision: str | None = None
     """pgolf's ``precision:`` line (the dtype and why)."""
+    trained: tuple[int, float, str] | None = None
+    """pgolf's ``trained:`` line: (steps, training seconds, what stopped it); ``where["trained"]`` its line."""
     curve_train: list[list[float | None]] = field(default_factory=list)
     """[step, train_loss, seconds] of the last training, restarts followed (module docstring)."""
     curve_val: list[list[float | None]] = field(default_factory=list)
@@ -393,8 +401,10 @@ def _pgolf_header(out: ParsedLog, lines: Sequence[str], idx: int) -> int:
         return 1
     if line.startswith("# hardware: "):
         out.hardware = _json_object(line[len("# hardware: "):])
+        out.where["hardware"] = idx + 1
         return 1
     if line.rstrip() == "# config:":
+        out.where["config"] = idx + 1
         end = idx + 1
         while end < len(lines) and lines[end].rstrip() != "}":
             end += 1
@@ -438,6 +448,7 @@ def parse_log(text: str) -> ParsedLog:
             out.versions.setdefault("python" if line.startswith("Running Python") else "torch", line.split()[2])
             continue
         if line.startswith("val_bpb:enabled ") and " data=" in line:
+            out.where.setdefault("tokenizer", no)
             head, out.data_dir = line.split(" data=", 1)
             out.tokenizer = head.split("tokenizer=", 1)[1] if "tokenizer=" in head else None
             continue
@@ -446,6 +457,12 @@ def parse_log(text: str) -> ParsedLog:
             out.curve_train = [p for p in out._before[0] if p[0] <= upto] + out.curve_train  # type: ignore[operator]
             out.curve_val = [p for p in out._before[1] if p[0] <= upto] + out.curve_val  # type: ignore[operator]
             continue
+        if m := _Re.TRAINED.match(line):
+            out.trained = (int(m.group(1)), float(m.group(2)), m.group(3) or "?")
+            out.where["trained"] = no
+            continue
+        if line.startswith(("export: hessians from", "calibration:")):  # pgolf's; still read as events below
+            out.events.append(Event("calibration", no, line))
         if line.startswith("precision: "):
             out.precision = line[len("precision: "):]
             continue

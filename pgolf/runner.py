@@ -151,8 +151,7 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
         log(f"val_bpb:byte_sidecar:enabled (text_transform {data.spec.text_transform}: scored over original bytes)")
 
     tr: TrainResult = train(cfg, out, data=data, resume=resume, log=log, progress=progress)
-    log(f"trained: steps:{tr.steps} train_time:{tr.train_seconds:.1f}s tok/s:{tr.tokens_per_second:.0f} "
-        f"stopped_by:{tr.stopped_by}")
+    log(logformat.trained_line(tr.steps, tr.train_seconds, tr.tokens_per_second, tr.stopped_by))
 
     pre = evaluate_model(tr.model, cfg, data, info.device)
     require_finite(pre.val_loss, "pre-quantization val_loss", out)

@@ -24,6 +24,7 @@ def _round_trip_log() -> tuple[str, dict]:
         lines.append(lf.step_line(step, 9, loss, sec, tokens_per_second=1234.5, lr_mul=0.75))
     lines.append(lf.val_line(9, 9, 3.3333333, 1.23456789, 0.2719))
     lines.append(lf.stop_line(0.2719, 9, 9))
+    lines.append(lf.trained_line(9, 0.2719, 1234.5, "wallclock"))
     lines += [lf.serialized_line("int8_zlib", 94553, 95000), lf.code_line(65827),
               lf.total_line("int8_zlib", 94553, 65827, 16_000_000)]
     lines += lf.final_lines("final_int8_zlib_roundtrip", 5.614592828583152, 3.041687188561241, 0.15990217,
@@ -44,6 +45,7 @@ def test_writers_and_parser_round_trip_at_the_printed_precision() -> None:
     assert p.curves() == {"train": [[1, 6.1235, 0.03], [5, 4.5, 0.151], [9, 3.25, 0.272]],
                           "val": [[9, 1.2346, 0.272]]}
     assert p.stopped_early and p.train_ms == 272 and p.steps == 9 and p.iterations == 9
+    assert p.trained == (9, 0.3, "wallclock") and p.where["config"] == 5 and p.where["hardware"] == 4
     assert p.artifact_bytes() == ("int8_zlib", 94553 + 65827)
     assert p.model_bytes == {"int8_zlib": 94553} and p.code_bytes == {"plain": 65827}
     final = p.final()  # the _exact line: 8 decimals, within half a unit of the last digit

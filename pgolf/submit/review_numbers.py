@@ -70,38 +70,38 @@ class PgolfHeader:
         return cur
 
 
-_PG_TRAINED = re.compile(r"^trained: steps:(\d+) train_time:([\d.]+)s\b.*?(?:stopped_by:(\S+))?\s*$")
-_PG_DEVICE = re.compile(r"\bworld_size:\d+\b.*\bdevice:(\S+)")
-
-
 def pgolf_header(parsed: ParsedLog, text: str) -> PgolfHeader | None:
-    """The :class:`PgolfHeader` of a pgolf run log, or None for a log without ``# config:`` or ``# hardware:``. The
-    values are the parser's (:mod:`pgolf.logformat`: ``config``, ``hardware``, ``tokenizer``, ``data_dir``, the
-    ``device`` setting); this adds the lines they stand on and the runner's ``trained:`` and calibration lines."""
-    config, hardware = getattr(parsed, "config", None), getattr(parsed, "hardware", None) or None
+    """The :class:`PgolfHeader` of a pgolf run log, or None for a log without ``# config:`` or ``# hardware:``.
+    Everything comes from the parser (:mod:`pgolf.logformat`: ``config``, ``hardware``, ``tokenizer``,
+    ``data_dir``, the ``device`` setting, ``trained``, the ``calibration`` events and the lines in ``where``);
+    this adds the line of ``train.seed`` inside the config's JSON."""
+    config, hardware = parsed.config, parsed.hardware or None
     if config is None and hardware is None:
         return None
-    out = PgolfHeader(config=config, hardware=hardware, tokenizer=getattr(parsed, "tokenizer", None),
-                      data=getattr(parsed, "data_dir", None), device=getattr(parsed, "settings", {}).get("device"))
-    in_train = False
-    for i, ln in enumerate(text.replace("\r\n", "\n").split("\n")):
-        no = i + 1
-        if ln.startswith(("export: hessians from", "calibration:")):
-            out.calibration.append((no, ln.strip()))
-        elif m := _PG_TRAINED.match(ln):
-            out.trained = (int(m.group(1)), float(m.group(2)), m.group(3) or "?", no)
-        elif ln.startswith("# hardware:"):
-            out.where["hardware"] = no
-        elif ln.rstrip() == "# config:":
-            out.where["config"] = no
-        elif re.match(r'^\s*"train":\s*\{', ln):
-            in_train = True
-        elif in_train and "train.seed" not in out.where and re.match(r'^\s*"seed":\s*\d+', ln):
-            out.where["train.seed"] = no
-        elif ln.startswith("val_bpb:enabled tokenizer=") and "tokenizer" not in out.where:
-            out.where["tokenizer"] = no
-        elif _PG_DEVICE.search(ln) and "device" not in out.where:
-            out.where["device"] = no
+    out = PgolfHeader(config=config, hardware=hardware, tokenizer=parsed.tokenizer, data=parsed.data_dir,
+                      device=parsed.settings.get("device"))
+    out.calibration = [(e.line, e.text) for e in parsed.events_of("calibration")]
+    if parsed.trained is not None:
+        steps, seconds, by = parsed.trained
+        out.trained = (steps, seconds, by, parsed.where["trained"])
+    for key in ("hardware", "config", "tokenizer"):
+        if key in parsed.where:
+            out.where[key] = parsed.where[key]
+    if "device" in parsed.settings and "model_params" in parsed.where:
+        out.where["device"] = parsed.where["model_params"]  # the kv_line that states model_params … device
+    lines = text.replace("\r\n", "\n").split("\n")
+    start = out.where.get("config")
+    if start is not None:  # train.seed's line inside the config's JSON
+        in_train = False
+        for no in range(start + 1, len(lines) + 1):
+            ln = lines[no - 1]
+            if ln.rstrip() == "}":
+                break
+            if re.match(r'^\s*"train":\s*\{', ln):
+                in_train = True
+            elif in_train and re.match(r'^\s*"seed":\s*\d+', ln):
+                out.where["train.seed"] = no
+                break
     return out
 
 
