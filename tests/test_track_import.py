@@ -190,3 +190,11 @@ def test_runs_import_is_idempotent(tmp_path, capsys):
         assert pg.hardware["matmul_probe_tflops"] == {"bf16": 0.053, "fp32": 0.045}
     assert main(["runs", "import", str(folder / "notes.txt"), "--registry", url]) == 2
     assert "not a training log" in capsys.readouterr().err
+    # a failed run (config and log, no metrics.json) is not a result: skipped inside a tree, refused by name
+    failed = tmp_path / "results" / "runs" / "failed"
+    _fake_run_dir(failed)
+    (failed / "metrics.json").unlink()
+    recs, skipped = discover([tmp_path / "results"])
+    assert len(recs) == 3 and f"{failed} (no metrics.json: a failed or unfinished run)" in skipped
+    assert main(["runs", "import", str(failed), "--registry", url]) != 0
+    assert "no metrics.json (a failed or unfinished run)" in capsys.readouterr().err

@@ -192,7 +192,9 @@ def register(app: typer.Typer) -> None:
             new = sum(reg.add_run(r) for r in recs)
             shown = reg.shown_url
         print(f"imported {new} new runs ({len(recs) - new} already there) into {shown}"
-              + (f"; skipped {len(skipped)} files without training lines" if skipped else ""))
+              + (f"; skipped {len(skipped)}:" if skipped else ""))
+        for s in skipped:
+            print(f"  skipped {s if '(' in s else s + ' (no training lines)'}")
 
     @runs_app.command("tag")
     def runs_tag(run_id: Annotated[str, typer.Argument(help="Run id (prefix).")],

@@ -274,8 +274,9 @@ def build_official_record(path: str | Path, text: str | None = None, tags: tuple
 
 def discover(paths: list[str | Path], tags: tuple[str, ...] | list[str] = ()) -> tuple[list[Any], list[str]]:
     """Records for ``pgolf runs import``: each path is a run directory, a log file, or a directory searched
-    recursively for run directories (``config.json``) and logs (``*.log``, ``*.txt`` with training lines).
-    Returns (records, skipped files). A named file that is not a training log is an error."""
+    recursively for finished run directories (``config.json`` and ``metrics.json``) and logs (``*.log``,
+    ``*.txt`` with training lines). Returns (records, what was skipped and why). A named file that is not a
+    training log, or a named run directory without ``metrics.json`` (a failed run), is an error."""
     from pgolf.errors import DataError
 
     records: list[Any] = []
@@ -293,8 +294,13 @@ def discover(paths: list[str | Path], tags: tuple[str, ...] | list[str] = ()) ->
         for root, dirs, files in os.walk(p):
             dirs.sort()
             if "config.json" in files and ("train.log" in files or "metrics.json" in files):
-                records.append(build_run_record(root, kind="import", tags=tags))
                 dirs[:] = []
+                if "metrics.json" not in files:  # a failed or unfinished run: not a result
+                    if Path(root) == p:
+                        raise DataError(f"{p}: no metrics.json (a failed or unfinished run); nothing to import")
+                    skipped.append(f"{root} (no metrics.json: a failed or unfinished run)")
+                    continue
+                records.append(build_run_record(root, kind="import", tags=tags))
                 continue
             for name in sorted(files):
                 if name.endswith((".log", ".txt")):
