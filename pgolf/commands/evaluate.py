@@ -42,7 +42,10 @@ def register(app: typer.Typer) -> None:
             raise PgolfError(f"{run_dir}: not a run directory (no config.json)")
         sets = list(set_ or []) + ([] if budget is None else [f"eval.budget_seconds={budget}"])
         cfg = apply_overrides(load_config(str(run_dir / "config.json")), sets)
-        with dist.group_scope():
+        from pgolf.commands import status
+
+        with dist.group_scope(), status(f"scoring {run_dir} with {', '.join(method or ['plain'])} (each on its own "
+                                        f"{cfg.eval.budget_seconds:g} s clock)"):
             m = eval_run(run_dir, cfg, artifact, methods=method or ["plain"], data_dir=data, dump_losses=dump_losses,
                          metrics_path=metrics)
             is_main = dist.is_main()  # before cleanup: afterwards every rank reads as rank 0
