@@ -18,7 +18,21 @@ on this machine (a shorter micro-batch for big models, scaled by tokens), in the
 ``train.amp_dtype`` resolves to.
 
 Evaluation: the plain evaluation's forward FLOPs over the validation tokens at R_eval, fitted on the
-records' logged evaluations (coarser: compile and data time are not modelled; TTT is not predicted).
+records' logged evaluations (coarser: compile and data time are not modelled). ``sliding`` adds the
+windows' FLOPs (× seq_len/stride). Score-first TTT (:mod:`pgolf.eval.ttt`) adds its passes at R_ttt:
+
+    lora / phased:  N·F_fwd·3s  (each chunk scored by a forward that its s LoRA steps reuse; a step is a
+                                 forward + a backward through the whole network ≈ 3 F_fwd; s = 0: N·F_fwd)
+    phased:         + 3·F_fwd·E·P·(K+1)/2   (at each of K phase ends, E epochs of SGD over every document
+                                 scored so far: P = prefix_docs × mean document tokens)
+    sgd:            N·F_fwd·(1 + 3·epochs)
+
+R_ttt is fitted on the records' logged phased-TTT evaluations ([04-14], [04-19], [04-27a]; their
+compile warm-up, 80–160 s, ran before the timer and is not in these times — pgolf's clock counts it);
+``bench/preflight_fit.py`` prints the leave-one-out errors. The causal n-gram mixer (``mix``) costs a
+forward (the plain round trip's) plus its counting, which runs in numpy on the host CPU over the whole
+gathered stream on every rank: :func:`mixer_seconds` measures it on this machine (sorts of synthetic
+tokens), so its figure is this CPU's, not the GPU machine's host.
 """
 
 from __future__ import annotations
@@ -34,6 +48,13 @@ from pgolf.config import RunConfig
 from pgolf.errors import ConfigError
 from pgolf.model.flops import forward_flops_per_token, train_flops_per_token
 
+TTT_RATE_8XH100 = 5.273e13
+"""R_ttt of 8×H100, fitted by bench/preflight_fit.py on [04-14], [04-19], [04-27a] (in-sample −11…+7 %,
+leave-one-out −16…+10 %): about 6.6 TFLOP/s per GPU, so the records' TTT is bound by its many small
+chunk steps, not by the matmuls (docs/benchmarks.md)."""
+VAL_DOCS = 50_000
+"""Documents in the official validation set (the first 50,000 of the fixed FineWeb selection)."""
+
 
 @dataclass(frozen=True)
 class Hardware:
@@ -45,17 +66,22 @@ class Hardware:
     eval_flops: float
     """R_eval: effective forward FLOP/s of the plain evaluation."""
     source: str
+    ttt_flops: float | None = None
+    """R_ttt: effective FLOP/s of score-first TTT's passes (module docstring); None: not known."""
 
 
 HARDWARE: dict[str, Hardware] = {
     "8xH100": Hardware(
         "8xH100", flops=2.786e15, overhead_ms=19.09, eval_flops=1.707e15,
         source="fitted by bench/preflight_fit.py on the logged ms/step of [03-17b] (43.54), [03-22] (84.56) and "
-               "[04-27a] (121.25, loop from 35 %), and the logged plain evals of [03-17b], [03-22] and [04-27a] (1.4, 2.0, 6.7 s)",
+               "[04-27a] (121.25, loop from 35 %), the logged plain evals of [03-17b], [03-22] and [04-27a] (1.4, 2.0, "
+               "6.7 s) and phased-TTT evals of [04-14], [04-19], [04-27a] (331, 397, 463 s)",
+        ttt_flops=TTT_RATE_8XH100,
     ),
     "1xH100": Hardware(
         "1xH100", flops=2.786e15 / 8, overhead_ms=19.09, eval_flops=1.707e15 / 8,
         source="derived from 8xH100 (one eighth of the rate, the same per-step overhead); not measured",
+        ttt_flops=TTT_RATE_8XH100 / 8,
     ),
 }
 VAL_TOKENS = {1024: 63_779_840, 4096: 45_508_608, 8192: 40_540_160}
@@ -77,12 +103,48 @@ class Preflight:
     """Forward FLOPs of the plain round trip over the validation tokens at the eval rate, plus, for
     ``eval.method`` sliding, that × seq_len/stride (each window scores ``stride`` new tokens: [03-22] at
     seq 2048 stride 64 → 94 s predicted on 8×H100, CATALOGUE §2.6 reports ≈70–120 s for such stacks);
-    None when unknown (no validation size, or TTT / mixing, whose adaptation is not modelled)."""
+    ``ttt`` adds its passes at R_ttt, ``mix`` the mixer's counting on the host CPU (module docstring); None
+    when unknown (no validation size, or hardware without an eval rate)."""
     eval_tokens: int | None
     method: str
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def ttt_flops(cfg: RunConfig, n_val: int, n_docs: int = VAL_DOCS) -> float:
+    """FLOPs of score-first TTT's passes over ``n_val`` validation tokens in ``n_docs`` documents (module
+    docstring; the plain round trip before it is not included)."""
+    t = cfg.eval.ttt
+    f = forward_flops_per_token(cfg.model, cfg.eval.seq_len or cfg.train.seq_len,
+                                True if cfg.model.recur.loops else None)
+    if t.mode == "sgd":
+        return n_val * f * (1 + 3 * t.sgd_epochs)
+    out = n_val * f * (3 * t.lora_steps if t.lora_steps else 1)
+    if t.mode == "phased" and t.phases:
+        prefix_tokens = min(t.prefix_docs, n_docs) * n_val / n_docs
+        out += 3 * f * t.global_epochs * prefix_tokens * (t.phases + 1) / 2
+    return out
+
+
+_MIXER_RATE: dict[int, float] = {}
+
+
+def mixer_seconds(n_val: int, max_order: int, probe_tokens: int = 200_000) -> float:
+    """Seconds the causal mixer's counting takes over ``n_val`` tokens on this machine's CPU: its statistics
+    (:func:`pgolf.eval.mix.ngram_stats`: one stable sort per order) timed on ``probe_tokens`` synthetic Zipf
+    tokens once per order setting, scaled linearly (the sort's log factor is within a few % over 10×)."""
+    if max_order not in _MIXER_RATE:
+        import numpy as np
+
+        from pgolf.eval.mix import ngram_stats
+
+        rng = np.random.default_rng(0)
+        toks = np.minimum(rng.zipf(1.2, probe_tokens), 8191).astype(np.int64)
+        t0 = time.perf_counter()
+        ngram_stats(toks, max_order, 8192)
+        _MIXER_RATE[max_order] = (time.perf_counter() - t0) / probe_tokens
+    return n_val * _MIXER_RATE[max_order]
 
 
 def _budget_ms(cfg: RunConfig) -> float:
@@ -182,10 +244,14 @@ def preflight(cfg: RunConfig, hardware: str, *, artifact_bytes: int | None = Non
         seq = cfg.eval.seq_len or t.seq_len
         eval_s = n_val * forward_flops_per_token(m, seq) / eval_rate  # the plain round trip
         ev = cfg.eval
+        plain = eval_s
         if ev.method.startswith("sliding"):  # + the scoring pass: windows of seq tokens, each scoring stride new ones
-            eval_s += eval_s * seq / max(min(ev.sliding.stride, seq), 1)
-        elif ev.method != "plain":  # TTT / the mixer: adaptation time is not modelled
-            eval_s = None
+            eval_s += plain * seq / max(min(ev.sliding.stride, seq), 1)
+        elif ev.method.startswith("ttt"):
+            r_ttt = None if hardware == "cpu" else HARDWARE[hardware].ttt_flops
+            eval_s = None if r_ttt is None else eval_s + ttt_flops(cfg, n_val) / r_ttt
+        if eval_s is not None and ev.method.endswith("mix"):
+            eval_s += mixer_seconds(n_val, ev.mix.max_order)
     if artifact_bytes is None:
         from pgolf.export.planner import estimate_artifact_bytes
 

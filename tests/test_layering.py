@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "export": {"data", "model", "quant", "artifact"},
     "presets": set(),
     "runner": {"data", "model", "optim", "quant", "artifact", "eval", "train", "export", "presets"},
-    "preflight": {"model", "optim", "export"},
+    "preflight": {"model", "optim", "export", "eval"},  # eval: the mixer's counting, timed for its prediction
     "autosize": {"model", "export", "preflight"},
     # the bundle's entry (train_gpt.py's __main__): challenge env vars → config → runner
     "standalone": {"data", "model", "optim", "quant", "artifact", "eval", "train", "export", "runner"},
