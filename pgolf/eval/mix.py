@@ -36,6 +36,10 @@ So the weight used at p depends only on targets of earlier blocks: causal.
 
 Exact references for the tests: :func:`ngram_distribution` builds P(·) at one position from the
 history by counting (dense, float64), :func:`mixed_distribution` the whole mixed distribution.
+
+Ranks: not sharded. Under torchrun every rank counts the whole stream and mixes the gathered LM losses
+(:mod:`pgolf.eval.methods`), so the statistics, the learned weights and the mixed losses are the
+one-process ones bit for bit given the same LM losses; only the LM pass is split over the ranks.
 """
 
 from __future__ import annotations
