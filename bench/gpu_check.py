@@ -174,7 +174,7 @@ def step_row(name: str, sets: list[str], dev: torch.device, dry: bool, deadline:
         model = GPT(cfg.model).to(dev)
         model.looping = looping
         opts = build_optimizers(model, cfg.optim)
-        fwd = model if dry else compile_model(model)
+        fwd = model if dry else compile_model(model, fullgraph=cfg.train.compile_fullgraph)  # as the record
         g = torch.Generator().manual_seed(0)
         x = torch.randint(0, cfg.model.vocab_size, (micro_seqs, t.seq_len + 1), generator=g).to(dev)
         inp, tgt = x[:, :-1].contiguous(), x[:, 1:].contiguous()

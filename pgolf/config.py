@@ -475,8 +475,15 @@ class TrainConfig:
     where the device runs it natively and faster than fp32 (CUDA with bf16 support; a CPU with AMX or
     AVX512-BF16 whose measured bf16 matmul beats fp32), else fp32 (:mod:`pgolf.precision`); the log
     states the choice and why."""
-    compile: bool = False
-    """Wrap the model in ``torch.compile``."""
+    compile: bool | Literal["auto"] = "auto"
+    """Wrap the model in ``torch.compile`` (static shapes), as every record and the official baseline do:
+    ``auto`` compiles on CUDA and stays eager on a CPU (inductor's warm-up there costs tens of seconds per
+    graph; the ``cpu`` and ``demo`` presets turn it on where it was measured to pay), ``true``/``false``
+    force it (:func:`pgolf.compile.resolve`). A compiled run primes every graph it will need before the
+    training clock (at least one rolled-back step, whatever ``warmup_steps`` says)."""
+    compile_fullgraph: bool = False
+    """``torch.compile(..., fullgraph=True)``: a graph break is an error instead of a silent slowdown (the
+    records' ``torch.compile(model, dynamic=False, fullgraph=True)``, [03-17b] onward)."""
     threads: int = 0
     """torch intra-op threads on CPU (0 = torch's default)."""
     checkpoint_every_seconds: float = 60.0
@@ -750,10 +757,10 @@ class EvalConfig:
     """Context per scored sequence (0 = train.seq_len)."""
     batch_tokens: int = 524288
     """Global validation tokens per forward batch (``VAL_BATCH_SIZE``)."""
-    compile: bool = False
-    """Wrap the evaluated model in ``torch.compile`` (one compile per evaluation, plus one for a
-    short last batch). On the 2-core CPU it pays off even for 1.1 M validation tokens: the ``cpu``
-    preset's final eval takes 11.6 s compiled vs 35.8 s eager, so ``demo`` and ``cpu`` turn it on."""
+    compile: bool | Literal["auto"] = "auto"
+    """Wrap the evaluated model in ``torch.compile`` (one compile per evaluation, plus one for a short last
+    batch): ``auto`` on CUDA, eager on a CPU, as ``train.compile`` (:func:`pgolf.compile.resolve`). The
+    ``cpu`` and ``demo`` presets turn it on, having measured that it pays on a CPU (docs/benchmarks.md)."""
     budget_seconds: float = 600.0
     """Wallclock of one ``pgolf eval`` method, from opening the artifact to the last token (load,
     dequantize, compile warm-up, precompute, scoring, adaptation); adaptation degrades to stay inside it

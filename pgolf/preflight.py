@@ -44,6 +44,7 @@ from typing import Any
 import torch
 
 from pgolf.compile import compile_model
+from pgolf.compile import resolve as resolve_compile
 from pgolf.config import RunConfig
 from pgolf.errors import ConfigError
 from pgolf.model.flops import forward_flops_per_token, train_flops_per_token
@@ -175,7 +176,7 @@ def measure_cpu_ms_per_token(cfg: RunConfig, looping: bool | None, steps: int = 
     if looping is not None:
         model.looping = looping
     opts = build_optimizers(model, cfg.optim)
-    fwd = compile_model(model) if t.compile else model  # compiled as the run will be
+    fwd = compile_model(model, fullgraph=t.compile_fullgraph) if resolve_compile(t.compile, "cpu")[0] else model  # as the run
     per_seq = train_flops_per_token(cfg.model, t.seq_len, looping) * t.seq_len
     # a first guess of 2e10 FLOP/s bounds the micro-batch, then the measurement decides
     seqs = int(max(1, min(t.batch_tokens // t.seq_len, max_seconds * 2e10 / max(per_seq, 1) / (steps + 1))))

@@ -32,7 +32,8 @@ from pgolf.errors import ConfigError
 def baseline() -> RunConfig:
     """The official naive baseline [03-17b], unchanged: 9×512, sp1024, 524,288-token batches,
     600 s on 8×H100 (CATALOGUE §1.3–§1.7). Expects FineWeb sp1024 shards (``pgolf data fetch``)."""
-    return RunConfig(name="baseline", data=DataConfig(path="data/datasets/fineweb10B_sp1024"))
+    return RunConfig(name="baseline", data=DataConfig(path="data/datasets/fineweb10B_sp1024"),
+                     train=TrainConfig(compile_fullgraph=True))  # torch.compile(..., fullgraph=True) on CUDA (auto)
 
 
 def demo() -> RunConfig:
@@ -183,6 +184,10 @@ for _fn in (demo, cpu, baseline, tiny):
 
 
 RECORD_0322 = {
+    # compiled as the record ran (train_gpt.py: torch.compile(base_model, dynamic=False, fullgraph=True)),
+    # its evaluation too (torch.compile(eval_model, …)), also off CUDA
+    "train.compile": True,
+    "eval.compile": True,
     # model: 11L × 512, MLP 3×, the [03-22] stack
     "model.num_layers": 11,                 # [03-20b]/[03-20c]: 10 → 11 layers
     "model.mlp_mult": 3,                    # [03-19b/c]: MLP 3×, "the largest single gain"
@@ -279,6 +284,8 @@ def provenance(name: str, overrides: list[str] | tuple[str, ...] = ()) -> dict[s
 
 
 RECORD_0414 = {
+    "train.compile": True,                  # torch.compile(base_model, dynamic=False, fullgraph=True) (l. 2576)
+    "eval.compile": True,                   # and its eval model (l. 2815)
     # data: SP8192 [04-05] PR #1394 (no CaseOps yet)
     "data.path": "data/datasets/fineweb10B_sp8192",
     # model: stack "A" of CATALOGUE §3

@@ -24,6 +24,7 @@ from pgolf import dist, fileio, logformat
 from pgolf.artifact.budget import ByteReport, check_budget, code_identity, format_table
 from pgolf.autosize import resolve_for_run
 from pgolf.compile import compile_model
+from pgolf.compile import resolve as resolve_compile
 from pgolf.config import RunConfig, apply_overrides, load_config, parse_eval_method
 from pgolf.data.fingerprint import dataset_of
 from pgolf.data.prepare import RunData, prepare_data
@@ -58,7 +59,7 @@ class Scored:
 
 def evaluate_model(model: torch.nn.Module, cfg: RunConfig, data: RunData, device: torch.device) -> EvalResult:
     model.eval()
-    if cfg.eval.compile:
+    if resolve_compile(cfg.eval.compile, device)[0]:
         model = compile_model(model)
     return evaluate(
         model, data.val, data.tables, seq_len=cfg.eval.seq_len or cfg.train.seq_len,

@@ -31,7 +31,8 @@ from pgolf.submit.bundle import build_bundle, resolve_source, write_bundle
 
 ROOT = Path(pgolf.__file__).resolve().parent
 EVERYTHING_ON = ["model.embed.bigram_buckets=64", "model.embed.smear=v2", "model.attn.ve_layers=1",
-                 "model.attn.doc_mask=true", "optim.parallel_muon=true", "train.qat.kind=ste", "export.scheme=budget"]
+                 "model.attn.doc_mask=true", "optim.parallel_muon=true", "train.qat.kind=ste", "export.scheme=budget",
+                 "model.fused_kernels=auto"]
 
 
 def _sel(cfg_or_preset, sets=()):
@@ -58,6 +59,7 @@ def test_a_switch_that_is_off_brings_no_code():
                          (["model.attn.doc_mask=true"], {"pgolf.model.varlen"}),
                          (["model.attn.doc_mask=true", "model.attn.doc_kernel=mask"], set()),
                          (["optim.parallel_muon=true"], {"pgolf.optim.parallel_muon"}),
+                         (["model.fused_kernels=auto"], {"pgolf.model.fused"}),
                          (["train.autosize=true"], {"pgolf.preflight"}),
                          (["train.qat.kind=soft_round"], {"pgolf.quant.qat"}),
                          (["export.scheme=int6_gptqlite_zstd"], {gptq}),

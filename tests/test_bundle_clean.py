@@ -164,7 +164,8 @@ EVERYTHING = ["model.vocab_size=384", "model.num_layers=6", "model.model_dim=32"
               "train.val_every=0", "train.log_every=1", "data.val_max_tokens=8192", "train.calib_reserve_seconds=0",
               "export.calib_seqs=2",
               "export.verify_seqs=2", "export.search_max_options=2", "export.verify_plans=1", "export.search_k=12",
-              "export.search_bits=5,6", "export.search_lqer_rank=2", "eval.method=sliding", "eval.sliding.stride=32"]
+              "export.search_bits=5,6", "export.search_lqer_rank=2", "eval.method=sliding", "eval.sliding.stride=32",
+              "train.compile=false", "eval.compile=false"]  # the record compiles; inductor on this CPU takes minutes
 """record-0427 (smear v3, gates, XSA, recurrence, parallel lanes, MuonEq-R, Polar Express, EMA, the budget
 search with GPTQ and LQER) shrunk, plus every other optional technique (BigramHash, value embeddings, QAT,
 parallel Muon), scored by its sliding-window evaluation (``eval.method``): every optional module is in

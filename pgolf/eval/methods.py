@@ -42,6 +42,7 @@ from torch import nn
 
 from pgolf import dist
 from pgolf.compile import compile_model
+from pgolf.compile import resolve as resolve_compile
 from pgolf.config import RunConfig, parse_eval_method
 from pgolf.data.bytetables import ByteTables
 from pgolf.eval.bpb import ValTokens, evaluate_scored, num_eval_sequences
@@ -133,9 +134,10 @@ def run_method(name: str, model: nn.Module, val: ValTokens, tables: ByteTables, 
     scorer = model
     per_batch = 0.0
     rows = max(1, e.batch_tokens // (world * seq_len))
+    use_compile = resolve_compile(e.compile, device)[0]
     if base in ("plain", "sliding"):
         with clock.phase("warmup"):
-            if e.compile:
+            if use_compile:
                 scorer = compile_model(model)
             model.eval()
             per_batch = _warmup(scorer, vocab, rows, seq_len, device, amp_dtype, logits=mixed and e.mix.mode == "tilt")
@@ -154,12 +156,12 @@ def run_method(name: str, model: nn.Module, val: ValTokens, tables: ByteTables, 
         with clock.phase("score"):
             if hint_ids is None:
                 scored = evaluate_scored(scorer, val, tables, seq_len=seq_len, batch_tokens=e.batch_tokens,
-                                         device=device, amp_dtype=amp_dtype, score=score, pad_batches=e.compile)
+                                         device=device, amp_dtype=amp_dtype, score=score, pad_batches=use_compile)
             else:  # tilt needs log p(hint): the plain cut as sliding windows with stride = seq_len
                 scored = evaluate_sliding(scorer, _truncated(val, seq_len), tables, seq_len=seq_len, stride=seq_len,
                                           batch_tokens=e.batch_tokens, device=device, amp_dtype=amp_dtype,
                                           score=score, hints=hint_ids[: num_eval_sequences(tokens.shape[0], seq_len) * seq_len],
-                                          pad_batches=e.compile)
+                                          pad_batches=use_compile)
                 scored = _extend(scored, tokens.shape[0])
     elif base == "sliding":
         n_win = len(sliding_windows(tokens, seq_len, e.sliding.stride, e.sliding.doc_aware, bos))
@@ -169,7 +171,7 @@ def run_method(name: str, model: nn.Module, val: ValTokens, tables: ByteTables, 
             scored = evaluate_sliding(scorer, val, tables, seq_len=seq_len, stride=e.sliding.stride,
                                       doc_aware=e.sliding.doc_aware, bos_id=bos, batch_tokens=e.batch_tokens,
                                       device=device, amp_dtype=amp_dtype, score=score, hints=hint_ids,
-                                      pad_batches=e.compile)
+                                      pad_batches=use_compile)
     else:
         scored = evaluate_ttt(model, val, tables, e.ttt, seq_len=seq_len, device=device, stride=e.sliding.stride,
                               doc_aware=e.sliding.doc_aware, batch_tokens=e.batch_tokens, bos_id=bos,

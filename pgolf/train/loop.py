@@ -43,6 +43,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pgolf import dist, logformat
 from pgolf.compile import compile_model
+from pgolf.compile import resolve as resolve_compile
 from pgolf.config import RunConfig
 from pgolf.data.loader import DistributedTokenLoader, ValData
 from pgolf.data.prepare import RunData, prepare_data
@@ -148,7 +149,8 @@ def train(
     recur = cfg.model.recur
     late_loop = recur.loops > 0 and recur.start_frac > 0  # plain stack first, looped from start_frac
     averager = WeightAverager(model, t)
-    compiled: torch.nn.Module = compile_model(model) if t.compile else model
+    use_compile, why_compile = resolve_compile(t.compile, device)
+    compiled: torch.nn.Module = compile_model(model, fullgraph=t.compile_fullgraph) if use_compile else model
     fwd: torch.nn.Module = compiled
     if world > 1:
         if cfg.optim.parallel_muon:  # parallel Muon reduce-scatters the matrix gradients itself
@@ -176,7 +178,7 @@ def train(
     def run_val() -> EvalResult:
         model.eval()
         r = evaluate(
-            compiled if cfg.eval.compile else model, val_subset(), data.tables, seq_len=cfg.eval.seq_len or t.seq_len,
+            compiled if resolve_compile(cfg.eval.compile, device)[0] else model, val_subset(), data.tables, seq_len=cfg.eval.seq_len or t.seq_len,
             batch_tokens=cfg.eval.batch_tokens, device=device, amp_dtype=prec.dtype, score=data.score,
         )
         model.train()
@@ -229,7 +231,8 @@ def train(
         return float(loss_sum.item()) / (accum * world)
 
     # Priming steps (compile, autotune) are rolled back: not an LR warmup (CATALOGUE §1.5).
-    if t.warmup_steps > 0 and not resume:
+    priming = max(t.warmup_steps, 1 if use_compile else 0)  # a compiled run compiles before the clock
+    if priming > 0 and not resume:
         init_model = copy.deepcopy(model.state_dict())
         init_opts = [copy.deepcopy(o.state_dict()) for o in optimizers]
         init_loader = loader.state_dict()
@@ -240,7 +243,7 @@ def train(
         for looped in ([False, True] if late_loop else [model.looping]):
             model.looping = looped
             for seq in dict.fromkeys(t.seq_len_stages or (0,)):
-                for i in range(t.warmup_steps):
+                for i in range(priming):
                     one_step(i, 0.0, seq)
         if qat is not None:  # priming steps may have switched QAT on (a schedule that starts at 0)
             qat.reset()
@@ -293,7 +296,8 @@ def train(
 
     log(logformat.kv_line(model_params=model.num_params(), world_size=world, grad_accum_steps=accum, device=device))
     log(f"train: batch_tokens:{t.batch_tokens} seq_len:{t.seq_len} budget:{t.max_wallclock_seconds}s "
-        f"iterations:{t.iterations} warmdown_frac:{t.warmdown_frac} amp:{prec.dtype} compile:{t.compile}")
+        f"iterations:{t.iterations} warmdown_frac:{t.warmdown_frac} amp:{prec.dtype} compile:{use_compile} "
+        f"({why_compile}{', fullgraph' if use_compile and t.compile_fullgraph else ''})")
 
     budget = sched.max_wallclock_seconds
     show_bar = progress if progress is not None else sys.stderr.isatty()
