@@ -32,8 +32,9 @@ try:  # typer ≥ 0.24 vendors its own copy of click; its exceptions are not cli
 except ImportError:  # pragma: no cover - older typer uses click itself
     _tclick = click
 
+from pgolf.data.fetch import VARIANTS as _VARIANTS  # the help texts list every variant and preset
 from pgolf.errors import PgolfError
-from pgolf.presets import PRESETS as _PRESETS  # the help texts list every preset
+from pgolf.presets import PRESETS as _PRESETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="pgolf: parameter-constrained language modelling (OpenAI Parameter Golf).")
@@ -246,7 +247,8 @@ def data_build(
 
 @data_app.command("fetch")
 def data_fetch(
-    variant: Annotated[str, typer.Option("--variant", help="sp1024 or sp8192.")] = "sp1024",
+    variant: Annotated[str, typer.Option("--variant", help="One of pgolf.data.fetch.VARIANTS: " + ", ".join(_VARIANTS)
+                                         + ".")] = "sp1024",
     train_shards: Annotated[int, typer.Option("--train-shards", help="Number of train shards (1e8 tokens each).")] = 80,
     out: Annotated[Path | None, typer.Option("--out", help="Output directory (default data/datasets/fineweb10B_VARIANT).")] = None,
 ) -> None:

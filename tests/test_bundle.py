@@ -32,7 +32,7 @@ from pgolf.submit.bundle import build_bundle, resolve_source, write_bundle
 ROOT = Path(pgolf.__file__).resolve().parent
 EVERYTHING_ON = ["model.embed.bigram_buckets=64", "model.embed.smear=v2", "model.attn.ve_layers=1",
                  "model.attn.doc_mask=true", "optim.parallel_muon=true", "train.qat.kind=ste", "export.scheme=budget",
-                 "model.fused_kernels=auto"]
+                 "model.fused_kernels=auto", "eval.method=ttt+mix"]
 
 
 def _sel(cfg_or_preset, sets=()):
@@ -43,10 +43,15 @@ def _sel(cfg_or_preset, sets=()):
 # --------------------------------------------------------------------------- selection
 
 
+SLIDING = ("pgolf.eval.budget", "pgolf.eval.sliding", "pgolf.eval.windows")
+
+
 def test_a_switch_that_is_off_brings_no_code():
     off = _sel("tiny")
     # named as left out where a bundled function imports them (lqer and streams only the left-out gptq / search do)
-    assert set(bundler.OPTIONAL) - set(off.left_out) == {"pgolf.quant.lqer", "pgolf.artifact.streams"}
+    # (the eval methods only from the runner's method path, which a plain bundle ships stubbed: pgolf.runner DEAD)
+    assert set(bundler.OPTIONAL) - set(off.left_out) == {"pgolf.quant.lqer", "pgolf.artifact.streams",
+                                                          "pgolf.eval.methods", "pgolf.eval.mix", "pgolf.eval.ttt"}
     assert not set(bundler.OPTIONAL) & set(off.modules)
     assert not set(bundler.NEVER) & set(off.modules)
     on = _sel("tiny", [*EVERYTHING_ON, "train.autosize=true"])
@@ -60,6 +65,10 @@ def test_a_switch_that_is_off_brings_no_code():
                          (["model.attn.doc_mask=true", "model.attn.doc_kernel=mask"], set()),
                          (["optim.parallel_muon=true"], {"pgolf.optim.parallel_muon"}),
                          (["model.fused_kernels=auto"], {"pgolf.model.fused"}),
+                         (["eval.method=sliding"], {"pgolf.eval.methods", *SLIDING}),
+                         (["eval.method=mix"], {"pgolf.eval.methods", "pgolf.eval.mix", *SLIDING}),  # tilt: windows
+                         (["eval.method=ttt"], {"pgolf.eval.methods", "pgolf.eval.ttt", "pgolf.eval.lora",
+                                                "pgolf.eval.work", *SLIDING}),
                          (["train.autosize=true"], {"pgolf.preflight"}),
                          (["train.qat.kind=soft_round"], {"pgolf.quant.qat"}),
                          (["export.scheme=int6_gptqlite_zstd"], {gptq}),

@@ -132,7 +132,7 @@ def test_a_run_scored_by_its_configured_method_equals_pgolf_eval(tiny_data, tmp_
     """``eval.method`` makes ``pgolf run`` (and a bundle) score itself as a record's train_gpt.py did: the
     plain round-trip line first, then the method's line — the last score line, the one a review reads —
     and metrics.json carries the method's numbers, equal to ``pgolf eval --method`` on the same artifact."""
-    from pgolf.submit.logparse import parse_log
+    from pgolf.logformat import parse_log
 
     out = tmp_path / "run"
     sets = [*TINY, "--set", f"data.path={tiny_data}", "--set", "eval.method=sliding", "--set", "eval.sliding.stride=16",
@@ -157,7 +157,7 @@ def test_a_method_its_budget_refuses_leaves_the_run_scored_plain(tiny_data, tmp_
     run: the refusal is logged with its reason, metrics.json is written with the plain round trip as the
     score and names the refused method, and the last score line a review reads is the plain one."""
     from pgolf.runner import scorecard
-    from pgolf.submit.logparse import parse_log
+    from pgolf.logformat import parse_log
 
     out = tmp_path / "run"
     sets = [*TINY, "--set", f"data.path={tiny_data}", "--set", "eval.method=mix", "--set", "eval.budget_seconds=0.001"]

@@ -47,11 +47,8 @@ from pgolf.config import RunConfig, parse_eval_method
 from pgolf.data.bytetables import ByteTables
 from pgolf.eval.bpb import ValTokens, evaluate_scored, num_eval_sequences
 from pgolf.eval.budget import EvalClock
-from pgolf.eval.mix import hints as ngram_hints
-from pgolf.eval.mix import mix_losses, ngram_stats
 from pgolf.eval.scoring import Scored, amp_context, finish, gathered, score_logits
 from pgolf.eval.sliding import evaluate_sliding, sliding_windows
-from pgolf.eval.ttt import evaluate_ttt
 
 
 def cheaper(name: str) -> str | None:
@@ -111,6 +108,8 @@ def _warmup(model: nn.Module, vocab: int, rows: int, seq_len: int, device: torch
 
 
 def _ngram_estimate(n_tokens: int, max_order: int, vocab: int) -> float:
+    from pgolf.eval.mix import ngram_stats
+
     """Seconds of the n-gram statistics for ``n_tokens``, from a timed run on random tokens (≤ 65,536)."""
     m = min(n_tokens, 65536)
     rand = np.random.default_rng(0).integers(0, vocab, m)
@@ -147,6 +146,10 @@ def run_method(name: str, model: nn.Module, val: ValTokens, tables: ByteTables, 
             est = _ngram_estimate(tokens.shape[0], e.mix.max_order, vocab)
         clock.require(est, f"the n-gram statistics of {tokens.shape[0]:,} tokens")
         with clock.phase("ngram"):
+            # behind its switch (a bundle without the mixer leaves pgolf.eval.mix out)
+            from pgolf.eval.mix import hints as ngram_hints
+            from pgolf.eval.mix import ngram_stats
+
             stats = ngram_stats(tokens, e.mix.max_order, vocab)
             if e.mix.mode == "tilt":
                 hint_ids = ngram_hints(stats, e.mix.tilt_min_order)
@@ -173,6 +176,8 @@ def run_method(name: str, model: nn.Module, val: ValTokens, tables: ByteTables, 
                                       device=device, amp_dtype=amp_dtype, score=score, hints=hint_ids,
                                       pad_batches=use_compile)
     else:
+        from pgolf.eval.ttt import evaluate_ttt  # behind its switch
+
         scored = evaluate_ttt(model, val, tables, e.ttt, seq_len=seq_len, device=device, stride=e.sliding.stride,
                               doc_aware=e.sliding.doc_aware, batch_tokens=e.batch_tokens, bos_id=bos,
                               amp_dtype=amp_dtype, score=score, clock=clock, hints=hint_ids, seed=cfg.train.seed)
@@ -181,6 +186,8 @@ def run_method(name: str, model: nn.Module, val: ValTokens, tables: ByteTables, 
         with clock.phase("mix"):
             whole = gathered(scored, device)  # every rank mixes the whole stream (module docstring)
             mask = whole.counts > 0
+            from pgolf.eval.mix import mix_losses
+
             out = mix_losses(tokens, whole.losses, mask, e.mix, vocab, hint_logp=whole.hint_logp,
                              hint_ids=hint_ids, stats=stats)
             info["mix"] = {k: v for k, v in out.info.items() if k != "ngram_seconds"}
