@@ -156,8 +156,8 @@ def test_a_method_its_budget_refuses_leaves_the_run_scored_plain(tiny_data, tmp_
     """A machine too slow for the configured method (here: a 1 ms eval budget) must not lose the trained
     run: the refusal is logged with its reason, metrics.json is written with the plain round trip as the
     score and names the refused method, and the last score line a review reads is the plain one."""
-    from pgolf.runner import scorecard
     from pgolf.logformat import parse_log
+    from pgolf.runner import scorecard
 
     out = tmp_path / "run"
     sets = [*TINY, "--set", f"data.path={tiny_data}", "--set", "eval.method=mix", "--set", "eval.budget_seconds=0.001"]
