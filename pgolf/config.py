@@ -514,6 +514,9 @@ class TrainConfig:
     data": [03-29] reserves 14 s, [04-14] 4 s, [04-23]+ 0.5 s): when > 0 the loop trains until
     ``max_wallclock_seconds`` − reserve, then collects input Hessians from the same training loader
     within the reserve and saves them to ``hessians.safetensors`` in the run directory. 0 = off."""
+    calib_batches: int = 0
+    """At most this many training batches for that calibration (0 = as many as fit the reserve). The
+    records' ``GPTQ_CALIBRATION_BATCHES`` = 16 ([04-14]+, ``gptq_calibration_batches``)."""
 
     def __post_init__(self) -> None:
         _check(self.iterations >= 1, "train.iterations must be >= 1")
@@ -532,6 +535,7 @@ class TrainConfig:
                    "every train.seq_len_stages length must divide train.batch_tokens")
         _check(self.grad_accum >= 0, "train.grad_accum must be >= 0")
         _check(self.calib_reserve_seconds >= 0, "train.calib_reserve_seconds must be >= 0")
+        _check(self.calib_batches >= 0, "train.calib_batches must be >= 0")
         _check(self.autosize_bytes_margin >= 0, "train.autosize_bytes_margin must be >= 0")
         _check(not (self.ema.enabled and self.swa.enabled), "train.ema and train.swa: enable one average, not both")
         _check(
@@ -641,6 +645,10 @@ class TttConfig:
     were the best tried on the first 60k enwiki validation tokens with the ``cpu`` model (docs/benchmarks.md)."""
     lora_alpha: float = 0.0
     """LoRA output scale α/r (PR #1767: α = 144); 0 = α = r (scale 1)."""
+    lora_slots: Literal["block", "virtual"] = "block"
+    """With depth recurrence: ``block``, one adapter per physical block, used on every pass; ``virtual``,
+    one per pass of the per-layer plan, as the records ([04-14]+ ``BatchedTTTLoRA``: ``num_slots =
+    len(encoder_indices) + len(decoder_indices)`` when looping). The same without recurrence."""
     lora_targets: tuple[str, ...] = ("q", "k", "v", "o", "mlp", "head")
     """Adapted layers, from q, k, v, o (attention), mlp (a d→d LoRA beside each MLP) and head (beside the
     LM head). [03-17a]: q, v, head; [04-10]+: all six."""

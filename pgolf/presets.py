@@ -323,6 +323,7 @@ RECORD_0414 = {
     "train.warmdown_frac": 0.75,            # [04-14]
     "train.ema.decay": 0.9965,              # [04-09b] on
     "train.calib_reserve_seconds": 4.0,     # GPTQ Hessians from 16 training batches in the last 4 s [04-14]
+    "train.calib_batches": 16,              # gptq_calibration_batches 16 (GPTQ_CALIBRATION_BATCHES, l. 91)
     "train.val_every": 0,
     "train.log_every": 500,
     "eval.seq_len": 2048,
@@ -345,6 +346,7 @@ RECORD_0414 = {
     "eval.ttt.sgd_clip": 1.0,
     "eval.ttt.sgd_batch_seqs": 32,
     "eval.ttt.global_epochs": 1,
+    "eval.ttt.lora_slots": "virtual",       # BatchedTTTLoRA: one slot per virtual layer when looping (l. 1161)
     "export.scheme": "budget",              # byte-budget search (GPTQ+SDClip, LQER) until the record's scheme lands
 }
 """[04-14] ``2026-04-14_MultiPhaseGlobalSGD_PhasedTTT`` (PR #1626; 1.07193 over 3 seeds): stack "A" of
@@ -382,7 +384,12 @@ RECORD_0427 = {
     "optim.muon_ns": "polar_express",       # Polar Express [04-23] PR #1787
     "train.warmdown_frac": 0.85,            # [04-27a]
     "train.min_lr_mult": 0.1,               # MIN_LR 0.1 [04-23] PR #1787
-    "train.calib_reserve_seconds": 0.5,     # GPTQ Hessians on training tokens in the last 0.5 s [04-23]+
+    # GPTQ Hessians from 16 training batches: the record reserves 0.5 s but its 16 batches took 4.7 s after the
+    # 599.5 s (train_seed42.log "GPTQ:collected 67 Hessians in 4.7s"); here they are collected inside the 600 s
+    "train.calib_reserve_seconds": 5.0,
+    "train.calib_batches": 16,
+    "eval.ttt.lora_alpha": 144.0,           # TTT_LORA_ALPHA default 144 (PR #1767; l. 1639): output × α/r
+    "eval.ttt.warm_start_a": True,          # TTT_WARM_START_A default 1 (l. 1642): a reset zeroes B only
     "eval.ttt.lora_rank": 80,               # phased TTT: rank 80, β2 0.99, prefix 2,500 documents [04-27a]
     "eval.ttt.lora_beta2": 0.99,
     "eval.ttt.prefix_docs": 2500,
@@ -390,10 +397,12 @@ RECORD_0427 = {
 """[04-27a] ``2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611`` (PR #1855; 1.06108 over 3
 seeds) = [04-19] with the changes of [04-23] (#1787) and [04-27a] (#1855) above, as the records were
 built (the hyperparameter blocks of the three ``train_seed42.log`` files differ exactly there, besides
-export settings). 35,945,671 parameters, as ``train_seed42.log``'s ``model_params``. Not reproduced
-yet: its export (GPTQ+SDClip MLP k 11.5, embedding int7 k 14, int8 gates, LQER asym rank 4 top 3,
-per-group lrzip: the budget search is used) and the fused Triton CE (a CUDA accelerator; the reference CE
-is used). Document-aware attention (``model.attn.doc_mask``) packs the documents for torch's FlashAttention
+export settings). 35,945,671 parameters, as ``train_seed42.log``'s ``model_params``. Its TTT is its code's
+(α 144, warm-start A, one LoRA slot per virtual layer, the length-sorted document queue) and its GPTQ
+calibration takes its 16 training batches, inside the 600 s here (the record collected them in 4.7 s after
+its 599.5 s). Compiled with fullgraph, as it ran. Not reproduced yet: its export (GPTQ+SDClip MLP k 11.5,
+embedding int7 k 14, int8 gates, LQER asym rank 4 top 3, per-group lrzip: the budget search is used); the
+fused Triton CE is the switch ``model.fused_kernels`` (a CUDA accelerator; off here, the reference CE). Document-aware attention (``model.attn.doc_mask``) packs the documents for torch's FlashAttention
 varlen kernel on CUDA, as the record does (``doc_kernel=auto``), and masks elsewhere; unlike the record,
 a document that runs past the end of a training sequence is cut there, not carried on."""
 

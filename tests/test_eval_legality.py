@@ -139,6 +139,10 @@ TTT_CASES = {
                                 "eval.ttt.lora_steps=2"],
     "phased": ["eval.ttt.mode=phased", "eval.ttt.prefix_docs=6", "eval.ttt.phases=2", "eval.ttt.global_lr=0.01"],
     "sgd": ["eval.ttt.mode=sgd", "eval.ttt.sgd_chunk_tokens=96", "eval.ttt.sgd_epochs=1", "eval.ttt.sgd_lr=0.01"],
+    # record-0427's TTT as its code has it: α 144, warm-start A, one slot per virtual layer
+    "phased_record_0427": ["eval.ttt.mode=phased", "eval.ttt.prefix_docs=6", "eval.ttt.phases=2",
+                           "eval.ttt.global_lr=0.01", "eval.ttt.lora_alpha=144", "eval.ttt.warm_start_a=true",
+                           "eval.ttt.lora_slots=virtual"],
 }
 
 

@@ -85,6 +85,48 @@ def test_fresh_adapter_is_identity_and_detach_restores(sets) -> None:
     assert set(model.state_dict()) == set(_gpt(sets=sets).state_dict())  # no parameter was added to the model
 
 
+LOOPED = ("model.recur.loops=1", "model.recur.start=0", "model.recur.end=1")
+
+
+def test_virtual_slots_give_each_pass_of_a_looped_block_its_own_adapter() -> None:
+    """``slots="virtual"`` (the records' one slot per virtual layer): a looped block's k-th pass uses the
+    k-th adapter, counted afresh at every forward; without recurrence it is the ``block`` layout exactly."""
+    x = torch.randint(0, V, (3, 20))
+    plain = _gpt()
+    a = BatchedLoRA(plain, 3, 4, ("q", "mlp", "head"), seed=3)
+    b = BatchedLoRA(plain, 3, 4, ("q", "mlp", "head"), seed=3, slots="virtual")
+    assert [n.split("_p")[0] for n in b.slots] == list(a.slots)  # one pass each: the same slots, the same draws
+    with torch.no_grad():
+        for sa, sb in zip(a.slots.values(), b.slots.values(), strict=True):
+            sa.B.normal_(generator=torch.Generator().manual_seed(5))
+            sb.B.copy_(sa.B)
+            assert torch.equal(sa.A, sb.A)
+    b.detach()
+    out_a = plain(x, adapter=a.head)
+    a.detach()
+    b.attach()
+    assert torch.equal(plain(x, adapter=b.head), out_a)
+    b.detach()
+
+    looped = _gpt(sets=LOOPED)
+    looped.looping = True
+    passes = [p.block for p in looped.plan]
+    v = BatchedLoRA(looped, 3, 4, ("q",), seed=3, slots="virtual")
+    assert not {id(p) for p in v.parameters()} & {id(p) for p in looped.parameters()}  # adapters only
+    assert sorted(n for n in v.slots) == sorted(f"q{blk}_p{k}" for blk in set(passes) for k in range(passes.count(blk)))
+    ref = looped(x)
+    with torch.no_grad():
+        v.slots["q0_p1"].B.normal_()  # only block 0's second pass is adapted
+    first = looped(x)
+    assert not torch.equal(first, ref) and torch.equal(looped(x), first)  # the count restarts every forward
+    with torch.no_grad():
+        v.slots["q0_p1"].B.zero_()
+        v.slots["q0_p0"].B.normal_()
+    assert not torch.equal(looped(x), first)  # another pass, another result
+    v.detach()
+    assert torch.equal(looped(x), ref)
+
+
 def test_documents_in_a_batch_do_not_interact() -> None:
     model = _gpt()
     for p in model.parameters():

@@ -18,7 +18,11 @@ It is a model transform applied from outside the model (DESIGN.md): forward hook
 projections (``q`` → c_q, ``k`` → c_k, ``v`` → c_v, ``o`` → proj) and on each MLP (``mlp``: the d→d LoRA
 reads the MLP's input, its output is added to the MLP's), and, for ``head``, the ``adapter=`` argument
 of :meth:`pgolf.model.gpt.GPT.forward`, which adds (α/r)·B A h to the logits of the final hidden state h
-before the softcap. A block that runs several times (depth recurrence) uses its adapter every time.
+before the softcap. A block that runs several times (depth recurrence) uses one adapter every time
+(``slots="block"``), or one per pass (``slots="virtual"``: the records' one slot per virtual layer, [04-14]
+onward, ``num_slots = len(encoder_indices) + len(decoder_indices)`` when looping): the hooked modules'
+calls are counted from each forward's start, and the k-th call of a module uses its k-th adapter (slot
+``NAME_pK``).
 :meth:`BatchedLoRA.detach` removes every hook; the model's parameters and state dict never change.
 """
 
@@ -64,11 +68,28 @@ class LoRASlots(nn.Module):
         return torch.bmm(h, self.B.transpose(1, 2).to(x.dtype)) * self.scale
 
 
+def _calls_per_forward(model: nn.Module) -> dict[nn.Module, int]:
+    """How many times each adapted module runs in one forward of ``model`` as planned now (``model.plan``,
+    its looping state): a block's attention projections once per virtual layer on it, its MLP once per
+    such layer without an untied MLP, each untied MLP once per layer that uses it."""
+    counts: dict[nn.Module, int] = {}
+
+    def bump(m: nn.Module) -> None:
+        counts[m] = counts.get(m, 0) + 1
+
+    for layer in model.plan:
+        blk = model.blocks[layer.block]
+        for m in (blk.attn.c_q, blk.attn.c_k, blk.attn.c_v, blk.attn.proj):
+            bump(m)
+        bump(model.recur_mlps[layer.mlp_slot] if layer.mlp_slot is not None else blk.mlp)
+    return counts
+
+
 class BatchedLoRA(nn.Module):
     """The adapters of every targeted layer of a GPT, for ``bsz`` documents side by side."""
 
     def __init__(self, model: nn.Module, bsz: int, rank: int, targets: tuple[str, ...], alpha: float = 0.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, slots: str = "block") -> None:
         super().__init__()
         bad = sorted(set(targets) - set(TARGETS))
         if bad:
@@ -78,14 +99,20 @@ class BatchedLoRA(nn.Module):
         device = next(model.parameters()).device
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+        if slots not in ("block", "virtual"):
+            raise ValueError(f"LoRA slots must be 'block' or 'virtual', got {slots!r}")
         self.slots = nn.ModuleDict()
-        self._hooked: list[tuple[nn.Module, str]] = []
+        self._hooked: list[tuple[nn.Module, list[str]]] = []
+        self._model = [model]  # in a list: an nn.Module attribute would make the model a submodule (its parameters ours)
         d = model.cfg.model_dim
         kv = model.cfg.num_kv_heads * model.cfg.head_dim
+        passes = _calls_per_forward(model) if slots == "virtual" else {}
 
         def add(name: str, module: nn.Module, d_in: int, d_out: int) -> None:
-            self.slots[name] = LoRASlots(bsz, d_in, d_out, rank, scale, self.generator, device)
-            self._hooked.append((module, name))
+            names = [name] if slots == "block" else [f"{name}_p{k}" for k in range(max(passes.get(module, 1), 1))]
+            for n in names:
+                self.slots[n] = LoRASlots(bsz, d_in, d_out, rank, scale, self.generator, device)
+            self._hooked.append((module, names))
 
         for i, blk in enumerate(model.blocks):
             a = blk.attn
@@ -106,9 +133,28 @@ class BatchedLoRA(nn.Module):
         """Install the forward hooks (done at construction)."""
         if self._handles:
             return
-        for module, name in self._hooked:
-            lora = self.slots[name]
-            self._handles.append(module.register_forward_hook(lambda _m, args, out, lora=lora: out + lora(args[0]).to(out.dtype)))
+        calls = [0] * len(self._hooked)
+        for i, (module, names) in enumerate(self._hooked):
+            if len(names) == 1:
+                lora = self.slots[names[0]]
+                self._handles.append(module.register_forward_hook(
+                    lambda _m, args, out, lora=lora: out + lora(args[0]).to(out.dtype)))
+                continue
+            loras = [self.slots[n] for n in names]
+
+            def hook(_m, args, out, i=i, loras=loras):  # the k-th call of this forward uses the k-th adapter
+                k = calls[i]
+                calls[i] += 1
+                if k >= len(loras):
+                    raise RuntimeError(f"LoRA slots: a module ran {k + 1} times in one forward, planned for {len(loras)}")
+                return out + loras[k](args[0]).to(out.dtype)
+
+            self._handles.append(module.register_forward_hook(hook))
+        if any(len(names) > 1 for _, names in self._hooked):
+            def restart(_m, _args):
+                calls[:] = [0] * len(calls)
+
+            self._handles.append(self._model[0].register_forward_pre_hook(restart))
 
     def detach(self) -> None:
         """Remove every hook: the model computes exactly what it did before."""

@@ -310,7 +310,8 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
 
     # warm-up on random tokens: the scoring shape, a LoRA step and a global SGD step, timed
     with clock.phase("warmup"):
-        lora = BatchedLoRA(model, bsz, cfg.lora_rank, cfg.lora_targets, cfg.lora_alpha, seed=seed)
+        lora = BatchedLoRA(model, bsz, cfg.lora_rank, cfg.lora_targets, cfg.lora_alpha, seed=seed,
+                       slots=cfg.lora_slots)
         opt = new_opt(lora)
         x, y = _random_batch(vocab, bsz, seq_len, device, seed)
         full = torch.ones_like(y, dtype=torch.bool)
@@ -339,7 +340,8 @@ def _lora_stream(model, tokens_t, sink, cfg: TttConfig, *, seq_len, bos_id, devi
     # Each rank's slots take documents from the group's queue; a slot refills as soon as its document is
     # done. Every tensor is [bsz, seq_len] (short windows padded), so rows never change shape with their
     # neighbours. Projections are per rank: the work left is shared by the world's ranks.
-    lora = BatchedLoRA(model, bsz, cfg.lora_rank, cfg.lora_targets, cfg.lora_alpha, seed=seed)
+    lora = BatchedLoRA(model, bsz, cfg.lora_rank, cfg.lora_targets, cfg.lora_alpha, seed=seed,
+                       slots=cfg.lora_slots)
     opt = new_opt(lora)
     slot_doc = np.full(bsz, -1, np.int64)
     slot_k = np.zeros(bsz, np.int64)

@@ -396,7 +396,7 @@ def _calibrate_in_reserve(cfg: RunConfig, model: GPT, loader: DistributedTokenLo
     t = cfg.train
     cal = calibrate_from_train(
         model, loader, batch_tokens=t.batch_tokens, seq_len=t.seq_len, grad_accum=accum,
-        reserve_seconds=max(seconds, 0.0), autocast_dtype=amp,
+        reserve_seconds=max(seconds, 0.0), autocast_dtype=amp, max_batches=t.calib_batches,
     )
     log(f"calibration: {cal.batches} training batches ({cal.tokens} tokens) in {cal.seconds * 1000:.0f}ms "
         f"of the {t.calib_reserve_seconds}s reserve; {len(cal.hessians)} Hessians")
