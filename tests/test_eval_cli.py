@@ -150,6 +150,10 @@ def test_a_run_scored_by_its_configured_method_equals_pgolf_eval(tiny_data, tmp_
     assert main(["eval", str(out), "--method", "sliding", "--metrics", str(ref)]) == 0
     again = json.loads(ref.read_text())["evals"]["sliding"]
     assert again["val_bpb"] == m["val_bpb"] and again["val_loss"] == m["val_loss"]
+    # without --method, pgolf eval scores the run's configured method, as the run scored itself
+    ref2 = tmp_path / "default-metrics.json"
+    assert main(["eval", str(out), "--metrics", str(ref2)]) == 0
+    assert list(json.loads(ref2.read_text())["evals"]) == ["sliding"]
 
 
 def test_a_method_its_budget_refuses_leaves_the_run_scored_plain(tiny_data, tmp_path, capsys) -> None:

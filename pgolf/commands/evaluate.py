@@ -1,6 +1,6 @@
 """``pgolf eval``: evaluate any artifact on any dataset with one or more methods, each inside its budget.
 
-    pgolf eval runs/cpu                                       # plain, as the run scored itself
+    pgolf eval runs/cpu                                       # its eval.method, as the run scored itself
     pgolf eval runs/cpu --method plain --method sliding --method mix --scorecard
     pgolf eval runs/cpu --method ttt --set eval.ttt.mode=phased --data data/other --dump-losses losses.npy
 """
@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         run_dir: Annotated[Path, typer.Argument(help="Run directory (config.json + model.pgolf).")],
         method: Annotated[list[str] | None, typer.Option("--method", help="plain, sliding, ttt, mix, sliding+mix or "
-                                                         "ttt+mix; repeatable (default plain).")] = None,
+                                                         "ttt+mix; repeatable (default: the run's eval.method).")] = None,
         data: Annotated[Path | None, typer.Option("--data", help="Score this dataset directory instead of the run's.")] = None,
         artifact: Annotated[Path | None, typer.Option("--artifact", help="Artifact instead of RUN_DIR/model.pgolf.")] = None,
         budget: Annotated[float | None, typer.Option("--budget", help="Seconds per method (eval.budget_seconds; 0 = none).")] = None,
@@ -42,11 +42,12 @@ def register(app: typer.Typer) -> None:
             raise PgolfError(f"{run_dir}: not a run directory (no config.json)")
         sets = list(set_ or []) + ([] if budget is None else [f"eval.budget_seconds={budget}"])
         cfg = apply_overrides(load_config(str(run_dir / "config.json")), sets)
+        method = list(method or [cfg.eval.method])  # as the run scored itself
         from pgolf.commands import status
 
-        with dist.group_scope(), status(f"scoring {run_dir} with {', '.join(method or ['plain'])} (each on its own "
+        with dist.group_scope(), status(f"scoring {run_dir} with {', '.join(method)} (each on its own "
                                         f"{cfg.eval.budget_seconds:g} s clock)"):
-            m = eval_run(run_dir, cfg, artifact, methods=method or ["plain"], data_dir=data, dump_losses=dump_losses,
+            m = eval_run(run_dir, cfg, artifact, methods=method, data_dir=data, dump_losses=dump_losses,
                          metrics_path=metrics)
             is_main = dist.is_main()  # before cleanup: afterwards every rank reads as rank 0
         if is_main:
@@ -54,5 +55,5 @@ def register(app: typer.Typer) -> None:
             from pgolf.track.hook import record_command
 
             scored = cfg.to_dict()  # the record is the first method's result: its identity names that method
-            scored["eval"]["method"] = (method or ["plain"])[0]
+            scored["eval"]["method"] = method[0]
             record_command("eval", run_dir, metrics=m, config=scored)
