@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +48,6 @@ ARTIFACT = "model.pgolf"
 CONFIG = "config.json"
 METRICS = "metrics.json"
 LOG = "train.log"
-
-
-@dataclass
-class Scored:
-    eval: EvalResult
-    report: ByteReport
 
 
 def evaluate_model(model: torch.nn.Module, cfg: RunConfig, data: RunData, device: torch.device) -> EvalResult:

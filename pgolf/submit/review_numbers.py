@@ -193,10 +193,6 @@ def _coarsest(ms: list[Metric], key: str = "val_bpb") -> int | None:
     return None if any(d is None for d in ds) or not ds else min(ds)  # type: ignore[type-var]
 
 
-def final_of(p: ParsedLog) -> Metric | None:
-    return p.final()
-
-
 # -- artifact ---------------------------------------------------------------------------------------
 def artifact(n: Numbers) -> list[Finding]:
     out: list[Finding] = []
