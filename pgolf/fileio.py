@@ -54,6 +54,23 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+def read_json_object(path: str | os.PathLike[str], what: str) -> dict[str, Any] | None:
+    """The JSON object ``path`` holds, None when the file does not exist; a DataError naming the file and
+    ``what`` it should be (``metrics``, ``manifest``) when it is unreadable or not an object."""
+    from pgolf.errors import DataError
+
+    p = Path(path)
+    if not p.exists():
+        return None
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{p}: unreadable {what} file ({e})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{p}: {what} must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def cache_root() -> Path:
     """pgolf's user cache: ``$PGOLF_CACHE`` or ``~/.cache/pgolf`` (the embedded corpus, autosize choices)."""
     env = os.environ.get("PGOLF_CACHE")

@@ -271,15 +271,17 @@ class ParsedLog:
     _before: tuple[list[list[float | None]], list[list[float | None]]] | None = field(default=None, repr=False)
 
     # -- conveniences ------------------------------------------------------------------------
-    @property
-    def seed(self) -> int | None:
-        v = self.header.get("seed")
+    def _header_int(self, key: str) -> int | None:
+        v = self.header.get(key)
         return int(v) if v is not None and re.fullmatch(r"\d+", v) else None
 
     @property
+    def seed(self) -> int | None:
+        return self._header_int("seed")
+
+    @property
     def world_size(self) -> int | None:
-        v = self.header.get("world_size")
-        return int(v) if v is not None and re.fullmatch(r"\d+", v) else None
+        return self._header_int("world_size")
 
     @property
     def max_wallclock_seconds(self) -> float | None:
@@ -307,8 +309,7 @@ class ParsedLog:
 
     @property
     def params(self) -> int | None:
-        v = self.header.get("model_params")
-        return int(v) if v is not None and re.fullmatch(r"\d+", v) else None
+        return self._header_int("model_params")
 
     @property
     def dataset(self) -> str | None:

@@ -340,14 +340,7 @@ def export_run(
     if not ckpt_mod.has_checkpoint(run_dir):
         raise DataError(f"{run_dir}: no checkpoint to export (run `pgolf train` first)")
     mpath = run_dir / METRICS
-    old: dict[str, Any] | None = None
-    if mpath.exists():
-        try:
-            old = json.loads(mpath.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise DataError(f"{mpath}: unreadable metrics file ({e})") from None
-        if not isinstance(old, dict):
-            raise DataError(f"{mpath}: metrics must be a JSON object, got {type(old).__name__}")
+    old = fileio.read_json_object(mpath, "metrics")
     info = dist.init(cfg.train.device)
     ck = ckpt_mod.load_checkpoint(run_dir)
     model = GPT(cfg.model)
@@ -418,12 +411,7 @@ def eval_run(run_dir: str | Path, cfg: RunConfig | None = None, artifact: str | 
             raise DataError(f"{data_dir}: its tokenizer (sha256 {theirs[:12]}…) is not the one the run was trained "
                             f"with (sha256 {run_manifest[:12]}…)")
     mpath = Path(metrics_path) if metrics_path else run_dir / METRICS
-    merged: dict[str, Any] = {}
-    if mpath.exists():
-        try:
-            merged = json.loads(mpath.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise DataError(f"{mpath}: unreadable metrics file ({e})") from None
+    merged: dict[str, Any] = fileio.read_json_object(mpath, "metrics") or {}
     runs = [_method_on_artifact(name, path, cfg, data, info.device) for name in methods]  # one model at a time
     for r in runs:  # before anything is written
         require_finite(r.scored.result.val_loss, f"val_loss of method {r.name}", path)

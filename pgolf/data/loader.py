@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from pgolf import fileio
 from pgolf.config import DataConfig
 from pgolf.data.shards import (
     list_byte_sidecars,
@@ -128,18 +129,7 @@ def resolve_data(data_cfg: DataConfig, vocab_size: int) -> DataSpec:
 
 def _manifest(data_dir: Path) -> dict[str, Any] | None:
     """``data_dir/manifest.json`` (None when absent; a DataError when unreadable or not an object)."""
-    import json
-
-    p = data_dir / "manifest.json"
-    if not p.exists():
-        return None
-    try:
-        m = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{p}: unreadable manifest ({e})") from None
-    if not isinstance(m, dict):
-        raise DataError(f"{p}: manifest is not a JSON object")
-    return m
+    return fileio.read_json_object(data_dir / "manifest.json", "manifest")
 
 
 class DistributedTokenLoader:
