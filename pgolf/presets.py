@@ -224,7 +224,7 @@ RECORD_0322 = {
     "eval.seq_len": 2048,
     "eval.method": "sliding",               # the record's score: sliding window, stride 64 ([03-19e], CATALOGUE §2.6)
     "eval.sliding.stride": 64,
-    "export.scheme": "budget",              # the byte-budget search until GPTQ-lite's own scheme is chosen
+    "export.scheme": "record_0322",         # its own export: int6 GPTQ-lite (1/31 floor) + zstd-22 (--scheme budget: the search)
 }
 """[03-22] ``2026-03-22_11L_EMA_GPTQ-lite_warmdown3500_QAT015_1.1233`` (PR #414; 1.1228 best seed,
 1.1233 mean): every setting that differs from the baseline, with its source. 26,993,756 parameters, as
@@ -347,7 +347,7 @@ RECORD_0414 = {
     "eval.ttt.sgd_batch_seqs": 32,
     "eval.ttt.global_epochs": 1,
     "eval.ttt.lora_slots": "virtual",       # BatchedTTTLoRA: one slot per virtual layer when looping (l. 1161)
-    "export.scheme": "budget",              # byte-budget search (GPTQ+SDClip, LQER) until the record's scheme lands
+    "export.scheme": "record_0414",         # its own export: GPTQ int6/int7 emb + shuffle2+brotli-11 (--scheme budget: the search)
 }
 """[04-14] ``2026-04-14_MultiPhaseGlobalSGD_PhasedTTT`` (PR #1626; 1.07193 over 3 seeds): stack "A" of
 CATALOGUE §3 on SP8192, every setting that differs from the baseline with its source. 35,944,602

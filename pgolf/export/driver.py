@@ -5,11 +5,15 @@ An *export scheme* is a named recipe: which grid each tensor gets and how the pa
 - ``int8_zlib`` — the baseline [03-17b] (root ``train_gpt.py``): :func:`pgolf.quant.grid.int8_policy`
   (per-row int8 at the 99.99984th percentile; floats of ≤ ``export.keep_float_max_numel`` elements
   kept fp32 (control) / fp16) + ``zlib-9`` over one payload (container v1).
-- ``int6_gptqlite_zstd`` — [03-22] (PR #414): attention and MLP matrices int6 per row with GPTQ-lite's
-  clip search (five quantiles of |w|, the one of least squared error, one per matrix as the record),
-  plain rounding; embeddings / LM head per-row int8 (the baseline's grid); small floats as the
-  baseline; ``zstd-22`` over one payload.
-- ``gptq6_emb7_brotli`` — [04-14] (PR #1626), CATALOGUE §3 "Q": full-Hessian GPTQ with SDClip, int6
+- ``int6_gptqlite_zstd`` — after [03-22] (PR #414), not its exact code: attention and MLP matrices int6
+  per row with GPTQ-lite's clip search (five quantiles of |w|, one per matrix), plain rounding, *without*
+  the record's 1/31 step floor and whatever their size; embeddings / LM head per-row int8; small floats as
+  the baseline (control fp32); ``zstd-22`` over one payload. The record exactly: ``record_0322``.
+- ``record_0322`` / ``record_0414`` — the records' own ``mixed_quantize_int6`` / ``gptq_mixed_quantize``
+  tensor by tensor (see :func:`record_0322_policy`, :func:`record_0414_policy`), including their
+  "≤ 65,536 elements → fp16" rule (``export.keep_float_max_numel``); containers as the other v1 schemes
+  (the records pickle with ``torch.save``; the tensor bytes are the same, the framing differs).
+- ``gptq6_emb7_brotli`` — after [04-14] (PR #1626; ``record_0414`` is its exact export), CATALOGUE §3 "Q": full-Hessian GPTQ with SDClip, int6
   matrices (k: MLP 12, attention 13), int7 tied embedding (k 15, Hessian of the final-norm output);
   all other floats fp16; byte shuffle (stride 2) + ``brotli-11`` over one payload.
 - ``budget`` — :func:`pgolf.export.search.search_budget`: bits / clip / GPTQ / LQER per tensor group
@@ -108,6 +112,79 @@ def gptq_0414_policy(name: str, t: Tensor, role: Role, cfg: ExportConfig) -> Ten
     return "raw"
 
 
+# --------------------------------------------------------------------------- the records' own exports
+# Each ``record_*`` policy is its record's quantizer choice, tensor by tensor, keyed by role instead of
+# name; "small" is the records' ``t.numel() <= 65536`` (``export.keep_float_max_numel``, default 65,536:
+# lower it to exercise the grids on a narrow model).
+
+
+def _small_float(t: Tensor, cfg: ExportConfig) -> TensorSpec | None:
+    """The records' first branch: non-floats raw, floats of ≤ keep_float_max_numel elements fp16 (control
+    tensors included: the size test comes first), else None (quantize)."""
+    if not t.is_floating_point():
+        return "raw"
+    if t.numel() <= cfg.keep_float_max_numel:
+        return "fp16" if t.dtype in (torch.float32, torch.bfloat16) else "raw"
+    return None
+
+
+GPTQLITE_0322 = QuantSpec(bits=6, clip="gptq_lite", search="matrix", step_floor=1.0 / 31)
+"""[03-22] ``quantize_int6_per_row`` (``train_gpt.py`` L885-899): five quantiles of |w| per row, the one of
+least mean squared error for the whole matrix (strict ``<``: the first of equals), step
+``fp16(max(clip / 31, 1/31))`` — the 1/31 floor — and q = clamp(round(w / s), ±31) with the fp16 step."""
+
+
+def record_0322_policy(name: str, t: Tensor, role: Role, cfg: ExportConfig) -> TensorSpec:
+    """[03-22] ``mixed_quantize_int6(sd, {"mlp", "attn"})`` (``train_gpt.py`` L905-934, called L1314):
+    small/non-float → fp16/raw (L916-919; so its 128×512 = 65,536-element ``bigram.proj`` stays fp16);
+    large control tensors fp32 (L920-923); ``_classify_param`` (L877-884) "mlp" (``.mlp.``) and "attn"
+    (``.attn.``, or ``.proj.`` outside the MLP: roles attn_*, proj) → :data:`GPTQLITE_0322`; the rest
+    ("embed": tok_emb/lm_head, "other": hash and value-embedding tables) → the baseline's per-row int8
+    ``quantize_float_tensor`` (L272-287: ``int8_row``, 1-D ``int8_tensor``)."""
+    small = _small_float(t, cfg)
+    if small is not None:
+        return small
+    if role is Role.CONTROL:
+        return "fp32"
+    if t.ndim != 2:
+        return "int8_tensor"  # the record's int6 1-D branch (one amax/31 scale) has no such tensors
+    if role.family in _MATRIX_FAMILIES or role is Role.PROJ:
+        return GPTQLITE_0322
+    return "int8_row"
+
+
+SDCLIP_K_MATRIX = 12.85
+"""[04-14]/[04-27a] ``MATRIX_CLIP_SIGMAS`` default: a quantized matrix neither embedding, MLP nor attention."""
+
+
+def _gptq_record_spec(t: Tensor, role: Role, cfg: ExportConfig, k: Mapping[str, float], embed_bits: int) -> TensorSpec:
+    """The ``gptq_mixed_quantize`` branch shared by [04-14] and [04-27a]: every large float matrix gets
+    full-Hessian GPTQ with SDClip (row std, unbiased) — int{embed_bits} with k["embed"] for ``tok_emb``
+    (role embed), int6 for the rest with k["mlp"] (``.mlp.``), k["attn"] (``.attn.``) or 12.85."""
+    small = _small_float(t, cfg)
+    if small is not None:
+        return small
+    if t.ndim != 2:  # the records have no large non-matrix floats (GPTQ would fail on them)
+        return "fp16"
+    if role is Role.EMBED:
+        return QuantSpec(bits=embed_bits, clip="sdclip", k=k["embed"], gptq=True)
+    kk = k.get(role.family, SDCLIP_K_MATRIX) if role.family in _MATRIX_FAMILIES else SDCLIP_K_MATRIX
+    return QuantSpec(bits=6, clip="sdclip", k=kk, gptq=True)
+
+
+SDCLIP_K_0414_RUN = {"attn": 13.0, "mlp": 12.0, "embed": 15.0}
+"""[04-14]'s run: ``MLP_CLIP_SIGMAS=12.0 ATTN_CLIP_SIGMAS=13.0 EMBED_BITS=7 EMBED_CLIP_SIGMAS=15.0``
+(README L110, ``train_seed42.log`` L9-50)."""
+
+
+def record_0414_policy(name: str, t: Tensor, role: Role, cfg: ExportConfig) -> TensorSpec:
+    """[04-14] ``gptq_mixed_quantize`` (``train_gpt.py`` L1657-1690; GPTQ L1619-1654): small/non-float →
+    fp16/raw (L1662-1665, control tensors included); ``tok_emb`` int7 k 15, MLP int6 k 12, attention
+    int6 k 13, any other matrix int6 k 12.85 (L1666-1678, the run's settings :data:`SDCLIP_K_0414_RUN`).
+    Serialized with a stride-2 byte shuffle + brotli-11 (L1722-1760)."""
+    return _gptq_record_spec(t, role, cfg, SDCLIP_K_0414_RUN, 7)
+
+
 @dataclass(frozen=True)
 class ExportScheme:
     name: str
@@ -127,6 +204,11 @@ EXPORT_SCHEMES: dict[str, ExportScheme] = {
                      gptqlite_policy, "zstd-22"),
         ExportScheme("gptq6_emb7_brotli", "GPTQ+SDClip int6 matrices, int7 embedding, shuffle+brotli-11 ([04-14])",
                      gptq_0414_policy, "shuffle2+brotli-11", needs_hessians=True),
+        ExportScheme("record_0322", "[03-22]'s own: int6 GPTQ-lite (1/31 step floor) attn/MLP/proj, int8 rest, "
+                     "fp16 ≤65,536-element floats, zstd-22", record_0322_policy, "zstd-22"),
+        ExportScheme("record_0414", "[04-14]'s own: GPTQ+SDClip int6 (MLP 12, attn 13), int7 tok_emb (15), "
+                     "fp16 ≤65,536-element floats, shuffle2+brotli-11", record_0414_policy, "shuffle2+brotli-11",
+                     needs_hessians=True),
         ExportScheme("budget", "byte-budget search of bits/clip/GPTQ/LQER per group, per-group streams",
                      None, "streams", needs_hessians=True),
     )

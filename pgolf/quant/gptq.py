@@ -157,7 +157,7 @@ def quantize_gptq(w: Tensor, h: Tensor, spec: QuantSpec, dtype: torch.dtype = to
     h = h.to(w32.device)
     kw = dict(damp=spec.damp, block_size=spec.block_size, act_order=spec.act_order, dtype=dtype)
     clips = grid.clip_candidates(w32, spec, h.diagonal())
-    scales = [grid.store_scale(grid.clip_to_scale(c, bits), g) for c in clips]
+    scales = [grid.store_scale(grid.clip_to_scale(c, bits, spec.step_floor), g) for c in clips]
     stack_s = torch.cat(scales, dim=0)  # K candidates stacked as rows
     q_all = gptq_quantize(w32.repeat(len(scales), 1), h, stack_s, bits, g, **kw)
     w64 = w32.double()

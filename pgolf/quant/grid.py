@@ -372,6 +372,10 @@ class QuantSpec:
     """GPTQ columns per lazily-propagated block."""
     act_order: bool = True
     """GPTQ column order: descending diag(H)."""
+    step_floor: float = 0.0
+    """Least step before the fp16 cast: s = fp16(max(c / qmax, step_floor)). 0 (default) keeps only the
+    2^−24 floor; [03-22] floors at 1/qmax (``(row_clip / clip_range).clamp_min(1.0 / clip_range)``,
+    its ``train_gpt.py`` L894), so rows with clip < 1 all share the step 1/31 at int6."""
 
     def __post_init__(self) -> None:
         qmax(self.bits)
@@ -383,6 +387,8 @@ class QuantSpec:
             raise ConfigError("group_size must be >= 0 and block_size >= 1")
         if not 0.0 < self.clip_q <= 1.0 or self.k <= 0 or self.damp < 0 or self.hessian_lambda < 0:
             raise ConfigError("need 0 < clip_q <= 1, k > 0, damp >= 0, hessian_lambda >= 0")
+        if not 0.0 <= self.step_floor <= SCALE_MAX:
+            raise ConfigError(f"step_floor must be in [0, {SCALE_MAX}], got {self.step_floor}")
         if self.search not in ("scale", "matrix"):
             raise ConfigError(f"search must be 'scale' or 'matrix', got {self.search!r}")
 
@@ -450,9 +456,9 @@ def row_importance(w32: Tensor, h_diag: Tensor, damp: float = 0.01) -> Tensor:
     return r / m if m > 0 else torch.ones_like(r)
 
 
-def clip_to_scale(clip: Tensor, bits: int) -> Tensor:
-    """Step s = fp16(c / qmax) clamped to [2^−24, 65504]."""
-    return (clip.float() / qmax(bits)).clamp(SCALE_MIN, SCALE_MAX).to(torch.float16)
+def clip_to_scale(clip: Tensor, bits: int, floor: float = 0.0) -> Tensor:
+    """Step s = fp16(c / qmax) clamped to [max(2^−24, floor), 65504] (``floor``: QuantSpec.step_floor)."""
+    return (clip.float() / qmax(bits)).clamp(max(SCALE_MIN, floor), SCALE_MAX).to(torch.float16)
 
 
 def _fallback_max(clip: Tensor, w32: Tensor, group_size: int) -> Tensor:
@@ -507,7 +513,7 @@ def select_clip(w32: Tensor, clips: list[Tensor], spec: QuantSpec) -> Tensor:
         return clips[0]
     errs = []
     for c in clips:
-        s = clip_to_scale(c, spec.bits)
+        s = clip_to_scale(c, spec.bits, spec.step_floor)
         e = (w32 - dequantize_grid(quantize_with_scale(w32, s, spec.bits, spec.group_size), s, spec.group_size))
         errs.append(_reduce_groups(e.square(), spec.group_size, lambda t: t.sum(dim=-1)))
     err = torch.stack(errs)  # [K, rows, G]
@@ -521,7 +527,7 @@ def compute_scale(w: Tensor, spec: QuantSpec, h_diag: Tensor | None = None) -> T
     """The stored fp16 scale part of ``spec`` for w [rows, cols] (rounding-error search for gptq_lite)."""
     w32 = _check_2d(w)
     clip = select_clip(w32, clip_candidates(w32, spec, h_diag), spec)
-    return store_scale(clip_to_scale(clip, spec.bits), spec.group_size)
+    return store_scale(clip_to_scale(clip, spec.bits, spec.step_floor), spec.group_size)
 
 
 def quantize_rtn(w: Tensor, spec: QuantSpec, h_diag: Tensor | None = None) -> tuple[Tensor, Tensor]:
