@@ -228,9 +228,10 @@ RECORD_0322 = {
 }
 """[03-22] ``2026-03-22_11L_EMA_GPTQ-lite_warmdown3500_QAT015_1.1233`` (PR #414; 1.1228 best seed,
 1.1233 mean): every setting that differs from the baseline, with its source. 26,993,756 parameters, as
-``train_seed1337.log``'s ``model_params``. Not reproduced: the record's "tight SWA" (accumulated, never
-applied, CATALOGUE §5.2), its export (int6 GPTQ-lite + zstd-22: scheme ``int6_gptqlite_zstd``; here the
-byte-budget search fills the 16 MB). Its score is the sliding-window stride-64 evaluation
+``train_seed1337.log``'s ``model_params``. It exports with its own recipe (scheme ``record_0322``: int6
+GPTQ-lite with the 1/31 step floor, fp16 small tensors incl. ``bigram.proj``, zstd-22; ``--scheme budget``
+searches instead). Not reproduced: the record's "tight SWA" (accumulated, never applied, CATALOGUE §5.2).
+Its score is the sliding-window stride-64 evaluation
 (``eval.method``), after the plain round-trip line, as in its log. Needs FineWeb sp1024 shards and 8×H100 for its 600 s."""
 
 derive("record-0322", "baseline", RECORD_0322,
@@ -369,7 +370,8 @@ RECORD_0419 = {
 """[04-19] ``2026-04-19_SP8192_CaseOps_GatedAttn_QuantGate_Loop45_PhasedTTT`` (PR #1736; 1.06549 over 3
 seeds) = [04-14] + CaseOps data + dense GatedAttn on every layer (+45,056 = 11 × 8 × 512 parameters:
 35,989,658 as ``train_seed42.log``); its other hyperparameters, TTT included, equal [04-14]'s in the
-logs. Not reproduced: the int8 gate rows at export."""
+logs; it exports with [04-14]'s scheme (``record_0414``). Not reproduced: the int8 gate rows at export
+(``record_0427`` has them)."""
 
 derive("record-0419", "record-0414", RECORD_0419,
        doc="[04-19] PR #1736, 1.0655: record-0414 + CaseOps + dense GatedAttn (35,989,658 params)")
@@ -393,6 +395,7 @@ RECORD_0427 = {
     "eval.ttt.lora_rank": 80,               # phased TTT: rank 80, β2 0.99, prefix 2,500 documents [04-27a]
     "eval.ttt.lora_beta2": 0.99,
     "eval.ttt.prefix_docs": 2500,
+    "export.scheme": "record_0427",         # its own export: GPTQ + LQER top-3 + int8 gates, per-group streams
 }
 """[04-27a] ``2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611`` (PR #1855; 1.06108 over 3
 seeds) = [04-19] with the changes of [04-23] (#1787) and [04-27a] (#1855) above, as the records were
@@ -400,8 +403,9 @@ built (the hyperparameter blocks of the three ``train_seed42.log`` files differ 
 export settings). 35,945,671 parameters, as ``train_seed42.log``'s ``model_params``. Its TTT is its code's
 (α 144, warm-start A, one LoRA slot per virtual layer, the length-sorted document queue) and its GPTQ
 calibration takes its 16 training batches, inside the 600 s here (the record collected them in 4.7 s after
-its 599.5 s). Compiled with fullgraph, as it ran. Not reproduced yet: its export (GPTQ+SDClip MLP k 11.5,
-embedding int7 k 14, int8 gates, LQER asym rank 4 top 3, per-group lrzip: the budget search is used); the
+its 599.5 s). Compiled with fullgraph, as it ran. It exports with its own recipe (scheme ``record_0427``: GPTQ+SDClip
+MLP k 11.5 / attention 13, int7 embedding k 14, int8 gate rows, LQER asymmetric rank 4 on the top 3, per-group
+streams with row reordering; the best of brotli/lzma/zstd per stream where the record used lrzip-ZPAQ). The
 fused Triton CE is the switch ``model.fused_kernels`` (a CUDA accelerator; off here, the reference CE). Document-aware attention (``model.attn.doc_mask``) packs the documents for torch's FlashAttention
 varlen kernel on CUDA, as the record does (``doc_kernel=auto``), and masks elsewhere; unlike the record,
 a document that runs past the end of a training sequence is cut there, not carried on."""

@@ -48,9 +48,9 @@ SLIDING = ("pgolf.eval.budget", "pgolf.eval.sliding", "pgolf.eval.windows")
 
 def test_a_switch_that_is_off_brings_no_code():
     off = _sel("tiny")
-    # named as left out where a bundled function imports them (lqer and streams only the left-out gptq / search do)
+    # named as left out where a bundled function imports them (lqer only the left-out gptq / search do)
     # (the eval methods only from the runner's method path, which a plain bundle ships stubbed: pgolf.runner DEAD)
-    assert set(bundler.OPTIONAL) - set(off.left_out) == {"pgolf.quant.lqer", "pgolf.artifact.streams",
+    assert set(bundler.OPTIONAL) - set(off.left_out) == {"pgolf.quant.lqer",
                                                           "pgolf.eval.methods", "pgolf.eval.mix", "pgolf.eval.ttt"}
     assert not set(bundler.OPTIONAL) & set(off.modules)
     assert not set(bundler.NEVER) & set(off.modules)

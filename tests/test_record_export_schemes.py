@@ -103,3 +103,40 @@ def test_record_0414(tmp_path):
         assert torch.equal(state[n], (q.float() * s.float()[:, None]).to(w.dtype)), n
         n_q += 1
     assert n_q > 0
+
+
+def test_record_0427(tmp_path):
+    from pgolf.artifact.format import parse_artifact
+
+    cfg, model, sd, h = _small("record-0427", ["model.num_heads=4", "model.num_kv_heads=2"])  # gate 4×12 ≥ 32
+    roles = model_roles(cfg.model)
+    keep = 2048
+    res = export_model(sd, ExportConfig(scheme="record_0427", keep_float_max_numel=keep), roles=roles, hessians=h,
+                       hessian_source="train")
+    state, header = _round_trip(res, sd, tmp_path)
+    assert header["format_version"] == 2 and res.codec == "streams"
+    t = parse_artifact(res.blob)[0]
+    gates = [n for n in sd if roles[n] is Role.GATE and sd[n].ndim == 2 and 32 <= sd[n].numel() <= 8192]
+    assert gates
+    for n in gates:  # int8 rows, s = fp16(max|w|/127)
+        w = sd[n].float()
+        s = (w.abs().amax(dim=1) / 127).half()
+        assert t[n].scheme == "int8_row" and torch.equal(t[n].parts["scale"], s), n
+        assert torch.equal(t[n].parts["q"], torch.round(w / s.float()[:, None]).clamp(-127, 127).to(torch.int8)), n
+    gptq = {n for n, w in sd.items() if w.is_floating_point() and w.numel() > keep and n not in gates}
+    errs = {}
+    for n in gptq:
+        r = roles[n]
+        bits, k = (7, 14.0) if r is Role.EMBED else (6, {"mlp": 11.5, "attn": 13.0}.get(r.family, 12.85))
+        q, s, _ = quantize_gptq(w := sd[n], h[n], QuantSpec(bits=bits, clip="sdclip", k=k, gptq=True))
+        assert torch.equal(t[n].parts["q"], q) and torch.equal(t[n].parts["scale"], s), n
+        errs[n] = float((w.float() - q.float() * s.float()[:, None]).norm())
+    lq = {n for n, qt in t.items() if "lqer_a" in qt.parts}
+    assert len(lq) == 3 and lq == set(sorted(errs, key=lambda n: -errs[n])[:3]) == set(header["meta"]["lqer"])
+    for n in lq:  # the factors are part of the dequantized tensor
+        base = t[n].parts["q"].float() * t[n].parts["scale"].float()[:, None]
+        assert torch.allclose(state[n].float(), base + grid.lqer_correction(t[n].parts), atol=1e-6), n
+    hot = [s for s in res.pack_report.streams if s.group in ("embed", "attn_q", "mlp_up")]
+    assert hot and all(s.transform in ("T", "perm+T") for s in hot)
+    assert any(e["perm"] is not None for qt in header["tensors"].values() for e in qt["parts"].values()) or \
+        all(s.transform == "T" for s in hot)

@@ -73,9 +73,10 @@ REQUIRED_PACKAGES = ("torch", "numpy", "sentencepiece", "safetensors", "zstandar
 # Export schemes (pgolf.export.driver.EXPORT_SCHEMES) known NOT to reach a module. Any other scheme name
 # (a new one) keeps the module: these tuples only ever prune.
 _NO_GPTQ = ("int8_zlib",)
-_NO_HESSIANS = ("int8_zlib", "int6_gptqlite_zstd")
+_NO_HESSIANS = ("int8_zlib", "int6_gptqlite_zstd", "record_0322")
 _NO_FAMILIES = ("int8_zlib",)  # stores only the registered int8_row / int8_tensor / float schemes
-_ONE_PAYLOAD = ("int8_zlib", "int6_gptqlite_zstd", "gptq6_emb7_brotli")  # container v1: no search, no streams
+_ONE_PAYLOAD = ("int8_zlib", "int6_gptqlite_zstd", "gptq6_emb7_brotli", "record_0322",  # container v1: no
+                "record_0414")                                                                # search, no streams
 
 
 @dataclass(frozen=True)

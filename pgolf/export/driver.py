@@ -185,6 +185,53 @@ def record_0414_policy(name: str, t: Tensor, role: Role, cfg: ExportConfig) -> T
     return _gptq_record_spec(t, role, cfg, SDCLIP_K_0414_RUN, 7)
 
 
+SDCLIP_K_0427_RUN = {"attn": 13.0, "mlp": 11.5, "embed": 14.0}
+"""[04-27a]'s run (``train_seed42.log`` L9-64): ``ATTN_CLIP_SIGMAS 13``, ``MLP_CLIP_SIGMAS 11.5``,
+``EMBED_BITS 7``, ``EMBED_CLIP_SIGMAS 14``."""
+GATE_INT8_0427 = QuantSpec(bits=8, clip="max")
+"""[04-27a] ``_quantize_gate_int8_row`` (``train_gpt.py`` L2185-2194): s = fp16(max|w_i| / 127), q = round(w / s)."""
+
+
+def record_0427_policy(name: str, t: Tensor, role: Role, cfg: ExportConfig) -> TensorSpec:
+    """[04-27a] ``gptq_mixed_quantize`` (``train_gpt.py`` L2220-2267): attention-gate rows int8 (role gate,
+    2-D, 32 ≤ numel ≤ 8192 — L2232-2246, before the size test; the 12-element smear gate stays fp16),
+    then as [04-14] with the run's k (:data:`SDCLIP_K_0427_RUN`): tok_emb int7 k 14, MLP int6 k 11.5,
+    attention int6 k 13. LQER and the per-group streams: :func:`_export_record_0427`."""
+    if role is Role.GATE and t.is_floating_point() and t.ndim == 2 and 32 <= t.numel() <= 8192:
+        return GATE_INT8_0427
+    return _gptq_record_spec(t, role, cfg, SDCLIP_K_0427_RUN, 7)
+
+
+LQER_0427 = {"top_k": 3, "rank": 4, "group": 64}
+"""[04-27a]'s run: ``LQER_TOP_K 3``, ``LQER_RANK 4``, ``LQER_ASYM_GROUP 64`` (``train_seed42.log`` L53-58)."""
+STREAM_CODECS_0427: tuple[str, ...] = ("brotli-11", "lzma-9e", "zstd-22")
+"""Codecs tried per stream in place of the record's ``lrzip -z -L 9`` (ZPAQ, a subprocess, L2381-2390):
+the best of brotli/lzma/zstd in process (see docs/benchmarks.md "record schemes")."""
+
+
+def record_lqer_0427(state_dict: Mapping[str, Tensor], qsd: dict[str, grid.QuantTensor],
+                     eligible: list[str]) -> list[str]:
+    """[04-27a]'s LQER (L2268-2287): E = W − Ŵ for every GPTQ tensor, the ``top_k`` by ‖E‖_F across all
+    groups get A = U_r S_r, B = V_rᵀ of the plain SVD (rank 4), stored asymmetric (A int2 one scale, B
+    int4 per 64; :func:`pgolf.quant.grid.quantize_lqer_factors`) when 64 divides B's size (the record's
+    symmetric fallback is not stored here; such tensors stay uncorrected). Returns the corrected names."""
+    errs = {n: (state_dict[n].float() - grid.dequantize_tensor(qsd[n]).float()) for n in eligible}
+    top = sorted(errs, key=lambda n: -float(errs[n].norm()))[: LQER_0427["top_k"]]
+    done = []
+    for n in top:
+        u, sv, vh = torch.linalg.svd(errs[n], full_matrices=False)
+        r = min(LQER_0427["rank"], sv.numel())
+        a, b = (u[:, :r] * sv[:r]).contiguous(), vh[:r].contiguous()
+        if r != LQER_0427["rank"] or b.numel() % LQER_0427["group"] or b.shape[1] % LQER_0427["group"]:
+            continue
+        parts = grid.quantize_lqer_factors(a, b, LQER_0427["group"])
+        qt = qsd[n]
+        qsd[n] = grid.QuantTensor(grid.lqer_scheme_name(qt.scheme, r, LQER_0427["group"]), {**qt.parts, **parts},
+                                  qt.shape, qt.dtype)
+        done.append(n)
+    return done
+
+
 @dataclass(frozen=True)
 class ExportScheme:
     name: str
@@ -209,6 +256,9 @@ EXPORT_SCHEMES: dict[str, ExportScheme] = {
         ExportScheme("record_0414", "[04-14]'s own: GPTQ+SDClip int6 (MLP 12, attn 13), int7 tok_emb (15), "
                      "fp16 ≤65,536-element floats, shuffle2+brotli-11", record_0414_policy, "shuffle2+brotli-11",
                      needs_hessians=True),
+        ExportScheme("record_0427", "[04-27a]'s own: GPTQ+SDClip int6 (MLP 11.5, attn 13), int7 tok_emb (14), "
+                     "int8 gate rows, LQER rank 4 on the top 3, per-group streams with row reordering",
+                     record_0427_policy, "streams", needs_hessians=True),
         ExportScheme("budget", "byte-budget search of bits/clip/GPTQ/LQER per group, per-group streams",
                      None, "streams", needs_hessians=True),
     )
@@ -278,6 +328,8 @@ def export_model(
     if scheme.policy is None:
         return _export_budget(state_dict, roles, export_cfg, hessians, source, full_meta, loss_fn, code_bytes_, log)
 
+    if scheme.codec == "streams":
+        return _export_record_streams(scheme, state_dict, roles, export_cfg, hessians, source, full_meta)
     if scheme.policy is int8_zlib_policy:  # the baseline's own quantizer (no stats needed)
         qsd = grid.quantize_state_dict(state_dict, grid.int8_policy_for(roles, export_cfg.keep_float_max_numel))
     else:
@@ -308,6 +360,29 @@ def export_model(
         header=header,
         hessian_source=source,
     )
+
+
+def _export_record_streams(scheme: ExportScheme, state_dict: dict[str, Tensor], roles: RoleMap, cfg: ExportConfig,
+                           hessians: dict[str, Tensor], source: str, meta: dict[str, Any]) -> ExportResult:
+    """[04-27a]: quantize per policy, LQER on the top 3, then its per-group streams
+    (``_serialize_pergroup``, L2443-2504): int8 value parts grouped by role, hot groups (tok_emb, c_q,
+    mlp.fc) rows L1-similarity-sorted with their permutations stored, transposed; the rest (scales,
+    passthrough floats, LQER factors, gate rows) in side streams (:func:`pgolf.artifact.streams.role_grouping`);
+    each stream's codec from :data:`STREAM_CODECS_0427` (the record: lrzip-ZPAQ, brotli-11 on the rest)."""
+    from pgolf.artifact.streams import HOT_GROUPS, pack, role_grouping
+    from pgolf.quant.gptq import ModelQuantizer
+
+    assert scheme.policy is not None
+    specs = {n: _without_missing_hessian(scheme.policy(n, t, roles[n], cfg), n, hessians) for n, t in state_dict.items()}
+    qsd = dict(ModelQuantizer(state_dict, hessians).quantize(specs).tensors)
+    gptq = [n for n, sp in specs.items() if isinstance(sp, QuantSpec) and sp.clip == "sdclip"]
+    meta = {**meta, "lqer": record_lqer_0427(state_dict, qsd, gptq)}
+    blob, report = pack(qsd, grouping=role_grouping(roles), candidates=STREAM_CODECS_0427, transforms=("T", "perm+T"),
+                        reorder=HOT_GROUPS, meta=meta, scheme=scheme.name)
+    return ExportResult(blob=blob, model_bytes=len(blob), rows=stream_rows(state_dict, qsd, report),
+                        payload_raw_bytes=report.raw_bytes, payload_compressed_bytes=report.compressed_bytes,
+                        scheme=scheme.name, codec="streams", header=parse_artifact(blob, source=scheme.name)[1],
+                        hessian_source=source, pack_report=report)
 
 
 def _without_missing_hessian(spec: TensorSpec, name: str, hessians: Mapping[str, Tensor]) -> TensorSpec:
