@@ -1,7 +1,8 @@
 """Export schemes on one checkpoint: post-export val_bpb, val_bpb_raw, quantization gap and bytes.
 
 Rows (all from the same checkpoint and the same Hessians):
-  (a) int8_zlib  (b) int6_gptqlite_zstd  (c) gptq6_emb7_brotli
+  (a) int8_zlib  (b) int6_gptqlite_zstd  (c) gptq6_emb7_brotli, and the records' own recipes
+  (r1) record_0322  (r2) record_0414  (r3) record_0427 (pgolf.export.driver, each citing its record's lines);
   (d) the budget search at the model bytes of (c), and at 75 % of them; plus diagnostic rows:
       the search at the bytes of (a) and (b), and with Hessian-only weights (no loss probes / checks).
 
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         return r
 
     fixed = {}
-    for key, scheme in (("a", "int8_zlib"), ("b", "int6_gptqlite_zstd"), ("c", "gptq6_emb7_brotli")):
+    for key, scheme in (("a", "int8_zlib"), ("b", "int6_gptqlite_zstd"), ("c", "gptq6_emb7_brotli"),
+                        ("r1", "record_0322"), ("r2", "record_0414"), ("r3", "record_0427")):
         t0 = time.perf_counter()
         res = export_model(sd, apply_overrides(cfg, [f"export.scheme={scheme}"]).export, roles=roles, hessians=hessians,
                            hessian_source=source)

@@ -217,7 +217,7 @@ def test_export_compare_runs_every_row_on_a_tiny_run(tiny_data, tmp_path, capsys
     assert ec.main([str(run), "--json", str(out), "--set", "export.search_bits=5,6", "--set", "export.search_max_options=2",
                     "--set", "export.calib_seqs=2", "--set", "export.verify_seqs=2", "--set", "export.verify_plans=1"]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 9 and rows[0]["row"] == "(a) int8_zlib"
+    assert len(rows) == 12 and rows[0]["row"] == "(a) int8_zlib" and rows[5]["row"] == "(r3) record_0427"
     for r in rows:
         assert r["artifact_bytes"] == r["model_bytes"] + json.loads(out.read_text())["code_bytes"]
         if "budget_model_bytes" in r:
