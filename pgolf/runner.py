@@ -21,7 +21,6 @@ import torch
 
 from pgolf import dist, fileio, logformat
 from pgolf.artifact.budget import ByteReport, check_budget, code_identity, format_table
-from pgolf.autosize import resolve_for_run
 from pgolf.compile import compile_model
 from pgolf.compile import resolve as resolve_compile
 from pgolf.config import RunConfig, apply_overrides, load_config, parse_eval_method
@@ -124,7 +123,11 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
     """Run ``cfg`` end to end into ``out_dir`` and return ``metrics.json``'s contents."""
     out = Path(out_dir)
     info = dist.init(cfg.train.device)
-    cfg, sized = resolve_for_run(cfg, out, resume=resume)
+    sized: list[str] = []
+    if cfg.train.autosize:  # behind its switch: a bundle without autosize leaves it (and the planner) out
+        from pgolf.autosize import resolve_for_run
+
+        cfg, sized = resolve_for_run(cfg, out, resume=resume)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         if not resume:

@@ -50,7 +50,7 @@ def test_a_switch_that_is_off_brings_no_code():
     off = _sel("tiny")
     # named as left out where a bundled function imports them (lqer only the left-out gptq / search do)
     # (the eval methods only from the runner's method path, which a plain bundle ships stubbed: pgolf.runner DEAD)
-    assert set(bundler.OPTIONAL) - set(off.left_out) == {"pgolf.quant.lqer",
+    assert set(bundler.OPTIONAL) - set(off.left_out) == {"pgolf.quant.lqer", "pgolf.preflight", "pgolf.export.planner",
                                                           "pgolf.eval.methods", "pgolf.eval.mix", "pgolf.eval.ttt"}
     assert not set(bundler.OPTIONAL) & set(off.modules)
     assert not set(bundler.NEVER) & set(off.modules)
@@ -69,7 +69,8 @@ def test_a_switch_that_is_off_brings_no_code():
                          (["eval.method=mix"], {"pgolf.eval.methods", "pgolf.eval.mix", *SLIDING}),  # tilt: windows
                          (["eval.method=ttt"], {"pgolf.eval.methods", "pgolf.eval.ttt", "pgolf.eval.lora",
                                                 "pgolf.eval.work", *SLIDING}),
-                         (["train.autosize=true"], {"pgolf.preflight"}),
+                         (["train.autosize=true"], {"pgolf.preflight", "pgolf.autosize", "pgolf.export.planner",
+                                                    "pgolf.model.flops"}),
                          (["train.qat.kind=soft_round"], {"pgolf.quant.qat"}),
                          (["export.scheme=int6_gptqlite_zstd"], {gptq}),
                          (["export.scheme=gptq6_emb7_brotli"], {gptq, calib}),
@@ -204,13 +205,18 @@ def test_shake_drops_only_what_nothing_refers_to():
             @decorator
             def registered(): return 5
             class Dead: pass
+            @dataclass(frozen=True)
+            class DeadRecord: x: int = 0
+            @dataclasses.dataclass
+            class DeadRecord2: y: int = 0
             class WithMeta(metaclass=type): pass
             TABLE = {"k": "named_in_a_string"}
             """)),
         "b": prepare("from a import used\ndef dead(): pass\n"),
     }
     removed = shake(mods, roots=[])
-    assert {m: sorted(v) for m, v in removed.items()} == {"a": ["Dead", "dead", "dead_helper"], "b": ["dead"]}
+    assert {m: sorted(v) for m, v in removed.items()} == {"a": ["Dead", "DeadRecord", "DeadRecord2", "dead", "dead_helper"],
+                                                          "b": ["dead"]}  # @dataclass registers nothing
     text = render(mods["a"].tree, "a", removed["a"])
     assert "def used" in text and "def helper" in text and "def dead" not in text and "class Dead" not in text
     assert "registered" in text and "WithMeta" in text and "__getattr__" in text

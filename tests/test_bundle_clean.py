@@ -182,9 +182,10 @@ def test_bundle_with_every_technique_matches_pgolf_run(tiny_data, tmp_path, clea
             "--out", str(ref_dir)], cwd=tmp_path)
     script = tmp_path / "train_gpt.py"
     b = write_bundle(load_config(str(ref_dir / "config.json")), script, compact=True)
-    # preflight: only train.autosize's probe; the fused kernels: CUDA + triton only; the mixer and TTT: other
+    # preflight, autosize, the planner: only train.autosize's probe; the fused kernels: CUDA + triton only; the mixer and TTT: other
     # eval methods (this one scores by sliding windows)
-    not_here = {"pgolf.preflight", "pgolf.model.fused", "pgolf.eval.mix", "pgolf.eval.ttt"}
+    not_here = {"pgolf.preflight", "pgolf.autosize", "pgolf.export.planner", "pgolf.model.fused", "pgolf.eval.mix",
+                "pgolf.eval.ttt"}
     assert set(OPTIONAL) - not_here <= set(b.modules) and not not_here & set(b.modules)
     r = _bundle(clean_python, script, tmp_path / "work", DATA_PATH=str(tiny_data), RUN_ID="all",
                 **run_env(load_config(str(ref_dir / "config.json"))))

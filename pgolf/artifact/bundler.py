@@ -105,6 +105,8 @@ OPTIONAL: dict[str, Switch] = {
         lambda c: c.train.calib_reserve_seconds > 0 or c.export.scheme not in _NO_HESSIANS,
         f"train.calib_reserve_seconds > 0 or export.scheme not in {', '.join(_NO_HESSIANS)}"),
     "pgolf.preflight": Switch(lambda c: c.train.autosize, "train.autosize"),
+    "pgolf.autosize": Switch(lambda c: c.train.autosize, "train.autosize"),
+    "pgolf.export.planner": Switch(lambda c: c.train.autosize, "train.autosize"),
     "pgolf.eval.methods": Switch(lambda c: c.eval.method != "plain", "eval.method != plain"),
     "pgolf.eval.mix": Switch(lambda c: c.eval.method.endswith("mix"), "eval.method ends with mix"),
     "pgolf.eval.ttt": Switch(lambda c: c.eval.method.startswith("ttt"), "eval.method starts with ttt"),

@@ -15,8 +15,8 @@ cannot be confused):
 :func:`shake` (over the whole bundle at once) then drops the top-level functions and classes no code
 refers to by name — conservatively: a definition stays if its name occurs anywhere else in the bundle
 as a name, an attribute, an imported name or a word inside a string literal; decorated definitions
-(a decorator may register them), classes with keywords (metaclasses) and ``__dunder__`` names always
-stay. pgolf looks up no module-level function by a computed name (no ``globals()[...]``), which is
+(a decorator may register them; ``@dataclass`` alone, which registers nothing, excepted), classes with
+keywords (metaclasses) and ``__dunder__`` names always stay. pgolf looks up no module-level function by a computed name (no ``globals()[...]``), which is
 what makes this safe; the bundle tests run the shaken program.
 
 What it keeps: every statement that executes, names, literals, ``from __future__`` imports. The
@@ -138,11 +138,22 @@ def references(node: ast.AST) -> Counter[str]:
     return out
 
 
+PURE_DECORATORS = frozenset({"dataclass", "dataclasses.dataclass"})
+"""Decorators that register nothing (they only build the class): a definition decorated by these alone
+may still be removed when nothing refers to it."""
+
+
+def _pure(decorator: ast.expr) -> bool:
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return ast.unparse(target) in PURE_DECORATORS
+
+
 def is_candidate(node: ast.stmt) -> bool:
     """A top-level definition :func:`shake` may remove."""
     if isinstance(node, ast.ClassDef) and node.keywords:
         return False
-    return (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.decorator_list
+    return (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and all(_pure(d) for d in node.decorator_list)
             and not (node.name.startswith("__") and node.name.endswith("__")))
 
 
