@@ -30,13 +30,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from pgolf.config import NOT_RESULT_CHANGING
 from pgolf.data.fingerprint import dataset_fingerprint, dataset_label, dataset_of
 
 __all__ = ["NOT_RESULT_CHANGING", "canonical", "dataset_fingerprint", "dataset_label", "dataset_of", "differences",
-           "explain", "flat", "identity", "result_changing", "result_fields"]
+           "explain", "flat", "identity", "of_run", "result_changing", "result_fields", "run_code", "run_dataset",
+           "unflatten"]
 
 def canonical(obj: Any) -> str:
     """Sorted, compact JSON: equal values give equal text (tuples as lists)."""
@@ -63,7 +65,7 @@ def flat(config: Any) -> dict[str, Any]:
     elif isinstance(config, dict) and config and all("." in k for k in config if k != "name"):
         out = dict(config)  # already flat
         try:
-            out = flatten(RunConfig.from_dict(_unflatten(out)))
+            out = flatten(RunConfig.from_dict(unflatten(out)))
         except (PgolfError, TypeError, ValueError, KeyError):
             pass
     else:
@@ -84,7 +86,7 @@ def _flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _unflatten(flat_: dict[str, Any]) -> dict[str, Any]:
+def unflatten(flat_: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in flat_.items():
         node = out
@@ -128,6 +130,28 @@ def identity(config: Any, dataset: str | None, code: str | None = None) -> str:
     if code:
         doc["code"] = code
     return hashlib.sha256(canonical(doc).encode()).hexdigest()
+
+
+def run_dataset(config: Any, metrics: dict[str, Any], data_dir: str | Path | None = None) -> str:
+    """The dataset part of a run's identity: the fingerprint its ``metrics.json`` recorded (``dataset``), else
+    the fingerprint of ``data_dir`` (the directory its log names) or of the config's ``data.path``."""
+    recorded = metrics.get("dataset")
+    if isinstance(recorded, str):
+        return recorded
+    f = flat(config)
+    return dataset_of(str(f.get("data.path") or ""), str(f.get("data.tokenizer") or ""), data_dir)
+
+
+def run_code(metrics: dict[str, Any]) -> str | None:
+    """The code part of a run's identity: the sha256 of the ``train_gpt.py`` its ``metrics.json`` says it
+    charged (None for a run recorded before pgolf kept it)."""
+    code = metrics.get("code_sha256")
+    return code if isinstance(code, str) else None
+
+
+def of_run(config: Any, metrics: dict[str, Any], data_dir: str | Path | None = None) -> str:
+    """:func:`identity` of a run: its config, :func:`run_dataset` and :func:`run_code`."""
+    return identity(config, run_dataset(config, metrics, data_dir), run_code(metrics))
 
 
 def explain(a: Any, b: Any, *, dataset: tuple[str | None, str | None] = (None, None),

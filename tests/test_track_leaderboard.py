@@ -68,8 +68,8 @@ def test_leaderboard_groups_by_config_hash_across_seeds():
 
 def test_labels_compare_and_config_diff():
     from pgolf.config import flatten
+    from pgolf.identity import flat as flat_config
     from pgolf.presets import get_preset
-    from pgolf.track.record import flat_config
 
     cfg = flat_config(get_preset("tiny").to_dict())
     assert label_of(make_record(0, preset="tiny", config=dict(cfg))) == "tiny"
@@ -152,8 +152,8 @@ def test_too_few_seeds_rank_below_and_p_is_against_the_best_with_two():
 
 def test_compare_lists_only_result_changing_fields(tmp_path, capsys):
     from pgolf.cli import main
+    from pgolf.identity import flat as flat_config
     from pgolf.presets import get_preset
-    from pgolf.track.record import flat_config
     from pgolf.track.registry import open_registry
 
     cfg = flat_config(get_preset("tiny").to_dict())

@@ -212,7 +212,9 @@ TINY = ["--set", "model.vocab_size=384", "--set", "train.iterations=6"]
 
 def test_cli_records_runs_and_never_fails_one(tiny_data, tmp_path, monkeypatch, capsys):
     from pgolf.cli import main
-    from pgolf.track.record import config_hash, dataset_identity, flat_config
+    from pgolf.identity import dataset_fingerprint as dataset_identity
+    from pgolf.identity import flat as flat_config
+    from pgolf.identity import identity as config_hash
 
     url = f"sqlite:///{tmp_path / 'reg.sqlite'}"
     monkeypatch.setenv("PGOLF_REGISTRY", url)

@@ -10,6 +10,7 @@ Every problem is one :class:`~pgolf.errors.PgolfError` line naming the file.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from pgolf import identity
 from pgolf.config import RunConfig
 from pgolf.errors import ConfigError, DataError, PgolfError
 from pgolf.identity import NOT_RESULT_CHANGING
+from pgolf.logformat import parse_log
 
 PER_SEED = NOT_RESULT_CHANGING
 """Fields that may differ between the seeds of one submission (the identity's rule)."""
@@ -51,6 +53,14 @@ class Run:
     @property
     def tokens_per_byte(self) -> float:
         return tokens_per_byte(self.metrics)
+
+    @functools.cached_property
+    def data_dir(self) -> str | None:
+        """The data directory its ``train.log`` names (:func:`pgolf.logformat.parse_log`'s ``data_dir``)."""
+        try:
+            return parse_log(self.log.read_text(encoding="utf-8", errors="replace")).data_dir
+        except OSError:
+            return None
 
 
 def score_bytes(m: dict[str, Any]) -> int:
@@ -117,32 +127,17 @@ def load_run(path: PathLike) -> Run:
     return Run(p, cfg, metrics)
 
 
-def dataset_of_run(run: Run) -> str:
-    """The dataset part of a run's identity: the fingerprint ``metrics.json`` recorded (``dataset``), else
-    the data directory the log names (``val_bpb:enabled … data=DIR``) or the config's ``data.path``."""
-    if isinstance(run.metrics.get("dataset"), str):
-        return run.metrics["dataset"]
-    return identity.dataset_of(run.cfg.data.path, run.cfg.data.tokenizer, log_data_dir(run.log))
-
-
 def _fingerprint(run: Run) -> str | None:
     """The run's dataset fingerprint when it has one (recorded, or its data directory is readable here);
     runs without one are compared by their validation set alone (``stats.scores_of_runs``)."""
     if isinstance(run.metrics.get("dataset"), str):
         return run.metrics["dataset"]
-    return identity.dataset_fingerprint(log_data_dir(run.log) or run.cfg.data.path or None)
-
-
-def code_of_run(run: Run) -> str | None:
-    """The code part of a run's identity: the sha256 of the ``train_gpt.py`` it charged (None before pgolf
-    recorded it)."""
-    v = run.metrics.get("code_sha256")
-    return v if isinstance(v, str) else None
+    return identity.dataset_fingerprint(run.data_dir or run.cfg.data.path or None)
 
 
 def run_identity(run: Run) -> str:
-    """:func:`pgolf.identity.identity` of a run directory."""
-    return identity.identity(run.cfg, dataset_of_run(run), code_of_run(run))
+    """:func:`pgolf.identity.of_run` of a run directory (its data directory as its log names it)."""
+    return identity.of_run(run.cfg, run.metrics, run.data_dir)
 
 
 def check_seeds(runs: Sequence[Run]) -> str:
@@ -162,28 +157,14 @@ def check_seeds(runs: Sequence[Run]) -> str:
         if fa is None or fb is None:
             fa = fb = None
         why = identity.explain(first.cfg, r.cfg, dataset=(fa, fb),
-                               code=(code_of_run(first), code_of_run(r)))
-        if why is None and (code_of_run(first) is None) != (code_of_run(r) is None):
+                               code=(identity.run_code(first.metrics), identity.run_code(r.metrics)))
+        if why is None and (identity.run_code(first.metrics) is None) != (identity.run_code(r.metrics) is None):
             why = "one run recorded its code's sha256 and the other did not (made by another pgolf version)"
         if why is not None:
             raise PgolfError(f"{r.path}: not a seed of the same experiment as {first.path}: {why} (seeds may "
                              "differ only in what does not change results: "
                              f"{', '.join(sorted(k for k in NOT_RESULT_CHANGING if k != 'name'))})")
     return run_identity(first)
-
-
-def log_data_dir(log: Path) -> str | None:
-    """The data directory a pgolf ``train.log`` names (``val_bpb:enabled tokenizer=… data=DIR``), or None."""
-    try:
-        with open(log, encoding="utf-8", errors="replace") as f:
-            for i, line in enumerate(f):
-                if line.startswith("val_bpb:enabled ") and " data=" in line:
-                    return line.rstrip("\n").split(" data=", 1)[1].strip() or None
-                if i > 400:
-                    break
-    except OSError:
-        pass
-    return None
 
 
 def log_json(log: Path, key: str) -> dict[str, Any]:

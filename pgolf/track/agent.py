@@ -94,8 +94,8 @@ def build_candidate(best: dict[str, Any] | None, sets: list[str], *, config_file
     """(base config or None, candidate config) from the best's config, ``--set`` overrides and an optional
     config file; ConfigError for a protected field or a missing base."""
     from pgolf.config import RunConfig, apply_overrides, load_config
+    from pgolf.identity import unflatten
     from pgolf.presets import get_preset
-    from pgolf.track.record import unflatten
 
     loc = [s for s in sets if _overrides_keys([s])[0] in LOCATION]
     if best is None:
@@ -111,7 +111,7 @@ def build_candidate(best: dict[str, Any] | None, sets: list[str], *, config_file
     cand = apply_overrides(load_config(config_file), loc) if config_file else base_cfg
     cand = apply_overrides(cand, [s for s in sets if s not in loc])
     base_flat, cand_flat = base_cfg.to_dict(), cand.to_dict()
-    from pgolf.track.record import flat_config
+    from pgolf.identity import flat as flat_config
 
     bf, cf = flat_config(base_flat), flat_config(cand_flat)
     changed = [k for k in PROTECTED if k != "name" and bf.get(k) != cf.get(k)]

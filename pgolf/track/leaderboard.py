@@ -65,8 +65,8 @@ def label_of(rec: Any) -> str:
     if not preset:
         return "(no preset)"
     from pgolf.errors import PgolfError
+    from pgolf.identity import flat as flat_config
     from pgolf.presets import get_preset
-    from pgolf.track.record import flat_config
 
     try:
         base = flat_config(get_preset(preset).to_dict())

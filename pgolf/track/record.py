@@ -25,11 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pgolf import identity
-from pgolf.identity import NOT_RESULT_CHANGING
 from pgolf.logformat import ParsedLog, parse_log
-
-EXCLUDED_FROM_HASH = NOT_RESULT_CHANGING
-"""Flat config keys that do not change a run's result (:data:`pgolf.identity.NOT_RESULT_CHANGING`)."""
 
 CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
              "amx_tile", "amx_bf16", "amx_int8")
@@ -43,19 +39,6 @@ _VOLATILE_OFFICIAL = re.compile(r"seed|run_id|dir$|path$|file$|logfile", re.IGNO
 
 def now_utc() -> datetime:
     return datetime.now(timezone.utc)
-
-
-canonical = identity.canonical
-flat_config = identity.flat
-unflatten = identity._unflatten
-hashed_fields = identity.result_fields
-dataset_identity = identity.dataset_fingerprint
-dataset_name = identity.dataset_label
-
-
-def config_hash(flat: dict[str, Any], dataset_id: str | None, code: str | None = None) -> str:
-    """The registry's ``config_hash``: :func:`pgolf.identity.identity` (the one rule of "the same experiment")."""
-    return identity.identity(flat, dataset_id, code)
 
 
 def machine_of(hardware: dict[str, Any]) -> str:
@@ -170,11 +153,8 @@ def build_run_record(run_dir: str | Path, *, kind: str, metrics: dict[str, Any] 
     # `pgolf eval` merges its per-method results into metrics.json under "evals" later; they are eval
     # records of their own, and the run keeps the identity (run_id) it was recorded with
     metrics = {k: v for k, v in metrics.items() if k != "evals"}
-    flat = flat_config(cfg)
+    flat = identity.flat(cfg)
     data_path = str(flat.get("data.path") or "")
-    data_dir = log.data_dir or (data_path if data_path else None)
-    recorded = metrics.get("dataset")  # the fingerprint the run took of its data (pgolf.identity)
-    dataset_id = recorded if isinstance(recorded, str) else identity.dataset_of(data_path, str(flat.get("data.tokenizer") or ""), data_dir)
     hardware = dict(log.hardware)
     if log.precision:
         hardware["precision"] = log.precision
@@ -188,7 +168,7 @@ def build_run_record(run_dir: str | Path, *, kind: str, metrics: dict[str, Any] 
         if hardware.get("cpu") == cpu_model():
             hardware["cpu_flags"] = cpu_flags()
         git_commit, dirty = git_state()
-    origin = log.origin or canonical(cfg)
+    origin = log.origin or identity.canonical(cfg)
     if stage in ("run", "train") and log.started is not None:
         created = log.started
     elif live:
@@ -199,11 +179,11 @@ def build_run_record(run_dir: str | Path, *, kind: str, metrics: dict[str, Any] 
     env_tags = [t.strip() for t in os.environ.get("PGOLF_TAGS", "").split(",") if t.strip()]
     seed = flat.get("train.seed")
     return RunRecord(
-        run_id=hashlib.sha256(canonical([stage, origin, metrics]).encode()).hexdigest()[:16],
+        run_id=hashlib.sha256(identity.canonical([stage, origin, metrics]).encode()).hexdigest()[:16],
         kind=kind, created=created.isoformat(), preset=str(flat.get("name")) if flat.get("name") else None,
-        config_hash=config_hash(flat, dataset_id, code if isinstance(code := metrics.get("code_sha256"), str) else None),
+        config_hash=identity.of_run(flat, metrics, log.data_dir),
         seed=int(seed) if isinstance(seed, int) else None,
-        tags=sorted(set(tags) | set(env_tags)), dataset=dataset_name(data_path),
+        tags=sorted(set(tags) | set(env_tags)), dataset=identity.dataset_label(data_path),
         machine=machine_of(hardware) if hardware else "unknown", git_commit=git_commit, dirty=dirty,
         config=flat, metrics=metrics, curves=log.curves(), run_dir=str(d.resolve()),
         hardware=hardware, versions=log.versions,

@@ -32,11 +32,7 @@ SEED_KEY = "train.seed"
 def config_hash(flat: dict[str, Any], metrics: dict[str, Any] | None = None, data_dir: str | None = None) -> str:
     """The registry's config hash of a run (:func:`pgolf.identity.identity`): the dataset fingerprint and
     code sha256 the run recorded in ``metrics``, else the fingerprint of ``data_dir`` or ``data.path``."""
-    m = metrics or {}
-    dataset = m.get("dataset") if isinstance(m.get("dataset"), str) else \
-        identity.dataset_of(str(flat.get("data.path") or ""), str(flat.get("data.tokenizer") or ""), data_dir)
-    code = m.get("code_sha256") if isinstance(m.get("code_sha256"), str) else None
-    return identity.identity(flat, dataset, code)
+    return identity.of_run(flat, metrics or {}, data_dir)
 
 
 def _iso(stamp: str) -> str | None:
