@@ -407,10 +407,24 @@ class QatConfig:
     attention, MLP and projection linears are fake-quantized per row (clip at the row max, the grid of
     ``QuantSpec(bits, clip="max")``) in the forward pass once QAT is on. Sources: STE [03-19c]/[03-19h];
     late QAT [03-21] PR #315 (lr_mul < 0.1; constant-folded away by torch.compile there), [03-22] PR #414
-    (< 0.15); soft-round [03-31] PR #1204 (α ramped 1 → 16 over 500 steps)."""
+    (< 0.15); soft-round [03-31] PR #1204 (α ramped 1 → 16 over 500 steps).
 
-    kind: Literal["off", "ste", "soft_round"] = "off"
-    """``ste``: w + stopgrad(Q(w) − w); ``soft_round``: ⌊w/s⌋ + σ(α(frac − ½)), differentiable."""
+    Low-bit weights (:mod:`pgolf.quant.lowbit`): ``ternary`` — BitNet b1.58 absmean, q ∈ {−1, 0, 1} times the
+    fp16 mean |w| of each group of ``group_size`` columns, trained straight-through from the first step, as
+    the ternary record [03-24] ``2026-03-24_74M_Ternary_UNet_FP8_10L_8192BPE_YaRN_NeoMuon`` (PR #640; groups
+    of 128); ``binary`` — q = sign(w) ∈ {−1, +1} times the same scale, as the non-record
+    ``2026-03-24_106M_Binary_Asymmetric_UNet_FP8_15L_8192BPE_YaRN_NeoMuon_Smear`` (1.1239 after 2.15 h; within
+    10 minutes binary lost to ternary by 0.025, its README). Only the attention and MLP linears are low-bit
+    (the records' ``TernaryLinear``); the run exports with the matching ``export.scheme``
+    (``ternary_g128``, ``binary_g128``, ``…+fp8``: :func:`pgolf.quant.lowbit.export_scheme_name`), which
+    packs 5 trits per byte / 8 bits per byte, and the trained forward equals the artifact's bit for bit.
+    Not here: ``2026-04-05_118M_XNOR-Net_FP8_1024D_10L`` binarizes activations too; its README reports the
+    full XNOR network plateaus near 2.0 bpb because the MLP down projection reads all-positive activations,
+    whose sign is always +1."""
+
+    kind: Literal["off", "ste", "soft_round", "ternary", "binary"] = "off"
+    """``ste``: w + stopgrad(Q(w) − w); ``soft_round``: ⌊w/s⌋ + σ(α(frac − ½)), differentiable; ``ternary`` /
+    ``binary``: low-bit weights (above; ``bits`` is unused)."""
     bits: int = 6
     start_frac: float = 0.0
     """Switch on at this fraction of the run (0 with start_lr_mult 0: from the first step)."""
@@ -420,9 +434,17 @@ class QatConfig:
     soft_alpha_end: float = 16.0
     soft_ramp_frac: float = 0.05
     """``soft_round``: α rises linearly from start to end over this fraction of the run."""
+    group_size: int = 128
+    """``ternary`` / ``binary``: columns per absmean scale (0 = one per row); the records' ``BITNET_GROUP_SIZE``
+    128 ("128 wins on both quality and compression" over 32, 64, 256 in the ternary record's sweep)."""
+    shrink: bool = False
+    """``ternary``: scale each group by 1/mean|q| (the record's "shrinkage fix"; it applied it at
+    dequantization only, here training and export use it alike)."""
 
     def __post_init__(self) -> None:
         _check(2 <= self.bits <= 8, "train.qat.bits must be in 2..8")
+        _check(self.group_size >= 0, "train.qat.group_size must be >= 0 (0 = one scale per row)")
+        _check(not self.shrink or self.kind == "ternary", "train.qat.shrink is a ternary option (train.qat.kind=ternary)")
         _check(0 <= self.start_frac <= 1 and 0 <= self.start_lr_mult <= 1, "train.qat: start_* in [0, 1]")
         _check(not (self.start_frac and self.start_lr_mult), "train.qat: set start_frac or start_lr_mult, not both")
         _check(self.soft_alpha_start > 0 and self.soft_alpha_end > 0 and 0 <= self.soft_ramp_frac <= 1,
@@ -430,6 +452,11 @@ class QatConfig:
 
     def started(self, progress: float, lr_mult: float) -> bool:
         return window_open(self.start_frac, self.start_lr_mult, progress, lr_mult)
+
+    @property
+    def lowbit(self) -> bool:
+        """Ternary or binary weights (:mod:`pgolf.quant.lowbit`)."""
+        return self.kind in ("ternary", "binary")
 
 
 @dataclass

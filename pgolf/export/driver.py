@@ -266,10 +266,30 @@ EXPORT_SCHEMES: dict[str, ExportScheme] = {
 
 
 def get_export_scheme(name: str) -> ExportScheme:
-    try:
+    if name in EXPORT_SCHEMES:
         return EXPORT_SCHEMES[name]
-    except KeyError:
-        raise ConfigError(f"unknown export.scheme {name!r} (known: {', '.join(EXPORT_SCHEMES)})") from None
+    lowbit = lowbit_export_scheme(name)
+    if lowbit is not None:
+        return lowbit
+    raise ConfigError(f"unknown export.scheme {name!r} (known: {', '.join(EXPORT_SCHEMES)}, "
+                      "{ternary|ternary_shrink|binary}_{row|g<G>}[+fp16|+fp8])")
+
+
+def lowbit_export_scheme(name: str) -> ExportScheme | None:
+    """The low-bit export of a ``train.qat.kind`` ternary/binary model ([03-24] PR #640 and the binary
+    non-record folder; :mod:`pgolf.quant.lowbit`): ``{ternary|ternary_shrink|binary}_{row|g<G>}[+fp16|+fp8]``
+    stores the attention/MLP matrices as packed trits (5 per byte) or bits with their fp16 group scales, the
+    other floats fp32 (exactly), fp16 or, with ``+fp8``, 2-D ones as fp8 e4m3 (the record's ``FP_STORAGE=FP8``),
+    then lzma-9 over the payload as the record. None if ``name`` is not such a name."""
+    if not name.startswith(("ternary", "binary")):
+        return None
+    from pgolf.quant.lowbit import LOWBIT_CODEC, lowbit_spec, parse_export_name
+
+    e = parse_export_name(name)
+    if e is None:
+        return None
+    return ExportScheme(name, f"{e.kind} {e.storage} matrices, other floats {e.floats}, {LOWBIT_CODEC}",
+                        lambda n, t, role, cfg: lowbit_spec(e, t, role), LOWBIT_CODEC)
 
 
 @dataclass(frozen=True)
@@ -332,6 +352,8 @@ def export_model(
         return _export_record_streams(scheme, state_dict, roles, export_cfg, hessians, source, full_meta)
     if scheme.policy is int8_zlib_policy:  # the baseline's own quantizer (no stats needed)
         qsd = grid.quantize_state_dict(state_dict, grid.int8_policy_for(roles, export_cfg.keep_float_max_numel))
+    elif lowbit_export_scheme(scheme.name) is not None:  # fixed storage schemes per tensor: no GPTQ
+        qsd = {n: grid.quantize_tensor(t, scheme.policy(n, t, roles[n], export_cfg)) for n, t in state_dict.items()}
     else:
         from pgolf.quant.gptq import ModelQuantizer
 

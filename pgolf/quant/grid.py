@@ -243,10 +243,14 @@ def get_scheme(name: str) -> Scheme:
     if name in SCHEMES:
         return SCHEMES[name]
     scheme = family_scheme(name)
+    if scheme is None and name.startswith(("ternary_b3", "binary_b1", "fp8_")):  # packed low-bit storage
+        from pgolf.quant.lowbit import lowbit_scheme
+
+        scheme = lowbit_scheme(name)
     if scheme is None:
         raise ValueError(
             f"unknown quant scheme {name!r} (known: {', '.join(SCHEMES)}, int{{2..8}}_row|g{{G}}, "
-            "ternary_row|g{G}, each optionally +lqer{r}[g{G}])"
+            "ternary_row|g{G}, each optionally +lqer{r}[g{G}]; ternary_b3[s]_row|g{G}, binary_b1_row|g{G}, fp8_e4m3)"
         )
     return scheme
 

@@ -22,6 +22,13 @@ small next to the O(weights × tokens) matmuls. Fake quantization applies only i
 
 Which linears: every :class:`~pgolf.model.layers.CastedLinear` whose weight role goes to Muon
 (attention q/k/v/o, MLP up/down, other projections), the tensors the export quantizes to low bits.
+
+Low-bit weights (``kind`` ``ternary`` / ``binary``, :mod:`pgolf.quant.lowbit`; the ternary record [03-24]
+PR #640 and the binary non-record folder of the same day): the attention and MLP linears get a
+:class:`~pgolf.quant.lowbit.LowBitWeight` (absmean groups of ``group_size``), on from the first step as the
+records trained, in evaluation mode too (the model *is* low-bit). They stay attached when training ends
+(:meth:`Qat.detach` keeps them; ``force=True`` removes them): the state dict holds the float master weights,
+which the low-bit export packs, and the model evaluated before export computes what the artifact computes.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from pgolf.config import QatConfig
 from pgolf.model.layers import CastedLinear
 from pgolf.quant.grid import clip_to_scale
 from pgolf.quant.grid import qmax as grid_qmax
+
+NEEDED_WHEN = "train.qat.kind != 'off'"
 
 
 class FakeQuant(nn.Module):
@@ -77,13 +86,13 @@ class Qat:
     started_at: float | None = None
 
     @property
-    def fns(self) -> list[FakeQuant]:
+    def fns(self) -> list[nn.Module]:
         return [m.weight_fn for m in self.owners]  # type: ignore[misc]
 
     def set(self, active: bool, alpha: float | None = None) -> None:
         for f in self.fns:
             f.active.fill_(1.0 if active else 0.0)
-            if alpha is not None:
+            if alpha is not None and isinstance(f, FakeQuant):
                 f.alpha.fill_(alpha)
         self.on = active
 
@@ -109,8 +118,11 @@ class Qat:
             self.set(True, alpha)
         return turned_on
 
-    def detach(self) -> None:
-        """Remove the weight functions (the model is plain again)."""
+    def detach(self, force: bool = False) -> None:
+        """Remove the weight functions (the model is plain again). Low-bit weights stay unless ``force``:
+        the trained model is the low-bit one (module docstring)."""
+        if self.cfg.lowbit and not force:
+            return
         for m in self.owners:
             m.weight_fn = None
         self.owners.clear()
@@ -118,10 +130,19 @@ class Qat:
 
 def attach_qat(model: nn.Module, cfg: QatConfig) -> Qat | None:
     """Give every Muon-role CastedLinear of ``model`` a :class:`FakeQuant` weight function (inactive until
-    :meth:`Qat.update` switches it on); None when ``cfg.kind`` is ``off``."""
+    :meth:`Qat.update` switches it on), or for ``ternary`` / ``binary`` every attention/MLP CastedLinear a
+    :class:`~pgolf.quant.lowbit.LowBitWeight`; None when ``cfg.kind`` is ``off``."""
     if cfg.kind == "off":
         return None
     q = Qat(cfg)
+    if cfg.lowbit:  # ternary / binary: the attention and MLP linears only (pgolf.quant.lowbit)
+        from pgolf.quant.lowbit import LowBitWeight, is_lowbit_role
+
+        for mod in model.modules():
+            if isinstance(mod, CastedLinear) and is_lowbit_role(mod.param_roles["weight"]):
+                mod.weight_fn = LowBitWeight(cfg.kind, cfg.group_size, cfg.shrink).to(mod.weight.device)
+                q.owners.append(mod)
+        return q
     for mod in model.modules():
         if isinstance(mod, CastedLinear) and mod.param_roles["weight"].optimizer == "matrix":
             mod.weight_fn = FakeQuant(cfg.bits, cfg.kind).to(mod.weight.device)
