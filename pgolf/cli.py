@@ -229,13 +229,13 @@ def export_cmd(
 def data_build(
     input_: Annotated[list[Path], typer.Option("--input", help="JSONL (field `text`) or .txt corpus; repeatable.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory for shards, tokenizer and manifest.")],
-    tokenizer: Annotated[Path | None, typer.Option("--tokenizer", help="Use this SentencePiece model instead of training one.")] = None,
-    vocab_size: Annotated[int, typer.Option("--vocab-size", help="Vocabulary of the tokenizer to train.")] = 1024,
+    tokenizer: Annotated[Path | None, typer.Option("--tokenizer", help="Use this SentencePiece model instead of training one, or `byte260` (one id per UTF-8 byte, no model).")] = None,
+    vocab_size: Annotated[int | None, typer.Option("--vocab-size", help="Vocabulary of the tokenizer to train (default 1024; 260 with --tokenizer byte260).")] = None,
     val_docs: Annotated[int | None, typer.Option("--val-docs", help="The first N documents form the validation split.")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Encoding processes (default: CPU count).")] = None,
     caseops: Annotated[bool, typer.Option("--caseops", help="Lossless CaseOps capitalization transform before the tokenizer ([04-18]).")] = False,
 ) -> None:
-    """Corpus → SentencePiece tokenizer → train/val shards + val byte sidecar + manifest."""
+    """Corpus → SentencePiece tokenizer (or byte260) → train/val shards + val byte sidecar + manifest."""
     from pgolf.data.corpus import build_dataset
 
     kwargs = {} if val_docs is None else {"val_docs": val_docs}

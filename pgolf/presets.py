@@ -437,3 +437,29 @@ derive("baseline-cpu", "baseline", {
     "eval.batch_tokens": 65536, "eval.compile": True,
 }, "The official baseline's recipe ported to a 2-core CPU as a new user would (4L×128, 16K-token batch, "
    "warmdown scaled to the run): the reference the cpu presets must beat (issue 8).")
+
+BYTE260 = {
+    "data.path": "data/datasets/fineweb10B_byte260",  # DATA_PATH of train_gpt_hnet_byte.py
+    "data.tokenizer": "byte260",            # 4 specials + 256 bytes, no SentencePiece model
+    "model.vocab_size": 260,                # VOCAB_SIZE 260
+}
+"""Bytes as tokens: the 10-minute shape of the non-record ``2026-03-29_HNet_ByteVsSubword_Study``
+(``train_byte260_best_10_min.log``: ``val_bpb:enabled tokenizer_kind=byte vocab_size=260``, 9 layers × 512,
+8 heads / 4 KV heads, MLP 2×, tied embeddings, ``train_batch_tokens:524288 train_seq_len:1024``, embed_lr
+0.05, matrix/scalar lr 0.04, 600 s on 8×H100: the baseline's hyperparameters at vocabulary 260), as the plain
+transformer: the study's H-Net dynamic chunking (its encoder/router/main/decoder split, ``model_params:
+17455176``) is another architecture and is not here. The study's score: 1.4116 ± 0.013 over 3 seeds
+(best seed ``final_int8_zlib_roundtrip_exact val_bpb:1.40320671``, 4,520 steps). Its bytes are raw UTF-8
+bytes (:func:`pgolf.data.bytetables.byte260_tables`), so val_bpb = val_bpb_raw. Data: ``pgolf data build
+--tokenizer byte260`` of a corpus, or the challenge's ``fineweb10B_byte260`` export."""
+
+derive("byte260", "baseline", BYTE260,
+       doc="bytes as tokens: the byte260 vocabulary (no SentencePiece model) at the H-Net study's 10-minute shape, "
+           "9L×512 as the baseline (2026-03-29_HNet_ByteVsSubword_Study, without its dynamic chunking)")
+
+derive("byte260-cpu", "cpu", {"data.tokenizer": "byte260", "model.vocab_size": 260},
+       "The cpu recipe on bytes (byte260 vocabulary, no SentencePiece model), everything else cpu's — the same "
+       "autosize probe and 1,000,000-byte model cap, 600 s, 256 positions per sequence (as the H-Net study kept "
+       "sp1024's 1,024 positions for bytes), the mixer evaluation — so the two compare on one machine. "
+       "data.path empty = the embedded corpus built as bytes; on other text, `pgolf data build --tokenizer "
+       "byte260`. Compare its val_bpb with cpu's val_bpb_raw (both over the original bytes).")

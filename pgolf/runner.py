@@ -140,9 +140,9 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
     for line in sized:
         log(line)
     data = prepare_data(cfg)
-    log(f"val_bpb:enabled tokenizer={data.spec.tokenizer_path} data={data.spec.data_dir}")
+    log(f"val_bpb:enabled tokenizer={data.spec.tokenizer_label} data={data.spec.data_dir}")
     log(logformat.kv_line(seed=cfg.train.seed))
-    log(logformat.kv_line(tokenizer_path=data.spec.tokenizer_path, vocab_size=cfg.model.vocab_size))
+    log(logformat.kv_line(tokenizer_path=data.spec.tokenizer_label, vocab_size=cfg.model.vocab_size))
     log(f"val_loader: tokens:{len(data.val.tokens)} raw_bytes:{'yes' if data.val.raw_bytes is not None else 'no'}")
     if data.score == "sidecar":
         log(f"val_bpb:byte_sidecar:enabled (text_transform {data.spec.text_transform}: scored over original bytes)")

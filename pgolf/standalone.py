@@ -12,9 +12,11 @@ the artifact from disk and evaluates it, printing the challenge's log lines (``s
 ``stopping_early: wallclock_cap …``, ``Serialized model …``, ``Code size: …``, ``Total submission size
 …``, ``final_<scheme>_roundtrip_exact val_loss:… val_bpb:…``).
 
-Data: ``DATA_PATH`` (default the challenge's ``./data/datasets/fineweb10B_sp{vocab}``) and
-``TOKENIZER_PATH`` (default ``tokenizer.model`` in the data directory when there is one, as ``pgolf data
-build`` writes it, else the challenge's ``./data/tokenizers/fineweb_{vocab}_bpe.model``). The run
+Data: ``DATA_PATH`` (default the challenge's ``./data/datasets/fineweb10B_sp{vocab}``, or
+``fineweb10B_byte260`` at vocab 260) and ``TOKENIZER_PATH`` (default ``tokenizer.model`` in the data
+directory when there is one, as ``pgolf data build`` writes it, else the challenge's
+``./data/tokenizers/fineweb_{vocab}_bpe.model``; at vocab 260 the byte vocabulary ``byte260``, which has no
+model file: ``pgolf data build --tokenizer byte260`` writes none). The run
 directory is ``PGOLF_RUN_DIR``, default ``runs/{RUN_ID}``; without ``RUN_ID`` rank 0 draws one and
 shares it with the other ranks. ``PGOLF_SET`` ("section.key=value ..." separated by spaces) overrides
 any other field, as ``--set`` does — but a switch whose code the bundle left out stays unavailable
@@ -117,12 +119,14 @@ def configure(embedded: Mapping[str, Any], environ: Mapping[str, str]) -> RunCon
                       f"{', '.join(f'{v}={given[v]!r}' for v in names)}: {e}") from None
     cfg = apply_overrides(cfg, environ.get("PGOLF_SET", "").split())
     v = cfg.model.vocab_size
+    byte_vocab = v == 260  # the challenge's byte260 export (vocab 260 = 4 specials + 256 bytes)
     changes: list[tuple[str, Any]] = []
     if not cfg.data.path:
-        changes.append(("data.path", f"./data/datasets/fineweb10B_sp{v}"))
+        changes.append(("data.path", "./data/datasets/fineweb10B_byte260" if byte_vocab else
+                        f"./data/datasets/fineweb10B_sp{v}"))
     data_dir = Path(changes[0][1] if changes else cfg.data.path)
     if not cfg.data.tokenizer and not (data_dir / "tokenizer.model").exists():
-        changes.append(("data.tokenizer", f"./data/tokenizers/fineweb_{v}_bpe.model"))
+        changes.append(("data.tokenizer", "byte260" if byte_vocab else f"./data/tokenizers/fineweb_{v}_bpe.model"))
     return apply_changes(cfg, changes) if changes else cfg
 
 

@@ -37,6 +37,11 @@ tokenizers: their pieces have no inner "▁", and all of them have a standalone 
 
 Unknown pieces (vocabularies without byte fallback) count 0 bytes, as in the challenge, even
 though SentencePiece decodes them as " ⁇ ".
+
+The byte260 vocabulary (no SentencePiece model; :func:`byte260_tables`) has the trivial tables of the
+H-Net study's ``build_byte_luts`` (``2026-03-29_HNet_ByteVsSubword_Study``, ``train_gpt_hnet_byte.py``):
+base 1 for every byte id, 0 and boundary for the four specials, no leading spaces. Its bytes are raw
+bytes: nothing is normalized.
 """
 
 from __future__ import annotations
@@ -109,6 +114,22 @@ def build_byte_tables(sp: SentencePieceProcessor, vocab_size: int) -> ByteTables
     # piece_to_id returns the <unk> id for a missing piece, so check each id really is that byte
     ok = all(sp.is_byte(i) and sp.id_to_piece(i) == p for i, p in zip(esc, _ESCAPED_SPACE_PIECES, strict=True))
     return ByteTables(base, space, boundary, esc if ok else None)  # type: ignore[arg-type]
+
+
+def byte260_tables(vocab_size: int = 260) -> ByteTables:
+    """The byte tables of the byte260 vocabulary (:data:`pgolf.data.tokenizer.BYTE260_SPEC`): every byte id
+    (4..259) stands for exactly its one raw byte, the specials 0..3 (and padding ids ≥ 260) for none, and
+    nothing carries a leading space. So Σ bytes over a stream = its raw UTF-8 byte count, val_bpb = the
+    tokenizer-agnostic figure (``tests/test_byte260.py`` checks it against the text)."""
+    from pgolf.data.tokenizer import BYTE260_VOCAB, BYTE_OFFSET
+
+    if vocab_size < BYTE260_VOCAB:
+        raise DataError(f"the byte260 vocabulary has {BYTE260_VOCAB} ids, more than the model's vocab_size {vocab_size}")
+    base = np.zeros(vocab_size, dtype=np.int32)
+    base[BYTE_OFFSET:BYTE260_VOCAB] = 1
+    boundary = np.ones(vocab_size, dtype=np.bool_)
+    boundary[BYTE_OFFSET:BYTE260_VOCAB] = False
+    return ByteTables(base, np.zeros(vocab_size, dtype=np.bool_), boundary, None)
 
 
 def token_bytes(tables: ByteTables, prev_ids: Ids, target_ids: Ids, prev2_ids: Ids | None = None) -> Ids:

@@ -30,6 +30,12 @@ removed control characters — makes spans empty, merged or leave gaps):
   BOS gets 0. The table-based BPB counts normalized piece bytes instead; the sidecar gives the
   tokenizer-agnostic figure (RULES.md "Scoring").
 
+The byte vocabulary (``--tokenizer byte260``; the challenge's ``fineweb10B_byte260`` export and the
+non-record ``2026-03-29_HNet_ByteVsSubword_Study``): a document is BOS followed by one id per UTF-8 byte of
+its text (byte b → b + 4), no tokenizer is trained and no ``tokenizer.model`` is written; each token's
+sidecar count is 1, so the sidecar and the byte tables (:func:`pgolf.data.bytetables.byte260_tables`)
+both count the raw bytes.
+
 Layout (``pgolf.data.shards``): ``fineweb_{train,val}_XXXXXX.bin``; the val byte sidecars are
 ``pgolf_val_bytes_XXXXXX.bin`` (magic 20240521; invisible to the official globs) for a plain dataset,
 and for a CaseOps dataset the CaseOps records' own ``fineweb_val_bytes_XXXXXX.bin`` (magic 20240520)
@@ -81,9 +87,15 @@ from pgolf.data.shards import (
 )
 from pgolf.data.tokenizer import (
     BOS_ID,
+    BYTE260,
+    BYTE260_SPEC,
+    BYTE260_VOCAB,
+    ByteTokenizer,
+    byte260_sha256,
     check_vocab,
     encode_with_offsets,
     has_user_symbols,
+    is_byte260,
     load_tokenizer,
     train_tokenizer,
 )
@@ -220,11 +232,21 @@ def token_byte_counts(n_bytes: int, begins: Iterable[int], ends: Iterable[int],
 
 
 def encode_document(
-    sp: spm.SentencePieceProcessor, text: str, with_bytes: bool, transform: str = "identity"
+    sp: spm.SentencePieceProcessor | ByteTokenizer, text: str, with_bytes: bool, transform: str = "identity"
 ) -> tuple[np.ndarray, np.ndarray | None] | None:
     """``(ids, counts)`` for one document: ids = [BOS] + tokens as uint16, counts = [0] + the
     token byte counts as uint16 (``with_bytes``; else None), always in bytes of the *original* text.
-    ``transform``: ``identity`` or ``caseops_v1`` (:mod:`pgolf.data.caseops`). None if no token."""
+    ``transform``: ``identity`` or ``caseops_v1`` (:mod:`pgolf.data.caseops`). None if no token.
+    ``sp`` may be the byte260 vocabulary (:class:`~pgolf.data.tokenizer.ByteTokenizer`): one token per byte,
+    each counting 1 byte."""
+    if isinstance(sp, ByteTokenizer):
+        if transform != "identity":
+            raise ValueError("the byte260 vocabulary takes the text as it is (no text transform)")
+        byte_ids = sp.encode(text)
+        if not byte_ids.size:
+            return None
+        ids = np.concatenate(([BOS_ID], byte_ids)).astype(np.uint16)
+        return ids, (np.r_[0, np.ones(byte_ids.size)].astype(np.uint16) if with_bytes else None)
     weights = None
     if transform == caseops_mod.NAME:
         text, weights = caseops_mod.encode_with_weights(text)
@@ -244,18 +266,24 @@ def encode_document(
     return np.array([BOS_ID, *ids], dtype=np.uint16), np.r_[0, counts].astype(np.uint16)
 
 
-_WORKER_SP: spm.SentencePieceProcessor | None = None
+_WORKER_SP: spm.SentencePieceProcessor | ByteTokenizer | None = None
 _WORKER_TRANSFORM = "identity"
+
+
+def _encoder(model_path: PathLike) -> spm.SentencePieceProcessor | ByteTokenizer:
+    """The SentencePiece model at ``model_path``, or the byte vocabulary when it is ``byte260``."""
+    return ByteTokenizer() if is_byte260(model_path) else load_tokenizer(model_path)
 
 
 def _init_worker(model_path: str, transform: str = "identity") -> None:
     global _WORKER_SP, _WORKER_TRANSFORM
-    _WORKER_SP = load_tokenizer(model_path)
+    _WORKER_SP = _encoder(model_path)
     _WORKER_TRANSFORM = transform
 
 
 def _encode_batch(
-    batch: tuple[bool, list[str]], sp: spm.SentencePieceProcessor | None = None, transform: str | None = None
+    batch: tuple[bool, list[str]], sp: spm.SentencePieceProcessor | ByteTokenizer | None = None,
+    transform: str | None = None,
 ) -> tuple[bool, list[Any]]:
     is_val, texts = batch
     sp = sp or _WORKER_SP
@@ -293,12 +321,12 @@ def _pool_context() -> multiprocessing.context.BaseContext | None:
 
 
 def _encoded(
-    batches: Iterator[tuple[bool, list[str]]], model_path: Path, pool: ProcessPoolExecutor | None, workers: int,
+    batches: Iterator[tuple[bool, list[str]]], model_path: PathLike, pool: ProcessPoolExecutor | None, workers: int,
     transform: str = "identity",
 ) -> Iterator[tuple[bool, list[Any]]]:
     """Encoded batches in input order; with a pool, at most ``2 × workers`` batches in flight."""
     if pool is None:
-        sp = load_tokenizer(model_path)
+        sp = _encoder(model_path)
         for batch in batches:
             yield _encode_batch(batch, sp, transform)
         return
@@ -409,7 +437,7 @@ def build_dataset(
     out_dir: PathLike,
     *,
     tokenizer: PathLike | None = None,
-    vocab_size: int = 1024,
+    vocab_size: int | None = None,
     val_docs: int | None = None,
     shard_tokens: int = SHARD_TOKENS,
     workers: int | None = None,
@@ -423,7 +451,10 @@ def build_dataset(
 
     ``tokenizer``: an existing SentencePiece model (copied into ``out_dir``; must have
     ``vocab_size`` pieces); None trains one on the train documents (``tokenizer_options`` go to
-    :func:`~pgolf.data.tokenizer.train_tokenizer`). ``val_docs``: None = :func:`default_val_docs`
+    :func:`~pgolf.data.tokenizer.train_tokenizer`); ``"byte260"`` is the challenge's byte vocabulary
+    (:data:`~pgolf.data.tokenizer.BYTE260_SPEC`: BOS + one id per UTF-8 byte, b → b + 4; no model file is
+    written, the manifest's ``tokenizer`` says ``kind: byte260``). ``vocab_size``: None = 1024 (260 for
+    byte260). ``val_docs``: None = :func:`default_val_docs`
     (one extra reading pass to count documents). ``workers``: encoding processes (None = CPU
     count; ≤ 1 encodes in this process). ``overwrite``: replace an existing dataset in ``out_dir``.
     ``caseops``: apply the CaseOps transform ([04-18] PR #1729, :mod:`pgolf.data.caseops`) before the
@@ -431,6 +462,17 @@ def build_dataset(
     them; the byte sidecar still counts original bytes, and the manifest records ``text_transform``.
     """
     transform = caseops_mod.NAME if caseops else "identity"
+    byte_vocab = is_byte260(tokenizer)
+    if byte_vocab:
+        if vocab_size not in (None, BYTE260_VOCAB):
+            raise DataError(f"--tokenizer byte260 has {BYTE260_VOCAB} ids: leave out --vocab-size or give {BYTE260_VOCAB}, "
+                            f"not {vocab_size}")
+        if caseops:
+            raise DataError("--caseops needs a SentencePiece tokenizer (its operators are pieces); byte260 takes the "
+                            "text as it is")
+        vocab_size = BYTE260_VOCAB
+    elif vocab_size is None:
+        vocab_size = 1024
     files = input_files(inputs)
     out = Path(out_dir)
     if shard_tokens < 1:
@@ -451,9 +493,11 @@ def build_dataset(
     if val_docs < 1:
         raise ValueError("val_docs must be >= 1")
 
-    model_path = out / TOKENIZER_FILE
+    model_path: PathLike = out / TOKENIZER_FILE
     report: dict[str, Any] | None = None
-    if tokenizer is not None:
+    if byte_vocab:  # nothing to train or copy: the workers encode bytes
+        model_path, source = BYTE260, BYTE260
+    elif tokenizer is not None:
         src = Path(tokenizer)
         sp_given = load_tokenizer(src)
         check_vocab(sp_given, vocab_size, src)
@@ -525,7 +569,8 @@ def build_dataset(
     splits["train"]["validation_overlaps_dropped"] = dropped
     if fingerprints is None:
         fingerprints = ValFingerprints.from_documents(val_ids, BOS_ID)
-    outputs = [TOKENIZER_FILE] + splits["val"]["shards"] + splits["val"]["byte_sidecars"] + splits["train"]["shards"]
+    outputs = ([] if byte_vocab else [TOKENIZER_FILE]) + splits["val"]["shards"] + splits["val"]["byte_sidecars"] + \
+        splits["train"]["shards"]
     if caseops:
         write_caseops_guard(out)
         outputs.append(CASEOPS_GUARD)
@@ -539,7 +584,8 @@ def build_dataset(
         "byte_sidecar_style": "caseops" if caseops else "pgolf",
         "val_docs": val_docs,
         "shard_tokens": shard_tokens,
-        "tokenizer": {
+        "tokenizer": {"kind": BYTE260, "file": None, "sha256": byte260_sha256(), "source": source,
+                      "spec": BYTE260_SPEC} if byte_vocab else {
             "file": TOKENIZER_FILE,
             "sha256": sha256_file(model_path),
             "source": source,

@@ -14,7 +14,9 @@ that a name sort puts first.
 
 :func:`embedded_data_dir` builds the dataset once (``build_dataset``: vocab 1024, tokenizer
 trained on it with the official settings) into ``$PGOLF_CACHE/embedded-py{major}{minor}-v2``
-(default cache ``~/.cache/pgolf``) and returns the directory; later calls reuse it. The build
+(default cache ``~/.cache/pgolf``) and returns the directory; later calls reuse it. With
+``tokenizer="byte260"`` the same documents are built as bytes (``build_dataset(tokenizer="byte260")``,
+vocab 260, no model) into ``…-v2-byte260``: what ``data.path=""`` reads when ``data.tokenizer=byte260``. The build
 happens in a temporary directory renamed into place, under a file lock, so concurrent first
 uses (e.g. 8 torchrun ranks) build it once and never see a partial directory.
 
@@ -100,16 +102,18 @@ def stdlib_documents(stdlib_dir: str | os.PathLike[str] | None = None) -> list[t
     return out
 
 
-def _dir_name() -> str:
-    return f"embedded-py{sys.version_info.major}{sys.version_info.minor}-{EMBEDDED_VERSION}"
+def _dir_name(tokenizer: str = "sp1024") -> str:
+    return f"embedded-py{sys.version_info.major}{sys.version_info.minor}-{EMBEDDED_VERSION}" + \
+        ("" if tokenizer == "sp1024" else f"-{tokenizer}")
 
 
-def _complete(d: Path) -> bool:
+def _complete(d: Path, tokenizer: str = "sp1024") -> bool:
     try:
         manifest = json.loads((d / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(manifest, dict) and manifest.get("vocab_size") == EMBEDDED_VOCAB
+    vocab = EMBEDDED_VOCAB if tokenizer == "sp1024" else 260
+    return isinstance(manifest, dict) and manifest.get("vocab_size") == vocab
 
 
 @contextlib.contextmanager
@@ -127,7 +131,7 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _build(tmp: Path) -> None:
+def _build(tmp: Path, tokenizer: str = "sp1024") -> None:
     from pgolf.data.corpus import build_dataset
     from pgolf.fileio import write_text
 
@@ -135,33 +139,40 @@ def _build(tmp: Path) -> None:
     corpus = tmp / "corpus.jsonl"
     write_text(corpus, "\n".join(lines) + "\n")
     # One worker: the corpus is small, and a pool here could be started from inside a trainer.
-    build_dataset([corpus], tmp, vocab_size=EMBEDDED_VOCAB, workers=1, progress=False)
+    if tokenizer == "sp1024":
+        build_dataset([corpus], tmp, vocab_size=EMBEDDED_VOCAB, workers=1, progress=False)
+    else:
+        build_dataset([corpus], tmp, tokenizer=tokenizer, workers=1, progress=False)
 
 
-def embedded_data_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+def embedded_data_dir(cache_dir: str | os.PathLike[str] | None = None, tokenizer: str = "sp1024") -> Path:
     """Directory of the embedded dataset, built on first use (see the module docstring).
 
-    ``cache_dir`` replaces the cache root (``$PGOLF_CACHE`` / ``~/.cache/pgolf``)."""
+    ``cache_dir`` replaces the cache root (``$PGOLF_CACHE`` / ``~/.cache/pgolf``); ``tokenizer``:
+    ``sp1024`` (the trained 1024-piece SentencePiece model) or ``byte260``."""
+    if tokenizer not in ("sp1024", "byte260"):
+        raise ValueError(f"unknown embedded tokenizer {tokenizer!r} (sp1024 or byte260)")
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
-    final = root / _dir_name()
-    if _complete(final):
+    name = _dir_name(tokenizer)
+    final = root / name
+    if _complete(final, tokenizer):
         return final
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f".{_dir_name()}.lock"):
-        if _complete(final):  # another process built it while we waited
+    with _locked(root / f".{name}.lock"):
+        if _complete(final, tokenizer):  # another process built it while we waited
             return final
-        tmp = Path(tempfile.mkdtemp(prefix=f".{_dir_name()}.tmp-", dir=root))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
         try:
-            _build(tmp)
+            _build(tmp, tokenizer)
             os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
             if final.exists():  # incomplete leftover (no manifest): move it aside, then remove it
-                stale = Path(tempfile.mkdtemp(prefix=f".{_dir_name()}.stale-", dir=root))
+                stale = Path(tempfile.mkdtemp(prefix=f".{name}.stale-", dir=root))
                 os.replace(final, stale / "old")
                 shutil.rmtree(stale, ignore_errors=True)
             try:
                 os.rename(tmp, final)
             except OSError:
-                if not _complete(final):  # lost a lock-free race: the winner's complete copy will do
+                if not _complete(final, tokenizer):  # lost a lock-free race: the winner's complete copy will do
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)
         except BaseException:

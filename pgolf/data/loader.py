@@ -60,7 +60,8 @@ class DataSpec:
     """A resolved dataset: every path checked to exist, shard headers validated."""
 
     data_dir: Path
-    tokenizer_path: Path
+    tokenizer_path: Path | None
+    """The SentencePiece model; None for the byte260 vocabulary (``tokenizer_kind``), which has no file."""
     train_files: list[Path]
     val_files: list[Path]
     val_byte_files: list[Path]
@@ -71,24 +72,34 @@ class DataSpec:
     """The manifest's ``text_transform`` (``caseops_v1`` for a CaseOps dataset; official exports: identity)."""
     manifest: dict[str, Any] | None = None
     """``data_dir/manifest.json`` as read (None when there is none)."""
+    tokenizer_kind: str = "sentencepiece"
+    """``sentencepiece`` (``tokenizer_path``) or ``byte260`` (:data:`pgolf.data.tokenizer.BYTE260_SPEC`)."""
+
+    @property
+    def tokenizer_label(self) -> str:
+        """What the run log names as its tokenizer: the model's path, or ``byte260``."""
+        return str(self.tokenizer_path) if self.tokenizer_path is not None else self.tokenizer_kind
 
 
 def resolve_data(data_cfg: DataConfig, vocab_size: int) -> DataSpec:
     """Locate and check the dataset of ``data_cfg``.
 
-    ``data_cfg.path`` empty → the embedded corpus (built at first use); ``data_cfg.tokenizer``
-    empty → ``tokenizer.model`` in the data directory. DataError for a missing or empty
-    directory, missing shards, a malformed shard header, missing/mismatched byte sidecars, a
-    missing tokenizer or one whose vocabulary is not ``vocab_size``.
+    ``data_cfg.path`` empty → the embedded corpus (built at first use; its byte260 build when
+    ``data_cfg.tokenizer`` is ``byte260``); ``data_cfg.tokenizer`` empty → the byte260 vocabulary when the
+    directory's manifest says so (``pgolf data build --tokenizer byte260``), else ``tokenizer.model`` in the
+    data directory; ``byte260`` → the byte vocabulary (no file; e.g. the challenge's own
+    ``fineweb10B_byte260`` export). DataError for a missing or empty directory, missing shards, a malformed
+    shard header, missing/mismatched byte sidecars, a missing tokenizer, one whose vocabulary is not
+    ``vocab_size``, or a tokenizer that is not the one the manifest built the shards with.
     """
-    from pgolf.data.tokenizer import check_vocab, load_tokenizer
+    from pgolf.data.tokenizer import BYTE260, BYTE260_VOCAB, check_vocab, is_byte260, load_tokenizer
 
     if data_cfg.path:
         data_dir = Path(data_cfg.path).expanduser()
     else:
         from pgolf.data.embedded import embedded_data_dir
 
-        data_dir = embedded_data_dir()
+        data_dir = embedded_data_dir(tokenizer=BYTE260) if is_byte260(data_cfg.tokenizer) else embedded_data_dir()
     if not data_dir.exists():
         raise DataError(f"{data_dir}: data directory does not exist (build one with `pgolf data build` or `pgolf data fetch`)")
     if not data_dir.is_dir():
@@ -114,17 +125,31 @@ def resolve_data(data_cfg: DataConfig, vocab_size: int) -> DataSpec:
         if sidecars and (m := read_byte_sidecar_header(sidecars[i])) != n:
             raise DataError(f"{sidecars[i]}: byte sidecar has {m} entries but its val shard has {n} tokens")
 
-    tok = Path(data_cfg.tokenizer).expanduser() if data_cfg.tokenizer else data_dir / "tokenizer.model"
-    if not tok.exists():
-        raise DataError(f"{tok}: tokenizer not found (set data.tokenizer)")
-    check_vocab(load_tokenizer(tok), vocab_size, tok)
     manifest = _manifest(data_dir)
+    built = (manifest or {}).get("tokenizer")
+    built_bytes = isinstance(built, dict) and built.get("kind") == BYTE260
+    kind = BYTE260 if is_byte260(data_cfg.tokenizer) or (not data_cfg.tokenizer and built_bytes) else "sentencepiece"
+    tok: Path | None = None
+    if kind == BYTE260:
+        if manifest is not None and not built_bytes and isinstance(built, dict):
+            raise DataError(f"{data_dir / 'manifest.json'}: these shards were built with a SentencePiece tokenizer, "
+                            "not byte260 (data.tokenizer)")
+        if vocab_size != BYTE260_VOCAB:
+            raise DataError(f"the byte260 vocabulary has {BYTE260_VOCAB} ids but model.vocab_size is {vocab_size}")
+    else:
+        if built_bytes:
+            raise DataError(f"{data_dir / 'manifest.json'}: these shards hold bytes (byte260), not the ids of "
+                            f"{data_cfg.tokenizer} (leave data.tokenizer empty or set it to byte260)")
+        tok = Path(data_cfg.tokenizer).expanduser() if data_cfg.tokenizer else data_dir / "tokenizer.model"
+        if not tok.exists():
+            raise DataError(f"{tok}: tokenizer not found (set data.tokenizer)")
+        check_vocab(load_tokenizer(tok), vocab_size, tok)
     transform = (manifest or {}).get("text_transform", "identity")
     if transform not in ("identity", "caseops_v1"):
         raise DataError(f"{data_dir / 'manifest.json'}: unknown text_transform {transform!r}")
     if transform != "identity" and not sidecars:
         raise DataError(f"{data_dir}: a {transform} dataset needs its validation byte sidecar (original bytes) to be scored")
-    return DataSpec(data_dir, tok, train, val, sidecars, vocab_size, transform, manifest)
+    return DataSpec(data_dir, tok, train, val, sidecars, vocab_size, transform, manifest, kind)
 
 
 def _manifest(data_dir: Path) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pgolf.config import RunConfig
-from pgolf.data.bytetables import ByteTables, build_byte_tables
+from pgolf.data.bytetables import ByteTables, build_byte_tables, byte260_tables
 from pgolf.data.loader import DataSpec, ValData, load_validation, resolve_data
 from pgolf.data.shards import read_shard_header
 from pgolf.data.tokenizer import check_vocab, load_tokenizer
@@ -69,9 +69,14 @@ class RunData:
 
 def prepare_data(cfg: RunConfig) -> RunData:
     """Resolve ``cfg.data`` (building the embedded corpus on first use), check the tokenizer against
-    ``cfg.model.vocab_size`` and load the validation stream (≤ ``data.val_max_tokens``) and byte tables."""
+    ``cfg.model.vocab_size`` and load the validation stream (≤ ``data.val_max_tokens``) and byte tables
+    (the byte260 vocabulary's own: one raw byte per byte id, :func:`~pgolf.data.bytetables.byte260_tables`)."""
     spec = resolve_data(cfg.data, cfg.model.vocab_size)
-    sp = load_tokenizer(spec.tokenizer_path)
-    check_vocab(sp, cfg.model.vocab_size)
+    if spec.tokenizer_path is None:  # byte260: no model file
+        tables = byte260_tables(cfg.model.vocab_size)
+    else:
+        sp = load_tokenizer(spec.tokenizer_path)
+        check_vocab(sp, cfg.model.vocab_size)
+        tables = build_byte_tables(sp, cfg.model.vocab_size)
     val = load_validation(spec, cfg.model.vocab_size, max_tokens=cfg.data.val_max_tokens)
-    return RunData(spec=spec, val=val, tables=build_byte_tables(sp, cfg.model.vocab_size))
+    return RunData(spec=spec, val=val, tables=tables)

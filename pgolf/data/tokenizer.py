@@ -34,12 +34,62 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sentencepiece as spm
 
 from pgolf.errors import DataError
 from pgolf.fileio import write_bytes
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+
+BYTE260 = "byte260"
+"""The byte vocabulary's name (``pgolf data build --tokenizer byte260``, ``data.tokenizer=byte260``)."""
+BYTE_OFFSET = 4
+BYTE260_VOCAB = BYTE_OFFSET + 256
+BYTE260_SPEC: dict[str, Any] = {
+    "tokenizer_type": "pure_byte",
+    "config": {"pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID, "unk_id": UNK_ID,
+               "byte_offset": BYTE_OFFSET, "byte_count": 256},
+    "vocab_size": BYTE260_VOCAB,
+}
+"""The challenge's pure-byte tokenizer (``PureByteTokenizer`` of ``data/download_hf_docs_and_tokenize.py``,
+openai/parameter-golf; the ``fineweb10B_byte260`` export of CATALOGUE §1.1 and the non-record
+``2026-03-29_HNet_ByteVsSubword_Study``): ids 0–3 are the specials pad, bos, eos, unk (only BOS ever
+appears: every document is BOS + its bytes, no EOS), and byte b of the UTF-8 text is id b + 4. The
+dict is what that script's ``save_json`` writes, so :func:`byte260_sha256` names the same tokenizer."""
+
+
+def is_byte260(name: object) -> bool:
+    """``name`` (a ``--tokenizer`` / ``data.tokenizer`` value) names the byte vocabulary, not a file."""
+    return isinstance(name, (str, os.PathLike)) and os.fspath(name).strip().lower() == BYTE260
+
+
+def byte260_sha256() -> str:
+    """sha256 of the byte tokenizer's description as the challenge's script saves it (``json.dumps(...,
+    indent=2, sort_keys=True)`` + newline): the manifest's ``tokenizer.sha256``, as a ``.model`` file's
+    sha256 names a SentencePiece tokenizer."""
+    import hashlib
+    import json
+
+    text = json.dumps(BYTE260_SPEC, indent=2, sort_keys=True) + "\n"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class ByteTokenizer:
+    """The byte260 vocabulary (:data:`BYTE260_SPEC`): no model file, nothing learned."""
+
+    vocab_size = BYTE260_VOCAB
+
+    @staticmethod
+    def encode(text: str) -> np.ndarray:
+        """uint16 ids of ``text``'s UTF-8 bytes: byte b → b + 4 (the empty text → no id)."""
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.uint16) + BYTE_OFFSET
+
+    @staticmethod
+    def decode(ids: Iterable[int]) -> str:
+        """The text of byte ids (specials dropped); invalid UTF-8 is replaced, as any byte model's output may be."""
+        data = bytes(int(i) - BYTE_OFFSET for i in ids if BYTE_OFFSET <= int(i) < BYTE260_VOCAB)
+        return data.decode("utf-8", errors="replace")
 
 OFFICIAL_TRAINER_SETTINGS: dict[str, Any] = {
     "model_type": "bpe",
