@@ -5,7 +5,7 @@ What is measured (exact byte counts, not timings; deterministic for a given sour
 - ``package``: the rule pgolf used before the bundle existed — the raw bytes of every training-path
   source (``__init__, config, errors, fileio, dist, runner`` + every ``.py`` of ``data, model, optim,
   train, quant, artifact, eval``), the same for every configuration;
-- ``modules``: how many pgolf modules the configuration's bundle holds (:mod:`pgolf.artifact.bundler`);
+- ``modules``: how many pgolf modules the configuration's bundle holds (:mod:`pgolf.bundler`);
 - ``readable``: the readable form (every module verbatim under a banner);
 - ``program``: the compact form's program before compression (minified, unreferenced definitions dropped);
 - ``brotli`` / ``lzma``: that program compressed by brotli-11 and by LZMA preset 9e (alone format);
@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pgolf.artifact import bundler
+from pgolf import bundler
 from pgolf.presets import get_preset
 
 OLD_TOP = ("__init__.py", "config.py", "errors.py", "fileio.py", "dist.py", "runner.py")

@@ -56,6 +56,8 @@ from dataclasses import dataclass, field
 from pgolf.config import RunConfig, apply_changes
 from pgolf.errors import ConfigError
 
+NEEDED_WHEN = "train.autosize"
+
 LAYERS: tuple[int, ...] = (2, 3, 4, 5, 6)
 DIMS: tuple[int, ...] = (96, 128, 160, 192, 256)
 BATCHES: tuple[int, ...] = (4096, 8192, 16384)

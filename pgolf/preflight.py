@@ -49,6 +49,8 @@ from pgolf.config import RunConfig
 from pgolf.errors import ConfigError
 from pgolf.model.flops import forward_flops_per_token, train_flops_per_token
 
+NEEDED_WHEN = "train.autosize"
+
 TTT_RATE_8XH100 = 5.273e13
 """R_ttt of 8×H100, fitted by bench/preflight_fit.py on [04-14], [04-19], [04-27a] (in-sample −11…+7 %,
 leave-one-out −16…+10 %): about 6.6 TFLOP/s per GPU, so the records' TTT is bound by its many small

@@ -39,6 +39,7 @@ from pgolf.export.driver import (
 )
 from pgolf.model.gpt import GPT, parameter_roles
 from pgolf.precision import agreed_amp
+from pgolf.switch import needs
 from pgolf.train import checkpoint as ckpt_mod
 from pgolf.train.log import RunLog
 from pgolf.train.loop import TrainResult, train
@@ -231,6 +232,7 @@ def require_finite(value: float | None, what: str, run_dir: Path) -> None:
                             "no metrics.json written, nothing recorded")
 
 
+@needs("eval.method != 'plain'")
 def _final_method(cfg: RunConfig, data: RunData, device: torch.device, artifact: Path, log: RunLog) -> dict[str, Any]:
     """Score the artifact with ``eval.method`` on its budgeted clock (started before it is opened) and log
     the challenge-style lines; returns its metrics (``eval_method``, its seconds and what the budget did).

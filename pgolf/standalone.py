@@ -4,7 +4,7 @@
         RUN_ID=seed42 SEED=42 torchrun --standalone --nproc_per_node=8 train_gpt.py
     DATA_PATH=runs/data python train_gpt.py                 # one process, CPU or one GPU
 
-The bundle embeds its configuration (:func:`pgolf.artifact.bundler.bundle_config`); the environment
+The bundle embeds its configuration (:func:`pgolf.bundler.bundle_config`); the environment
 variables of the challenge's root ``train_gpt.py`` (openai/parameter-golf, its ``Hyperparameters``;
 CATALOGUE §1.3–§1.6) override it, with the same names (:data:`CHALLENGE_ENV`), then
 :func:`pgolf.runner.run` trains within the wallclock cap, exports with the configured scheme, reloads

@@ -97,7 +97,7 @@ def _tree(root: Path, files: dict[str, bytes]) -> None:
 
 
 def test_code_bytes_is_the_shipped_bundle_of_the_configuration():
-    from pgolf.artifact.bundler import render
+    from pgolf.bundler import render
     from pgolf.config import RunConfig, apply_overrides
 
     cfg = RunConfig()

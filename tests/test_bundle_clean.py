@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pgolf.artifact.bundler import REQUIRED_PACKAGES
+from pgolf.bundler import REQUIRED_PACKAGES
 from pgolf.config import apply_overrides, load_config
 from pgolf.export.driver import load_model_state
 from pgolf.presets import get_preset
@@ -175,7 +175,7 @@ batch counts."""
 
 
 def test_bundle_with_every_technique_matches_pgolf_run(tiny_data, tmp_path, clean_python):
-    from pgolf.artifact.bundler import OPTIONAL
+    from pgolf.bundler import optional_modules
 
     ref_dir = tmp_path / "ref"
     _pgolf(["run", "record-0427", *[a for s in [f"data.path={tiny_data}", *EVERYTHING] for a in ("--set", s)],
@@ -186,7 +186,7 @@ def test_bundle_with_every_technique_matches_pgolf_run(tiny_data, tmp_path, clea
     # eval methods (this one scores by sliding windows)
     not_here = {"pgolf.preflight", "pgolf.autosize", "pgolf.export.planner", "pgolf.model.fused", "pgolf.eval.mix",
                 "pgolf.eval.ttt"}
-    assert set(OPTIONAL) - not_here <= set(b.modules) and not not_here & set(b.modules)
+    assert set(optional_modules()) - not_here <= set(b.modules) and not not_here & set(b.modules)
     r = _bundle(clean_python, script, tmp_path / "work", DATA_PATH=str(tiny_data), RUN_ID="all",
                 **run_env(load_config(str(ref_dir / "config.json"))))
     assert r.returncode == 0, r.stderr[-3000:]

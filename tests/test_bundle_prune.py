@@ -1,4 +1,4 @@
-"""Intra-module pruning of the bundle (pgolf.artifact.prune, bundler.DEAD, the shake-aware selection):
+"""Intra-module pruning of the bundle (pgolf.bundler.prune, the @needs declarations, the shake-aware selection):
 every switch-dead declaration matches what the code calls (traced), a stub fails loudly with its switch,
 and a switch that is off leaves its code — and the modules only it imports — out of the bundle."""
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import pgolf
-from pgolf.artifact import bundler
-from pgolf.artifact.prune import definitions, stub_source
+from pgolf import bundler
+from pgolf.bundler.prune import definitions, stub_source
 from pgolf.config import ModelConfig, RunConfig, apply_overrides
 from pgolf.presets import get_preset
 
@@ -82,7 +82,7 @@ def _called_in_gpt(cfg: RunConfig) -> set[str]:
 def test_every_switch_dead_declaration_matches_what_the_model_calls(name):
     cfg = apply_overrides(RunConfig(model=TINY), SWITCHES[name])
     called = _called_in_gpt(cfg)
-    declared = {k.partition(":")[2]: sw for k, sw in bundler.DEAD.items() if k.startswith("pgolf.model.gpt:")}
+    declared = {k.partition(":")[2]: sw for k, sw in bundler.dead_definitions().items() if k.startswith("pgolf.model.gpt:")}
     dead = {q for q, sw in declared.items() if not sw.needed(cfg)}
     assert not called & dead, f"{name}: the bundle would stub {sorted(called & dead)}, which this config calls"
     # and the declarations have teeth: every live one is called here (so "not needed" is not vacuous)
@@ -90,7 +90,7 @@ def test_every_switch_dead_declaration_matches_what_the_model_calls(name):
 
 
 def test_every_declaration_is_a_definition_of_its_module():
-    for key in bundler.DEAD:
+    for key in bundler.dead_definitions():
         mod, _, qual = key.partition(":")
         path = bundler.module_path(mod, ROOT)
         assert path is not None, key
@@ -99,7 +99,7 @@ def test_every_declaration_is_a_definition_of_its_module():
         assert qual in definitions(ast.parse(path.read_text())), key
     # the model's declarations between them are the whole switch-only surface of gpt.py: each is off in `tiny`
     assert {q for q, _ in bundler.stubs_for(get_preset("tiny"), "pgolf.model.gpt")} == {
-        k.partition(":")[2] for k in bundler.DEAD if k.startswith("pgolf.model.gpt:")}
+        k.partition(":")[2] for k in bundler.dead_definitions() if k.startswith("pgolf.model.gpt:")}
 
 
 def test_calibration_in_the_reserve_runs_only_when_reserved(tiny_data, tmp_path):
@@ -109,7 +109,7 @@ def test_calibration_in_the_reserve_runs_only_when_reserved(tiny_data, tmp_path)
     for reserve, expect in ((0.0, False), (0.5, True)):
         cfg = apply_overrides(get_preset("tiny"), [f"data.path={tiny_data}", "model.vocab_size=384", "train.iterations=3",
                                                    "train.max_wallclock_seconds=60", f"train.calib_reserve_seconds={reserve}"])
-        assert bundler.DEAD["pgolf.train.loop:_calibrate_in_reserve"].needed(cfg) is expect
+        assert bundler.dead_definitions()["pgolf.train.loop:_calibrate_in_reserve"].needed(cfg) is expect
         called = _calls(loop_file, lambda cfg=cfg, reserve=reserve: train(cfg, tmp_path / f"r{reserve}", progress=False))
         assert ("_calibrate_in_reserve" in called) is expect
 
@@ -158,7 +158,7 @@ def test_an_off_switch_leaves_its_code_and_its_modules_out():
     program = bundler.render(cpu, compact=True).program
     for word in ("F.normalize(v", "(idx == bos_id)", "orthogonal_(", "s[0] * k.rsqrt()", "checkpoint.checkpoint"):
         assert word.replace(" ", "") not in program.replace(" ", ""), word
-    assert "exclusive is not in this bundle: needs model.attn.xsa_layers non-empty" in program
+    assert "exclusive is not in this bundle: needs len(model.attn.xsa_layers) > 0" in program
     on = apply_overrides(cpu, ["model.attn.xsa_layers=0,1,2", "model.init=orthogonal", "model.attn.doc_mask=true"])
     program_on = bundler.render(on, compact=True).program
     assert "exclusive is not in this bundle" not in program_on and "orthogonal_(" in program_on
@@ -174,6 +174,6 @@ def test_an_int8_run_never_reaches_the_low_bit_families(tiny_data, tmp_path):
     for scheme, expect in (("int8_zlib", False), ("int6_gptqlite_zstd", True)):
         cfg = apply_overrides(get_preset("tiny"), [f"data.path={tiny_data}", "model.vocab_size=384", "train.iterations=2",
                                                    f"export.scheme={scheme}", "data.val_max_tokens=4096"])
-        assert bundler.DEAD["pgolf.quant.grid:family_scheme"].needed(cfg) is expect
+        assert bundler.dead_definitions()["pgolf.quant.grid:family_scheme"].needed(cfg) is expect
         called = _calls(grid_file, lambda cfg=cfg, scheme=scheme: run(cfg, tmp_path / scheme, progress=False))
         assert ("family_scheme" in called) is expect, scheme

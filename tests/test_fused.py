@@ -208,7 +208,7 @@ def test_on_without_cuda_is_one_clear_error_and_auto_is_the_reference():
 
 @pytest.mark.skipif(INTERPRET, reason="run once, in the parent process")
 def test_bundle_leaves_the_module_out_when_off():
-    from pgolf.artifact.bundler import select_modules
+    from pgolf.bundler import select_modules
     from pgolf.config import RunConfig
 
     off = select_modules(RunConfig())

@@ -7,7 +7,7 @@
 counts its ``final_model.int8.ptz``. ``code_bytes`` is the size of the submission's ``train_gpt.py``:
 the single-file bundle ``pgolf bundle`` writes for the configuration, in the form
 ``export.code_form`` (compact by default: minified, compressed, self-extracting, as the records
-shipped; :mod:`pgolf.artifact.bundler`). :func:`code_bytes` is the single place that decides it, for
+shipped; :mod:`pgolf.bundler`). :func:`code_bytes` is the single place that decides it, for
 ``pgolf run``, ``pgolf export``, ``pgolf eval``, ``pgolf info`` and the byte planner alike; inside a
 bundle it is the bundle file's own size, so the bundle prints the number pgolf charged.
 """
@@ -37,7 +37,7 @@ def code_identity(cfg: RunConfig | None = None) -> tuple[int, str]:
         with open(shipped_file, "rb") as f:
             data = f.read()
         return len(data), hashlib.sha256(data).hexdigest()
-    from pgolf.artifact.bundler import shipped
+    from pgolf.bundler import shipped
 
     return shipped(cfg if cfg is not None else RunConfig())
 
@@ -45,14 +45,14 @@ def code_identity(cfg: RunConfig | None = None) -> tuple[int, str]:
 def code_bytes(cfg: RunConfig | None = None) -> int:
     """The code bytes charged for ``cfg`` (default: :class:`RunConfig`'s defaults): inside a bundle, the
     size of the bundle file that is running; otherwise the size of the bundle of ``cfg`` in the form
-    ``cfg.export.code_form`` (:func:`pgolf.artifact.bundler.shipped_bytes`, built once per process and
+    ``cfg.export.code_form`` (:func:`pgolf.bundler.shipped_bytes`, built once per process and
     configuration)."""
     import pgolf
 
     shipped = getattr(pgolf, "__bundle_file__", None)  # set by a bundle's importer
     if shipped is not None:
         return os.path.getsize(shipped)
-    from pgolf.artifact.bundler import shipped_bytes
+    from pgolf.bundler import shipped_bytes
 
     return shipped_bytes(cfg if cfg is not None else RunConfig())
 

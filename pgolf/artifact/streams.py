@@ -63,6 +63,8 @@ from pgolf.quant.grid import QuantTensor
 from pgolf.roles import HOT_GROUPS as ROLE_HOT_GROUPS
 from pgolf.roles import RoleMap, role_of
 
+NEEDED_WHEN = "scheme.codec == 'streams'"
+
 Grouping = Callable[[str, str, Tensor], str]
 """``(tensor name, part role, part) -> group name``: the parts of one group share a stream."""
 

@@ -50,6 +50,8 @@ from pgolf.eval.budget import EvalClock
 from pgolf.eval.scoring import Scored, amp_context, finish, gathered, score_logits
 from pgolf.eval.sliding import evaluate_sliding, sliding_windows
 
+NEEDED_WHEN = "eval.method != 'plain'"
+
 
 def cheaper(name: str) -> str | None:
     """The method to fall back to when the clock refuses ``name`` before it scores a token: a mixed method

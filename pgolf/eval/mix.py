@@ -52,6 +52,8 @@ import numpy as np
 
 from pgolf.config import MixConfig
 
+NEEDED_WHEN = "eval.method.endswith('mix')"
+
 LAMBDA_GRID = np.linspace(0.0, 1.0, 21)
 BETA_GRID = np.linspace(0.0, 4.0, 17)
 COUNT_BUCKETS = 8

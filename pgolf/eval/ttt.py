@@ -87,6 +87,8 @@ from pgolf.eval.sliding import score_windows, sliding_windows
 from pgolf.eval.windows import Windows, gather, plan, spans
 from pgolf.eval.work import Board, WorkQueue
 
+NEEDED_WHEN = "eval.method.startswith('ttt')"
+
 TAIL = 2.0
 """Scoring the rest of a LoRA stream without adaptation is projected at TAIL × the measured seconds per
 target: at the end of the stream the slots empty one by one while every step still costs a full batch

@@ -66,7 +66,7 @@ from pgolf.quant.grid import QuantSpec
 from pgolf.roles import Role, RoleMap, check_roles
 
 # GPTQ, calibration, the budget search and per-group streams are imported by the schemes that use them,
-# so a bundle (pgolf.artifact.bundler) of a configuration that never reaches them leaves them out.
+# so a bundle (pgolf.bundler) of a configuration that never reaches them leaves them out.
 if TYPE_CHECKING:
     from pgolf.artifact.streams import PackReport
     from pgolf.quant.gptq import TensorSpec
@@ -241,12 +241,17 @@ class ExportScheme:
     codec: str
     """Codec of the one payload (container v1), or ``"streams"`` (per-group streams, container v2)."""
     needs_hessians: bool = False
+    quantizes: bool = True
+    """Whether it quantizes to other grids than the registered int8 rows (GPTQ / GPTQ-lite specs, the
+    int2..7 / ternary families); False only for the baseline's ``int8_zlib``, whose bundle then leaves
+    those out (their switches: ``scheme.quantizes``, :mod:`pgolf.switch`)."""
 
 
 EXPORT_SCHEMES: dict[str, ExportScheme] = {
     s.name: s
     for s in (
-        ExportScheme("int8_zlib", "baseline per-row int8 + zlib-9 (CATALOGUE §1.7)", int8_zlib_policy, "zlib-9"),
+        ExportScheme("int8_zlib", "baseline per-row int8 + zlib-9 (CATALOGUE §1.7)", int8_zlib_policy, "zlib-9",
+                     quantizes=False),
         ExportScheme("int6_gptqlite_zstd", "int6 GPTQ-lite matrices, int8 embedding, zstd-22 ([03-22])",
                      gptqlite_policy, "zstd-22"),
         ExportScheme("gptq6_emb7_brotli", "GPTQ+SDClip int6 matrices, int7 embedding, shuffle+brotli-11 ([04-14])",

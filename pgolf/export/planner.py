@@ -48,6 +48,8 @@ from pgolf.quant import grid
 from pgolf.quant.grid import QuantSpec
 from pgolf.roles import Role
 
+NEEDED_WHEN = "train.autosize"
+
 TABLE_PATH = Path(__file__).with_name("planner_table.json")
 SAMPLE_VALUES = 1 << 17
 """Values synthesized per tensor (whole rows); more only slows the estimate."""

@@ -69,6 +69,8 @@ from pgolf.quant.lqer import LqerSpec
 from pgolf.quant.selective_prune import PruneOrder, apply_pruning, prune_order, pruned_cost
 from pgolf.roles import QUANT_GROUPS, Role, RoleMap, check_roles
 
+NEEDED_WHEN = "scheme.codec == 'streams'"
+
 GROUP_ORDER: tuple[str, ...] = QUANT_GROUPS
 """One group per quantized role, in :class:`pgolf.roles.Role` order."""
 DP_STATES = 20_000

@@ -43,6 +43,8 @@ from torch import Tensor, nn
 
 from pgolf.errors import ConfigError
 
+NEEDED_WHEN = "model.fused_kernels != 'off'"
+
 try:
     import triton
     import triton.language as tl

@@ -57,6 +57,7 @@ from pgolf.errors import ConfigError
 from pgolf.model.layers import CastedLinear, RMSNorm, declare, rms_norm
 from pgolf.model.rotary import apply_rotary, rotary_tables
 from pgolf.roles import Role
+from pgolf.switch import needs
 
 if TYPE_CHECKING:  # optional parts are imported where their switch is on (a bundle leaves the others out)
     from pgolf.model.hashed import BigramHash
@@ -84,6 +85,7 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, native_gqa: bool = _SDPA_H
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
+@needs("model.attn.doc_mask")
 def document_mask(idx: Tensor, bos_id: int) -> Tensor:
     """[B,1,T,T] bool: position t may attend to s ≤ t of the same document (documents start at BOS)."""
     doc = torch.cumsum((idx == bos_id).to(torch.int32), dim=1)  # [B,T]: document number of each position
@@ -92,6 +94,7 @@ def document_mask(idx: Tensor, bos_id: int) -> Tensor:
     return (causal[None] & (doc[:, :, None] == doc[:, None, :]))[:, None]
 
 
+@needs("len(model.attn.xsa_layers) > 0")
 def exclusive(y: Tensor, v: Tensor) -> Tensor:
     """XSA: each head output minus its component along its own token's value direction.
 
@@ -128,6 +131,7 @@ class CausalSelfAttention(nn.Module):
             self.gate_w = nn.Parameter(w)  # [H, d] or [H, w]
             declare(self, gate_w=Role.GATE)
 
+    @needs("model.attn.gate != 'off'")
     def head_gate(self, x: Tensor) -> Tensor:
         """[B,T,H] multipliers of the head outputs (called only when ``attn.gate`` is not ``off``)."""
         k = self.gate_kind
@@ -364,6 +368,7 @@ class GPT(nn.Module):
         if self.cfg.init != "default":
             orthogonal_init(self, self.cfg.num_layers, override_zero_proj=self.cfg.init == "orthogonal_records")
 
+    @needs("model.resid_mix_init == 'schedule'")
     def _resid_mix_schedule(self) -> None:
         """[03-19f] residual-mix schedule init: block i gets m0 = σ(3(i/(L−1) − ½)), m1 = 1 − m0."""
         L = self.cfg.num_layers
@@ -382,6 +387,7 @@ class GPT(nn.Module):
             return self._gated_skip(j, x, s)
         return x + s
 
+    @needs("model.skips == 'gated'")
     def _gated_skip(self, j: int, x: Tensor, s: Tensor) -> Tensor:
         """Sigmoid-gated U-Net skip ([04-01] PR #1218, from PR #1089): σ(g)⊙x + (1 − σ(g))⊙(w⊙skip)."""
         return torch.lerp(s, x, torch.sigmoid(self.skip_gates[j].to(x.dtype)))
@@ -390,6 +396,7 @@ class GPT(nn.Module):
         """The repeated pass's own MLP (``recur.untie_mlp``), or None for the block's."""
         return self.recur_mlps[layer.mlp_slot] if layer.mlp_slot is not None else None
 
+    @needs("model.parallel_start != 0")
     def _parallel(self, layer: LayerPlan, lane0: Tensor, lane1: Tensor, x0: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
         """Parallel lanes ([03-31] PR #1204, [04-10]+): both branches read the lanes before the block."""
         b = self.blocks[layer.block]
@@ -457,6 +464,7 @@ class GPT(nn.Module):
         loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T), reduction=reduction)
         return loss.view(B, T) if reduction == "none" else loss
 
+    @needs("model.ce_chunk_tokens > 0")
     def _chunked_loss(self, x: Tensor, targets: Tensor, reduction: str) -> Tensor:
         """Cross-entropy of the final hidden states x [B,T,d] in chunks of ``ce_chunk_tokens``, each
         recomputed in backward (``torch.utils.checkpoint``): the [B·T, V] logits never exist at once."""
@@ -473,6 +481,7 @@ class GPT(nn.Module):
             return ce.view(B, T)
         return ce.sum() if reduction == "sum" else ce.mean()
 
+    @needs("model.ce_chunk_tokens > 0")
     def _chunk_ce(self, h: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(self._logits(h), y, reduction="none")
 
@@ -509,6 +518,7 @@ def unwrap(model: nn.Module) -> nn.Module:
         model = inner
 
 
+@needs("model.embed_init == 'overtone'")
 def overtone_(w: Tensor) -> None:
     """[03-19f] overtone/spectral init, in place: W = U S Vᵀ → U diag(S₁·k^(−1/2)) Vᵀ, k = 1, 2, … ."""
     with torch.no_grad():
@@ -517,6 +527,7 @@ def overtone_(w: Tensor) -> None:
         w.copy_(((u * (s[0] * k.rsqrt())) @ vh).to(w.dtype))
 
 
+@needs("model.init != 'default'")
 def orthogonal_init(model: nn.Module, num_layers: int, override_zero_proj: bool = False) -> None:
     """[03-19h]/[03-20a]: ``orthogonal_(gain=1)`` on every 2-D linear weight with both sides ≥ 64 that is
     not zero-initialised; output-side ones (attention out, MLP down, other projections) then × 1/√(2L).

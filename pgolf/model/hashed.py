@@ -30,6 +30,8 @@ from torch import Tensor, nn
 from pgolf.model.layers import CastedLinear
 from pgolf.roles import Role
 
+NEEDED_WHEN = "model.embed.bigram_buckets > 0"
+
 MUL_CUR = 36313
 MUL_PREV = 27191
 

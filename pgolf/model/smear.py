@@ -23,6 +23,8 @@ from torch import Tensor, nn
 
 from pgolf.roles import Role
 
+NEEDED_WHEN = "model.embed.smear != 'off'"
+
 V3_GATE_DIMS = 12
 
 

@@ -19,6 +19,8 @@ from torch import Tensor, nn
 from pgolf.model.layers import CastedLinear
 from pgolf.roles import Role
 
+NEEDED_WHEN = "len(model.attn.ve_layers) > 0"
+
 
 class ValueEmbedding(nn.Module):
     def __init__(self, vocab_size: int, dim: int, kv_dim: int, layers: tuple[int, ...]):

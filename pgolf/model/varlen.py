@@ -32,6 +32,8 @@ from torch import Tensor
 
 from pgolf.errors import ConfigError
 
+NEEDED_WHEN = "model.attn.doc_mask and model.attn.doc_kernel != 'mask'"
+
 Kernel = Callable[..., Tensor]
 _HALF = (torch.float16, torch.bfloat16)
 

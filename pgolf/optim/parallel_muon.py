@@ -36,6 +36,8 @@ from torch import Tensor
 from pgolf import dist
 from pgolf.optim.muon import Muon, apply_update, muon_direction
 
+NEEDED_WHEN = "optim.parallel_muon"
+
 
 def _reduce_scatter_mean(full: Tensor, world: int, rank: int) -> Tensor:
     """full [k', m, n] (k' divisible by world) summed over ranks, divided by world; this rank's k'/world slice."""

@@ -51,6 +51,8 @@ from pgolf.model.gpt import parameter_roles, unwrap
 from pgolf.quant import HESSIANS_FILE  # noqa: F401  (re-exported; the file name's home is pgolf.quant)
 from pgolf.quant.gptq import full_fp32_matmul
 
+NEEDED_WHEN = "train.calib_reserve_seconds > 0 or scheme.needs_hessians"
+
 
 class _StopForward(Exception):
     """Raised by the head hook: nothing after the final norm is needed."""

@@ -42,6 +42,8 @@ from pgolf.quant.grid import Policy, QuantSpec, QuantTensor, dequantize_tensor, 
 if TYPE_CHECKING:  # LQER is imported where it is used (only the budget search asks for it)
     from pgolf.quant.lqer import LqerSpec
 
+NEEDED_WHEN = "scheme.quantizes"
+
 TensorSpec = QuantSpec | str
 """A low-bit :class:`QuantSpec`, or the name of a fixed scheme (``fp16``, ``fp32``, ``raw``, ``int8_row``…)."""
 

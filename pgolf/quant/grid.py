@@ -84,6 +84,7 @@ from torch import Tensor
 
 from pgolf.errors import ConfigError
 from pgolf.roles import Role, RoleMap, role_of
+from pgolf.switch import needs
 
 KEEP_FLOAT_MAX_NUMEL = 65_536
 """Float tensors with at most this many elements are stored as floats, not quantized."""
@@ -702,6 +703,7 @@ def _quantize(p: SchemeName) -> Callable[[Tensor], dict[str, Tensor]]:
     return quant
 
 
+@needs("scheme.quantizes")
 @lru_cache(maxsize=256)
 def family_scheme(name: str) -> Scheme | None:
     """The :class:`~pgolf.quant.grid.Scheme` of a low-bit name (module docstring), or None.

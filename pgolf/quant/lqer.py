@@ -31,6 +31,8 @@ from pgolf.errors import ConfigError
 from pgolf.quant import grid
 from pgolf.quant.grid import QuantTensor, dequantize_tensor, lqer_factors
 
+NEEDED_WHEN = "scheme.codec == 'streams'"
+
 
 @dataclass(frozen=True)
 class LqerSpec:

@@ -3,7 +3,7 @@
     pgolf bundle runs/cpu --out train_gpt.py                   # the run's configuration, compact form
     pgolf bundle record-0427 --out train_gpt.py --readable     # a preset, every module readable
 
-The bundle itself — which modules, the two forms, its bytes — is :mod:`pgolf.artifact.bundler` (on the
+The bundle itself — which modules, the two forms, its bytes — is :mod:`pgolf.bundler` (on the
 training path, standard library only, so the byte accounting can charge it); this module resolves a
 run directory or preset to its configuration, builds the :class:`Bundle` and writes it atomically.
 ``build_bundle(cfg, compact=...)`` and ``write_bundle(cfg, path, compact=...)`` are the API the records
@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pgolf import fileio
-from pgolf.artifact import bundler
+from pgolf import bundler, fileio
 from pgolf.config import RunConfig, apply_overrides, load_config
 from pgolf.errors import ConfigError, PgolfError
 

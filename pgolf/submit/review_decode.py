@@ -331,7 +331,7 @@ def code_files(folder: Path, sources: dict[str, str]) -> dict[str, int]:
 
 @dataclass
 class Embedded:
-    """The modules a pgolf bundle carries (``pgolf.artifact.bundler.render``): ``FILES`` (path → source, in the
+    """The modules a pgolf bundle carries (``pgolf.bundler.script``): ``FILES`` (path → source, in the
     compact form one dict literal, in the readable form one ``FILES['pgolf/x.py'] = r'''…'''`` per module),
     ``CONFIG`` (the settings that differ from pgolf's defaults) and ``LEFT_OUT``. ``skipped`` names entries that
     are not literals (not analysed)."""

@@ -56,6 +56,7 @@ from pgolf.optim.schedule import lr_multiplier, muon_momentum, seq_len_at, wd_mu
 from pgolf.optim.schedule import progress as run_progress
 from pgolf.precision import agreed_amp, autocast
 from pgolf.quant import HESSIANS_FILE
+from pgolf.switch import needs
 from pgolf.train import checkpoint as ckpt_mod
 from pgolf.train.averaging import WeightAverager
 from pgolf.train.log import RunLog
@@ -385,6 +386,7 @@ def _reduce_over_ranks(a: np.ndarray, op: str, device: torch.device) -> np.ndarr
     return dist.all_reduce_(t, op).cpu().numpy()
 
 
+@needs("train.calib_reserve_seconds > 0")
 def _calibrate_in_reserve(cfg: RunConfig, model: GPT, loader: DistributedTokenLoader, accum: int,
                           seconds: float, run_dir: Path, log: RunLog, amp: torch.dtype | None) -> float:
     """GPTQ Hessians from the training loader within ``seconds`` (what is left of

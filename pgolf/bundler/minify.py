@@ -1,4 +1,4 @@
-"""Source minification for the compact bundle (:mod:`pgolf.artifact.bundler`): same program, fewer bytes.
+"""Source minification for the compact bundle (:mod:`pgolf.bundler`): same program, fewer bytes.
 
 What :func:`minify` removes, all through ``ast`` (never by text substitution, so strings and code
 cannot be confused):
