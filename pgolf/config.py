@@ -121,8 +121,17 @@ class EmbedConfig:
     bigram_bos_reset: bool = False
     """BigramHash at a BOS uses the "no previous token" bucket, as at a sequence start, so no bigram
     spans two documents (off: the records' hash, which pairs the last token of one document with BOS)."""
+    factor_dim: int = 0
+    """Factored tied embedding ([03-24] PR #640, ``EMBED_DIM=254``; :mod:`pgolf.model.factored`): the table is
+    V × factor_dim, projected to the model width on input and back before the tied head. 0 = off."""
+    vocab_bias: bool = False
+    """A learned per-token bias added to the logits before the softcap ([03-24]'s ``vocab_bias``, zero-init)."""
+    count_frozen_head: bool = False
+    """Count a [V, d] head in the parameter count without allocating it: the ternary record's tied model
+    holds a frozen, unused ``lm_head`` that its logged ``params:`` includes (record-0324's 73,685,840)."""
 
     def __post_init__(self) -> None:
+        _check(self.factor_dim >= 0, "model.embed.factor_dim must be >= 0 (0 = off)")
         _check(self.bigram_buckets == 0 or self.bigram_buckets >= 2, "model.embed.bigram_buckets must be 0 or >= 2")
         _check(self.bigram_dim >= 1, "model.embed.bigram_dim must be >= 1")
         _check(self.bos_id >= 0, "model.embed.bos_id must be >= 0")

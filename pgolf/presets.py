@@ -438,6 +438,63 @@ derive("baseline-cpu", "baseline", {
 }, "The official baseline's recipe ported to a 2-core CPU as a new user would (4L×128, 16K-token batch, "
    "warmdown scaled to the run): the reference the cpu presets must beat (issue 8).")
 
+RECORD_0324 = {
+    "train.compile": True,                  # torch.compile(base_model) (COMPILE_MODE=default)
+    "eval.compile": True,
+    "data.path": "data/datasets/fineweb10B_sp8192",
+    # model: 10L × 768, 8 heads / 4 KV (head_dim 96), MLP 4× ReLU², U-Net 5 + 5 with ones-init skips
+    "model.vocab_size": 8192,
+    "model.num_layers": 10,
+    "model.model_dim": 768,
+    "model.mlp_mult": 4,
+    "model.rope_base": 5000.0,              # ROPE_BASE=5000 (with YaRN 2048, not reproduced)
+    "model.logit_softcap": 10.0,            # LOGIT_SOFTCAP=10 (the record's degree-5 polynomial cap; tanh here)
+    "model.qk_gain_init": 2.25,
+    "model.embed.factor_dim": 254,          # EMBED_DIM=254: factored tied embedding 8192×254 + 254↔768 projections
+    "model.embed.vocab_bias": True,         # vocab_bias [8192]
+    "model.embed.count_frozen_head": True,  # its params: line counts the frozen, unused lm_head [8192, 768]
+    # optimizer: NeoMuon = Muon with 3 Newton–Schulz steps, no weight decay
+    "optim.muon_backend_steps": 3,
+    "optim.scalar_lr": 0.02,
+    "optim.tied_embed_lr": 0.02,
+    # training: ternary from the first step, groups of 128 (BITNET_GROUP_SIZE=128)
+    "train.qat.kind": "ternary",
+    "train.qat.group_size": 128,
+    "train.max_wallclock_seconds": 599.0,
+    "train.iterations": 10000,
+    "train.warmup_steps": 5,
+    "train.warmdown_frac": 0.2,
+    "train.val_every": 0,
+    "train.log_every": 1000,
+    "eval.method": "sliding",               # SLIDING_EVAL=1, stride 16: the record's score
+    "eval.sliding.stride": 16,
+    "export.scheme": "ternary_g128+fp8",    # base-3 trits + fp16 group scales, fp8 2-D floats, fp16 rest, lzma-9
+}
+"""[03-24] ``2026-03-24_74M_Ternary_UNet_FP8_10L_8192BPE_YaRN_NeoMuon`` (PR #640; 1.1570 over 3 seeds, the
+ternary row of the leaderboard): every setting of its run that pgolf has, with its source. 73,685,840
+parameters, as ``ternary_log_1337.txt``'s ``params:`` — which counts the record's tied model's frozen, never
+read ``lm_head`` [8192, 768] (6,291,456; ``model.embed.count_frozen_head`` counts it without allocating it);
+64,880,640 of them ternary, as its ``artifact:`` line. Not reproduced (a different function or budget, not
+a different parameter count): the RMSNorm on the input of the output projections (``NormedTernaryLinear``),
+fused QKV / up projections (the same parameters), YaRN 2048, the degree-5 polynomial softcap and z-loss 1e-4,
+FP8 QAT of the embedding and its projections (the fp8 storage here is rounded at export, so its round trip
+is not exact), the shrinkage fix at load only (``train.qat.shrink`` applies it in training and export alike),
+eval temperature scaling (T = 0.90 from a 5-point grid), FlashAttention-3. Needs FineWeb sp8192 shards and
+8×H100 for its 599 s."""
+
+derive("record-0324", "baseline", RECORD_0324,
+       doc="[03-24] PR #640, 1.1570: ternary (BitNet b1.58, groups of 128) 10L×768 MLP4× ReLU², factored tied "
+           "embedding 254, vocab bias, NeoMuon (3 NS steps), base-3 + lzma export (73,685,840 params)")
+
+derive("ternary-cpu", "cpu", {
+    # the cpu recipe with ternary attention/MLP weights: autosize then fits a larger model into the same
+    # 1,000,000 model bytes (the low-bit export's bytes per parameter come from the planner)
+    "train.qat.kind": "ternary",
+    "train.qat.group_size": 64,             # the record's 128 is wider than the cpu shapes' rows (192)
+    "export.scheme": "ternary_g64+fp16",
+}, "The cpu recipe with ternary weights ([03-24] PR #640: BitNet b1.58 absmean, packed 5 trits per byte, "
+   "lzma-9): same 1,000,000-byte cap, same 600 s, autosized to the low-bit bytes per parameter.")
+
 BYTE260 = {
     "data.path": "data/datasets/fineweb10B_byte260",  # DATA_PATH of train_gpt_hnet_byte.py
     "data.tokenizer": "byte260",            # 4 specials + 256 bytes, no SentencePiece model

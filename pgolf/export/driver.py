@@ -357,7 +357,7 @@ def export_model(
         return _export_record_streams(scheme, state_dict, roles, export_cfg, hessians, source, full_meta)
     if scheme.policy is int8_zlib_policy:  # the baseline's own quantizer (no stats needed)
         qsd = grid.quantize_state_dict(state_dict, grid.int8_policy_for(roles, export_cfg.keep_float_max_numel))
-    elif lowbit_export_scheme(scheme.name) is not None:  # fixed storage schemes per tensor: no GPTQ
+    elif scheme.name.startswith(("ternary", "binary")):  # low-bit (lowbit_export_scheme): fixed storage, no GPTQ
         qsd = {n: grid.quantize_tensor(t, scheme.policy(n, t, roles[n], export_cfg)) for n, t in state_dict.items()}
     else:
         from pgolf.quant.gptq import ModelQuantizer

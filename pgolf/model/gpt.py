@@ -308,7 +308,15 @@ class GPT(nn.Module):
         self.plans = {False: build_plan(cfg, False), True: build_plan(cfg, True)}
         self.looping = cfg.recur.loops > 0
         """Depth recurrence on (the trainer switches it on at ``recur.start_frac``); evaluation runs looped."""
-        self.tok_emb = declare(nn.Embedding(cfg.vocab_size, d), weight=Role.EMBED)  # [V, d]
+        self.tok_emb = declare(nn.Embedding(cfg.vocab_size, cfg.embed.factor_dim or d), weight=Role.EMBED)  # [V, d|e]
+        self.factored = None  # the factored embedding's projections ([03-24]), pgolf.model.factored
+        if cfg.embed.factor_dim:
+            from pgolf.model.factored import FactoredEmbedding
+
+            self.factored = FactoredEmbedding(cfg)
+        if cfg.embed.vocab_bias:  # [V], zero-init, added to the logits ([03-24])
+            self.vocab_bias = nn.Parameter(torch.zeros(cfg.vocab_size, dtype=torch.float32))
+            declare(self, vocab_bias=Role.CONTROL)
         self.bigram: BigramHash | None = None
         if cfg.embed.bigram_buckets:
             from pgolf.model.hashed import BigramHash
@@ -379,7 +387,9 @@ class GPT(nn.Module):
                 b.resid_mix[1].fill_(float(1 - m0))
 
     def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """Elements of every parameter (+ V·d with ``model.embed.count_frozen_head``, the record's count)."""
+        frozen = self.cfg.vocab_size * self.cfg.model_dim if self.cfg.embed.count_frozen_head else 0
+        return sum(p.numel() for p in self.parameters()) + frozen
 
     def _merge_skip(self, j: int, x: Tensor, skip: Tensor) -> Tensor:
         s = self.skip_weights[j].to(x.dtype) * skip
@@ -412,6 +422,8 @@ class GPT(nn.Module):
         adapter of test-time training, :mod:`pgolf.eval.lora`); None = the model as trained."""
         B, T = idx.shape
         x = self.tok_emb(idx)  # [B,T,d]
+        if self.factored is not None:
+            x = self.factored.proj_in(x)  # [B,T,e] → [B,T,d]
         if self.bigram is not None:
             x = x + self.bigram(idx).to(x.dtype)
         if self.smear is not None and self.smear.pre_norm:
@@ -488,7 +500,9 @@ class GPT(nn.Module):
     def _logits(self, x: Tensor, adapter=None) -> Tensor:
         """Softcapped logits (fp32; fp64 for a float64 model) of final hidden states x [..., d]."""
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight  # [V, d]
-        logits = F.linear(x, w.to(x.dtype))
+        logits = F.linear(x if self.factored is None else self.factored.proj_out(x), w.to(x.dtype))
+        if self.cfg.embed.vocab_bias:
+            logits = logits + self.vocab_bias.to(logits.dtype)
         if adapter is not None:
             logits = logits + adapter(x).to(logits.dtype)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))

@@ -59,15 +59,59 @@ Storage scheme names (:func:`lowbit_scheme`, reached through :func:`pgolf.quant.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 from torch import Tensor, nn
 
-from pgolf.quant.grid import SCALE_MAX, SCALE_MIN, Scheme, _reduce_groups, expand_scale, num_groups
 from pgolf.roles import Role
+
+# pgolf.quant.grid reaches this module (get_scheme) and not the reverse: the few helpers it shares with the
+# int-k grids are restated here (same maths as grid's num_groups / _reduce_groups / expand_scale).
+SCALE_MIN = 2.0**-24
+"""Smallest positive fp16 (grid.SCALE_MIN): the scale floor, reached only by all-zero groups."""
+SCALE_MAX = 65504.0
+"""Largest fp16 (grid.SCALE_MAX)."""
+
+
+def num_groups(cols: int, group_size: int) -> int:
+    """Scales per row: 1 (group_size 0) or ⌈cols / g⌉."""
+    return 1 if group_size == 0 else -(-cols // group_size)
+
+
+def _reduce_groups(x: Tensor, group_size: int, fn) -> Tensor:
+    """``fn`` (reducing the last dim) over each group of g consecutive columns of each row → [rows, G]."""
+    rows, cols = x.shape
+    g = cols if group_size == 0 else group_size
+    if cols == 0:
+        return x.new_zeros(rows, num_groups(0, group_size))
+    n_full, rem = divmod(cols, g)
+    out = []
+    if n_full:
+        out.append(fn(x[:, : n_full * g].reshape(rows, n_full, g)))
+    if rem:
+        out.append(fn(x[:, n_full * g :].reshape(rows, 1, rem)))
+    return torch.cat(out, dim=1)
+
+
+def expand_scale(scale: Tensor, cols: int, group_size: int) -> Tensor:
+    """A per-group scale [rows, G] (or [rows]) as fp32 [rows, cols]: each column's scale."""
+    s = scale.float()
+    if group_size == 0:
+        return s.reshape(-1, 1).expand(-1, cols)
+    return s.repeat_interleave(group_size, dim=1)[:, :cols]
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A storage scheme, the shape of :class:`pgolf.quant.grid.Scheme` (which ``grid.get_scheme`` returns)."""
+
+    name: str
+    quantize: Callable[[Tensor], dict[str, Tensor]]
+    dequantize: Callable[[Mapping[str, Tensor], tuple[int, ...], torch.dtype], Tensor]
+    part_specs: Callable[[tuple[int, ...], torch.dtype], dict[str, tuple[torch.dtype, tuple[int, ...]]]]
 
 KINDS = ("ternary", "binary")
 LOWBIT_FAMILIES = ("attn", "mlp")
