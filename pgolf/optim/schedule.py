@@ -1,4 +1,9 @@
-"""Learning-rate multiplier (warmdown) and Muon momentum warmup.
+"""The training schedule: what every knob is before each optimizer step, as a function of the run's progress.
+
+:class:`Schedule` is the one object the trainer reads: ``Schedule(cfg).at(step, elapsed_s)`` is the
+:class:`StepSettings` of the step about to be taken — LR, weight-decay and momentum multipliers, sequence
+length, recurrence on, QAT window open, the EMA decay and the SWA snapshot after it. The rules it
+composes are the functions below (each unit-tested against hand-computed values, ``tests/test_schedule.py``).
 
 Sources (CATALOGUE §1.4, §1.5): the naive baseline [03-17b] (root ``train_gpt.py``, no PR) for
 the wallclock-aware warmdown and the momentum warmup; the time-fraction fix from
@@ -27,12 +32,22 @@ LR never reaches 0.
 
 Every other schedule is a function of the *progress* p ∈ [0, 1] (:func:`progress`: the fraction of the
 wallclock budget used, else of the iterations), so a preset tuned on 8×H100 runs sensibly on a CPU
-and the reverse. WD taper ([04-18] PR #1729): :func:`wd_multiplier`.
+and the reverse. WD taper ([04-18] PR #1729): :func:`wd_multiplier`. Progressive sequence length
+(PR #2014): :func:`seq_len_at`. Late recurrence ([04-05] PR #1394, [04-09b] PR #1493): the looped per-layer
+plan from ``model.recur.start_frac``. Late QAT / SWA windows ([03-21] PR #315, [03-20a] PR #162):
+``QatConfig.started`` / ``SwaConfig.started`` (:func:`pgolf.config.window_open`). EMA by horizon fraction:
+:func:`ema_decay`.
+
+With ``train.calib_reserve_seconds`` = r > 0 and a wallclock budget B, every rule sees the budget B − r
+(the trainer stops there and calibrates in the reserve), so p = elapsed / (B − r).
 """
 
 from __future__ import annotations
 
-from pgolf.config import OptimConfig, TrainConfig
+import dataclasses
+from dataclasses import dataclass
+
+from pgolf.config import OptimConfig, RunConfig, TrainConfig
 
 
 def progress(step: int, elapsed_s: float, cfg: TrainConfig) -> float:
@@ -93,3 +108,82 @@ def seq_len_at(p: float, cfg: TrainConfig) -> int:
         if p >= start:
             cur = length
     return cur
+
+
+def ema_decay(step: int, progress: float, cfg: TrainConfig) -> float:
+    """The EMA decay d of the update after optimizer step ``step`` (1-based) at run ``progress``: the fixed
+    ``train.ema.decay``, or with ``horizon_frac`` = f: d = 1 − 1/max(1, f·N̂), N̂ = step / p the projected
+    steps of the whole run (the iteration budget without a wallclock one). 0 when EMA is off."""
+    e = cfg.ema
+    if e.decay or not e.horizon_frac:
+        return e.decay
+    n_hat = step / max(progress, 1e-9) if cfg.max_wallclock_seconds > 0 else float(cfg.iterations)
+    return 1.0 - 1.0 / max(1.0, e.horizon_frac * n_hat)
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """What the schedule sets before optimizer step ``step + 1`` (``step`` steps taken, ``elapsed_s`` seconds
+    of the training clock spent)."""
+
+    step: int
+    progress: float
+    """p ∈ [0, 1]: elapsed / budget with a wallclock budget, else step / iterations."""
+    lr_mult: float
+    """Every group's lr = base_lr × this (:func:`lr_multiplier`)."""
+    wd_mult: float
+    """Every decayed group's weight_decay = base_wd × this (:func:`wd_multiplier`)."""
+    momentum: float
+    """Muon's momentum (:func:`muon_momentum`)."""
+    seq_len: int
+    """Training sequence length of this step (:func:`seq_len_at`)."""
+    looping: bool
+    """The model runs its looped per-layer plan (depth recurrence on)."""
+    qat: bool
+    """The QAT window is open (fake quantization on; once on, the trainer keeps it on)."""
+    ema_decay: float
+    """Decay of the EMA update after this step (0 = no EMA)."""
+    swa_snapshot: bool
+    """SWA adds a snapshot after this step."""
+
+
+class Schedule:
+    """The whole run's schedule for ``cfg``; :meth:`at` gives one step's :class:`StepSettings`."""
+
+    def __init__(self, cfg: RunConfig):
+        t = cfg.train
+        if t.calib_reserve_seconds > 0 and t.max_wallclock_seconds > 0:  # the rules see the budget minus the reserve
+            t = dataclasses.replace(t, max_wallclock_seconds=t.max_wallclock_seconds - t.calib_reserve_seconds,
+                                    calib_reserve_seconds=0.0)
+        self.train, self.optim, self.recur = t, cfg.optim, cfg.model.recur
+
+    @property
+    def budget_seconds(self) -> float:
+        """The training clock's stop: the wallclock budget minus the calibration reserve (0 = iterations only)."""
+        return self.train.max_wallclock_seconds
+
+    @property
+    def late_loop(self) -> bool:
+        """The run starts on the plain stack and switches to the looped plan at ``model.recur.start_frac``."""
+        return self.recur.loops > 0 and self.recur.start_frac > 0
+
+    def seq_lens(self) -> tuple[int, ...]:
+        """Every training sequence length of the run, in order (the trainer primes each before the clock)."""
+        return tuple(dict.fromkeys(self.train.seq_len_stages or (self.train.seq_len,)))
+
+    def lr_mult(self, step: int, elapsed_s: float) -> float:
+        return lr_multiplier(step, elapsed_s, self.train)
+
+    def at(self, step: int, elapsed_s: float) -> StepSettings:
+        """The settings before optimizer step ``step + 1`` after ``elapsed_s`` seconds of training."""
+        t, o = self.train, self.optim
+        p = progress(step, elapsed_s, t)
+        mul = lr_multiplier(step, elapsed_s, t)
+        return StepSettings(
+            step=step, progress=p, lr_mult=mul, wd_mult=wd_multiplier(p, o), momentum=muon_momentum(step, o, p),
+            seq_len=seq_len_at(p, t),
+            looping=self.recur.loops > 0 and p >= self.recur.start_frac,
+            qat=t.qat.kind != "off" and t.qat.started(p, mul),
+            ema_decay=ema_decay(step + 1, p, t),
+            swa_snapshot=t.swa.enabled and t.swa.started(p, mul) and (step + 1) % t.swa.every == 0,
+        )

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from pgolf.config import TrainConfig
+from pgolf.optim.schedule import ema_decay
 
 
 class WeightAverager:
@@ -39,15 +40,9 @@ class WeightAverager:
         return self.kind != "none"
 
     def ema_decay(self, step: int, progress: float) -> float:
-        """d for the update after optimizer step number ``step`` (1-based) at run ``progress``."""
-        e = self.cfg.ema
-        if e.decay:
-            return e.decay
-        if self.cfg.max_wallclock_seconds > 0:
-            n_hat = step / max(progress, 1e-9)
-        else:
-            n_hat = float(self.cfg.iterations)
-        return 1.0 - 1.0 / max(1.0, e.horizon_frac * n_hat)
+        """d for the update after optimizer step number ``step`` (1-based) at run ``progress``
+        (:func:`pgolf.optim.schedule.ema_decay`)."""
+        return ema_decay(step, progress, self.cfg)
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int, progress: float, lr_mult: float) -> None:
