@@ -88,8 +88,17 @@ class AttnConfig:
     reference; O(T²) memory per sequence); ``varlen``, the documents packed end to end through torch's
     FlashAttention varlen kernel (CUDA, bf16/fp16, torch ≥ 2.9; an error elsewhere); ``auto``, varlen where
     it runs, the mask elsewhere. Same function either way (tested against a per-segment reference)."""
+    window: int = 0
+    """Sliding-window attention: position t attends to the ``window`` positions t−window+1..t only (as
+    Olmo 3's local layers, which the hybrid of ``2026-04-04_GDN_Hybrid_LongContext`` replaced by Gated
+    DeltaNet; Mistral/Longformer's band mask), through SDPA's boolean mask (ANDed with the document mask
+    under ``doc_mask``). 0 = full causal attention (the baseline)."""
+    window_layers: tuple[int, ...] = ()
+    """The (physical) layers that use ``window``; empty = every attention layer. Negative indices count
+    from the end, as for ``xsa_layers``."""
 
     def __post_init__(self) -> None:
+        _check(self.window >= 0, "model.attn.window must be >= 0 (0 = full attention)")
         _check(self.gate_window >= 1 and self.gate_init_std >= 0, "model.attn.gate_window >= 1, gate_init_std >= 0")
         _check(self.rope_dims >= 0 and self.rope_dims % 2 == 0, "model.attn.rope_dims must be even and >= 0")
         _check(self.rope_train_len >= 0, "model.attn.rope_train_len must be >= 0")
@@ -135,6 +144,32 @@ class EmbedConfig:
         _check(self.bigram_buckets == 0 or self.bigram_buckets >= 2, "model.embed.bigram_buckets must be 0 or >= 2")
         _check(self.bigram_dim >= 1, "model.embed.bigram_dim must be >= 1")
         _check(self.bos_id >= 0, "model.embed.bos_id must be >= 0")
+
+
+@dataclass
+class SsmConfig:
+    """The Mamba-2 SSD mixer of ``model.ssm_layers`` (``--set model.ssm.KEY=VALUE``; :mod:`pgolf.model.ssm`).
+    Sources (non-record track): ``2026-04-15_Mamba3Hybrid_SP8192_GPTQ_TTT`` (its log: d_state 64, expand 2,
+    headdim 64, ngroups 1, chunk 64), ``2026-03-26_37M_LeWM_Jepa_Mamba2_10L_UNet_INT4FP8QAT_Brotli`` (Mamba-2,
+    d_state 64, d_conv 4, expand 2), ``2026-04-04_GDN_Hybrid_LongContext`` (the hybrid pattern with Gated
+    DeltaNet, conv 4); the SSD algorithm of Mamba-2 (arXiv:2405.21060)."""
+
+    state: int = 64
+    """N, the state size per head (Mamba's d_state)."""
+    headdim: int = 64
+    """P, the width of each SSM head; heads = expand·model_dim / headdim."""
+    expand: int = 2
+    """Inner width D_i = expand·model_dim."""
+    groups: int = 1
+    """G, groups of heads that share B and C (Mamba-2's ngroups; must divide the heads)."""
+    chunk: int = 64
+    """Q, tokens per chunk of the chunked SSD (the same function for every Q; a speed knob)."""
+    conv: int = 4
+    """K, taps of the causal depthwise convolution before the SSD (Mamba's d_conv)."""
+
+    def __post_init__(self) -> None:
+        _check(min(self.state, self.headdim, self.expand, self.groups, self.chunk, self.conv) >= 1,
+               "model.ssm: state, headdim, expand, groups, chunk and conv must be >= 1")
 
 
 @dataclass
@@ -229,9 +264,16 @@ class ModelConfig:
         return self.parallel_start % self.num_layers
     parallel_final: Literal["mean", "attn", "mlp"] = "mean"
     """What leaves the last layer: the mean of the lanes (records) or one lane."""
+    ssm_layers: tuple[int, ...] = ()
+    """Physical layers whose sequence mixer is the Mamba-2 SSD layer (``model.ssm``, :mod:`pgolf.model.ssm`)
+    instead of attention; the block keeps its MLP, residual mix and scales. Empty = off. The hybrids of the
+    non-record track: ``2026-04-15_Mamba3Hybrid_SP8192_GPTQ_TTT`` (7 layers, attention only at 2 and 5),
+    ``2026-04-04_GDN_Hybrid_LongContext`` (9 layers, attention at 3 and 7). Negative indices count from the
+    end, as for ``model.attn.xsa_layers``."""
     attn: AttnConfig = field(default_factory=AttnConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     recur: RecurConfig = field(default_factory=RecurConfig)
+    ssm: SsmConfig = field(default_factory=SsmConfig)
 
     def __post_init__(self) -> None:
         _check(0 < self.vocab_size <= 65536, "model.vocab_size must be in 1..65536 (uint16 shards)")
@@ -245,8 +287,18 @@ class ModelConfig:
         _check(self.ce_chunk_tokens >= 0, "model.ce_chunk_tokens must be >= 0")
         _check(self.attn.rope_dims <= self.head_dim, "model.attn.rope_dims must be <= head_dim")
         _check(0 <= self.embed.bos_id < self.vocab_size, "model.embed.bos_id must be a token id")
-        for name in ("xsa_layers", "ve_layers"):
+        for name in ("xsa_layers", "ve_layers", "window_layers", "ssm_layers"):
             self.layers(name)  # every index a layer of this depth, none twice: one line otherwise
+        if self.ssm_layers:
+            ssm = set(self.layers("ssm_layers"))
+            for name in ("xsa_layers", "ve_layers", "window_layers"):
+                both = sorted(ssm & set(self.layers(name)))
+                _check(not both, f"model.attn.{name}: layer {both[0] if both else 0} is an SSM layer (model.ssm_layers)")
+            inner = self.ssm.expand * self.model_dim
+            _check(inner % self.ssm.headdim == 0,
+                   f"model.ssm.headdim must divide expand·model_dim ({inner})")
+            _check((inner // self.ssm.headdim) % self.ssm.groups == 0,
+                   f"model.ssm.groups must divide the SSM heads ({inner // self.ssm.headdim})")
         _check(self.recur.loops == 0 or self.recur.end < self.num_layers,
                f"model.recur.end must be a layer (< {self.num_layers})")
         # out of range, no layer gets lanes: a switch that does nothing
@@ -257,15 +309,17 @@ class ModelConfig:
                "model.attn.gate_window must be <= model_dim")
 
     def layers(self, name: str) -> tuple[int, ...]:
-        """The physical layers ``model.attn.<name>`` (``xsa_layers``, ``ve_layers``) names at this depth, sorted;
-        negative indices count from the end. ConfigError (one line) when one is not a layer or repeats one."""
-        raw = getattr(self.attn, name)
+        """The physical layers ``model.attn.<name>`` (``xsa_layers``, ``ve_layers``, ``window_layers``) or
+        ``model.<name>`` (``ssm_layers``) names at this depth, sorted; negative indices count from the end.
+        ConfigError (one line) when one is not a layer or repeats one."""
+        where = "model.attn" if hasattr(self.attn, name) else "model"
+        raw = getattr(self.attn if where == "model.attn" else self, name)
         n = self.num_layers
         bad = [i for i in raw if not -n <= i < n]
-        _check(not bad, f"model.attn.{name}: layer {bad[0] if bad else 0} does not exist ({n} layers: 0..{n - 1}, "
+        _check(not bad, f"{where}.{name}: layer {bad[0] if bad else 0} does not exist ({n} layers: 0..{n - 1}, "
                         f"or -1..-{n} from the end)")
         out = sorted(i % n for i in raw)
-        _check(len(set(out)) == len(out), f"model.attn.{name} lists a layer twice at {n} layers ({raw})")
+        _check(len(set(out)) == len(out), f"{where}.{name} lists a layer twice at {n} layers ({raw})")
         return tuple(out)
 
     @property

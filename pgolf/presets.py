@@ -520,3 +520,47 @@ derive("byte260-cpu", "cpu", {"data.tokenizer": "byte260", "model.vocab_size": 2
        "sp1024's 1,024 positions for bytes), the mixer evaluation — so the two compare on one machine. "
        "data.path empty = the embedded corpus built as bytes; on other text, `pgolf data build --tokenizer "
        "byte260`. Compare its val_bpb with cpu's val_bpb_raw (both over the original bytes).")
+
+HYBRID_SSM = {
+    # Mamba-3 hybrid (non-record 2026-04-15_Mamba3Hybrid_SP8192_GPTQ_TTT, 1.1473): its README command and the
+    # header of train_seed1337.log ("model_params:25159984", "attn_indices:[2, 5]", "ssd: d_state:64 expand:2.0
+    # headdim:64 ngroups:1", "num_layers:7 mlp_mult:3.0", "train_batch_tokens:1048576 train_seq_len:4096").
+    # Its Mamba-3 SISO layers (trapezoidal rule, rotary B/C, no conv) are Mamba-2 SSD layers here (conv 4, as
+    # 37M_LeWM_Jepa_Mamba2_10L_UNet), so the parameter count differs from the log's.
+    "data.path": "data/datasets/fineweb10B_sp8192",
+    "model.vocab_size": 8192,
+    "model.num_layers": 7,
+    "model.ssm_layers": (0, 1, 3, 4, 6),    # attention at 2 and 5 (NUM_ATTN_LAYERS=2, evenly spaced)
+    "model.mlp_mult": 3,
+    "model.mlp_act": "leaky_relu2",         # its MLP: LeakyReLU(0.5)²
+    "model.init": "orthogonal",             # USE_ORTHO_INIT=1 (default)
+    "model.ssm.state": 64, "model.ssm.expand": 2, "model.ssm.headdim": 64, "model.ssm.groups": 1,
+    "model.ssm.chunk": 64,                  # MAMBA3_CHUNK_SIZE
+    "train.seq_len": 4096,
+    "train.batch_tokens": 1_048_576,
+    "train.warmdown_iters": 2600,           # WARMDOWN_ITERS=2600 WARMDOWN_SHAPE=linear
+    "train.ema.decay": 0.997,               # EMA_ENABLED=1, EMA_DECAY=0.997 (defaults)
+    "train.qat.kind": "ste", "train.qat.bits": 6,
+    "train.qat.start_lr_mult": 0.15,        # LATE_QAT_THRESHOLD=0.15
+    "optim.matrix_lr": 0.025, "optim.scalar_lr": 0.02, "optim.tied_embed_lr": 0.05,
+    "optim.muon_momentum": 0.99,
+    "optim.muon_wd": 0.04,                  # WEIGHT_DECAY=0.04
+    "optim.muon_row_normalize": True,       # MUON_EQ_R=1
+    "export.scheme": "gptq6_emb7_brotli",   # the nearest scheme to its GPTQ int6 + int8 embedding + LZMA
+    "train.compile": True, "eval.compile": True,
+}
+derive("hybrid-ssm", "baseline", HYBRID_SSM,
+       "The Mamba-3 hybrid of the non-record track (2026-04-15_Mamba3Hybrid_SP8192_GPTQ_TTT, 1.1473) at its "
+       "logged shape: SP8192, 7 layers × 512, Mamba-2 SSD mixers (pgolf.model.ssm: d_state 64, expand 2, head "
+       "dim 64, chunk 64) on layers 0 1 3 4 6 and attention on 2 and 5, MLP 3× LeakyReLU², 4096-token "
+       "sequences, 1M-token batches, its optimizer settings, late QAT and GPTQ int6. Not reproduced: Mamba-3's "
+       "SISO variant (its log: 25,159,984 parameters), its stateful-overlap evaluation, TTT (a TTT adapter "
+       "targets attention blocks) and evaluation temperature.")
+
+derive("hybrid-ssm-cpu", "cpu", {
+    # the cpu recipe (autosize probe, 1,000,000-byte model cap, 600 s, mixer evaluation) with the hybrid's
+    # pattern: SSD mixers on the first and last layers, attention between (3 layers: 2 SSM + 1 attention,
+    # near the Mamba-3 hybrid's 5:2); the record's SSD shape, untuned on the CPU
+    "model.ssm_layers": (0, -1),
+}, "The cpu recipe with Mamba-2 SSD mixers (pgolf.model.ssm) on the first and last layers, attention "
+   "between — the hybrid-ssm pattern at CPU size, for the side-by-side with cpu at the same 1,000,000-byte cap.")

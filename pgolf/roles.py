@@ -12,6 +12,7 @@ role                    optimizer      family      quantized   Hessian (GPTQ)   
 ``mlp_up``              matrix (Muon)  mlp         yes         layer input        yes
 ``mlp_down``            matrix (Muon)  mlp         yes         layer input        no
 ``proj``                matrix (Muon)  other       yes         layer input        no
+``ssm_in``/``ssm_out``  matrix (Muon)  attn        yes         layer input        no
 ``hash``                embed (Adam)   embed       yes         —                  no
 ``value_embed``         embed (Adam)   embed       yes         —                  no
 ``gate``                scalar (Adam)  other       yes         —                  no
@@ -26,7 +27,9 @@ role                    optimizer      family      quantized   Hessian (GPTQ)   
   or the head input (the final norm's output) for the LM head (the tied embedding when there is no
   untied head, [04-05]).
 - *hot*: the row-reordered streams of [04-27a]'s per-group compressor (tok_emb, c_q, mlp.fc).
-- *family*: the coarse class the planner's fitted statistics are kept for.
+- *family*: the coarse class the planner's fitted statistics are kept for. The SSM mixer's projections
+  (:mod:`pgolf.model.ssm`, the sequence mixer that takes attention's place) are of the ``attn`` family, so
+  every export scheme treats them as it treats attention matrices (the Mamba-3 hybrid's GPTQ int6 did).
 
 Declaring: a module lists its own parameters in ``param_roles`` (``{local name: Role}``), e.g.
 ``CastedLinear(d, d, role=Role.ATTN_Q)``; :func:`pgolf.model.gpt.parameter_roles` collects them and
@@ -56,6 +59,10 @@ class Role(str, Enum):
     MLP_DOWN = "mlp_down"
     PROJ = "proj"
     """Other learned 2-D projections (e.g. BigramHash's table → model width)."""
+    SSM_IN = "ssm_in"
+    """The SSM mixer's input projection (z, u, B, C, Δ of :mod:`pgolf.model.ssm`)."""
+    SSM_OUT = "ssm_out"
+    """The SSM mixer's output projection."""
     HASH = "hash"
     """Hashed n-gram embedding tables (BigramHash)."""
     VALUE_EMBED = "value_embed"
@@ -93,17 +100,19 @@ _OPTIMIZER = {
     Role.EMBED: "embed", Role.HEAD: "head", Role.HASH: "embed", Role.VALUE_EMBED: "embed",
     Role.ATTN_Q: "matrix", Role.ATTN_K: "matrix", Role.ATTN_V: "matrix", Role.ATTN_O: "matrix",
     Role.MLP_UP: "matrix", Role.MLP_DOWN: "matrix", Role.PROJ: "matrix",
+    Role.SSM_IN: "matrix", Role.SSM_OUT: "matrix",
     Role.GATE: "scalar", Role.CONTROL: "scalar",
 }
 _FAMILY = {
     Role.EMBED: "embed", Role.HEAD: "embed", Role.HASH: "embed", Role.VALUE_EMBED: "embed",
     Role.ATTN_Q: "attn", Role.ATTN_K: "attn", Role.ATTN_V: "attn", Role.ATTN_O: "attn",
-    Role.MLP_UP: "mlp", Role.MLP_DOWN: "mlp", Role.PROJ: "other", Role.GATE: "other", Role.CONTROL: "control",
+    Role.MLP_UP: "mlp", Role.MLP_DOWN: "mlp", Role.PROJ: "other", Role.SSM_IN: "attn", Role.SSM_OUT: "attn", Role.GATE: "other", Role.CONTROL: "control",
 }
 _HESSIAN = {
     Role.EMBED: "head", Role.HEAD: "head",
     Role.ATTN_Q: "input", Role.ATTN_K: "input", Role.ATTN_V: "input", Role.ATTN_O: "input",
     Role.MLP_UP: "input", Role.MLP_DOWN: "input", Role.PROJ: "input",
+    Role.SSM_IN: "input", Role.SSM_OUT: "input",
 }
 
 QUANT_GROUPS: tuple[str, ...] = tuple(r.value for r in Role if r.quantized)

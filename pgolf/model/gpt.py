@@ -86,6 +86,13 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, native_gqa: bool = _SDPA_H
 
 
 @needs("model.attn.doc_mask")
+def window_mask(T: int, window: int, device: torch.device) -> Tensor:
+    """[1,1,T,T] bool: position t may attend to s with t − window < s ≤ t (sliding-window attention)."""
+    t = torch.arange(T, device=device)
+    lag = t[:, None] - t[None, :]  # t − s
+    return ((lag >= 0) & (lag < window))[None, None]
+
+
 def document_mask(idx: Tensor, bos_id: int) -> Tensor:
     """[B,1,T,T] bool: position t may attend to s ≤ t of the same document (documents start at BOS)."""
     doc = torch.cumsum((idx == bos_id).to(torch.int32), dim=1)  # [B,T]: document number of each position
@@ -188,10 +195,13 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, ssm: bool = False):
         super().__init__()
         d = cfg.model_dim
-        self.attn = CausalSelfAttention(cfg)
+        if ssm:  # the Mamba-2 mixer in attention's place (model.ssm_layers); attn_scale scales its output
+            self.ssm = _ssm_mixer(cfg)
+        else:
+            self.attn = CausalSelfAttention(cfg)
         self.mlp = MLP(cfg)
         self.attn_scale = nn.Parameter(torch.ones(d, dtype=torch.float32))
         self.mlp_scale = nn.Parameter(torch.ones(d, dtype=torch.float32))
@@ -208,9 +218,12 @@ class Block(nn.Module):
         return rms_norm(x) if layer.ln_scale == 1.0 else rms_norm(x) * layer.ln_scale
 
     def attn_branch(self, x: Tensor, ctx: Context, layer: LayerPlan) -> Tensor:
-        """attn_scale ⊙ attn(rms(x)·ln) for the (already mixed) residual read x."""
+        """attn_scale ⊙ attn(rms(x)·ln) for the (already mixed) residual read x (the SSM mixer on an SSM layer)."""
+        if layer.ssm:
+            return self.attn_scale.to(x.dtype) * self.ssm(self.normed(x, layer), ctx.starts)
+        mask, spans = (ctx.window_mask, None) if layer.window else (ctx.mask, ctx.spans)
         out = self.attn(self.normed(x, layer), ctx.cos, ctx.sin, xsa=layer.xsa, v_extra=ctx.v_extra(layer),
-                        mask=ctx.mask, spans=ctx.spans)
+                        mask=mask, spans=spans)
         return self.attn_scale.to(x.dtype) * out
 
     def mlp_branch(self, x: Tensor, layer: LayerPlan, mlp: nn.Module | None = None) -> Tensor:
@@ -220,6 +233,13 @@ class Block(nn.Module):
         x = self.mix(x, x0)
         x = x + self.attn_branch(x, ctx, layer)
         return x + self.mlp_branch(x, layer, mlp)
+
+
+def _ssm_mixer(cfg: ModelConfig) -> nn.Module:
+    """The SSM layer of an SSM block (imported here: a bundle without ``model.ssm_layers`` leaves it out)."""
+    from pgolf.model.ssm import Mamba2Mixer
+
+    return Mamba2Mixer(cfg.model_dim, cfg.ssm)
 
 
 @dataclass
@@ -233,6 +253,10 @@ class Context:
     ve: Tensor | None = None
     """The shared value-embedding term s·P E_v[idx] [B,T,Hkv·D] of ``ve_mod``."""
     ve_mod: ValueEmbedding | None = None
+    window_mask: Tensor | None = None
+    """[1|B,1,T,T] bool of the sliding-window layers (``model.attn.window``; with the document mask when on)."""
+    starts: Tensor | None = None
+    """[B,T] bool, True where a document starts (BOS): the SSM layers reset their state there (``doc_mask``)."""
 
     def v_extra(self, layer: LayerPlan) -> Tensor | None:
         if not layer.ve or self.ve is None or self.ve_mod is None:
@@ -259,6 +283,10 @@ class LayerPlan:
     parallel: bool = False
     """Run as a parallel-lane block."""
     mlp_slot: int | None = None
+    ssm: bool = False
+    """The block's mixer is the SSM layer (``model.ssm_layers``), not attention."""
+    window: bool = False
+    """Attention over the last ``model.attn.window`` positions only."""
     """An untied MLP of a repeated pass (index into ``GPT.recur_mlps``), else the block's own."""
 
 
@@ -283,6 +311,8 @@ def build_plan(cfg: ModelConfig, looping: bool | None = None) -> tuple[LayerPlan
     n_enc = n // 2 if cfg.skips != "none" else 0
     n_skip = min(n_enc, n - n_enc)
     xsa, ve = set(cfg.layers("xsa_layers")), set(cfg.layers("ve_layers"))
+    ssm = set(cfg.layers("ssm_layers"))
+    windowed = (set(cfg.layers("window_layers")) or set(range(cfg.num_layers))) - ssm if cfg.attn.window else set()
     seen: dict[int, int] = {}
     untied: dict[tuple[int, int], int] = {}
     plan, lanes, start = [], False, cfg.parallel_from
@@ -296,7 +326,8 @@ def build_plan(cfg: ModelConfig, looping: bool | None = None) -> tuple[LayerPlan
         if cfg.recur.untie_mlp and passes > 0:
             slot = untied.setdefault((block, passes), len(untied))
         plan.append(LayerPlan(index=i, block=block, xsa=block in xsa, push_skip=i < n_enc, pop_skip=pop,
-                              ln_scale=ln, ve=block in ve, parallel=lanes, mlp_slot=slot))
+                              ln_scale=ln, ve=block in ve, parallel=lanes, mlp_slot=slot,
+                              ssm=block in ssm, window=block in windowed))
     return tuple(plan)
 
 
@@ -345,7 +376,8 @@ class GPT(nn.Module):
         if cfg.skips == "gated":  # σ(0) = ½ at init, as [04-01]
             self.skip_gates = nn.Parameter(torch.zeros(num_skips, d, dtype=torch.float32))
             declare(self, skip_gates=Role.CONTROL)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        ssm = set(cfg.layers("ssm_layers"))
+        self.blocks = nn.ModuleList(Block(cfg, i in ssm) for i in range(cfg.num_layers))
         n_untied = max((p.mlp_slot + 1 for p in self.plans[True] if p.mlp_slot is not None), default=0)
         self.recur_mlps = nn.ModuleList(MLP(cfg) for _ in range(n_untied))
         if cfg.parallel_from is not None:  # [layer, 2 lanes] residual scales and [layer, from, to] post lambdas
@@ -440,6 +472,12 @@ class GPT(nn.Module):
             ctx.spans = self._doc_spans(idx, self.cfg.embed.bos_id, a.doc_kernel) if self._doc_spans else None
             if ctx.spans is None:
                 ctx.mask = document_mask(idx, self.cfg.embed.bos_id)
+            if self.cfg.ssm_layers:
+                ctx.starts = idx == self.cfg.embed.bos_id  # [B,T]
+        if a.window:  # sliding-window layers: the band, within the document under doc_mask
+            ctx.window_mask = window_mask(T, a.window, idx.device)
+            if a.doc_mask:
+                ctx.window_mask = ctx.window_mask & document_mask(idx, self.cfg.embed.bos_id)
         if self.ve is not None:  # [B,T,Hkv·D], shared by the VE layers
             ctx.ve, ctx.ve_mod = self.ve(idx), self.ve
         skips: list[Tensor] = []
