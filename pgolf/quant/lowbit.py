@@ -68,6 +68,8 @@ from torch import Tensor, nn
 
 from pgolf.roles import Role
 
+NEEDED_WHEN = "train.qat.kind in ('ternary', 'binary') or export.scheme.startswith(('ternary', 'binary'))"
+
 # pgolf.quant.grid reaches this module (get_scheme) and not the reverse: the few helpers it shares with the
 # int-k grids are restated here (same maths as grid's num_groups / _reduce_groups / expand_scale).
 SCALE_MIN = 2.0**-24
