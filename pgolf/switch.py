@@ -16,7 +16,7 @@ technique is written, never in the bundler:
       def head_gate(self, y, x): ...
 
 A condition is a Python expression over the configuration's sections (``model``, ``train``, ``optim``,
-``eval``, ``export``, ``data``) and ``scheme``, the :class:`pgolf.export.driver.ExportScheme` that
+``eval``, ``export``, ``data``) and ``scheme``, the :class:`pgolf.export.schemes.ExportScheme` that
 ``export.scheme`` names; :func:`pgolf.bundler.switches.holds` evaluates it. A wrong declaration cannot
 compute something else: the bundled stub raises with the condition's text, and the tests trace the
 model's calls under each switch against the declarations (tests/test_bundle_prune.py).

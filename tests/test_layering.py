@@ -10,7 +10,7 @@ from pathlib import Path
 import pgolf
 
 ROOT = Path(pgolf.__file__).parent
-LEAF = {"pgolf", "pgolf.errors", "pgolf.fileio", "pgolf.dist", "pgolf.config", "pgolf.logformat", "pgolf.roles", "pgolf.precision",
+LEAF = {"pgolf", "pgolf.switch", "pgolf.errors", "pgolf.fileio", "pgolf.dist", "pgolf.config", "pgolf.logformat", "pgolf.roles", "pgolf.precision",
         "pgolf.compile"}
 
 # layer → the layers it may import (besides itself and the leaf modules)
@@ -31,6 +31,10 @@ ALLOWED: dict[str, set[str]] = {
     "standalone": {"data", "model", "optim", "quant", "artifact", "eval", "train", "export", "runner"},
 }
 ALLOWED["runner"] |= {"autosize"}
+# the bundler reads the package's sources (never bundled itself); the byte accounting charges its bundle, and a
+# switch condition may name the export scheme's attributes
+ALLOWED["bundler"] = {"export"}
+ALLOWED["artifact"] |= {"bundler"}
 ALLOWED["identity"] = {"data"}  # "the same experiment" (config fields + dataset fingerprint + code)
 TRAINING_PATH = set(ALLOWED)
 FORBIDDEN_FROM_TRAINING_PATH = {"submit", "track", "cli", "commands", "__main__"}

@@ -12,8 +12,13 @@ and the byte planner show is the number the bundle itself prints. Which modules 
 what was left out and why, commands), the importer, the embedded configuration, then every module's
 source verbatim under a ``# ==== pgolf/model/gpt.py ====`` banner, in dependency order.
 ``compact``: the same program with every module minified and the top-level definitions nothing refers
-to dropped (:mod:`pgolf.bundler.minify`), compressed with brotli-11 and base85-encoded in a two-line
-self-extractor (``exec`` of the decompressed program), as the records shipped theirs with LZMA.
+to dropped (:mod:`pgolf.bundler.minify`), compressed with brotli-11, in a three-line self-extractor
+(``exec`` of the decompressed program), as the records shipped theirs with LZMA. The records wrapped the
+compressed bytes in base85 (+25 %); pgolf writes them as they are, in a string literal of a file declared
+Latin-1 (PEP 263: every byte is one character), escaping only the five bytes a literal cannot hold
+(``\\``, ``"``, newline, carriage return, NUL): about 2 % over the compressed size
+(:func:`latin1_literal`). The file is then not UTF-8 text, so tools that read it must honour its coding
+line (Python does; ``pgolf review`` does).
 
 Inside a bundle the modules are loaded by the bundle's own importer from its embedded sources; it
 marks the ``pgolf`` package with ``__bundle_file__``, and :func:`pgolf.artifact.budget.code_bytes` then
@@ -24,7 +29,6 @@ Standard library only.
 from __future__ import annotations
 
 import ast
-import base64
 import functools
 import hashlib
 import lzma
@@ -181,9 +185,22 @@ def render(cfg: RunConfig, *, compact: bool, root: Path | None = None) -> Render
     body = ",".join(f"{k!r}:{v!r}" for k, v in files.items())
     program = (minify.minify(LOADER) + f"CONFIG={config!r}\nLEFT_OUT={sel.left_out!r}\nFILES={{{body}}}\n"
                + minify.minify(MAIN))
-    b85 = base64.b85encode(CODECS[CODEC](program.encode("utf-8"))).decode("ascii")
-    data = f'import {CODEC} as Z,base64 as B\nexec(Z.decompress(B.b85decode("{b85}")))\n'.encode("ascii")
+    lit = latin1_literal(CODECS[CODEC](program.encode("utf-8")))
+    data = f"{CODING_LINE}\nimport {CODEC} as Z\nexec(Z.decompress({lit}.encode('latin-1')))\n".encode("latin-1")
     return Rendered(data, sel, pruned, program)
+
+
+CODING_LINE = "# coding: latin-1"
+"""The compact form's first line (PEP 263): the file's bytes are its characters."""
+
+_ESCAPES = {0: "\\x00", 10: "\\n", 13: "\\r", 34: '\\"', 92: "\\\\"}
+
+
+def latin1_literal(data: bytes) -> str:
+    """A one-line ``"…"`` literal whose ``.encode('latin-1')`` is ``data``, in a Latin-1 source file: every
+    byte is its own character but NUL, newline, carriage return, the quote and the backslash, which are
+    escaped (a raw carriage return would be read as a newline, a NUL ends nothing but is refused)."""
+    return '"' + "".join(_ESCAPES.get(b) or chr(b) for b in data) + '"'
 
 
 def _brotli(data: bytes) -> bytes:

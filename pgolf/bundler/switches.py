@@ -53,11 +53,13 @@ def holds(condition: str, cfg: RunConfig, where: str = "") -> bool:
     A condition that does not evaluate is a ``ValueError`` naming its declaration (a bug, not a user error)."""
     names: dict[str, Any] = {s: getattr(cfg, s) for s in SECTIONS}
     if "scheme" in condition:
-        from pgolf.export.driver import EXPORT_SCHEMES
+        from pgolf.errors import ConfigError
+        from pgolf.export.schemes import get_export_scheme
 
-        if cfg.export.scheme not in EXPORT_SCHEMES:
+        try:
+            names["scheme"] = get_export_scheme(cfg.export.scheme)
+        except ConfigError:
             return True  # a scheme pgolf does not know: keep the code (a declaration only ever prunes)
-        names["scheme"] = EXPORT_SCHEMES[cfg.export.scheme]
     try:
         return bool(eval(_compiled(condition, where), {"__builtins__": {"len": len, "any": any, "all": all}}, names))
     except Exception as e:  # noqa: BLE001 - any failure is a wrong declaration

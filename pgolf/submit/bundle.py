@@ -41,7 +41,10 @@ class Bundle:
 
     @property
     def text(self) -> str:
-        return self.data.decode("utf-8")
+        """The file as Python reads it (the compact form is Latin-1, its coding line says so)."""
+        from pgolf.submit.review_decode import python_text
+
+        return python_text(self.data)
 
     @property
     def nbytes(self) -> int:

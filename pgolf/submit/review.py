@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pgolf.errors import PgolfError
 from pgolf.logformat import parse_log
 from pgolf.submit import review_numbers as rn
-from pgolf.submit.review_decode import Embedded, code_files, decode_script, embedded_modules
+from pgolf.submit.review_decode import Embedded, code_files, decode_script, embedded_modules, python_text
 from pgolf.submit.review_static import Finding, StaticChecks
 
 Verdict = Literal["pass", "fail", "needs-proof", "cannot-tell"]
@@ -115,7 +115,7 @@ def _read_text(path: Path) -> tuple[str | None, str | None]:
         return None, f"{path.name}: cannot be read ({e.strerror or e})"
     if b"\x00" in data[:65536]:
         return None, f"{path.name}: binary, not a text log"
-    return data.decode("utf-8", errors="replace"), None
+    return (python_text(data) if path.suffix == ".py" else data.decode("utf-8", errors="replace")), None
 
 
 def _find_script(folder: Path) -> Path | None:

@@ -18,8 +18,10 @@ import ast
 import base64
 import bz2
 import gzip
+import io
 import lzma
 import re
+import tokenize
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,6 +249,16 @@ def _exec_payload(tree: ast.Module) -> ast.expr | None:
     return None
 
 
+def python_text(data: bytes) -> str:
+    """A Python file's text in its declared encoding (PEP 263: a ``coding`` line among its first two; else
+    UTF-8), as Python reads it — pgolf's compact bundles are Latin-1 (:func:`pgolf.bundler.script.latin1_literal`)."""
+    try:
+        enc, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except (SyntaxError, LookupError):
+        enc = "utf-8"
+    return data.decode(enc, errors="replace")
+
+
 def decode_script(text: str, folder: Path | None = None, name: str = "train_gpt.py", depth: int = 4) -> Decoded:
     """Peel self-extracting layers off ``text`` (see the module docstring). Never executes anything."""
     out = Decoded(text=text, layers=[name])
@@ -312,7 +324,7 @@ def code_files(folder: Path, sources: dict[str, str]) -> dict[str, int]:
             if cand.is_file() and cand.name not in seen:
                 seen.add(cand.name)
                 found[cand.name] = cand.stat().st_size
-                todo.append((cand.name, cand.read_text(errors="replace")))
+                todo.append((cand.name, python_text(cand.read_bytes())))
         for ref in set(_IMPORT_RE.findall(text)):
             base = Path(ref).name
             for cand in [folder / ref, *folder.rglob(base)] if base else []:
@@ -324,7 +336,7 @@ def code_files(folder: Path, sources: dict[str, str]) -> dict[str, int]:
                     seen.add(rel)
                     found[rel] = cand.stat().st_size
                     if cand.suffix == ".py":
-                        todo.append((rel, cand.read_text(errors="replace")))
+                        todo.append((rel, python_text(cand.read_bytes())))
                     break
     return found
 
