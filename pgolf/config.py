@@ -654,9 +654,14 @@ class ExportConfig:
     byte-budget search (``pgolf.export.search``) filling ``budget_bytes``."""
     budget_bytes: int = 16_000_000
     """Artifact cap (code + model bytes), decimal bytes."""
+    fit: Literal["prune", "off"] = "prune"
+    """A one-payload scheme's artifact over the cap (model + code bytes > ``budget_bytes``): ``prune`` zeroes
+    its cheapest quantized ±1 entries until it fits (selective ±1 pruning, [03-25] PR #1019; a record's own
+    recipe whose code was smaller than pgolf's bundle, say), ``off`` leaves it over (the run reports it).
+    Under the cap nothing changes. (:func:`pgolf.export.driver.fit_to_cap`)"""
     code_form: Literal["compact", "readable"] = "compact"
     """Which form of the single-file ``train_gpt.py`` (``pgolf bundle``) is shipped and charged as the code
-    bytes: ``compact`` (minified, compressed, base85 self-extractor, as records 04-03…04-09 shipped) or
+    bytes: ``compact`` (minified, compressed, self-extracting, as records 04-03…04-09 shipped theirs) or
     ``readable`` (every module's source under a banner). See :mod:`pgolf.artifact.bundler`."""
     keep_float_max_numel: int = 65536
     """``int8_zlib``: float tensors with at most this many elements are stored as fp16/fp32, not

@@ -182,6 +182,10 @@ def export_model(
                  for n, t in state_dict.items()}
         qsd = mq.quantize(specs).tensors
     blob, header = pack_artifact(qsd, codec=scheme.codec, meta=full_meta, scheme=scheme.name)
+    if export_cfg.fit == "prune" and code_bytes_ is not None and len(blob) + code_bytes_ > export_cfg.budget_bytes:
+        qsd, blob, header = fit_to_cap(state_dict, qsd, hessians, export_cfg.budget_bytes - code_bytes_,
+                                       lambda q: pack_artifact(q, codec=scheme.codec, meta=full_meta, scheme=scheme.name),
+                                       log or (lambda m: None))
     comp_total = header["payload"]["compressed_bytes"]
 
     packed = {name: b"".join(tensor_bytes(p) for p in qt.parts.values()) for name, qt in qsd.items()}
@@ -202,6 +206,60 @@ def export_model(
         header=header,
         hessian_source=source,
     )
+
+
+FIT_PACKS = 8
+"""At most this many trial packs (each compresses the whole payload) in :func:`fit_to_cap`."""
+
+
+def fit_to_cap(state_dict: Mapping[str, Tensor], qsd: dict[str, grid.QuantTensor], hessians: Mapping[str, Tensor],
+               target: int, pack: Callable[[dict[str, grid.QuantTensor]], tuple[bytes, dict[str, Any]]],
+               log: Callable[[str], None]) -> tuple[dict[str, grid.QuantTensor], bytes, dict[str, Any]]:
+    """The quantized model with its cheapest ±1 entries zeroed until its artifact is at most ``target`` bytes
+    (``export.fit = prune``; selective ±1 pruning, [03-25] PR #1019, :mod:`pgolf.quant.selective_prune`:
+    cheapest by the Hessian-weighted error increase δ·H_jj). Bytes are measured by packing, never assumed:
+    the count n is found by secant steps on the measured bytes(n) (bytes fall about linearly in n over a
+    small overshoot), then doubled until it fits, within :data:`FIT_PACKS` packs; the smallest fitting n
+    found is kept. If no n fits (nothing prunable, or too far over), the unpruned artifact is returned and
+    the run reports it over the cap."""
+    from pgolf.quant.selective_prune import apply_pruning, prune_order
+
+    blob, header = pack(qsd)
+    order = prune_order(state_dict, qsd, hessians)
+    over = len(blob) - target
+    if over <= 0 or len(order) == 0:
+        return qsd, blob, header
+    tried: dict[int, int] = {0: len(blob)}
+    best: tuple[int, dict[str, grid.QuantTensor], bytes, dict[str, Any]] | None = None
+    n = min(len(order), 8 * over)  # a first guess: one byte freed per 8 entries
+    for _ in range(FIT_PACKS):
+        q = apply_pruning(qsd, order, n)
+        b, h = pack(q)
+        tried[n] = len(b)
+        if len(b) <= target and (best is None or n < best[0]):
+            best = (n, q, b, h)
+        lo = max((k for k in tried if tried[k] > target), default=0)
+        hi = min((k for k in tried if tried[k] <= target), default=None)
+        if hi is not None and hi - lo <= max(1, hi // 200):  # within 0.5 % of the fewest that fit
+            break
+        if hi is None:  # still over: secant from the last two, at least doubling
+            slope = (tried[0] - len(b)) / n if n else 0.0
+            nxt = max(2 * n, int((tried[0] - target) / slope * 1.05) if slope > 0 else 2 * n)
+        else:
+            slope = (tried[lo] - tried[hi]) / (hi - lo) if hi > lo else 0.0
+            guess = lo + int((tried[lo] - target) / slope) + 1 if slope > 0 else (lo + hi) // 2
+            nxt = min(max(guess, lo + 1), hi - 1) if hi - lo > 1 else hi
+        if nxt >= len(order) and n == len(order):
+            break
+        n = min(len(order), nxt)
+    if best is None:
+        log(f"export fit: {len(blob):,} model bytes stay over the {target:,} left by the code "
+            f"(pruning {max(tried):,} of {len(order):,} ±1 entries was not enough)")
+        return qsd, blob, header
+    n, q, b, h = best
+    log(f"export fit: pruned {n:,} of {len(order):,} quantized ±1 entries (selective ±1 pruning, [03-25]): "
+        f"{len(blob):,} -> {len(b):,} model bytes <= {target:,} left by the code ({len(tried)} packs)")
+    return q, b, h
 
 
 def _export_record_streams(scheme: ExportScheme, state_dict: dict[str, Tensor], roles: RoleMap, cfg: ExportConfig,
