@@ -270,6 +270,19 @@ class ModelConfig:
     non-record track: ``2026-04-15_Mamba3Hybrid_SP8192_GPTQ_TTT`` (7 layers, attention only at 2 and 5),
     ``2026-04-04_GDN_Hybrid_LongContext`` (9 layers, attention at 3 and 7). Negative indices count from the
     end, as for ``model.attn.xsa_layers``."""
+    objective: Literal["ar", "mdlm"] = "ar"
+    """Training objective. ``ar``: next-token cross-entropy, causal attention (the challenge; every record).
+    ``mdlm``: a masked diffusion LM (MDLM, Sahoo et al. 2024, arXiv:2406.07524; the non-record
+    ``2026-03-29_LLaDA_MDLM_Diffusion``, :mod:`pgolf.model.mdlm`): bidirectional attention, each token replaced
+    by the absorbing ``mdlm_mask_id`` with probability t ~ U(mdlm_eps, 1), loss (1/t)·Σ_masked CE — the
+    continuous-time ELBO of the linear schedule α_t = 1 − t. It has no exact likelihood, so it is scored by a
+    variational upper bound under its own name, ``val_var_bpb`` (:mod:`pgolf.eval.variational`), never val_bpb."""
+    mdlm_mask_id: int = 0
+    """``mdlm``: the [MASK] id, one the data never holds (0 = pad of the SentencePiece and byte260
+    vocabularies); it is never predicted (its logit is removed), so predictions are normalized over the rest."""
+    mdlm_eps: float = 1e-3
+    """``mdlm``: the lowest masking rate of a training sequence (t ~ U(eps, 1); MDLM's sampling eps and the
+    LLaDA folder's ``NOISE_EPS`` 1e-3). The scorer integrates the whole bound, t in (0, 1]."""
     attn: AttnConfig = field(default_factory=AttnConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     recur: RecurConfig = field(default_factory=RecurConfig)
@@ -287,6 +300,14 @@ class ModelConfig:
         _check(self.ce_chunk_tokens >= 0, "model.ce_chunk_tokens must be >= 0")
         _check(self.attn.rope_dims <= self.head_dim, "model.attn.rope_dims must be <= head_dim")
         _check(0 <= self.embed.bos_id < self.vocab_size, "model.embed.bos_id must be a token id")
+        if self.objective == "mdlm":
+            _check(0 <= self.mdlm_mask_id < self.vocab_size and self.mdlm_mask_id != self.embed.bos_id,
+                   "model.mdlm_mask_id must be a token id other than BOS (model.embed.bos_id)")
+            _check(0 <= self.mdlm_eps < 1, "model.mdlm_eps must be in [0, 1)")
+            _check(not self.attn.doc_mask and not getattr(self.attn, "window", 0),
+                   "model.objective=mdlm attends both ways over the whole sequence: model.attn.doc_mask and "
+                   "model.attn.window (causal masks) are not written for it")
+            _check(self.ce_chunk_tokens == 0, "model.objective=mdlm computes its own loss: model.ce_chunk_tokens must be 0")
         for name in ("xsa_layers", "ve_layers", "window_layers", "ssm_layers"):
             self.layers(name)  # every index a layer of this depth, none twice: one line otherwise
         if self.ssm_layers:
@@ -876,11 +897,18 @@ class EvalConfig:
     sliding: SlidingConfig = field(default_factory=SlidingConfig)
     ttt: TttConfig = field(default_factory=TttConfig)
     mix: MixConfig = field(default_factory=MixConfig)
+    var_samples: int = 4
+    """``model.objective=mdlm``: masking samples per validation sequence of the variational bound
+    (:mod:`pgolf.eval.variational`); the standard error of ``val_var_bpb`` is estimated from them (≥ 2) and
+    falls as 1/√samples; the cost is ``var_samples`` plain evaluations."""
+    var_seed: int = 0
+    """Seed of the bound's masks (each depends only on this seed, the sequence and the sample)."""
 
     def __post_init__(self) -> None:
         _check(self.seq_len >= 0, "eval.seq_len must be >= 0")
         _check(self.batch_tokens >= 1, "eval.batch_tokens must be >= 1")
         _check(self.budget_seconds >= 0, "eval.budget_seconds must be >= 0")
+        _check(self.var_samples >= 2, "eval.var_samples must be >= 2 (the bound's standard error needs two samples)")
 
 
 NOT_RESULT_CHANGING = frozenset({
@@ -905,6 +933,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.objective == "mdlm":  # an MDLM run is scored by its bound, not by an exact method
+            _check(self.eval.method == "plain", "model.objective=mdlm is scored by its variational bound "
+                   f"(val_var_bpb), not by eval.method={self.eval.method}: set eval.method=plain")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -521,6 +521,42 @@ derive("byte260-cpu", "cpu", {"data.tokenizer": "byte260", "model.vocab_size": 2
        "data.path empty = the embedded corpus built as bytes; on other text, `pgolf data build --tokenizer "
        "byte260`. Compare its val_bpb with cpu's val_bpb_raw (both over the original bytes).")
 
+MDLM = {
+    "model.objective": "mdlm",              # masked diffusion: bidirectional, MDLM's 1/t-weighted ELBO
+    "model.num_layers": 11,                 # NUM_LAYERS = 11
+    "model.mlp_mult": 3,                    # MLP_MULT = 3.0 (ReLU²)
+    "model.num_kv_heads": 8,                # NUM_HEADS = 8, full multi-head attention
+    "model.tie_embeddings": False,          # its own head (nn.Linear beside wte)
+    "model.mdlm_eps": 0.001,                # NOISE_EPS = 1e-3
+    "train.seq_len": 2048,                  # SEQ_LEN = 2048
+    "train.batch_tokens": 65536,            # BATCH_SIZE 8 × GRAD_ACCUM 4 × 2048
+    "train.iterations": 6000,               # TRAIN_STEPS = 6000
+    "train.warmdown_frac": 0.25,            # WARMDOWN_STEPS 1500 of 6000
+    "train.val_every": 0,                   # no exact val_bpb to log: the bound is scored after training
+    "eval.seq_len": 2048,
+    "export.scheme": "record_0322",         # int6 GPTQ-lite + zstd-22, no Hessians: int8+zlib would be ≈23.2 MB
+}
+"""Masked diffusion: the shape of the non-record ``2026-03-29_LLaDA_MDLM_Diffusion`` (``train_mdlm.py``; the
+folder has no log, its README and submission.json give ``val_var_bpb`` 1.1465 with 512 discrete ELBO steps over
+500 sequences, bytes assumed 4.3 per token, 6,000 steps in 31 min on 2×H100): 11L×512, 8 heads, MLP 3×, sp1024,
+2,048-token sequences, 65,536-token batches, warmdown over the last quarter, trained with MDLM's continuous-time
+ELBO (weight 1/t; the folder weighted by dσ instead, :mod:`pgolf.model.mdlm`) under the challenge's 600 s, scored
+by the variational bound ``val_var_bpb`` over the exact scorer's bytes with its standard error
+(``eval.var_samples``). Not reproduced: its adaLN time conditioning (MDLM and LLaDA show none is needed with
+absorbing masks), AdamW at 6e-4 (pgolf's Muon/Adam split here), its antithetic pairs (a low-discrepancy draw
+of t per batch here). 29,909,592 parameters here (the folder's 33 M include adaLN and a vocabulary padded to
+1,088); the folder never exported an artifact: here ``record_0322``'s int6 export (the planner's estimate
+15,766,290 bytes; the baseline's int8+zlib ≈ 23.2 MB would not fit)."""
+
+derive("mdlm", "baseline", MDLM,
+       doc="masked diffusion LM (MDLM objective, bidirectional) at the LLaDA_MDLM_Diffusion folder's shape, 11L×512 "
+           "MLP3×, 2,048-token sequences; scored by the variational bound val_var_bpb, never val_bpb")
+
+derive("mdlm-cpu", "cpu", {"model.objective": "mdlm", "eval.method": "plain", "train.val_every": 0},
+       "The cpu recipe trained as a masked diffusion LM (model.objective=mdlm: bidirectional attention, MDLM's "
+       "ELBO), everything else cpu's, so the two compare on one machine; scored by its variational bound "
+       "val_var_bpb (an upper bound with its standard error, eval.var_samples), not the mixer or val_bpb.")
+
 HYBRID_SSM = {
     # Mamba-3 hybrid (non-record 2026-04-15_Mamba3Hybrid_SP8192_GPTQ_TTT, 1.1473): its README command and the
     # header of train_seed1337.log ("model_params:25159984", "attn_indices:[2, 5]", "ssd: d_state:64 expand:2.0

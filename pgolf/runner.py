@@ -150,6 +150,8 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
 
     tr: TrainResult = train(cfg, out, data=data, resume=resume, log=log, progress=progress)
     log(logformat.trained_line(tr.steps, tr.train_seconds, tr.tokens_per_second, tr.stopped_by))
+    if cfg.model.objective != "ar":  # a masked diffusion LM: scored by its variational bound, never val_bpb
+        return _run_bound(cfg, out, tr, data, info, log)
 
     pre = evaluate_model(tr.model, cfg, data, info.device)
     require_finite(pre.val_loss, "pre-quantization val_loss", out)
@@ -184,7 +186,9 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
 
 SCORE_KEYS = ("val_loss", "val_bpb", "val_bpb_raw", "val_byte_ratio", "eval_seconds", "eval_method", "eval_within_budget", "eval_actions",
               "eval_method_refused", "plain_val_bpb", "plain_val_bpb_raw", "plain_eval_seconds", "round_trip_val_bpb",
-              "quant_gap_bpb", "evals")
+              "quant_gap_bpb", "evals", "val_var_loss", "val_var_bpb", "val_var_bpb_se", "val_var_bpb_raw",
+              "val_var_bpb_raw_se", "val_var_samples", "val_var_seed", "val_var_estimator", "val_var_bpb_bytes",
+              "val_sequences", "quant_gap_var_bpb")
 """metrics.json keys that describe the artifact's score: a new artifact invalidates them (:func:`export_run`);
 ``val_tokens``/``val_bytes`` describe the validation set and stay."""
 
@@ -201,6 +205,8 @@ def score_artifact(cfg: RunConfig, data: RunData, device: torch.device, out: Pat
     the plain round trip, then ``eval.method`` on its budgeted clock. Returns the score keys of metrics.json
     (the configured method's, with the plain round trip as ``plain_*`` when it differs); a NaN or infinite
     score is a TrainingError (:func:`require_finite`)."""
+    if cfg.model.objective != "ar":  # a masked diffusion LM: its variational bound (pgolf.eval.variational)
+        return _bound_artifact(cfg, data, device, out, log)
     model = reload_model(out / ARTIFACT, cfg, device)
     t0 = time.perf_counter()
     post = evaluate_model(model, cfg, data, device)
@@ -294,6 +300,8 @@ def scorecard(metrics: dict[str, Any]) -> str:
         v = metrics.get(k)
         return "n/a" if v is None else f"{v:.{nd}f}"
 
+    if "val_var_bpb" in metrics:
+        return _bound_scorecard(metrics, f)
     cap = metrics["budget_bytes"]
     lines = [
         f"pgolf run {metrics.get('preset', '')} — scorecard",
@@ -318,6 +326,74 @@ def scorecard(metrics: dict[str, Any]) -> str:
                      f"  {'' if metrics.get('eval_method') else 'scored by plain: '}refused by the eval budget  "
                      f"{', '.join(metrics['eval_method_refused'])} (train.log)")
     return "\n".join(lines)
+
+
+def _run_bound(cfg: RunConfig, out: Path, tr: TrainResult, data: RunData, info: Any, log: RunLog) -> dict[str, Any]:
+    """:func:`run` after training for a masked diffusion LM (``model.objective=mdlm``): the same export and
+    reload, scored by the variational bound (:mod:`pgolf.eval.variational`, same masks before and after
+    quantization): metrics.json holds ``val_var_*`` (with its standard error and sample count) and no
+    ``val_loss``/``val_bpb``, which only an exact score carries."""
+    from pgolf.eval.variational import score_bound
+
+    pre = score_bound(tr.model, cfg, data, info.device, agreed_amp(cfg.train.amp_dtype, info.device).dtype)
+    require_finite(pre.val_var_loss, "pre-quantization val_var_loss", out)
+    log(pre.line("pre_quant_variational"))
+    report = export_and_check(tr.model, cfg, out, log)
+    scored = score_artifact(cfg, data, info.device, out, log)
+    metrics = {
+        **scored,
+        "pre_quant_val_var_loss": pre.val_var_loss,
+        "pre_quant_val_var_bpb": pre.val_var_bpb,
+        "pre_quant_val_var_bpb_se": pre.val_var_bpb_se,
+        "quant_gap_var_bpb": scored["val_var_bpb"] - pre.val_var_bpb,
+        **export_metrics(report, cfg),
+        "params": tr.model.num_params(),
+        "steps": tr.steps,
+        "train_seconds": tr.train_seconds,
+        "ms_per_step": tr.ms_per_step,
+        "tokens_per_second": tr.tokens_per_second,
+        "train_tokens": tr.tokens_seen,
+        "stopped_by": tr.stopped_by,
+        "world_size": info.world_size,
+        "preset": cfg.name,
+        "seed": cfg.train.seed,
+        "dataset": dataset_of(cfg.data.path, cfg.data.tokenizer, data.spec.data_dir),
+    }
+    if dist.is_main():
+        fileio.write_json(out / METRICS, metrics)
+    log.close()
+    return metrics
+
+
+def _bound_artifact(cfg: RunConfig, data: RunData, device: torch.device, out: Path, log: RunLog) -> dict[str, Any]:
+    """:func:`score_artifact` for a masked diffusion LM: the reloaded artifact's variational bound and its log line."""
+    from pgolf.eval.variational import score_bound
+
+    model = reload_model(out / ARTIFACT, cfg, device)
+    r = score_bound(model, cfg, data, device, agreed_amp(cfg.train.amp_dtype, device).dtype)
+    require_finite(r.val_var_loss, f"final_{cfg.export.scheme}_roundtrip val_var_loss", out)
+    log(r.line(f"final_{cfg.export.scheme}_roundtrip_variational"))
+    return r.to_metrics()
+
+
+def _bound_scorecard(m: dict[str, Any], f: Any) -> str:
+    """:func:`scorecard` of a masked diffusion LM's run: its variational bound, with the standard error."""
+    cap = m["budget_bytes"]
+    return "\n".join([
+        f"pgolf run {m.get('preset', '')} — scorecard (masked diffusion LM: a variational upper bound, not val_bpb)",
+        f"  val_var_bpb (post-quant, bound)        {f('val_var_bpb', 6)} ± {f('val_var_bpb_se', 6)} s.e. "
+        f"({m['val_var_samples']} masking samples per sequence)",
+        f"  val_var_bpb pre-quant                  {f('pre_quant_val_var_bpb', 6)}   gap {m['quant_gap_var_bpb']:+.6f}",
+        f"  val_var_bpb_raw (original UTF-8 bytes) {f('val_var_bpb_raw', 6)}",
+        f"  val_var_loss                           {f('val_var_loss', 6)} nats over {m['val_tokens']:,} tokens "
+        f"({m['val_sequences']:,} sequences, each scored alone)",
+        f"  artifact bytes                         {m['artifact_bytes']:,} / {cap:,} ({100 * m['artifact_bytes'] / cap:.2f} % of cap)",
+        f"    model / code                         {m['model_bytes']:,} / {m['code_bytes']:,}",
+        f"  params                                 {m['params']:,}",
+        f"  steps                                  {m['steps']:,} ({m['stopped_by']})   {m['ms_per_step']:.1f} ms/step",
+        f"  tokens/s                               {m['tokens_per_second']:,.0f}",
+        f"  train / eval seconds                   {m['train_seconds']:.1f} / {m['eval_seconds']:.1f}",
+    ])
 
 
 # --- the stages alone (pgolf export / pgolf eval) --------------------------------------------
@@ -395,6 +471,10 @@ def eval_run(run_dir: str | Path, cfg: RunConfig | None = None, artifact: str | 
 
     run_dir = Path(run_dir)
     cfg = cfg or load_config(str(run_dir / CONFIG))
+    if cfg.model.objective != "ar":
+        raise ConfigError(f"{run_dir}: a masked diffusion LM (model.objective={cfg.model.objective}) has no exact val_bpb "
+                          "for pgolf eval's methods; its score is the variational bound val_var_bpb that `pgolf run` "
+                          "and `pgolf export` report")
     methods = list(methods) or ["plain"]
     for m in methods:
         parse_eval_method(m)

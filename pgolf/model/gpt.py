@@ -70,19 +70,20 @@ _SDPA_HAS_GQA: bool = tuple(int(p) for p in torch.__version__.split("+")[0].spli
 
 
 def causal_attention(q: Tensor, k: Tensor, v: Tensor, native_gqa: bool = _SDPA_HAS_GQA,
-                     mask: Tensor | None = None) -> Tensor:
+                     mask: Tensor | None = None, causal: bool = True) -> Tensor:
     """Causal SDPA. q [B,H,T,D]; k, v [B,Hkv,T,D] with Hkv | H (query head h reads KV head h // (H/Hkv)).
-    ``mask`` [B,1,T,T] bool (True = may attend) replaces the causal rule (it must include it)."""
+    ``mask`` [B,1,T,T] bool (True = may attend) replaces the causal rule (it must include it). ``causal=False``:
+    every position attends to every position (``model.objective=mdlm``, :mod:`pgolf.model.mdlm`)."""
     if k.size(1) != q.size(1):
         if native_gqa:
             if mask is not None:
                 return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
         rep = q.size(1) // k.size(1)
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
     if mask is not None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
 
 @needs("model.attn.doc_mask")
@@ -121,6 +122,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         d, hd = cfg.model_dim, cfg.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
+        self.causal = cfg.objective == "ar"  # a masked diffusion LM (objective mdlm) attends both ways
         self.c_q = CastedLinear(d, cfg.num_heads * hd, bias=False, role=Role.ATTN_Q)
         self.c_k = CastedLinear(d, cfg.num_kv_heads * hd, bias=False, role=Role.ATTN_K)
         self.c_v = CastedLinear(d, cfg.num_kv_heads * hd, bias=False, role=Role.ATTN_V)
@@ -167,7 +169,7 @@ class CausalSelfAttention(nn.Module):
         if spans is not None:
             y = spans.attend(q, k, v).to(v.dtype)  # [B,H,T,D]
         else:
-            y = causal_attention(q.to(v.dtype), k.to(v.dtype), v, mask=mask)  # [B,H,T,D]
+            y = causal_attention(q.to(v.dtype), k.to(v.dtype), v, mask=mask, causal=self.causal)  # [B,H,T,D]
         if xsa:
             y = exclusive(y, v)
         if self.gate_kind != "off":
@@ -451,7 +453,13 @@ class GPT(nn.Module):
         """idx [B,T] int64 → fp32 logits [B,T,V] (fp64 for a float64 model) if ``targets`` is None, else the cross-entropy in
         nats: a scalar (``reduction`` "mean" or "sum") or [B,T] (``reduction="none"``). ``adapter``: a callable on the
         final hidden states [B,T,d] whose output [B,T,V] is added to the logits before the softcap (the LM-head
-        adapter of test-time training, :mod:`pgolf.eval.lora`); None = the model as trained."""
+        adapter of test-time training, :mod:`pgolf.eval.lora`); None = the model as trained.
+        With ``model.objective=mdlm`` and ``targets``, the masked-diffusion loss of the clean sequence ``targets``
+        (:func:`pgolf.model.mdlm.diffusion_loss`; ``idx`` is not read): the model has no next-token loss."""
+        if targets is not None and self.cfg.objective != "ar":
+            from pgolf.model.mdlm import diffusion_loss
+
+            return diffusion_loss(self, targets, reduction)
         B, T = idx.shape
         x = self.tok_emb(idx)  # [B,T,d]
         if self.factored is not None:

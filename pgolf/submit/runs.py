@@ -89,6 +89,9 @@ def check_metrics(m: Any, where: Path) -> dict[str, Any]:
     (val_bpb = val_loss / ln 2 × tokens / bytes); else one DataError line."""
     if not isinstance(m, dict):
         raise DataError(f"{where}: metrics must be a JSON object, got {type(m).__name__}")
+    if "val_bpb" not in m and isinstance(m.get("val_var_bpb"), (int, float)):  # model.objective=mdlm
+        raise DataError(f"{where}: no exact val_bpb: this run's score is val_var_bpb {m['val_var_bpb']:.6f}, a variational "
+                        "upper bound of a masked diffusion LM (model.objective=mdlm), which the challenge does not score")
     for key, kind in METRIC_KEYS.items():
         v = m.get(key)
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) if kind is float else isinstance(v, int) and not isinstance(v, bool)
