@@ -1,4 +1,8 @@
-"""SentencePiece tokenizers with the challenge's official trainer settings.
+"""SentencePiece tokenizers with the challenge's official trainer settings, and the byte vocabulary.
+
+The byte vocabulary (:data:`BYTE260`, ``--tokenizer byte260``) is the challenge's ``PureByteTokenizer``
+(``data/download_hf_docs_and_tokenize.py``; the ``fineweb10B_byte260`` export): 4 specials and the 256 byte
+values, no model file, nothing trained (:class:`ByteTokenizer`).
 
 Source: ``data/download_hf_docs_and_tokenize.py`` and ``tokenizer_specs.json`` of
 openai/parameter-golf (CATALOGUE §1.1; RULES.md "Data"): BPE, ``byte_fallback``, ``split_digits``,

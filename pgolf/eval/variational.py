@@ -223,7 +223,14 @@ def variational_bound(
 
 def score_bound(model: nn.Module, cfg: Any, data: Any, device: torch.device, amp_dtype: str) -> BoundResult:
     """:func:`variational_bound` of ``model`` on ``data.val`` with the run's settings (``eval.seq_len`` or
-    ``train.seq_len``, ``eval.batch_tokens``, ``eval.var_samples``/``var_seed``, ``model.mdlm_mask_id``)."""
+    ``train.seq_len``, ``eval.batch_tokens``, ``eval.var_samples``/``var_seed``, ``model.mdlm_mask_id``), the
+    model compiled where ``eval.compile`` says so (as the exact scorer's)."""
+    from pgolf.compile import compile_model
+    from pgolf.compile import resolve as resolve_compile
+
+    model.eval()
+    if resolve_compile(cfg.eval.compile, device)[0]:
+        model = compile_model(model)
     return variational_bound(model, data.val, data.tables, seq_len=cfg.eval.seq_len or cfg.train.seq_len,
                              batch_tokens=cfg.eval.batch_tokens, samples=cfg.eval.var_samples, seed=cfg.eval.var_seed,
                              mask_id=cfg.model.mdlm_mask_id, device=device, amp_dtype=amp_dtype, score=data.score)
