@@ -154,6 +154,7 @@ def train(
     """Train only; writes config.json, train.log and a resumable checkpoint."""
     from pgolf import dist, fileio
     from pgolf.autosize import resolve_for_run
+    from pgolf.runner import train_hooks
     from pgolf.train.log import RunLog
     from pgolf.train.loop import train as train_fn
 
@@ -170,7 +171,7 @@ def train(
         log(line)
     with dist.group_scope():
         try:
-            res = train_fn(cfg, out, resume=resume, log=log)
+            res = train_fn(cfg, out, resume=resume, log=log, hooks=train_hooks(cfg, resume=resume))  # prescan, calibration
         finally:
             log.close()
     if info_.is_main:

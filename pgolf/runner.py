@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pgolf import dist, fileio, logformat
@@ -39,10 +40,11 @@ from pgolf.export.driver import (
 )
 from pgolf.model.gpt import GPT, parameter_roles
 from pgolf.precision import agreed_amp
+from pgolf.quant import HESSIANS_FILE
 from pgolf.switch import needs
 from pgolf.train import checkpoint as ckpt_mod
 from pgolf.train.log import RunLog
-from pgolf.train.loop import TrainResult, train
+from pgolf.train.loop import Hooks, Trainer, TrainResult, train
 
 ARTIFACT = "model.pgolf"
 CONFIG = "config.json"
@@ -120,6 +122,73 @@ def reload_model(artifact: Path, cfg: RunConfig, device: torch.device) -> GPT:
     return model.to(device)
 
 
+# --- other stages' work around the training clock (pgolf.train.loop.Hooks) -------------------------
+
+def train_hooks(cfg: RunConfig, *, resume: bool = False) -> Hooks:
+    """What the trainer runs before and after its clock for ``cfg`` (``pgolf run`` and ``pgolf train`` pass them to
+    :func:`pgolf.train.loop.train`): the data's overlap prescan and the removal of an earlier run's export
+    Hessians before, GPTQ calibration in the reserve after."""
+    hooks = Hooks()
+    if cfg.data.overlap_check and cfg.data.overlap_prescan:
+        hooks.before_clock.append(_prescan_overlap)
+    if not resume:
+        hooks.before_clock.append(_forget_hessians)
+    if cfg.train.calib_reserve_seconds > 0:
+        hooks.after_clock.append(_calibrate_in_reserve)
+    return hooks
+
+
+def _prescan_overlap(tr: Trainer) -> None:
+    """``data.overlap_prescan``: check every train shard against the validation set before the clock, each rank
+    its share (the loader then checks nothing); a DataError on every rank alike."""
+    overlap = tr.loader.overlap
+    if overlap is None:
+        return
+    t0 = time.perf_counter()
+
+    def reduce(a: np.ndarray, op: str) -> np.ndarray:  # on the training device: NCCL reduces CUDA tensors only
+        return dist.all_reduce_(torch.from_numpy(np.asarray(a, dtype=np.float64)).to(tr.device), op).cpu().numpy()
+
+    shards, tokens = overlap.prescan(tr.rank, tr.world, reduce if tr.world > 1 else None)
+    tr.log(f"overlap: no validation document in the {len(overlap.files)} train shards; this rank checked {shards} "
+           f"({tokens:,} tokens) in {time.perf_counter() - t0:.2f}s before the training clock")
+
+
+def _forget_hessians(tr: Trainer) -> None:
+    """Hessians an earlier run left in this directory belong to other weights: the export must not read them."""
+    if tr.rank == 0:
+        (tr.run_dir / HESSIANS_FILE).unlink(missing_ok=True)
+
+
+@needs("train.calib_reserve_seconds > 0")
+def _calibrate_in_reserve(tr: Trainer) -> float:
+    """GPTQ Hessians of the weights that get exported (after averaging) from the training loader, within what
+    is left of ``train.calib_reserve_seconds`` inside the budget (CATALOGUE §2.5 "Calibration data": inside
+    the 600 s, never after), saved to ``hessians.safetensors``; returns the seconds spent, which count as
+    training time. No time or no batch left: nothing is saved (export then self-generates)."""
+    from pgolf.quant.calib import calibrate_from_train, save_hessians
+
+    t = tr.cfg.train
+    left = t.calib_reserve_seconds
+    if t.max_wallclock_seconds > 0:  # the last step may have run into the reserve
+        left = min(left, t.max_wallclock_seconds - tr.train_seconds)
+    cal = calibrate_from_train(
+        tr.model, tr.loader, batch_tokens=t.batch_tokens, seq_len=t.seq_len, grad_accum=tr.accum,
+        reserve_seconds=max(left, 0.0), autocast_dtype=tr.prec.torch_dtype, max_batches=t.calib_batches,
+    )
+    tr.log(f"calibration: {cal.batches} training batches ({cal.tokens} tokens) in {cal.seconds * 1000:.0f}ms "
+           f"of the {t.calib_reserve_seconds}s reserve; {len(cal.hessians)} Hessians")
+    if not cal.hessians:  # the same on every rank (all-reduced), unlike the batch count
+        tr.log("calibration: no time left in the reserve; no Hessians saved (export will self-generate)")
+        return cal.seconds
+    if dist.is_main():
+        info = {"source": "train", "tokens": cal.tokens, "batches": cal.batches, "seconds": round(cal.seconds, 3),
+                "reserve_seconds": t.calib_reserve_seconds}
+        save_hessians(tr.run_dir / HESSIANS_FILE, cal.hessians, info)
+    dist.barrier()
+    return cal.seconds
+
+
 def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: bool | None = None) -> dict[str, Any]:
     """Run ``cfg`` end to end into ``out_dir`` and return ``metrics.json``'s contents."""
     out = Path(out_dir)
@@ -148,7 +217,8 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
     if data.score == "sidecar":
         log(f"val_bpb:byte_sidecar:enabled (text_transform {data.spec.text_transform}: scored over original bytes)")
 
-    tr: TrainResult = train(cfg, out, data=data, resume=resume, log=log, progress=progress)
+    tr: TrainResult = train(cfg, out, data=data, resume=resume, log=log, progress=progress,
+                            hooks=train_hooks(cfg, resume=resume))
     log(logformat.trained_line(tr.steps, tr.train_seconds, tr.tokens_per_second, tr.stopped_by))
     if cfg.model.objective != "ar":  # a masked diffusion LM: scored by its variational bound, never val_bpb
         return _run_bound(cfg, out, tr, data, info, log)

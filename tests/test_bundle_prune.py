@@ -103,14 +103,16 @@ def test_every_declaration_is_a_definition_of_its_module():
 
 
 def test_calibration_in_the_reserve_runs_only_when_reserved(tiny_data, tmp_path):
+    from pgolf.runner import train_hooks
     from pgolf.train.loop import train
 
-    loop_file = str(ROOT / "train" / "loop.py")
+    runner_file = str(ROOT / "runner.py")
     for reserve, expect in ((0.0, False), (0.5, True)):
         cfg = apply_overrides(get_preset("tiny"), [f"data.path={tiny_data}", "model.vocab_size=384", "train.iterations=3",
                                                    "train.max_wallclock_seconds=60", f"train.calib_reserve_seconds={reserve}"])
-        assert bundler.dead_definitions()["pgolf.train.loop:_calibrate_in_reserve"].needed(cfg) is expect
-        called = _calls(loop_file, lambda cfg=cfg, reserve=reserve: train(cfg, tmp_path / f"r{reserve}", progress=False))
+        assert bundler.dead_definitions()["pgolf.runner:_calibrate_in_reserve"].needed(cfg) is expect
+        called = _calls(runner_file, lambda cfg=cfg, reserve=reserve: train(cfg, tmp_path / f"r{reserve}", progress=False,
+                                                                            hooks=train_hooks(cfg)))
         assert ("_calibrate_in_reserve" in called) is expect
 
 

@@ -181,11 +181,12 @@ def test_generated_loss_fn_is_the_models_own_loss(model_sd_h):
 
 def test_training_reserve_collects_hessians_on_training_tokens(tiny_data, tmp_path):
     from pgolf.data.prepare import prepare_data
+    from pgolf.runner import train_hooks  # the calibration is the runner's hook after the clock
     from pgolf.train.loop import train
 
     cfg = apply_overrides(get_preset("tiny"), [f"data.path={tiny_data}", "model.vocab_size=384", "train.iterations=3",
                                                "train.calib_reserve_seconds=0.3"])
-    res = train(cfg, tmp_path, data=prepare_data(cfg), progress=False)
+    res = train(cfg, tmp_path, data=prepare_data(cfg), progress=False, hooks=train_hooks(cfg))
     h, info = load_hessians(tmp_path / HESSIANS_FILE)
     assert info["source"] == "train" and info["batches"] >= 1 and info["tokens"] == info["batches"] * 2048
     names = {n for n, p in res.model.named_parameters() if n.endswith(".weight")}

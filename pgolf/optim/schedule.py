@@ -36,7 +36,7 @@ and the reverse. WD taper ([04-18] PR #1729): :func:`wd_multiplier`. Progressive
 (PR #2014): :func:`seq_len_at`. Late recurrence ([04-05] PR #1394, [04-09b] PR #1493): the looped per-layer
 plan from ``model.recur.start_frac``. Late QAT / SWA windows ([03-21] PR #315, [03-20a] PR #162):
 ``QatConfig.started`` / ``SwaConfig.started`` (:func:`pgolf.config.window_open`). EMA by horizon fraction:
-:func:`ema_decay`.
+:func:`ema_decay`; SWA snapshots: :func:`swa_snapshot`.
 
 With ``train.calib_reserve_seconds`` = r > 0 and a wallclock budget B, every rule sees the budget B − r
 (the trainer stops there and calibrates in the reserve), so p = elapsed / (B − r).
@@ -121,6 +121,13 @@ def ema_decay(step: int, progress: float, cfg: TrainConfig) -> float:
     return 1.0 - 1.0 / max(1.0, e.horizon_frac * n_hat)
 
 
+def swa_snapshot(step: int, progress: float, lr_mult: float, cfg: TrainConfig) -> bool:
+    """SWA adds a snapshot after optimizer step ``step`` (1-based) when its window is open at ``progress`` /
+    ``lr_mult`` (``SwaConfig.started``) and ``step`` is a multiple of ``train.swa.every``."""
+    s = cfg.swa
+    return s.enabled and s.started(progress, lr_mult) and step % s.every == 0
+
+
 @dataclass(frozen=True)
 class StepSettings:
     """What the schedule sets before optimizer step ``step + 1`` (``step`` steps taken, ``elapsed_s`` seconds
@@ -171,19 +178,14 @@ class Schedule:
         """Every training sequence length of the run, in order (the trainer primes each before the clock)."""
         return tuple(dict.fromkeys(self.train.seq_len_stages or (self.train.seq_len,)))
 
-    def lr_mult(self, step: int, elapsed_s: float) -> float:
-        return lr_multiplier(step, elapsed_s, self.train)
-
     def at(self, step: int, elapsed_s: float) -> StepSettings:
         """The settings before optimizer step ``step + 1`` after ``elapsed_s`` seconds of training."""
         t, o = self.train, self.optim
         p = progress(step, elapsed_s, t)
         mul = lr_multiplier(step, elapsed_s, t)
-        return StepSettings(
-            step=step, progress=p, lr_mult=mul, wd_mult=wd_multiplier(p, o), momentum=muon_momentum(step, o, p),
-            seq_len=seq_len_at(p, t),
-            looping=self.recur.loops > 0 and p >= self.recur.start_frac,
-            qat=t.qat.kind != "off" and t.qat.started(p, mul),
-            ema_decay=ema_decay(step + 1, p, t),
-            swa_snapshot=t.swa.enabled and t.swa.started(p, mul) and (step + 1) % t.swa.every == 0,
+        return StepSettings(  # in field order
+            step, p, mul, wd_multiplier(p, o), muon_momentum(step, o, p), seq_len_at(p, t),
+            self.recur.loops > 0 and p >= self.recur.start_frac,  # looping
+            t.qat.kind != "off" and t.qat.started(p, mul),  # qat
+            ema_decay(step + 1, p, t), swa_snapshot(step + 1, p, mul, t),
         )

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from pgolf.config import TrainConfig
-from pgolf.optim.schedule import ema_decay
+from pgolf.optim.schedule import ema_decay, swa_snapshot
 
 
 class WeightAverager:
@@ -54,8 +54,7 @@ class WeightAverager:
                     self.avg[k].mul_(d).add_(v.detach().float(), alpha=1.0 - d)
             self.count += 1
         elif self.kind == "swa":
-            s = self.cfg.swa
-            if s.started(progress, lr_mult) and step % s.every == 0:
+            if swa_snapshot(step, progress, lr_mult, self.cfg):
                 if not self.avg:
                     self.avg = {k: v.detach().float().clone() for k, v in model.state_dict().items()
                                 if v.is_floating_point()}

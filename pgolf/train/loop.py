@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import functools
 import math
 import sys
 import time
@@ -37,7 +36,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -54,8 +52,6 @@ from pgolf.optim import build_optimizers
 from pgolf.optim.clip import clip_gradients
 from pgolf.optim.schedule import Schedule, StepSettings
 from pgolf.precision import agreed_amp, autocast
-from pgolf.quant import HESSIANS_FILE
-from pgolf.switch import needs
 from pgolf.train import checkpoint as ckpt_mod
 from pgolf.train.averaging import WeightAverager
 from pgolf.train.log import RunLog
@@ -128,7 +124,7 @@ class Trainer:
     every per-step setting comes from :attr:`schedule` (:class:`pgolf.optim.schedule.Schedule`).
 
     Attributes hooks may read: ``cfg``, ``run_dir``, ``data``, ``log``, ``resume``, ``device``, ``rank``,
-    ``world``, ``accum``, ``amp`` (the autocast dtype or None), ``model``, ``loader``, ``train_seconds``."""
+    ``world``, ``accum``, ``prec`` (:class:`pgolf.precision.Precision`), ``model``, ``loader``, ``train_seconds``."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path, data: RunData | None, log: RunLog, resume: bool):
         info = dist.init(cfg.train.device)
@@ -140,7 +136,6 @@ class Trainer:
         self.accum = grad_accum_steps(cfg, self.world)
         self.data = data or prepare_data(cfg)
         self.prec = agreed_amp(t.amp_dtype, self.device)
-        self.amp = self.prec.torch_dtype
         log(f"precision: {self.prec.dtype} ({self.prec.reason})")
 
         torch.manual_seed(t.seed)  # identical init on every rank
@@ -163,13 +158,7 @@ class Trainer:
                     self.compiled, [n for n, p in self.compiled.named_parameters() if id(p) in mat])
             self.fwd = DDP(self.compiled, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                            broadcast_buffers=False)
-        overlap = self.data.overlap_checker() if cfg.data.overlap_check else None
-        if overlap is not None and cfg.data.overlap_prescan:  # before the clock; each rank checks its share
-            t0 = time.perf_counter()
-            shards, tokens = overlap.prescan(self.rank, self.world, functools.partial(_reduce_over_ranks, device=self.device)
-                                             if self.world > 1 else None)
-            log(f"overlap: no validation document in the {len(overlap.files)} train shards; this rank checked {shards} "
-                f"({tokens:,} tokens) in {time.perf_counter() - t0:.2f}s before the training clock")
+        overlap = self.data.overlap_checker() if cfg.data.overlap_check else None  # checks shards as they load
         self.loader = DistributedTokenLoader(self.data.spec.train_files, self.rank, self.world, self.device,
                                              vocab_size=cfg.model.vocab_size, overlap=overlap)
         self.suffix = "" if self.rank == 0 else f".rank{self.rank}"
@@ -179,8 +168,10 @@ class Trainer:
 
     # --- one optimizer step -------------------------------------------------------------------------
 
-    def set_optimizers(self, s: StepSettings) -> None:
-        """lr = base_lr × lr_mult, weight_decay = base_wd × wd_mult, Muon's momentum, on every group."""
+    def run_step(self, s: StepSettings) -> float:
+        """One optimizer step with settings ``s`` (every group's lr = base_lr × lr_mult, weight_decay = base_wd ×
+        wd_mult, Muon's momentum); returns the mean micro-loss (all-reduced)."""
+        t, accum, world = self.cfg.train, self.accum, self.world
         for opt in self.optimizers:
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * s.lr_mult
@@ -188,11 +179,6 @@ class Trainer:
                     g["weight_decay"] = g["base_wd"] * s.wd_mult
                 if "momentum" in g:
                     g["momentum"] = s.momentum
-
-    def run_step(self, s: StepSettings) -> float:
-        """One optimizer step with settings ``s``; returns the mean micro-loss (all-reduced)."""
-        t, accum, world = self.cfg.train, self.accum, self.world
-        self.set_optimizers(s)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         for micro in range(accum):
             x, y = self.loader.next_batch(t.batch_tokens, s.seq_len, accum)
@@ -356,7 +342,8 @@ def train(
     """Train ``cfg`` into ``run_dir`` (checkpoints) and return the trained (uncompiled) model.
 
     ``on_step(step, loss)`` is called after every completed step (and its checkpoint, if any). ``hooks``:
-    other stages' work before and after the clock (:class:`Hooks`; the runner's :func:`pgolf.runner.train_hooks`)."""
+    other stages' work before and after the clock (:class:`Hooks`; ``pgolf run`` and ``pgolf train`` pass the runner's
+    :func:`pgolf.runner.train_hooks`)."""
     tr = Trainer(cfg, Path(run_dir), data, log or RunLog(None), resume)
     hooks = hooks or Hooks()
     t, log_, sched = cfg.train, tr.log, tr.schedule
@@ -365,8 +352,6 @@ def train(
     tr.prime()
     if sched.late_loop:
         tr.model.looping = False
-    if not resume and tr.rank == 0:  # Hessians of an earlier run in this directory belong to other weights
-        (tr.run_dir / HESSIANS_FILE).unlink(missing_ok=True)
     if resume:
         tr.restore()
 
@@ -413,7 +398,7 @@ def train(
         if step % max(t.log_every, 1) == 0 or step == 1 or step >= t.iterations:  # the last step, as the root script
             log_(logformat.step_line(step, t.iterations, loss, tr.train_seconds,
                                      tokens_per_second=tr.tokens_seen / tr.train_seconds,
-                                     lr_mul=sched.lr_mult(step, tr.train_seconds)))
+                                     lr_mul=sched.at(step, tr.train_seconds).lr_mult))
         stop = torch.tensor(1.0 if (budget and tr.train_seconds >= budget) else 0.0, device=tr.device)
         dist.all_reduce_(stop, "max")
         if t.val_every and step % t.val_every == 0 and not stop.item() and cfg.model.objective == "ar":  # MDLM: no exact val_bpb
@@ -431,47 +416,8 @@ def train(
     if bar is not None:
         bar.close()
     live_state = tr.final_weights()
-    if t.calib_reserve_seconds > 0:  # Hessians of the weights that get exported (after averaging)
-        left = t.calib_reserve_seconds
-        if t.max_wallclock_seconds > 0:  # the last step may have run into the reserve
-            left = min(left, t.max_wallclock_seconds - tr.train_seconds)
-        tr.train_seconds += _calibrate_in_reserve(cfg, tr.model, tr.loader, tr.accum, left, tr.run_dir, log_, tr.amp)
     for after in hooks.after_clock:
         tr.train_seconds += after(tr)
     tr.save(live_state)
     return TrainResult(model=tr.model, steps=tr.step, train_seconds=tr.train_seconds, tokens_seen=tr.tokens_seen,
                        stopped_by=stopped_by, last_val=last_val, losses=losses)
-
-
-def _reduce_over_ranks(a: np.ndarray, op: str, device: torch.device) -> np.ndarray:
-    """All-reduce (``op``: max, min, sum) of a float64 array over the ranks — the overlap prescan's
-    verdict, the same on every rank; on ``device`` (NCCL reduces CUDA tensors only)."""
-    t = torch.from_numpy(np.asarray(a, dtype=np.float64)).to(device)
-    return dist.all_reduce_(t, op).cpu().numpy()
-
-
-@needs("train.calib_reserve_seconds > 0")
-def _calibrate_in_reserve(cfg: RunConfig, model: GPT, loader: DistributedTokenLoader, accum: int,
-                          seconds: float, run_dir: Path, log: RunLog, amp: torch.dtype | None) -> float:
-    """GPTQ Hessians from the training loader within ``seconds`` (what is left of
-    ``train.calib_reserve_seconds`` inside the budget: CATALOGUE §2.5 "Calibration data", inside the
-    600 s, never after), saved to ``hessians.safetensors``; returns the seconds spent, which count as
-    training time. No time or no batch left: nothing is saved (export then self-generates)."""
-    from pgolf.quant.calib import calibrate_from_train, save_hessians
-
-    t = cfg.train
-    cal = calibrate_from_train(
-        model, loader, batch_tokens=t.batch_tokens, seq_len=t.seq_len, grad_accum=accum,
-        reserve_seconds=max(seconds, 0.0), autocast_dtype=amp, max_batches=t.calib_batches,
-    )
-    log(f"calibration: {cal.batches} training batches ({cal.tokens} tokens) in {cal.seconds * 1000:.0f}ms "
-        f"of the {t.calib_reserve_seconds}s reserve; {len(cal.hessians)} Hessians")
-    if not cal.hessians:  # the same on every rank (all-reduced), unlike the batch count
-        log("calibration: no time left in the reserve; no Hessians saved (export will self-generate)")
-        return cal.seconds
-    if dist.is_main():
-        info = {"source": "train", "tokens": cal.tokens, "batches": cal.batches, "seconds": round(cal.seconds, 3),
-                "reserve_seconds": t.calib_reserve_seconds}
-        save_hessians(run_dir / HESSIANS_FILE, cal.hessians, info)
-    dist.barrier()
-    return cal.seconds
