@@ -398,6 +398,7 @@ def scorecard(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@needs("model.objective == 'mdlm'")
 def _run_bound(cfg: RunConfig, out: Path, tr: TrainResult, data: RunData, info: Any, log: RunLog) -> dict[str, Any]:
     """:func:`run` after training for a masked diffusion LM (``model.objective=mdlm``): the same export and
     reload, scored by the variational bound (:mod:`pgolf.eval.variational`, same masks before and after
@@ -435,6 +436,7 @@ def _run_bound(cfg: RunConfig, out: Path, tr: TrainResult, data: RunData, info: 
     return metrics
 
 
+@needs("model.objective == 'mdlm'")
 def _bound_artifact(cfg: RunConfig, data: RunData, device: torch.device, out: Path, log: RunLog) -> dict[str, Any]:
     """:func:`score_artifact` for a masked diffusion LM: the reloaded artifact's variational bound and its log line."""
     from pgolf.eval.variational import score_bound
@@ -446,6 +448,7 @@ def _bound_artifact(cfg: RunConfig, data: RunData, device: torch.device, out: Pa
     return r.to_metrics()
 
 
+@needs("model.objective == 'mdlm'")
 def _bound_scorecard(m: dict[str, Any], f: Any) -> str:
     """:func:`scorecard` of a masked diffusion LM's run: its variational bound, with the standard error."""
     cap = m["budget_bytes"]
