@@ -34,6 +34,11 @@ EVERYTHING_ON = ["model.embed.bigram_buckets=64", "model.embed.smear=v2", "model
                  "model.attn.doc_mask=true", "optim.parallel_muon=true", "train.qat.kind=ste", "export.scheme=budget",
                  "model.fused_kernels=auto", "eval.method=ttt+mix"]
 
+FAMILIES = {"pgolf.quant.lowbit": ["train.qat.kind=ternary"], "pgolf.model.ssm": ["model.ssm_layers=0"],
+            "pgolf.model.mdlm": ["model.objective=mdlm"], "pgolf.eval.variational": ["model.objective=mdlm"],
+            "pgolf.model.factored": ["model.embed.factor_dim=16"]}
+"""Optional modules of the model families (issue 26) and a switch that brings each (not all compatible at once)."""
+
 
 def _sel(cfg_or_preset, sets=()):
     cfg = get_preset(cfg_or_preset) if isinstance(cfg_or_preset, str) else cfg_or_preset
@@ -51,13 +56,18 @@ def test_a_switch_that_is_off_brings_no_code():
     # named as left out where a bundled function imports them (lqer only the left-out gptq / search do)
     # (the eval methods only from the runner's method path, which a plain bundle ships stubbed: pgolf.runner:_final_method is @needs)
     assert set(bundler.optional_modules()) - set(off.left_out) == {"pgolf.quant.lqer", "pgolf.preflight", "pgolf.export.planner",
-                                                          "pgolf.eval.methods", "pgolf.eval.mix", "pgolf.eval.ttt"}
+                                                          "pgolf.eval.methods", "pgolf.eval.mix", "pgolf.eval.ttt",
+                                                          "pgolf.eval.variational", "pgolf.quant.selective_prune"}
     assert not set(bundler.optional_modules()) & set(off.modules)
     assert not any(m == k or m.startswith(k + ".") for k in bundler.NEVER for m in off.modules)
     on = _sel("tiny", [*EVERYTHING_ON, "train.autosize=true"])
-    assert set(bundler.optional_modules()) <= set(on.modules)
-    assert all(any(m == k or m.startswith(k + ".") for k in bundler.NEVER) for m in on.left_out), on.left_out
+    assert set(bundler.optional_modules()) - set(FAMILIES) <= set(on.modules)
+    for m, sets in FAMILIES.items():  # the model families' modules, each behind its own switch
+        assert m in _sel("tiny", sets).modules, m
+    assert all(m in FAMILIES or any(m == k or m.startswith(k + ".") for k in bundler.NEVER) for m in on.left_out), \
+        on.left_out
     gptq, calib = "pgolf.quant.gptq", "pgolf.quant.calib"  # calib imports gptq when it loads
+    fit = "pgolf.quant.selective_prune"  # export.fit = prune over the cap: a quantizing one-payload scheme
     for sets, brings in [(["model.embed.smear=v3"], {"pgolf.model.smear"}),
                          (["model.embed.bigram_buckets=8"], {"pgolf.model.hashed"}),
                          (["model.attn.ve_layers=0"], {"pgolf.model.value"}),
@@ -72,8 +82,8 @@ def test_a_switch_that_is_off_brings_no_code():
                          (["train.autosize=true"], {"pgolf.preflight", "pgolf.autosize", "pgolf.export.planner",
                                                     "pgolf.model.flops"}),
                          (["train.qat.kind=soft_round"], {"pgolf.quant.qat"}),
-                         (["export.scheme=int6_gptqlite_zstd"], {gptq}),
-                         (["export.scheme=gptq6_emb7_brotli"], {gptq, calib}),
+                         (["export.scheme=int6_gptqlite_zstd"], {gptq, fit}),
+                         (["export.scheme=gptq6_emb7_brotli"], {gptq, calib, fit}),
                          (["train.calib_reserve_seconds=0.5", "train.max_wallclock_seconds=10"], {gptq, calib}),
                          (["export.scheme=budget"], {gptq, calib, "pgolf.export.search", "pgolf.artifact.streams",
                                                      "pgolf.quant.lqer", "pgolf.quant.selective_prune"})]:
@@ -125,7 +135,8 @@ def test_the_walker_reads_imports_the_way_python_runs_them(tmp_path):
                 pass
             """,
         "b.py": "", "d.py": "x = 1", "e.py": "y = 2", "never.py": "", "unused.py": "",
-        "model/__init__.py": "", "model/hashed.py": "class BigramHash: pass",
+        "model/__init__.py": "",
+        "model/hashed.py": 'NEEDED_WHEN = "model.embed.bigram_buckets > 0"\nclass BigramHash: pass',  # declared beside it
     }
     for rel, src in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)

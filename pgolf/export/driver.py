@@ -75,6 +75,7 @@ from pgolf.model.gpt import GPT, unwrap
 from pgolf.quant import HESSIANS_FILE, grid
 from pgolf.quant.grid import QuantSpec
 from pgolf.roles import RoleMap, check_roles
+from pgolf.switch import needs
 
 # GPTQ, calibration, the budget search and per-group streams are imported by the schemes that use them,
 # so a bundle (pgolf.bundler) of a configuration that never reaches them leaves them out.
@@ -182,7 +183,8 @@ def export_model(
                  for n, t in state_dict.items()}
         qsd = mq.quantize(specs).tensors
     blob, header = pack_artifact(qsd, codec=scheme.codec, meta=full_meta, scheme=scheme.name)
-    if export_cfg.fit == "prune" and code_bytes_ is not None and len(blob) + code_bytes_ > export_cfg.budget_bytes:
+    if (scheme.quantizes and export_cfg.fit == "prune" and code_bytes_ is not None
+            and len(blob) + code_bytes_ > export_cfg.budget_bytes):  # int8 rows have no ±1 entries to prune
         qsd, blob, header = fit_to_cap(state_dict, qsd, hessians, export_cfg.budget_bytes - code_bytes_,
                                        lambda q: pack_artifact(q, codec=scheme.codec, meta=full_meta, scheme=scheme.name),
                                        log or (lambda m: None))
@@ -212,6 +214,7 @@ FIT_PACKS = 8
 """At most this many trial packs (each compresses the whole payload) in :func:`fit_to_cap`."""
 
 
+@needs("scheme.quantizes and export.fit == 'prune'")
 def fit_to_cap(state_dict: Mapping[str, Tensor], qsd: dict[str, grid.QuantTensor], hessians: Mapping[str, Tensor],
                target: int, pack: Callable[[dict[str, grid.QuantTensor]], tuple[bytes, dict[str, Any]]],
                log: Callable[[str], None]) -> tuple[dict[str, grid.QuantTensor], bytes, dict[str, Any]]:

@@ -86,7 +86,6 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, native_gqa: bool = _SDPA_H
     return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
 
-@needs("model.attn.doc_mask")
 def window_mask(T: int, window: int, device: torch.device) -> Tensor:
     """[1,1,T,T] bool: position t may attend to s with t − window < s ≤ t (sliding-window attention)."""
     t = torch.arange(T, device=device)
@@ -94,6 +93,7 @@ def window_mask(T: int, window: int, device: torch.device) -> Tensor:
     return ((lag >= 0) & (lag < window))[None, None]
 
 
+@needs("model.attn.doc_mask")
 def document_mask(idx: Tensor, bos_id: int) -> Tensor:
     """[B,1,T,T] bool: position t may attend to s ≤ t of the same document (documents start at BOS)."""
     doc = torch.cumsum((idx == bos_id).to(torch.int32), dim=1)  # [B,T]: document number of each position

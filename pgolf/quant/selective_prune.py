@@ -28,6 +28,8 @@ from torch import Tensor
 from pgolf.quant import grid
 from pgolf.quant.grid import QuantTensor
 
+NEEDED_WHEN = "scheme.quantizes and (export.fit == 'prune' or scheme.codec == 'streams')"
+
 
 @dataclass(frozen=True)
 class PruneOrder:
