@@ -270,6 +270,12 @@ class ModelConfig:
     non-record track: ``2026-04-15_Mamba3Hybrid_SP8192_GPTQ_TTT`` (7 layers, attention only at 2 and 5),
     ``2026-04-04_GDN_Hybrid_LongContext`` (9 layers, attention at 3 and 7). Negative indices count from the
     end, as for ``model.attn.xsa_layers``."""
+    gptj_layers: tuple[int, ...] = ()
+    """Physical layers run as GPT-J single-stream parallel blocks, x ← x + attn(n(x)) + mlp(n(x)): attention
+    and the MLP read the same normalized input and both write the one residual (GPT-J; [04-06a] "GPT-J form"
+    from layer 7, main effect a smaller quantization gap; [04-08], [04-09b] PR #1493; CATALOGUE "Parallel
+    residuals"). The two-lane form of the later records is ``parallel_start``; a layer is one or the other.
+    Empty = off; negative indices count from the end."""
     objective: Literal["ar", "mdlm"] = "ar"
     """Training objective. ``ar``: next-token cross-entropy, causal attention (the challenge; every record).
     ``mdlm``: a masked diffusion LM (MDLM, Sahoo et al. 2024, arXiv:2406.07524; the non-record
@@ -308,7 +314,7 @@ class ModelConfig:
                    "model.objective=mdlm attends both ways over the whole sequence: model.attn.doc_mask and "
                    "model.attn.window (causal masks) are not written for it")
             _check(self.ce_chunk_tokens == 0, "model.objective=mdlm computes its own loss: model.ce_chunk_tokens must be 0")
-        for name in ("xsa_layers", "ve_layers", "window_layers", "ssm_layers"):
+        for name in ("xsa_layers", "ve_layers", "window_layers", "ssm_layers", "gptj_layers"):
             self.layers(name)  # every index a layer of this depth, none twice: one line otherwise
         if self.ssm_layers:
             ssm = set(self.layers("ssm_layers"))
@@ -331,7 +337,7 @@ class ModelConfig:
 
     def layers(self, name: str) -> tuple[int, ...]:
         """The physical layers ``model.attn.<name>`` (``xsa_layers``, ``ve_layers``, ``window_layers``) or
-        ``model.<name>`` (``ssm_layers``) names at this depth, sorted; negative indices count from the end.
+        ``model.<name>`` (``ssm_layers``, ``gptj_layers``) names at this depth, sorted; negative indices count from the end.
         ConfigError (one line) when one is not a layer or repeats one."""
         where = "model.attn" if hasattr(self.attn, name) else "model"
         raw = getattr(self.attn if where == "model.attn" else self, name)

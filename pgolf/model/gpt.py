@@ -233,8 +233,16 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, x0: Tensor, ctx: Context, layer: LayerPlan, mlp: nn.Module | None = None) -> Tensor:
         x = self.mix(x, x0)
+        if layer.gptj:
+            return self._gptj(x, ctx, layer, mlp)
         x = x + self.attn_branch(x, ctx, layer)
         return x + self.mlp_branch(x, layer, mlp)
+
+    @needs("len(model.gptj_layers) > 0")
+    def _gptj(self, x: Tensor, ctx: Context, layer: LayerPlan, mlp: nn.Module | None) -> Tensor:
+        """The GPT-J single-stream parallel block ([04-06a], [04-09b] PR #1493; ``model.gptj_layers``):
+        x + attn(n(x)) + mlp(n(x)) — both branches read the same normalized input, one residual."""
+        return x + self.attn_branch(x, ctx, layer) + self.mlp_branch(x, layer, mlp)
 
 
 def _ssm_mixer(cfg: ModelConfig) -> nn.Module:
@@ -285,11 +293,13 @@ class LayerPlan:
     parallel: bool = False
     """Run as a parallel-lane block."""
     mlp_slot: int | None = None
+    """An untied MLP of a repeated pass (index into ``GPT.recur_mlps``), else the block's own."""
     ssm: bool = False
     """The block's mixer is the SSM layer (``model.ssm_layers``), not attention."""
     window: bool = False
     """Attention over the last ``model.attn.window`` positions only."""
-    """An untied MLP of a repeated pass (index into ``GPT.recur_mlps``), else the block's own."""
+    gptj: bool = False
+    """A GPT-J single-stream parallel block (``model.gptj_layers``)."""
 
 
 def virtual_order(cfg: ModelConfig, looping: bool) -> list[int]:
@@ -315,6 +325,7 @@ def build_plan(cfg: ModelConfig, looping: bool | None = None) -> tuple[LayerPlan
     xsa, ve = set(cfg.layers("xsa_layers")), set(cfg.layers("ve_layers"))
     ssm = set(cfg.layers("ssm_layers"))
     windowed = (set(cfg.layers("window_layers")) or set(range(cfg.num_layers))) - ssm if cfg.attn.window else set()
+    gptj = set(cfg.layers("gptj_layers"))
     seen: dict[int, int] = {}
     untied: dict[tuple[int, int], int] = {}
     plan, lanes, start = [], False, cfg.parallel_from
@@ -327,9 +338,12 @@ def build_plan(cfg: ModelConfig, looping: bool | None = None) -> tuple[LayerPlan
         slot = None
         if cfg.recur.untie_mlp and passes > 0:
             slot = untied.setdefault((block, passes), len(untied))
+        if lanes and block in gptj:
+            raise ConfigError(f"model.gptj_layers: layer {block} runs in the parallel lanes (model.parallel_start); "
+                              "a layer is one parallel form or the other")
         plan.append(LayerPlan(index=i, block=block, xsa=block in xsa, push_skip=i < n_enc, pop_skip=pop,
                               ln_scale=ln, ve=block in ve, parallel=lanes, mlp_slot=slot,
-                              ssm=block in ssm, window=block in windowed))
+                              ssm=block in ssm, window=block in windowed, gptj=block in gptj))
     return tuple(plan)
 
 
