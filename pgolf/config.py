@@ -270,6 +270,11 @@ class ModelConfig:
     non-record track: ``2026-04-15_Mamba3Hybrid_SP8192_GPTQ_TTT`` (7 layers, attention only at 2 and 5),
     ``2026-04-04_GDN_Hybrid_LongContext`` (9 layers, attention at 3 and 7). Negative indices count from the
     end, as for ``model.attn.xsa_layers``."""
+    z_loss: float = 0.0
+    """Weight λ of the z-loss λ·(log Σ_v exp z_v)² added to the training cross-entropy per position (z: the
+    softcapped logits): [03-24] PR #640 trained with 1e-4 (after PaLM). 0 = off. Training only (the model in
+    train mode with gradients on): every score stays the plain cross-entropy. Needs the plain loss path
+    (``fused_kernels`` off, ``ce_chunk_tokens`` 0)."""
     gptj_layers: tuple[int, ...] = ()
     """Physical layers run as GPT-J single-stream parallel blocks, x ← x + attn(n(x)) + mlp(n(x)): attention
     and the MLP read the same normalized input and both write the one residual (GPT-J; [04-06a] "GPT-J form"
@@ -304,6 +309,8 @@ class ModelConfig:
         _check(self.mlp_mult >= 1, "model.mlp_mult must be >= 1")
         _check(self.logit_softcap >= 0, "model.logit_softcap must be >= 0")
         _check(self.ce_chunk_tokens >= 0, "model.ce_chunk_tokens must be >= 0")
+        _check(self.z_loss >= 0 and (self.z_loss == 0 or (self.fused_kernels == "off" and self.ce_chunk_tokens == 0)),
+               "model.z_loss must be >= 0, and with model.fused_kernels=off and model.ce_chunk_tokens=0")
         _check(self.attn.rope_dims <= self.head_dim, "model.attn.rope_dims must be <= head_dim")
         _check(0 <= self.embed.bos_id < self.vocab_size, "model.embed.bos_id must be a token id")
         if self.objective == "mdlm":

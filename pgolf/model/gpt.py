@@ -534,7 +534,17 @@ class GPT(nn.Module):
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be mean, sum or none, got {reduction!r}")
         loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T), reduction=reduction)
+        if self.cfg.z_loss and self.training and torch.is_grad_enabled():
+            loss = loss + self._z_loss(logits, reduction)
         return loss.view(B, T) if reduction == "none" else loss
+
+    @needs("model.z_loss > 0")
+    def _z_loss(self, logits: Tensor, reduction: str) -> Tensor:
+        """z-loss ([03-24] PR #640, 1e-4; PaLM): λ·(log Σ_v exp z_v)² per position, z the softcapped logits —
+        pulls the log-normalizer towards 0. Training only: a score is the plain cross-entropy."""
+        z = torch.logsumexp(logits, dim=-1).reshape(-1) ** 2  # [B·T] (logits are fp32, or fp64 for a fp64 model)
+        z = z.mean() if reduction == "mean" else z.sum() if reduction == "sum" else z
+        return self.cfg.z_loss * z
 
     @needs("model.ce_chunk_tokens > 0")
     def _chunked_loss(self, x: Tensor, targets: Tensor, reduction: str) -> Tensor:
