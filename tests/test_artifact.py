@@ -336,7 +336,7 @@ def test_write_refuses_bad_inputs(tmp_path):
     assert not (tmp_path / "x.pgolf").exists()
 
 
-@pytest.mark.parametrize("module", ["artifact/format.py", "artifact/codecs.py", "artifact/streams.py", "export/driver.py"])
+@pytest.mark.parametrize("module", ["artifact/format.py", "artifact/format_v2.py", "artifact/codecs.py", "artifact/streams.py", "export/driver.py"])
 def test_load_path_never_unpickles(module):
     src = (PKG / module).read_text()
     banned = {"pickle", "cPickle", "dill", "marshal", "shelve", "joblib", "cloudpickle"}

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from pgolf.artifact import codecs
 from pgolf.artifact import format as fmt
+from pgolf.artifact import format_v2 as fmt2
 from pgolf.artifact.codecs import Codec, DecompressionError, best_codec, search_codecs, shuffle, unshuffle
 from pgolf.artifact.format import MAGIC, build_artifact, parse_artifact, read_artifact
 from pgolf.artifact.streams import (
@@ -362,12 +363,12 @@ def test_row_permutation_and_transpose_byte_layout():
     assert stream == _bits(w[pi].T) + pi.numpy().astype("<u2").tobytes()
     assert header["streams"][0]["transform"] == "perm+T" and header["streams"][0]["raw_bytes"] == 1280
     assert torch.equal(unpack(blob)["tok_emb.weight"].parts["w"], w)
-    assert fmt.encode_part(w, transpose=True, perm=pi) == _bits(w[pi].T)
-    assert fmt.perm_dtype(65536) == "uint16" and fmt.perm_dtype(65537) == "int32"
+    assert fmt2.encode_part(w, transpose=True, perm=pi) == _bits(w[pi].T)
+    assert fmt2.perm_dtype(65536) == "uint16" and fmt2.perm_dtype(65537) == "int32"
 
 
 def test_int32_permutation_is_read(monkeypatch):
-    monkeypatch.setitem(fmt.PERM_DTYPES, "uint16", ("<u2", 8))  # pretend uint16 indexes only 8 rows
+    monkeypatch.setitem(fmt2.PERM_DTYPES, "uint16", ("<u2", 8))  # pretend uint16 indexes only 8 rows
     w = torch.randint(-31, 32, (20, 7), generator=torch.Generator().manual_seed(5), dtype=torch.int8)
     blob, _ = pack({"w": w}, candidates=("none",), transforms=("perm",), grouping=single_group, reorder={"all"},
                    transform_min_bytes=0)
@@ -628,11 +629,11 @@ def test_v2_bombs_limits_and_header_trouble_are_refused():
 
 
 def test_writer_refuses_inconsistent_layouts():
-    st = fmt.EncodedStream("g", "none", "none", b"abcd", b"abcd")
+    st = fmt2.EncodedStream("g", "none", "none", b"abcd", b"abcd")
     table = {"a": _t({"w": _p([2], 0, 2)}, shape=(2,))}
     with pytest.raises(ArtifactError, match="inconsistent stream layout"):
-        fmt.build_artifact_v2(table, [st])
-    blob, header = fmt.build_artifact_v2({"a": _t({"w": _p([4], 0, 4)})}, [st])
+        fmt2.build_artifact_v2(table, [st])
+    blob, header = fmt2.build_artifact_v2({"a": _t({"w": _p([4], 0, 4)})}, [st])
     assert parse_artifact(blob)[1] == header
 
 

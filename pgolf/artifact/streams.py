@@ -6,12 +6,12 @@ here the roles the model declares, :mod:`pgolf.roles`, via :func:`role_grouping`
 the rows of the hot groups (tok_emb, c_q, mlp.fc: roles embed, attn_q, mlp_up) reordered greedily by L1 nearest neighbour with the
 permutations stored as uint16, each group transposed and compressed on its own (there with lrzip/ZPAQ,
 here with the best of zlib/zstd/brotli/lzma), and byte-shuffled brotli-11 ([03-31]/[04-01], PR #1089)
-as a candidate for fp16 data. Container: version 2 of :mod:`pgolf.artifact.format`.
+as a candidate for fp16 data. Container: version 2 of :mod:`pgolf.artifact.format` (:mod:`pgolf.artifact.format_v2`).
 
 Algorithm of :func:`pack`, for every group g (``grouping(name, role, part) -> g``, in order of first
 appearance; one stream per group):
 
-1. *Transforms* (:data:`~pgolf.artifact.format.TRANSFORMS`), each applied to every eligible part:
+1. *Transforms* (:data:`~pgolf.artifact.format_v2.TRANSFORMS`), each applied to every eligible part:
    ``T`` stores 2-D parts transposed (column-major, so a column's values sit together);
    ``perm`` stores ``W[π]`` for 2-D integer parts with π the greedy L1 order (:func:`greedy_row_order`)
    and appends π (uint16 when r ≤ 65,536, else int32) after the group's data; ``perm+T`` does both.
@@ -45,18 +45,15 @@ from torch import Tensor
 
 from pgolf import fileio
 from pgolf.artifact import codecs
-from pgolf.artifact.format import (
-    DEFAULT_MAX_RAW_BYTES,
+from pgolf.artifact.container import DEFAULT_MAX_RAW_BYTES, dtype_name, tensor_bytes
+from pgolf.artifact.format import parse_artifact, read_artifact
+from pgolf.artifact.format_v2 import (
     TRANSFORMS,
     EncodedStream,
     build_artifact_v2,
-    dtype_name,
     encode_part,
     encode_perm,
-    parse_artifact,
     part_entry,
-    read_artifact,
-    tensor_bytes,
 )
 from pgolf.errors import ArtifactError, ConfigError
 from pgolf.quant.grid import QuantTensor
