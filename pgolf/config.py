@@ -209,6 +209,11 @@ class ModelConfig:
     """Grouped-query attention: key/value heads, dividing ``num_heads``."""
     mlp_mult: int = 2
     """MLP hidden width = mlp_mult × model_dim (ReLU²)."""
+    mlp_hidden: int = 0
+    """MLP hidden width in units, when it need not be a multiple of ``model_dim`` (0 = ``mlp_mult × model_dim``,
+    :attr:`mlp_width`). The non-record ``2026-03-19_SwiGLU_WarmdownFix_QuarterBatch_1x5090`` trained
+    ``MLP_HIDDEN=640`` at d = 512 (1.25×) with SwiGLU to fit 16 MB: 16,470,088 params. It stays this width
+    whatever depth and width ``train.autosize`` picks."""
     tie_embeddings: bool = True
     rope_base: float = 10000.0
     logit_softcap: float = 30.0
@@ -226,8 +231,12 @@ class ModelConfig:
     """Cross-entropy over chunks of this many tokens, each recomputed in the backward pass
     (activation checkpointing), so the full [tokens, V] logits never exist at once — the memory the
     records' fused CE ([04-23] PR #1787) saves, done portably. 0 = one pass (the baseline)."""
-    mlp_act: Literal["relu2", "leaky_relu2"] = "relu2"
-    """MLP activation: ReLU² (the baseline) or LeakyReLU(``leaky_slope``)² ([03-23] PR #493/#518; −0.0021)."""
+    mlp_act: Literal["relu2", "leaky_relu2", "swiglu"] = "relu2"
+    """MLP activation: ReLU² (the baseline) or LeakyReLU(``leaky_slope``)² ([03-23] PR #493/#518; −0.0021), or
+    ``swiglu``: W_down·(silu(W_gate x) ⊙ W_up x) (Shazeer 2020, arXiv:2002.05202; the non-record
+    ``2026-03-19_SwiGLU_WarmdownFix_QuarterBatch_1x5090``, −0.0041 against ReLU² in its README, exp 002): a third matrix,
+    ``mlp.gate`` [hidden, d], of role ``mlp_up`` (Muon, the MLP's quantization group and streams). The fused
+    MLP kernel is LeakyReLU²'s, so a SwiGLU MLP always runs unfused (``fused_kernels`` still fuses the CE)."""
     leaky_slope: float = 0.5
     fused_kernels: Literal["off", "auto", "on"] = "off"
     """Fused Triton kernels (:mod:`pgolf.model.fused`), an optional CUDA accelerator: the softcapped CE of
@@ -307,6 +316,7 @@ class ModelConfig:
         _check(self.num_heads % self.num_kv_heads == 0, "model.num_heads must be divisible by model.num_kv_heads")
         _check((self.model_dim // self.num_heads) % 2 == 0, "head_dim (model_dim/num_heads) must be even for RoPE")
         _check(self.mlp_mult >= 1, "model.mlp_mult must be >= 1")
+        _check(self.mlp_hidden >= 0, "model.mlp_hidden must be >= 0 (0 = mlp_mult × model_dim)")
         _check(self.logit_softcap >= 0, "model.logit_softcap must be >= 0")
         _check(self.ce_chunk_tokens >= 0, "model.ce_chunk_tokens must be >= 0")
         _check(self.z_loss >= 0 and (self.z_loss == 0 or (self.fused_kernels == "off" and self.ce_chunk_tokens == 0)),
@@ -365,6 +375,11 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.model_dim // self.num_heads
+
+    @property
+    def mlp_width(self) -> int:
+        """The MLP's hidden width: ``mlp_hidden``, else ``mlp_mult × model_dim``."""
+        return self.mlp_hidden or self.mlp_mult * self.model_dim
 
 
 @dataclass

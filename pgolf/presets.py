@@ -425,6 +425,16 @@ derive("cpu-v1", "cpu-fixed", {"model.mlp_act": "relu2", "model.parallel_start":
        "The cpu recipe as first tuned (3L×192, 8K-token batch, ReLU², no lanes, no EMA, no probe, plain "
        "evaluation): the preset issue 8 measures the upgraded `cpu` against.")
 
+derive("swiglu-5090", "baseline", {
+    # track_non_record_16mb/2026-03-19_SwiGLU_WarmdownFix_QuarterBatch_1x5090, its best run (exp 008): "VOCAB_SIZE=1024
+    # NUM_LAYERS=9 MODEL_DIM=512 NUM_HEADS=8 NUM_KV_HEADS=4 MLP_HIDDEN=640 TRAIN_BATCH_TOKENS=131072
+    # TRAIN_SEQ_LEN=1024 WARMDOWN_FRAC=0.2 GRAD_ACCUM_STEPS=2"; "Model params: 16,470,088"
+    "model.mlp_act": "swiglu", "model.mlp_hidden": 640,
+    "train.batch_tokens": 131072, "train.warmdown_frac": 0.2, "train.grad_accum": 2,
+}, "The SwiGLU non-record run on one RTX 5090 (1.3281 after 600 s there): the baseline with a SwiGLU MLP of "
+   "hidden width 640 (1.25×d, model.mlp_hidden), quarter batches of 131,072 tokens, 2 micro-steps, and the "
+   "warmdown over the last 20 % of the wallclock (the schedule fix it reported, −0.006). 16,470,088 params.")
+
 derive("baseline-cpu", "baseline", {
     # the official baseline [03-17b] shrunk to the 2-core CPU's compute, everything else its own
     "data.path": "",

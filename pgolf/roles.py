@@ -27,6 +27,8 @@ role                    optimizer      family      quantized   Hessian (GPTQ)   
   or the head input (the final norm's output) for the LM head (the tied embedding when there is no
   untied head, [04-05]).
 - *hot*: the row-reordered streams of [04-27a]'s per-group compressor (tok_emb, c_q, mlp.fc).
+- SwiGLU's gate (``mlp.gate``, ``model.mlp_act=swiglu``) is an ``mlp_up`` matrix: the up projection's input,
+  shape and treatment (Muon, the MLP quantization group and stream, QAT and low-bit weights).
 - *family*: the coarse class the planner's fitted statistics are kept for. The SSM mixer's projections
   (:mod:`pgolf.model.ssm`, the sequence mixer that takes attention's place) are of the ``attn`` family, so
   every export scheme treats them as it treats attention matrices (the Mamba-3 hybrid's GPTQ int6 did).

@@ -3,10 +3,10 @@
 Per token, forward (a multiply-add = 2 FLOPs; causal attention over a window of T tokens sees on
 average T/2 keys):
 
-    F_fwd = Σ_virtual layers [ 2·(|W_q|+|W_k|+|W_v|+|W_o|+|W_up|+|W_down|) + 2·2·(T/2)·H·D ]
+    F_fwd = Σ_virtual layers [ 2·(|W_q|+|W_k|+|W_v|+|W_o|+|W_up|+|W_gate|+|W_down|) + 2·2·(T/2)·H·D ]
             + 2·|E| (the LM head) + 2·(|P_bigram| + |P_ve|) (input-side projections)
 
-and training costs F_train = 3·F_fwd (backward ≈ 2× forward). A sliding-window layer (``model.attn.window``
+(|W_gate| = 0 but with SwiGLU, ``model.mlp_act``), and training costs F_train = 3·F_fwd (backward ≈ 2× forward). A sliding-window layer (``model.attn.window``
 = W) sees ≈ W − W²/(2T) keys instead of T/2; an SSM layer (``model.ssm_layers``) counts its two projections
 and the SSD's chunk matmuls (:func:`_ssm_flops`). Depth recurrence repeats the looped
 blocks' terms; gates, norms, RoPE and element-wise work are left out (a few %). Embedding look-ups are
@@ -47,7 +47,7 @@ def forward_flops_per_token(cfg: ModelConfig, seq_len: int, looping: bool | None
     total = 0.0
     for layer in plan:
         b = m.blocks[layer.block]
-        mlp = b.mlp.fc.weight.numel() + b.mlp.proj.weight.numel()
+        mlp = sum(lin.weight.numel() for lin in (b.mlp.fc, b.mlp.gate, b.mlp.proj) if lin is not None)  # gate: SwiGLU
         if layer.ssm:
             mix = 2 * (b.ssm.in_proj.weight.numel() + b.ssm.out_proj.weight.numel()) + _ssm_flops(b.ssm, seq_len)
         else:

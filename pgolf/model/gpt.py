@@ -24,7 +24,8 @@ W_o and W_2 are zero-initialised, so a fresh block is the identity on x.
 Options (each off by default, one field of :class:`pgolf.config.ModelConfig`, source in its docstring):
 ``skips`` (U-Net or none), ``attn.xsa_layers`` (XSA), ``attn.rope_dims`` / ``attn.rope_train_len``
 (partial RoPE, NTK scaling: :mod:`pgolf.model.rotary`), ``attn.ve_layers`` (value embeddings:
-:mod:`pgolf.model.value`), ``ln_scale``, ``mlp_act`` (LeakyReLU²), ``init`` (orthogonal),
+:mod:`pgolf.model.value`), ``ln_scale``, ``mlp_act`` (LeakyReLU²; SwiGLU, a gate matrix beside W_1),
+``mlp_hidden`` (an MLP width that need not be a multiple of d), ``init`` (orthogonal),
 ``embed.bigram_buckets`` (BigramHash: :mod:`pgolf.model.hashed`), ``embed.smear`` (SmearGate v1–v3 with
 the BOS fix: :mod:`pgolf.model.smear`). Which layer does what is decided once in ``__init__`` by
 :func:`build_plan`; ``forward`` walks that plan.
@@ -180,18 +181,28 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        hidden = cfg.mlp_mult * cfg.model_dim
+        hidden = cfg.mlp_width  # mlp_mult·d, or model.mlp_hidden
         self.fc = CastedLinear(cfg.model_dim, hidden, bias=False, role=Role.MLP_UP)
         self.proj = CastedLinear(hidden, cfg.model_dim, bias=False, zero_init=True, role=Role.MLP_DOWN)
+        self.gate: CastedLinear | None = None
+        if cfg.mlp_act == "swiglu":  # SwiGLU's gate, the same shape as the up projection (role mlp_up)
+            self.gate = CastedLinear(cfg.model_dim, hidden, bias=False, role=Role.MLP_UP)
         self.slope = cfg.leaky_slope if cfg.mlp_act == "leaky_relu2" else 0.0
         self.fused = cfg.fused_kernels
 
+    @needs("model.mlp_act == 'swiglu'")
+    def swiglu(self, x: Tensor) -> Tensor:
+        """SwiGLU (Shazeer 2020; ``2026-03-19_SwiGLU_WarmdownFix_QuarterBatch_1x5090``): W_down·(silu(W_gate x) ⊙ W_up x)."""
+        return self.proj(F.silu(self.gate(x)) * self.fc(x))  # [B,T,d] → [B,T,hidden] → [B,T,d]
+
     def forward(self, x: Tensor) -> Tensor:
+        if self.gate is not None:
+            return self.swiglu(x)
         if self.fused != "off":  # the fused up-projection + activation ([04-10]), an optional accelerator
             from pgolf.model.fused import mlp_forward
 
             return mlp_forward(self, x, self.fused)
-        h = self.fc(x)  # [B,T,d] → [B,T,mlp_mult·d]
+        h = self.fc(x)  # [B,T,d] → [B,T,hidden]
         h = F.leaky_relu(h, self.slope) if self.slope else torch.relu(h)  # LeakyReLU(0.5)²: [03-23] PR #493
         return self.proj(h.square())  # → [B,T,d]
 
