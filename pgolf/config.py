@@ -190,10 +190,19 @@ class RecurConfig:
     untie_mlp: bool = False
     """Repeated passes get MLPs of their own ([03-31]); attention stays shared. Off = fully tied (no
     extra parameters)."""
+    progressive_frac: float = 0.0
+    """Progressive recurrence ([04-06a] ``2026-04-06_SP8192_HessianSDClip_ProgressiveRecurrence``, PR #1412,
+    ``LOOP_PHASE2_AT=0.65`` with the loop on at 0.5): from ``start_frac`` the segment runs one extra pass only,
+    from this fraction of the run all ``loops`` (its README: "enabling both loops at once causes a sharper loss
+    spike"). The U-Net skips follow each phase's virtual halves; evaluation runs every pass. 0 = off (every pass
+    from ``start_frac``). Rule: :func:`pgolf.optim.schedule.loop_passes`."""
 
     def __post_init__(self) -> None:
         _check(self.loops >= 0 and 0 <= self.start <= self.end and 0 <= self.start_frac <= 1,
                "model.recur: loops >= 0, 0 <= start <= end, start_frac in [0, 1]")
+        _check(self.progressive_frac == 0 or (self.loops >= 2 and self.start_frac < self.progressive_frac <= 1),
+               "model.recur.progressive_frac adds the later loops after the first: it needs model.recur.loops >= 2 "
+               "and model.recur.start_frac < progressive_frac <= 1 (0 = off)")
 
 
 @dataclass

@@ -235,4 +235,4 @@ def test_bundle_honours_the_challenge_variables_and_its_errors_are_one_line(tiny
     r = _bundle(clean_python, script, tmp_path / "w2", DATA_PATH=str(tiny_data), PGOLF_SET="train.qat.kind=ste")
     err = r.stderr.strip().splitlines()
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
-    assert "pgolf.quant.qat is not in this bundle: needs train.qat.kind != off" in err[-1]
+    assert "pgolf.quant.qat is not in this bundle: needs train.qat.kind != 'off'" in err[-1]

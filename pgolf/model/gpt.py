@@ -71,20 +71,30 @@ _SDPA_HAS_GQA: bool = tuple(int(p) for p in torch.__version__.split("+")[0].spli
 
 
 def causal_attention(q: Tensor, k: Tensor, v: Tensor, native_gqa: bool = _SDPA_HAS_GQA,
-                     mask: Tensor | None = None, causal: bool = True) -> Tensor:
+                     mask: Tensor | None = None) -> Tensor:
     """Causal SDPA. q [B,H,T,D]; k, v [B,Hkv,T,D] with Hkv | H (query head h reads KV head h // (H/Hkv)).
-    ``mask`` [B,1,T,T] bool (True = may attend) replaces the causal rule (it must include it). ``causal=False``:
-    every position attends to every position (``model.objective=mdlm``, :mod:`pgolf.model.mdlm`)."""
+    ``mask`` [B,1,T,T] bool (True = may attend) replaces the causal rule (it must include it)."""
     if k.size(1) != q.size(1):
         if native_gqa:
             if mask is not None:
                 return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         rep = q.size(1) // k.size(1)
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
     if mask is not None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+@needs("model.objective == 'mdlm'")
+def bidirectional_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """SDPA where every position attends to every position: the masked diffusion LM (``model.objective=mdlm``,
+    :mod:`pgolf.model.mdlm`), which is scored by a variational bound, never as a causal LM. Its own function,
+    so an autoregressive bundle ships (and ``pgolf review`` reads) only causal attention calls."""
+    if k.size(1) != q.size(1):
+        rep = q.size(1) // k.size(1)
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=False)
 
 
 def window_mask(T: int, window: int, device: torch.device) -> Tensor:
@@ -170,7 +180,8 @@ class CausalSelfAttention(nn.Module):
         if spans is not None:
             y = spans.attend(q, k, v).to(v.dtype)  # [B,H,T,D]
         else:
-            y = causal_attention(q.to(v.dtype), k.to(v.dtype), v, mask=mask, causal=self.causal)  # [B,H,T,D]
+            q, k = q.to(v.dtype), k.to(v.dtype)
+            y = causal_attention(q, k, v, mask=mask) if self.causal else bidirectional_attention(q, k, v)  # [B,H,T,D]
         if xsa:
             y = exclusive(y, v)
         if self.gate_kind != "off":

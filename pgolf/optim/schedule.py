@@ -34,7 +34,8 @@ Every other schedule is a function of the *progress* p ∈ [0, 1] (:func:`progre
 wallclock budget used, else of the iterations), so a preset tuned on 8×H100 runs sensibly on a CPU
 and the reverse. WD taper ([04-18] PR #1729): :func:`wd_multiplier`. Progressive sequence length
 (PR #2014): :func:`seq_len_at`. Late recurrence ([04-05] PR #1394, [04-09b] PR #1493): the looped per-layer
-plan from ``model.recur.start_frac``. Late QAT / SWA windows ([03-21] PR #315, [03-20a] PR #162):
+plan from ``model.recur.start_frac``; progressive recurrence ([04-06a] PR #1412): one extra pass until
+``model.recur.progressive_frac``, then all of them (:func:`loop_passes`). Late QAT / SWA windows ([03-21] PR #315, [03-20a] PR #162):
 ``QatConfig.started`` / ``SwaConfig.started`` (:func:`pgolf.config.window_open`). EMA by horizon fraction:
 :func:`ema_decay`; SWA snapshots: :func:`swa_snapshot`.
 
@@ -47,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from pgolf.config import OptimConfig, RunConfig, TrainConfig
+from pgolf.config import OptimConfig, RecurConfig, RunConfig, TrainConfig
 
 
 def progress(step: int, elapsed_s: float, cfg: TrainConfig) -> float:
@@ -110,6 +111,15 @@ def seq_len_at(p: float, cfg: TrainConfig) -> int:
     return cur
 
 
+def loop_passes(p: float, recur: RecurConfig) -> int:
+    """Extra passes of the looped segment at progress p: 0 before ``start_frac`` (the plain stack) or without
+    recurrence; ``loops`` from it — or, with progressive recurrence (``progressive_frac`` = f > 0; [04-06a]
+    PR #1412: loop on at 0.5, ``LOOP_PHASE2_AT`` 0.65), 1 until f and ``loops`` from f."""
+    if recur.loops == 0 or p < recur.start_frac:
+        return 0
+    return 1 if p < recur.progressive_frac else recur.loops
+
+
 def ema_decay(step: int, progress: float, cfg: TrainConfig) -> float:
     """The EMA decay d of the update after optimizer step ``step`` (1-based) at run ``progress``: the fixed
     ``train.ema.decay``, or with ``horizon_frac`` = f: d = 1 − 1/max(1, f·N̂), N̂ = step / p the projected
@@ -152,6 +162,8 @@ class StepSettings:
     """Decay of the EMA update after this step (0 = no EMA)."""
     swa_snapshot: bool
     """SWA adds a snapshot after this step."""
+    loop_passes: int = 0
+    """Extra passes of the looped segment while ``looping`` (:func:`loop_passes`; 0 when not looping)."""
 
 
 class Schedule:
@@ -171,8 +183,18 @@ class Schedule:
 
     @property
     def late_loop(self) -> bool:
-        """The run starts on the plain stack and switches to the looped plan at ``model.recur.start_frac``."""
-        return self.recur.loops > 0 and self.recur.start_frac > 0
+        """The run starts on the plain stack and switches to the looped plan at ``model.recur.start_frac`` (or
+        to the one-pass plan first, ``model.recur.progressive_frac``)."""
+        return self.recur.loops > 0 and (self.recur.start_frac > 0 or self.recur.progressive_frac > 0)
+
+    def loop_plans(self) -> tuple[tuple[bool, int], ...]:
+        """(looping, extra passes) of every per-layer plan the run trains with, in order (the trainer primes
+        each before the clock): the model's own plan, or the plain stack, then each looped phase."""
+        r = self.recur
+        if not self.late_loop:
+            return ((r.loops > 0, r.loops),)
+        phases = ((True, 1), (True, r.loops)) if r.progressive_frac > 0 else ((True, r.loops),)
+        return (((False, r.loops),) if r.start_frac > 0 else ()) + phases
 
     def seq_lens(self) -> tuple[int, ...]:
         """Every training sequence length of the run, in order (the trainer primes each before the clock)."""
@@ -183,9 +205,10 @@ class Schedule:
         t, o = self.train, self.optim
         p = progress(step, elapsed_s, t)
         mul = lr_multiplier(step, elapsed_s, t)
+        passes = loop_passes(p, self.recur)
         return StepSettings(  # in field order
             step, p, mul, wd_multiplier(p, o), muon_momentum(step, o, p), seq_len_at(p, t),
-            self.recur.loops > 0 and p >= self.recur.start_frac,  # looping
+            passes > 0,  # looping
             t.qat.kind != "off" and t.qat.started(p, mul),  # qat
-            ema_decay(step + 1, p, t), swa_snapshot(step + 1, p, mul, t),
+            ema_decay(step + 1, p, t), swa_snapshot(step + 1, p, mul, t), passes,
         )

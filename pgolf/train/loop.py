@@ -203,8 +203,8 @@ class Trainer:
         """Follow the schedule's switches before a step of the run (logged once each): the looped plan from
         ``model.recur.start_frac`` (one recompile under torch.compile: the plan is a guarded attribute), QAT
         once its window opens (it stays on), a new progressive sequence length."""
-        if self.schedule.late_loop and not self.model.looping and s.looping:
-            self.model.looping = True
+        if self.schedule.late_loop and s.looping and (not self.model.looping or self.model.loop_passes != s.loop_passes):
+            self.model.looping, self.model.loop_passes = True, s.loop_passes  # passes: progressive recurrence
             self.log(f"layer_loop:enabled step:{s.step} progress:{s.progress:.4f} order:{[p.block for p in self.model.plan]}")
         if self.qat is not None and self.qat.update(s.progress, s.lr_mult):
             q = self.cfg.train.qat
@@ -231,8 +231,8 @@ class Trainer:
         init_loader = self.loader.state_dict()
         avg_t, avg_info = self.averager.state_dict()  # copies: the priming steps update the average in place
         init_avg = ({k: v.clone() for k, v in avg_t.items()}, dict(avg_info))
-        for looped in ((False, True) if self.schedule.late_loop else (model.looping,)):
-            model.looping = looped
+        for looped, passes in self.schedule.loop_plans():
+            model.looping, model.loop_passes = looped, passes
             for seq in self.schedule.seq_lens():
                 for i in range(priming):
                     s = dataclasses.replace(self.schedule.at(i, 0.0), seq_len=seq)
@@ -308,10 +308,11 @@ class Trainer:
         """Make the model what gets evaluated and exported: looped, QAT removed, the average applied. Returns
         the live weights when an average replaced them (else None)."""
         model, averager = self.model, self.averager
-        if self.schedule.late_loop and not model.looping:  # evaluation and the exported model always run looped
-            self.log(f"layer_loop: the run ended at progress < {self.cfg.model.recur.start_frac}; the model is "
+        r = self.cfg.model.recur  # evaluation and the exported model always run looped, every pass
+        if self.schedule.late_loop and (not model.looping or model.loop_passes != r.loops):
+            self.log(f"layer_loop: the run ended at progress < {r.progressive_frac or r.start_frac}; the model is "
                      "evaluated looped anyway")
-            model.looping = True
+            model.looping, model.loop_passes = True, r.loops
         final = averager.averaged_state(model)
         if self.qat is not None:
             self.qat.detach()  # the exported model is the plain GPT
