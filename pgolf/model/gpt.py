@@ -324,23 +324,25 @@ class LayerPlan:
     """A GPT-J single-stream parallel block (``model.gptj_layers``)."""
 
 
-def virtual_order(cfg: ModelConfig, looping: bool) -> list[int]:
+def virtual_order(cfg: ModelConfig, looping: bool, passes: int | None = None) -> list[int]:
     """Physical block of each virtual layer: 0..L−1, or with recurrence on the segment start..end
-    repeated 1 + loops times in a row ([04-09b]: 0 1 2 3 4 5 3 4 5 3 4 5 6 7 8 9 10)."""
+    repeated 1 + loops times in a row ([04-09b]: 0 1 2 3 4 5 3 4 5 3 4 5 6 7 8 9 10); ``passes`` extra passes
+    instead of ``loops`` (the first phase of progressive recurrence, ``recur.progressive_frac``: 1)."""
     L, r = cfg.num_layers, cfg.recur
     if not looping or r.loops == 0:
         return list(range(L))
     seg = list(range(r.start, r.end + 1))
-    return list(range(r.start)) + seg * (r.loops + 1) + list(range(r.end + 1, L))
+    return list(range(r.start)) + seg * ((r.loops if passes is None else passes) + 1) + list(range(r.end + 1, L))
 
 
-def build_plan(cfg: ModelConfig, looping: bool | None = None) -> tuple[LayerPlan, ...]:
+def build_plan(cfg: ModelConfig, looping: bool | None = None, passes: int | None = None) -> tuple[LayerPlan, ...]:
     """The per-layer plan: the virtual layer order (depth recurrence), U-Net skips (the first half of
     the virtual layers push, each later one pops while the stack is non-empty, LIFO — the baseline),
     per-block XSA / value embeddings / LN scale, the parallel-lane layers (from the first decoder layer
-    whose block is ≥ ``parallel_from`` to the end) and untied MLPs of repeated passes."""
+    whose block is ≥ ``parallel_from`` to the end) and untied MLPs of repeated passes (pass k of a block
+    takes the same MLP whatever ``passes``, the extra passes of the looped segment, :func:`virtual_order`)."""
     looping = cfg.recur.loops > 0 if looping is None else looping
-    order = virtual_order(cfg, looping)
+    order = virtual_order(cfg, looping, passes)
     n = len(order)
     n_enc = n // 2 if cfg.skips != "none" else 0
     n_skip = min(n_enc, n - n_enc)
@@ -377,6 +379,13 @@ class GPT(nn.Module):
         self.plans = {False: build_plan(cfg, False), True: build_plan(cfg, True)}
         self.looping = cfg.recur.loops > 0
         """Depth recurrence on (the trainer switches it on at ``recur.start_frac``); evaluation runs looped."""
+        self.loop_passes = cfg.recur.loops
+        """Extra passes of the looped segment while ``looping``: ``recur.loops``, or 1 in the first phase of
+        progressive recurrence (``recur.progressive_frac``; the trainer raises it); evaluation runs them all."""
+        self.partial_plans: dict[int, tuple[LayerPlan, ...]] = {}
+        """Looped plans with fewer extra passes, by passes: progressive recurrence's first phase ([04-06a])."""
+        if cfg.recur.progressive_frac > 0:
+            self.partial_plans[1] = build_plan(cfg, True, passes=1)
         self.tok_emb = declare(nn.Embedding(cfg.vocab_size, cfg.embed.factor_dim or d), weight=Role.EMBED)  # [V, d|e]
         self.factored = None  # the factored embedding's projections ([03-24]), pgolf.model.factored
         if cfg.embed.factor_dim:
@@ -431,7 +440,17 @@ class GPT(nn.Module):
     @property
     def plan(self) -> tuple[LayerPlan, ...]:
         """The plan the forward pass runs now."""
+        if self.looping and self.loop_passes != self.cfg.recur.loops:
+            return self._phase_plan()
         return self.plans[self.looping]
+
+    @needs("model.recur.progressive_frac > 0")
+    def _phase_plan(self) -> tuple[LayerPlan, ...]:
+        """The looped plan with ``loop_passes`` extra passes (progressive recurrence's first phase)."""
+        if self.loop_passes not in self.partial_plans:
+            raise ConfigError(f"no looped plan with {self.loop_passes} extra passes (model.recur.loops="
+                              f"{self.cfg.recur.loops}, progressive_frac={self.cfg.recur.progressive_frac})")
+        return self.partial_plans[self.loop_passes]
 
     def _init_weights(self) -> None:
         # Tied: N(0, tied_embed_init_std). Untied: nn.Embedding's N(0, 1), as the baseline.
