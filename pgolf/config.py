@@ -611,6 +611,13 @@ class TrainConfig:
     """Where each stage starts, as fractions of the run (0 first, increasing)."""
     grad_accum: int = 0
     """Micro-steps per optimizer step on each rank; 0 = 8 // world_size, the baseline's rule."""
+    loader: Literal["stream", "coprime", "shuffled"] = "stream"
+    """How training sequences are drawn from the train shards. ``stream``: the baseline's one wrapping token
+    stream, shard after shard (:class:`pgolf.data.loader.DistributedTokenLoader`). ``coprime``: windows of every
+    shard, each shard walked with a random stride coprime to its window count, shards interleaved at random
+    ([03-29] PR #1060, from PR #726); ``shuffled``: the shards split across the ranks, each shard's sequence
+    starts permuted behind a random phase ([04-05] PR #1394's ``ShuffledSequenceLoader``, every later record).
+    Both visit every window once per epoch, drawn from ``seed`` (:mod:`pgolf.data.sampled`)."""
     val_every: int = 1000
     """Validate every N steps (0 = only at the end)."""
     val_tokens_during_training: int = 0

@@ -20,7 +20,8 @@ id < vocab size); with an ``overlap`` checker (:meth:`pgolf.data.prepare.RunData
 each shard is also checked, once, for copies of validation documents (``pgolf.data.provenance``),
 and training stops with a DataError naming the shard, the offset and the validation document.
 The stream position — (shard index, offset) — is the loader's state, so a resumed
-run continues the exact stream.
+run continues the exact stream. :func:`train_loader` builds the loader ``train.loader`` names: this one, or
+the records' coprime-stride / shuffled-sequence window samplers (:mod:`pgolf.data.sampled`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 
 from pgolf import fileio
-from pgolf.config import DataConfig
+from pgolf.config import DataConfig, TrainConfig
 from pgolf.data.shards import (
     list_byte_sidecars,
     list_shards,
@@ -155,6 +156,17 @@ def resolve_data(data_cfg: DataConfig, vocab_size: int) -> DataSpec:
 def _manifest(data_dir: Path) -> dict[str, Any] | None:
     """``data_dir/manifest.json`` (None when absent; a DataError when unreadable or not an object)."""
     return fileio.read_json_object(data_dir / "manifest.json", "manifest")
+
+
+def train_loader(cfg: TrainConfig, files: Sequence[PathLike], rank: int = 0, world_size: int = 1,
+                 device: torch.device | str = "cpu", vocab_size: int | None = None,
+                 overlap: OverlapChecker | None = None) -> DistributedTokenLoader:
+    """The training loader ``cfg.loader`` names (the sampled ones imported behind their switch)."""
+    if cfg.loader == "stream":
+        return DistributedTokenLoader(files, rank, world_size, device, vocab_size, overlap)
+    from pgolf.data.sampled import SampledLoader
+
+    return SampledLoader(files, rank, world_size, device, vocab_size, overlap, kind=cfg.loader, seed=cfg.seed)  # type: ignore[return-value]
 
 
 class DistributedTokenLoader:

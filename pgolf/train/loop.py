@@ -43,7 +43,7 @@ from pgolf import dist, logformat
 from pgolf.compile import compile_model
 from pgolf.compile import resolve as resolve_compile
 from pgolf.config import RunConfig
-from pgolf.data.loader import DistributedTokenLoader, ValData
+from pgolf.data.loader import ValData, train_loader
 from pgolf.data.prepare import RunData, prepare_data
 from pgolf.errors import ConfigError, TrainingError
 from pgolf.eval.bpb import EvalResult, evaluate
@@ -159,8 +159,8 @@ class Trainer:
             self.fwd = DDP(self.compiled, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                            broadcast_buffers=False)
         overlap = self.data.overlap_checker() if cfg.data.overlap_check else None  # checks shards as they load
-        self.loader = DistributedTokenLoader(self.data.spec.train_files, self.rank, self.world, self.device,
-                                             vocab_size=cfg.model.vocab_size, overlap=overlap)
+        self.loader = train_loader(t, self.data.spec.train_files, self.rank, self.world, self.device,
+                                   vocab_size=cfg.model.vocab_size, overlap=overlap)  # train.loader
         self.suffix = "" if self.rank == 0 else f".rank{self.rank}"
         self.step, self.train_seconds, self.tokens_seen = 0, 0.0, 0
         self.seq_len = 0
