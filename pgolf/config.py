@@ -906,6 +906,12 @@ EVAL_METHODS = ("plain", "sliding", "ttt", "mix", "sliding+mix", "ttt+mix")
 """``EvalConfig.method`` / ``pgolf eval --method`` names (:mod:`pgolf.eval.methods`)."""
 
 
+def ttt_ssm_message(mode: str) -> str:
+    """Why LoRA test-time training refuses a model with SSM layers (one line; :mod:`pgolf.eval.ttt` says it too)."""
+    return (f"eval.ttt.mode={mode} adapts the attention projections (LoRA), which the SSM layers (model.ssm_layers) "
+            "do not have: use eval.ttt.mode=sgd (full-model SGD TTT, as 2026-04-15_Mamba3Hybrid_SP8192_GPTQ_TTT did)")
+
+
 def parse_eval_method(name: str) -> tuple[str, bool]:
     """(base, mixed) of an evaluation method name; ConfigError for anything else."""
     n = name.strip().lower()
@@ -982,6 +988,8 @@ class RunConfig:
         if self.model.objective == "mdlm":  # an MDLM run is scored by its bound, not by an exact method
             _check(self.eval.method == "plain", "model.objective=mdlm is scored by its variational bound "
                    f"(val_var_bpb), not by eval.method={self.eval.method}: set eval.method=plain")
+        if self.model.ssm_layers and parse_eval_method(self.eval.method)[0] == "ttt":
+            _check(self.eval.ttt.mode == "sgd", ttt_ssm_message(self.eval.ttt.mode))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -76,7 +76,7 @@ import torch
 from torch import nn
 
 from pgolf import dist
-from pgolf.config import TttConfig
+from pgolf.config import TttConfig, ttt_ssm_message
 from pgolf.data.bytetables import ByteTables
 from pgolf.errors import ConfigError
 from pgolf.eval.bpb import ValTokens, rank_sequences
@@ -215,6 +215,8 @@ def evaluate_ttt(
     raw = None if val.raw_bytes is None else np.asarray(val.raw_bytes)
     check_tokens(tokens, tables, raw)
     chunk_for(cfg, seq_len)  # a chunk set longer than the context fails before any work
+    if cfg.mode != "sgd" and any(hasattr(b, "ssm") for b in getattr(model, "blocks", ())):
+        raise ConfigError(ttt_ssm_message(cfg.mode))  # LoRA targets attention; an SSM block has none
     tokens_t = torch.from_numpy(tokens.astype(np.int64))
     hints_t = None if hints is None else torch.from_numpy(np.asarray(hints, dtype=np.int64))
     sink = TargetSink(tokens.shape[0] - 1, device, hints=hints is not None)
