@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     from pgolf.config import load_config
     from pgolf.export.driver import record_0427_policy
     from pgolf.model.gpt import GPT, parameter_roles
-    from pgolf.quant.grid import QuantSpec, quantize_tensor
+    from pgolf.quant.grid import quantize_tensor
+    from pgolf.quant.intgrid import QuantSpec
     from pgolf.train import checkpoint as ckpt_mod
 
     cfg = load_config(str(args.run_dir / "config.json"))

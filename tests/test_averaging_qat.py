@@ -13,7 +13,7 @@ from pgolf.data.prepare import prepare_data
 from pgolf.errors import ConfigError
 from pgolf.model.gpt import GPT
 from pgolf.presets import get_preset
-from pgolf.quant import grid
+from pgolf.quant import intgrid
 from pgolf.quant.qat import FakeQuant, attach_qat
 from pgolf.train import averaging
 from pgolf.train import checkpoint as ckpt
@@ -93,8 +93,8 @@ def _quantized_reference(model: torch.nn.Module, bits: int) -> torch.nn.Module:
             if hasattr(mod, "weight_fn"):
                 mod.weight_fn = None
                 if mod.param_roles["weight"].optimizer == "matrix":
-                    q, s = grid.quantize_rtn(mod.weight, grid.QuantSpec(bits=bits, clip="max"))
-                    mod.weight.copy_(grid.dequantize_grid(q, s, grid.QuantSpec(bits=bits).group_size))
+                    q, s = intgrid.quantize_rtn(mod.weight, intgrid.QuantSpec(bits=bits, clip="max"))
+                    mod.weight.copy_(intgrid.dequantize_grid(q, s, intgrid.QuantSpec(bits=bits).group_size))
     return ref
 
 

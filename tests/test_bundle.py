@@ -87,7 +87,7 @@ def test_a_switch_that_is_off_brings_no_code():
                          (["train.calib_reserve_seconds=0.5", "train.max_wallclock_seconds=10"], {gptq, calib}),
                          (["export.scheme=budget"], {gptq, calib, "pgolf.export.search", "pgolf.artifact.streams",
                                                      "pgolf.artifact.format_v2", "pgolf.quant.lqer",
-                                                     "pgolf.quant.selective_prune"})]:
+                                                     "pgolf.quant.lqer_factors", "pgolf.quant.selective_prune"})]:
         assert set(_sel("tiny", sets).modules) - set(off.modules) == brings, sets
     # a scheme pgolf does not know (a new one) keeps everything a scheme could need
     unknown = dataclasses.replace(get_preset("tiny"), export=dataclasses.replace(RunConfig().export, scheme="new"))

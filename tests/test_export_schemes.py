@@ -23,10 +23,10 @@ from pgolf.export.driver import (
 )
 from pgolf.model.gpt import GPT, model_roles
 from pgolf.presets import get_preset
-from pgolf.quant import grid
+from pgolf.quant import grid, intgrid
 from pgolf.quant.calib import HESSIANS_FILE, HessianCollector, load_hessians, save_hessians
 from pgolf.quant.gptq import quantize_gptq
-from pgolf.quant.grid import QuantSpec
+from pgolf.quant.intgrid import QuantSpec
 
 CFG = ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2)
 ROLES = model_roles(CFG)
@@ -107,7 +107,7 @@ def test_int6_gptqlite_zstd_grids(model_sd_h):
     for name, w in sd.items():
         g = ROLES[name].value
         if g.startswith(("attn_", "mlp_")):
-            q, s = grid.quantize_rtn(w, spec)
+            q, s = intgrid.quantize_rtn(w, spec)
             assert t[name].scheme == "int6_row" and torch.equal(t[name].parts["q"], q) and torch.equal(t[name].parts["scale"], s)
             assert int(t[name].parts["q"].abs().max()) <= 31
         elif g == "embed":
@@ -133,7 +133,7 @@ def test_gptq6_emb7_brotli_grids(model_sd_h):
     # without Hessians the same grids are rounded plainly, and the artifact says so
     res2 = export_model(sd, ExportConfig(scheme="gptq6_emb7_brotli"), roles=ROLES)
     t2 = read_artifact_bytes(res2.blob)
-    q, _ = grid.quantize_rtn(sd["blocks.0.mlp.fc.weight"], QuantSpec(bits=6, clip="sdclip", k=12.0))
+    q, _ = intgrid.quantize_rtn(sd["blocks.0.mlp.fc.weight"], QuantSpec(bits=6, clip="sdclip", k=12.0))
     assert torch.equal(t2["blocks.0.mlp.fc.weight"].parts["q"], q) and res2.hessian_source == "none"
 
 

@@ -15,7 +15,7 @@ import torch
 from pgolf.config import ModelConfig
 from pgolf.errors import ConfigError
 from pgolf.model.gpt import GPT, count_params, parameter_roles, rms_norm
-from pgolf.quant import grid
+from pgolf.quant import grid, intgrid
 from pgolf.quant.calib import (
     HessianCollector,
     calibrate_from_generated,
@@ -30,7 +30,7 @@ from pgolf.quant.gptq import (
     quantize_model,
     quantize_weight,
 )
-from pgolf.quant.grid import QuantSpec, compute_scale, dequantize_grid, quantize_rtn, quantize_with_scale
+from pgolf.quant.intgrid import QuantSpec, compute_scale, dequantize_grid, quantize_rtn, quantize_with_scale
 from pgolf.quant.lqer import LqerSpec
 
 
@@ -78,7 +78,7 @@ def test_gptq_equals_float64_obs_reference(bits, group, block):
     s = compute_scale(w, QuantSpec(bits=bits, group_size=group, clip="max"))
     m = 2 ** (bits - 1) - 1
     q = gptq_quantize(w.double(), h, s, bits, group, block_size=block, dtype=torch.float64)
-    ref = _ref_obs(w, h, grid.expand_scale(s, 40, group).double(), m)
+    ref = _ref_obs(w, h, intgrid.expand_scale(s, 40, group).double(), m)
     assert torch.equal(q, ref)
 
 
@@ -117,7 +117,7 @@ def test_gptq_lite_inside_gptq_picks_per_row_minimum():
     _, h = _calib(seed=3)
     q, s, stats = quantize_gptq(w, h, QuantSpec(bits=4, clip="gptq_lite", gptq=True))
     got = hessian_error(w.double() - dequantize_grid(q, s, 0, torch.float64), h)
-    for p in grid.GPTQ_LITE_CANDIDATES:
+    for p in intgrid.GPTQ_LITE_CANDIDATES:
         spec_p = QuantSpec(bits=4, clip="max" if p == 1.0 else "percentile", clip_q=p, gptq=True)
         qp, sp, _ = quantize_gptq(w, h, spec_p)
         ep = hessian_error(w.double() - dequantize_grid(qp, sp, 0, torch.float64), h)
@@ -150,7 +150,7 @@ def test_act_order_unpermutes():
     assert not torch.equal(perm, torch.arange(40))
     q = gptq_quantize(w.double(), h, s, 5, 16, act_order=True, dtype=torch.float64)
     # the same run done by hand: permute W, H and the column steps, no reordering, un-permute
-    step = grid.expand_scale(s, 40, 16)[:, perm]
+    step = intgrid.expand_scale(s, 40, 16)[:, perm]
     ref = _ref_obs(w[:, perm], h[perm][:, perm], step.double(), 15, act_order=False)
     assert torch.equal(q, ref[:, torch.argsort(perm)])
     # and diagonal H (no coupling) with distinct entries: any order gives plain rounding

@@ -8,7 +8,8 @@ import torch
 
 from pgolf.artifact.format import read_artifact, write_artifact
 from pgolf.quant import grid
-from pgolf.quant.lqer import LqerSpec, add_lqer, apply_lqer, lqer_factors, top_k_by_error
+from pgolf.quant.lqer import LqerSpec, add_lqer, apply_lqer, top_k_by_error
+from pgolf.quant.lqer_factors import lqer_correction, lqer_factors, quantize_lqer_factors
 
 
 def _w(rows=48, cols=100, seed=0, lowrank=0.02):
@@ -52,7 +53,7 @@ def test_factor_grids_and_scales():
         for k, sl in enumerate((slice(0, 64), slice(64, 100))):
             assert int(qb[r, sl].abs().max()) in (7, 8)
             assert float(sb[r, k]) > 0
-    corr = grid.lqer_correction(parts)
+    corr = lqer_correction(parts)
     ref = (qa.double() * float(sa)) @ (qb.double() * sb.double().repeat_interleave(64, dim=1)[:, :100])
     torch.testing.assert_close(corr.double(), ref, rtol=1e-6, atol=1e-9)
 
@@ -61,7 +62,7 @@ def test_record_scale_rules_without_refit_or_gain():
     """quantize_lqer_factors alone is [04-27a]'s packing: sA = max|A|/1.5, sB = max|B_g|/7.5."""
     g = torch.Generator().manual_seed(2)
     a, b = torch.randn(10, 4, generator=g), torch.randn(4, 128, generator=g)
-    p = grid.quantize_lqer_factors(a, b, 64)
+    p = quantize_lqer_factors(a, b, 64)
     assert p["lqer_a_scale"] == (a.abs().max() / 1.5).half()
     ref_sb = (b.reshape(4, 2, 64).abs().amax(dim=-1) / 7.5).half()
     assert torch.equal(p["lqer_b_scale"], ref_sb)

@@ -10,7 +10,6 @@ import torch
 from pgolf.errors import ConfigError
 from pgolf.quant import grid
 from pgolf.quant.grid import (
-    INT8_CLIP_Q,
     QuantTensor,
     check_parts,
     dequantize_int8_per_row,
@@ -18,12 +17,12 @@ from pgolf.quant.grid import (
     dequantize_state_dict,
     dequantize_tensor,
     int8_policy,
-    quantile_linear,
     quantize_int8_per_row,
     quantize_int8_per_tensor,
     quantize_state_dict,
     quantize_tensor,
 )
+from pgolf.quant.intgrid import INT8_CLIP_Q, quantile_linear
 from pgolf.roles import Role
 
 

@@ -10,14 +10,14 @@ import torch
 
 from pgolf.artifact.format import read_artifact, write_artifact
 from pgolf.errors import ConfigError
-from pgolf.quant import grid
-from pgolf.quant.grid import (
+from pgolf.quant import grid, intgrid
+from pgolf.quant.grid import parse_scheme_name
+from pgolf.quant.intgrid import (
     GPTQ_LITE_CANDIDATES,
     QuantSpec,
     compute_scale,
     dequantize_grid,
     expand_scale,
-    parse_scheme_name,
     quantize_rtn,
     quantize_with_scale,
     row_importance,
@@ -255,5 +255,5 @@ def test_check_parts_rejects_wrong_group_shapes():
 
 def test_entropy():
     q = torch.tensor([-1, 0, 0, 1] * 8, dtype=torch.int8)
-    assert grid.entropy_bits(q) == pytest.approx(1.5)
-    assert grid.entropy_bits(torch.zeros(10, dtype=torch.int8)) == 0.0
+    assert intgrid.entropy_bits(q) == pytest.approx(1.5)
+    assert intgrid.entropy_bits(torch.zeros(10, dtype=torch.int8)) == 0.0

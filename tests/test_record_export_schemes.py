@@ -11,7 +11,8 @@ from pgolf.presets import get_preset
 from pgolf.quant import grid
 from pgolf.quant.calib import HessianCollector
 from pgolf.quant.gptq import quantize_gptq
-from pgolf.quant.grid import QuantSpec
+from pgolf.quant.intgrid import QuantSpec
+from pgolf.quant.lqer_factors import lqer_correction
 from pgolf.roles import Role
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -135,7 +136,7 @@ def test_record_0427(tmp_path):
     assert len(lq) == 3 and lq == set(sorted(errs, key=lambda n: -errs[n])[:3]) == set(header["meta"]["lqer"])
     for n in lq:  # the factors are part of the dequantized tensor
         base = t[n].parts["q"].float() * t[n].parts["scale"].float()[:, None]
-        assert torch.allclose(state[n].float(), base + grid.lqer_correction(t[n].parts), atol=1e-6), n
+        assert torch.allclose(state[n].float(), base + lqer_correction(t[n].parts), atol=1e-6), n
     hot = [s for s in res.pack_report.streams if s.group in ("embed", "attn_q", "mlp_up")]
     assert hot and all(s.transform in ("T", "perm+T") for s in hot)
     assert any(e["perm"] is not None for qt in header["tensors"].values() for e in qt["parts"].values()) or \

@@ -27,7 +27,7 @@ from pgolf.export.search import (
     search_budget,
 )
 from pgolf.model.gpt import GPT, parameter_roles
-from pgolf.quant import grid
+from pgolf.quant import grid, intgrid
 from pgolf.quant.calib import HessianCollector
 from pgolf.quant.gptq import hessian_error
 from pgolf.quant.grid import dequantize_tensor
@@ -75,7 +75,7 @@ def _size_range(s: Search) -> tuple[int, int]:
 
 
 def _m(group, b, e, i=0):
-    return Measured(group, Option(grid.QuantSpec(bits=2 + i % 7)), b, e, e)
+    return Measured(group, Option(intgrid.QuantSpec(bits=2 + i % 7)), b, e, e)
 
 
 def _brute(measured, budget, w):
@@ -278,7 +278,7 @@ def test_prune_order_costs_match_reference_and_pruning_zeroes_exactly_n_ones():
         cols = qt.shape[1]
         i, j = divmod(int(order.flat_index[k]), cols)
         p = grid.parse_scheme_name(qt.scheme)
-        step = float(grid.expand_scale(qt.parts["scale"], cols, p.group_size)[i, j])
+        step = float(intgrid.expand_scale(qt.parts["scale"], cols, p.group_size)[i, j])
         q = int(qt.parts["q"][i, j])
         w = float(s.state_dict[name][i, j])
         ref = (w * w - (w - q * step) ** 2) * float(s.hessians[name][j, j])

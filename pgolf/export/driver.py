@@ -73,7 +73,7 @@ from pgolf.export.schemes import (  # noqa: F401  (re-exported: the driver's pub
 )
 from pgolf.model.gpt import GPT, unwrap
 from pgolf.quant import HESSIANS_FILE, grid
-from pgolf.quant.grid import QuantSpec
+from pgolf.quant.intgrid import QuantSpec
 from pgolf.roles import RoleMap, check_roles
 from pgolf.switch import needs
 
@@ -94,8 +94,10 @@ def record_lqer_0427(state_dict: Mapping[str, Tensor], qsd: dict[str, grid.Quant
                      eligible: list[str]) -> list[str]:
     """[04-27a]'s LQER (L2268-2287): E = W − Ŵ for every GPTQ tensor, the ``top_k`` by ‖E‖_F across all
     groups get A = U_r S_r, B = V_rᵀ of the plain SVD (rank 4), stored asymmetric (A int2 one scale, B
-    int4 per 64; :func:`pgolf.quant.grid.quantize_lqer_factors`) when 64 divides B's size (the record's
+    int4 per 64; :func:`pgolf.quant.lqer_factors.quantize_lqer_factors`) when 64 divides B's size (the record's
     symmetric fallback is not stored here; such tensors stay uncorrected). Returns the corrected names."""
+    from pgolf.quant.lqer_factors import quantize_lqer_factors
+
     errs = {n: (state_dict[n].float() - grid.dequantize_tensor(qsd[n]).float()) for n in eligible}
     top = sorted(errs, key=lambda n: -float(errs[n].norm()))[: LQER_0427["top_k"]]
     done = []
@@ -105,7 +107,7 @@ def record_lqer_0427(state_dict: Mapping[str, Tensor], qsd: dict[str, grid.Quant
         a, b = (u[:, :r] * sv[:r]).contiguous(), vh[:r].contiguous()
         if r != LQER_0427["rank"] or b.numel() % LQER_0427["group"] or b.shape[1] % LQER_0427["group"]:
             continue
-        parts = grid.quantize_lqer_factors(a, b, LQER_0427["group"])
+        parts = quantize_lqer_factors(a, b, LQER_0427["group"])
         qt = qsd[n]
         qsd[n] = grid.QuantTensor(grid.lqer_scheme_name(qt.scheme, r, LQER_0427["group"]), {**qt.parts, **parts},
                                   qt.shape, qt.dtype)

@@ -44,8 +44,8 @@ from pgolf.config import RunConfig
 from pgolf.errors import ConfigError
 from pgolf.export.driver import get_export_scheme
 from pgolf.model.gpt import GPT, count_params, parameter_roles
-from pgolf.quant import grid
-from pgolf.quant.grid import QuantSpec
+from pgolf.quant import grid, intgrid
+from pgolf.quant.intgrid import QuantSpec
 from pgolf.roles import Role
 
 NEEDED_WHEN = "train.autosize"
@@ -137,7 +137,7 @@ def quantized_sample(name: str, shape: tuple[int, int], spec: Any, tails: dict[s
     w = synthetic_weights(n, cols, {**DEFAULT_TAILS, **tails}, seed=hash_name(name))
     spec = _spec_of(spec)
     if isinstance(spec, QuantSpec):
-        q, s = grid.quantize_rtn(w, spec)
+        q, s = intgrid.quantize_rtn(w, spec)
         parts = [q, s]
     else:
         parts = list(grid.quantize_tensor(w, spec).parts.values())

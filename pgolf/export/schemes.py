@@ -16,7 +16,7 @@ from torch import Tensor
 from pgolf.config import ExportConfig
 from pgolf.errors import ConfigError
 from pgolf.quant import grid
-from pgolf.quant.grid import QuantSpec
+from pgolf.quant.intgrid import QuantSpec
 from pgolf.roles import Role
 
 if TYPE_CHECKING:

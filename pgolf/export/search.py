@@ -62,9 +62,10 @@ from torch import Tensor
 
 from pgolf.artifact import streams
 from pgolf.errors import BudgetError, ConfigError
-from pgolf.quant import grid
+from pgolf.quant import intgrid
 from pgolf.quant.gptq import ModelQuantizer, TensorResult, TensorSpec
-from pgolf.quant.grid import QuantSpec, QuantTensor, dequantize_tensor, float_policy
+from pgolf.quant.grid import QuantTensor, dequantize_tensor, float_policy
+from pgolf.quant.intgrid import QuantSpec
 from pgolf.quant.lqer import LqerSpec
 from pgolf.quant.selective_prune import PruneOrder, apply_pruning, prune_order, pruned_cost
 from pgolf.roles import QUANT_GROUPS, Role, RoleMap, check_roles
@@ -291,7 +292,7 @@ def _entropy_bytes(qt: QuantTensor) -> float:
     total = 0.0
     for p in qt.parts.values():
         if p.dtype == torch.int8:
-            total += p.numel() * grid.entropy_bits(p) / 8
+            total += p.numel() * intgrid.entropy_bits(p) / 8
         else:
             total += p.numel() * p.element_size()
     return total

@@ -36,8 +36,9 @@ import torch
 from torch import Tensor
 
 from pgolf.errors import ConfigError
-from pgolf.quant import grid
-from pgolf.quant.grid import Policy, QuantSpec, QuantTensor, dequantize_tensor, float_policy, quantize_tensor
+from pgolf.quant import grid, intgrid
+from pgolf.quant.grid import Policy, QuantTensor, dequantize_tensor, float_policy, quantize_tensor
+from pgolf.quant.intgrid import QuantSpec
 
 if TYPE_CHECKING:  # LQER is imported where it is used (only the budget search asks for it)
     from pgolf.quant.lqer import LqerSpec
@@ -111,13 +112,13 @@ def gptq_quantize(
     """GPTQ (module docstring) of w [rows, cols] with fixed fp16 ``scale`` ([rows] or [rows, G]) on
     the B-bit grid; returns q int8 [rows, cols] (original column order). Runs on ``w``'s device."""
     rows, cols = w.shape
-    m = grid.qmax(bits)
+    m = intgrid.qmax(bits)
     u, perm, dead = prepare_hessian(h.to(w.device), damp, act_order)
     u = u.to(dtype)
     work = w.detach().to(dtype).clone()
     work[:, dead] = 0
     work = work[:, perm].contiguous()
-    s = grid.expand_scale(scale.to(w.device), cols, group_size)[:, perm].to(dtype)
+    s = intgrid.expand_scale(scale.to(w.device), cols, group_size)[:, perm].to(dtype)
     q = torch.zeros(rows, cols, dtype=dtype, device=w.device)
     with full_fp32_matmul():
         _gptq_loop(work, u, s, q, m, block_size)
@@ -158,12 +159,12 @@ def quantize_gptq(w: Tensor, h: Tensor, spec: QuantSpec, dtype: torch.dtype = to
     g, bits = spec.group_size, spec.bits
     h = h.to(w32.device)
     kw = dict(damp=spec.damp, block_size=spec.block_size, act_order=spec.act_order, dtype=dtype)
-    clips = grid.clip_candidates(w32, spec, h.diagonal())
-    scales = [grid.store_scale(grid.clip_to_scale(c, bits, spec.step_floor), g) for c in clips]
+    clips = intgrid.clip_candidates(w32, spec, h.diagonal())
+    scales = [intgrid.store_scale(intgrid.clip_to_scale(c, bits, spec.step_floor), g) for c in clips]
     stack_s = torch.cat(scales, dim=0)  # K candidates stacked as rows
     q_all = gptq_quantize(w32.repeat(len(scales), 1), h, stack_s, bits, g, **kw)
     w64 = w32.double()
-    err = hessian_error(w64.repeat(len(scales), 1) - grid.dequantize_grid(q_all, stack_s, g, torch.float64), h)
+    err = hessian_error(w64.repeat(len(scales), 1) - intgrid.dequantize_grid(q_all, stack_s, g, torch.float64), h)
     err = err.view(len(scales), rows)
     if spec.search == "matrix":
         pick = torch.full((rows,), int(err.sum(dim=1).argmin()), device=w32.device)
@@ -171,10 +172,10 @@ def quantize_gptq(w: Tensor, h: Tensor, spec: QuantSpec, dtype: torch.dtype = to
         pick = err.argmin(dim=0)
     idx = pick * rows + torch.arange(rows, device=w32.device)
     q, scale = q_all[idx], stack_s[idx]
-    q_rtn = grid.quantize_with_scale(w32, scale, bits, g)
+    q_rtn = intgrid.quantize_with_scale(w32, scale, bits, g)
     stats = GPTQStats(
         herr=float(err.gather(0, pick[None])[0].sum()),
-        herr_rtn=float(hessian_error(w64 - grid.dequantize_grid(q_rtn, scale, g, torch.float64), h).sum()),
+        herr_rtn=float(hessian_error(w64 - intgrid.dequantize_grid(q_rtn, scale, g, torch.float64), h).sum()),
     )
     return q.cpu().contiguous(), scale.cpu().contiguous(), stats
 
@@ -225,7 +226,7 @@ def _stats(w: Tensor, qt: QuantTensor, h: Tensor | None, bits: float, herr_rtn: 
     else:
         mse, herr = 0.0, None
     q = qt.parts.get("q")
-    ent = grid.entropy_bits(q) if q is not None and q.dtype == torch.int8 else None
+    ent = intgrid.entropy_bits(q) if q is not None and q.dtype == torch.int8 else None
     p = grid.parse_scheme_name(qt.scheme)
     return TensorStats(qt.scheme, w.numel(), bits, qt.nbytes, mse, herr, herr_rtn, ent, p.lqer_rank if p else 0)
 
@@ -252,7 +253,7 @@ def quantize_weight(w: Tensor, spec: TensorSpec, h: Tensor | None = None, name: 
         q, scale, gs = quantize_gptq(w, h, spec)
         herr_rtn = gs.herr_rtn
     else:
-        q, scale = grid.quantize_rtn(w, spec, None if h is None else h.diagonal())
+        q, scale = intgrid.quantize_rtn(w, spec, None if h is None else h.diagonal())
         q, scale = q.cpu(), scale.cpu()
     qt = QuantTensor(spec.scheme, {"q": q, "scale": scale}, tuple(w.shape), w.dtype)
     return TensorResult(qt, _stats(w, qt, h, float(spec.bits), herr_rtn))

@@ -25,43 +25,15 @@ Maths (w a float tensor, computed in fp32):
 Every scheme dequantizes to the tensor's original dtype and shape (the baseline leaves control
 tensors fp32; restoring the original dtype is lossless there and lets ``load_state_dict`` match).
 
-Split (DESIGN style rule 10): this module is the *grid* (per-tensor quantizer and its inverse, as
-named schemes with named parts); a *policy* is a plain function ``(name, tensor) -> scheme name``
-that selects the layers (``int8_policy`` is the baseline's); the *packer* is
-:mod:`pgolf.artifact.format` and the *driver* is :mod:`pgolf.export.driver`. Fixed grids are entries
-of :data:`SCHEMES`; the parametrized low-bit families (int2…int8 per row/group, ternary, LQER
-factors; every parameter in the name) are built on demand by :func:`family_scheme` (second part of
-this module) and :func:`get_scheme` resolves them. GPTQ (:mod:`pgolf.quant.gptq`) is an algorithm: its output uses the same schemes.
-
-Part 2 — low-bit grids (int2…int8 per row or per group, ternary), clip strategies, LQER factor storage.
-
-Sources (CATALOGUE §2.5, §2.8; code written here): int5/int6 in int8 containers [03-19c]/[03-20b];
-GPTQ-lite clip search [03-22] (PR #414); SDClip [04-05] (PR #1394); Hessian-aware SDClip [04-06a]
-(PR #1412); ternary absmean [03-24] (PR #640); asymmetric LQER factors [04-27a] (PR #1855, from #1797).
-
-Maths (w [rows, cols] in fp32; B bits; qmax = 2^(B−1) − 1; groups of g consecutive columns of a row,
-the last one possibly shorter; "per row" is one group of all columns):
-
-- a clip c > 0 per group → step s = fp16(c / qmax) (floored at 2^−24, the smallest positive fp16),
-  ``q = clamp(round(w / s), −qmax, qmax)`` (round half to even) computed with the *stored* fp16 step,
-  ``ŵ = q · s``. So |w − ŵ| ≤ s/2 wherever |w| ≤ qmax·s, and values q·s survive bit-exactly.
-  q sits in an int8 container whatever B is: the compressor removes the unused high bits, as the
-  records do. Scales are fp16 as in the records: ``scale`` is [rows] per row, [rows, ⌈cols/g⌉] per group.
-- clip strategies (per group; a group whose clip comes out 0 or non-finite falls back to max|w|):
-  ``percentile``  c = quantile_q(|w|) (the baseline's q = 0.9999984 by default);
-  ``max``         c = max|w|;
-  ``gptq_lite``   c ∈ {quantile_p(|w|): p ∈ 0.999, 0.9995, 0.9999, 0.99999, 1.0}, keeping the candidate
-                  with the least squared reconstruction error — per scale (each row/group its own,
-                  ``search="scale"``, never worse) or one for the whole matrix as [03-22] (``"matrix"``);
-  ``sdclip``      c = k · std(w_group) (unbiased std, as PR #1394);
-  ``sdclip_hessian``  c_i = k · std · [1 + λ(r_i − 1)], λ = 0.175 (PR #1412): with d = diag H (dead
-                  columns set to 1, plus the GPTQ damping), u_j = d_j / mean(d), r_i = mean_j |w_ij| u_j
-                  normalised to mean 1 over rows (1 + λ(r − 1) ≥ 1 − λ > 0 since r ≥ 0);
-  ``absmean``     c = mean|w| with B = 2 (qmax = 1): **ternary** q ∈ {−1, 0, 1}, ŵ = q · absmean
-                  (BitNet b1.58, [03-24] with its per-group fp16 absmean; no "shrinkage fix").
-- LQER factors (A [rows, r], B [r, cols]): A as int2 in [−2, 1] with one fp16 scale max|A|/1.5,
-  B as int4 in [−8, 7] with one fp16 scale max|B_group|/7.5 per group of g columns of each row of B;
-  correction = (q_A s_A)(q_B s_B). (The record groups the flattened B; the same when g | cols.)
+Split (DESIGN style rule 10): this module names the *grids* as schemes (per-tensor quantizer and its
+inverse, with named parts); a *policy* is a plain function ``(name, tensor) -> scheme name`` that selects
+the layers (``int8_policy`` is the baseline's); the *packer* is :mod:`pgolf.artifact.format` and the
+*driver* is :mod:`pgolf.export.driver`. Fixed grids are entries of :data:`SCHEMES`; the parametrized
+low-bit families (every parameter in the name, below) are built on demand by :func:`family_scheme` and
+:func:`get_scheme` resolves them. Their maths — int2…int8 per row or group, ternary, the clip strategies
+and :class:`~pgolf.quant.intgrid.QuantSpec` — is :mod:`pgolf.quant.intgrid`; LQER's factors are
+:mod:`pgolf.quant.lqer_factors` (imported only for a ``+lqer`` name); GPTQ (:mod:`pgolf.quant.gptq`) is an
+algorithm whose output uses the same schemes.
 
 Scheme names (the container stores a per-tensor ``scheme`` string and named parts; every parameter is
 in the name, so no new container version is needed):
@@ -69,7 +41,7 @@ in the name, so no new container version is needed):
 ``int{B}_g{g}`` (B = 2…8), ``ternary_row`` / ``ternary_g{g}`` (same parts; q ∈ {−1, 0, 1}); each may end
 in ``+lqer{r}`` (B's group 64) or ``+lqer{r}g{g}``. Parts: ``q`` int8 [rows, cols], ``scale`` fp16, and
 with LQER ``lqer_a`` int8 [rows, r], ``lqer_a_scale`` fp16 [], ``lqer_b`` int8 [r, cols],
-``lqer_b_scale`` fp16 [r, ⌈cols/g⌉]. :func:`pgolf.quant.grid.get_scheme` resolves these names.
+``lqer_b_scale`` fp16 [r, ⌈cols/g⌉]. :func:`get_scheme` resolves these names.
 """
 
 from __future__ import annotations
@@ -82,39 +54,19 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from pgolf.errors import ConfigError
+from pgolf.quant import intgrid
 from pgolf.roles import Role, RoleMap, role_of
 from pgolf.switch import needs
 
 KEEP_FLOAT_MAX_NUMEL = 65_536
 """Float tensors with at most this many elements are stored as floats, not quantized."""
-INT8_CLIP_Q = 99.99984 / 100.0
-"""Per-row clip quantile of |w| (the baseline's ``INT8_CLIP_PERCENTILE / 100``)."""
 INT8_QMAX = 127
-
-
-def quantile_linear(x: Tensor, q: float, dim: int = -1) -> Tensor:
-    """``torch.quantile(x, q, dim)`` with linear interpolation, bit-identical, without its 2^24-element
-    input limit: rank ``r = q·(n−1)`` in ``x``'s dtype, ``lerp(sorted[⌊r⌋], sorted[⌈r⌉], r−⌊r⌋)``;
-    NaN if the slice has a NaN. ``x`` must be non-empty along ``dim``."""
-    dim = dim % x.ndim
-    n = x.shape[dim]
-    if n == 0:
-        raise ValueError("quantile of an empty slice")
-    s = x.sort(dim=dim).values
-    rank = torch.tensor(q, dtype=x.dtype) * (n - 1)  # computed in x's dtype, as torch does
-    lo, hi = int(rank.long()), int(rank.ceil().long())
-    out = torch.lerp(s.narrow(dim, lo, 1), s.narrow(dim, hi, 1), (rank - lo).to(x.device))
-    out = out.squeeze(dim)
-    if x.is_floating_point():
-        out = torch.where(x.isnan().any(dim=dim), torch.full_like(out, float("nan")), out)
-    return out
 
 
 # --------------------------------------------------------------------------- int8 grids
 
 
-def quantize_int8_per_row(w: Tensor, clip_q: float = INT8_CLIP_Q) -> tuple[Tensor, Tensor]:
+def quantize_int8_per_row(w: Tensor, clip_q: float = intgrid.INT8_CLIP_Q) -> tuple[Tensor, Tensor]:
     """2-D ``w`` [rows, cols] → ``q`` int8 [rows, cols], ``scale`` fp16 [rows] (see module docstring)."""
     if w.ndim != 2:
         raise ValueError(f"per-row int8 needs a 2-D tensor, got shape {tuple(w.shape)}")
@@ -122,7 +74,7 @@ def quantize_int8_per_row(w: Tensor, clip_q: float = INT8_CLIP_Q) -> tuple[Tenso
     if w32.shape[1] == 0:
         clip = torch.zeros(w32.shape[0], dtype=torch.float32, device=w32.device)
     else:
-        clip = quantile_linear(w32.abs(), clip_q, dim=1)
+        clip = intgrid.quantile_linear(w32.abs(), clip_q, dim=1)
     clipped = torch.maximum(torch.minimum(w32, clip[:, None]), -clip[:, None])
     scale = (clip / INT8_QMAX).clamp_min(1.0 / INT8_QMAX)  # fp32; q uses this, storage rounds to fp16
     q = torch.clamp(torch.round(clipped / scale[:, None]), -INT8_QMAX, INT8_QMAX).to(torch.int8)
@@ -134,10 +86,10 @@ def dequantize_int8_per_row(q: Tensor, scale: Tensor, dtype: torch.dtype = torch
     return (q.float() * scale.float()[:, None]).to(dtype).contiguous()
 
 
-def quantize_int8_per_tensor(w: Tensor, clip_q: float = INT8_CLIP_Q) -> tuple[Tensor, Tensor]:
+def quantize_int8_per_tensor(w: Tensor, clip_q: float = intgrid.INT8_CLIP_Q) -> tuple[Tensor, Tensor]:
     """Any-shape ``w`` → ``q`` int8 (same shape), ``scale`` fp32 scalar (see module docstring)."""
     w32 = w.detach().float()
-    clip = float(quantile_linear(w32.abs().flatten(), clip_q, dim=0).item()) if w32.numel() else 0.0
+    clip = float(intgrid.quantile_linear(w32.abs().flatten(), clip_q, dim=0).item()) if w32.numel() else 0.0
     scale = torch.tensor(clip / INT8_QMAX if clip > 0 else 1.0, dtype=torch.float32)
     q = torch.clamp(torch.round(torch.clamp(w32, -clip, clip) / scale), -INT8_QMAX, INT8_QMAX).to(torch.int8)
     return q.contiguous(), scale
@@ -329,293 +281,6 @@ def dequantize_state_dict(qsd: Mapping[str, QuantTensor]) -> dict[str, Tensor]:
     return {name: dequantize_tensor(qt) for name, qt in qsd.items()}
 
 
-# =========================================================================== low-bit grids
-
-CLIPS = ("percentile", "max", "gptq_lite", "sdclip", "sdclip_hessian", "absmean")
-GPTQ_LITE_CANDIDATES: tuple[float, ...] = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
-"""Clip quantiles of |w| tried by ``gptq_lite`` ([03-22])."""
-SCALE_MIN = 2.0**-24
-"""Smallest positive fp16: the step floor (only all-zero groups reach it)."""
-SCALE_MAX = 65504.0
-"""Largest fp16."""
-LQER_A_RANGE, LQER_A_DIV = (-2, 1), 1.5
-LQER_B_RANGE, LQER_B_DIV = (-8, 7), 7.5
-LQER_GROUP = 64
-
-
-def qmax(bits: int) -> int:
-    """Largest level of the symmetric B-bit grid, 2^(B−1) − 1 (int2: 1 = ternary)."""
-    if not 2 <= bits <= 8:
-        raise ConfigError(f"quantization bits must be in 2..8, got {bits}")
-    return 2 ** (bits - 1) - 1
-
-
-@dataclass(frozen=True)
-class QuantSpec:
-    """One tensor's quantization choice (hashable: a cache key for the budget search)."""
-
-    bits: int = 6
-    """Grid bits B (2…8): levels −qmax…qmax, qmax = 2^(B−1) − 1."""
-    group_size: int = 0
-    """Columns per scale along the input dim (0 = one scale per row)."""
-    clip: str = "percentile"
-    """One of :data:`CLIPS` (module docstring)."""
-    clip_q: float = INT8_CLIP_Q
-    """Quantile of |w| for ``percentile``."""
-    k: float = 12.85
-    """SDClip multiplier of the std ([04-05]: matrices 12.85 at int6, embeddings 20 at int8)."""
-    hessian_lambda: float = 0.175
-    """λ of ``sdclip_hessian`` ([04-06a])."""
-    search: str = "scale"
-    """``gptq_lite``: pick the clip per scale ("scale") or per matrix ("matrix", as [03-22]).
-    Under GPTQ the pick is per row (rows are independent there, groups of a row are not)."""
-    gptq: bool = False
-    """Full-Hessian GPTQ ([03-25]) instead of plain rounding; needs the tensor's Hessian."""
-    damp: float = 0.01
-    """GPTQ damping: H += damp · mean(diag H) · I (also used by ``sdclip_hessian``)."""
-    block_size: int = 128
-    """GPTQ columns per lazily-propagated block."""
-    act_order: bool = True
-    """GPTQ column order: descending diag(H)."""
-    step_floor: float = 0.0
-    """Least step before the fp16 cast: s = fp16(max(c / qmax, step_floor)). 0 (default) keeps only the
-    2^−24 floor; [03-22] floors at 1/qmax (``(row_clip / clip_range).clamp_min(1.0 / clip_range)``,
-    its ``train_gpt.py`` L894), so rows with clip < 1 all share the step 1/31 at int6."""
-
-    def __post_init__(self) -> None:
-        qmax(self.bits)
-        if self.clip not in CLIPS:
-            raise ConfigError(f"unknown clip strategy {self.clip!r} (known: {', '.join(CLIPS)})")
-        if self.clip == "absmean" and self.bits != 2:
-            raise ConfigError("clip 'absmean' is the ternary grid and needs bits=2")
-        if self.group_size < 0 or self.block_size < 1:
-            raise ConfigError("group_size must be >= 0 and block_size >= 1")
-        if not 0.0 < self.clip_q <= 1.0 or self.k <= 0 or self.damp < 0 or self.hessian_lambda < 0:
-            raise ConfigError("need 0 < clip_q <= 1, k > 0, damp >= 0, hessian_lambda >= 0")
-        if not 0.0 <= self.step_floor <= SCALE_MAX:
-            raise ConfigError(f"step_floor must be in [0, {SCALE_MAX}], got {self.step_floor}")
-        if self.search not in ("scale", "matrix"):
-            raise ConfigError(f"search must be 'scale' or 'matrix', got {self.search!r}")
-
-    @classmethod
-    def ternary(cls, group_size: int = 64, **kw) -> QuantSpec:
-        return cls(bits=2, group_size=group_size, clip="absmean", **kw)
-
-    @property
-    def qmax(self) -> int:
-        return qmax(self.bits)
-
-    @property
-    def needs_hessian(self) -> bool:
-        return self.gptq or self.clip == "sdclip_hessian"
-
-    @property
-    def scheme(self) -> str:
-        """The storage scheme name (module docstring)."""
-        base = "ternary" if self.clip == "absmean" else f"int{self.bits}"
-        return f"{base}_{'row' if self.group_size == 0 else f'g{self.group_size}'}"
-
-
-# --------------------------------------------------------------------------- groups and scales
-
-
-def num_groups(cols: int, group_size: int) -> int:
-    """Scales per row: 1 per row (group_size 0), else ⌈cols / g⌉."""
-    return 1 if group_size == 0 else -(-cols // group_size)
-
-
-def _reduce_groups(x: Tensor, group_size: int, fn: Callable[[Tensor], Tensor]) -> Tensor:
-    """``fn`` (reducing the last dim) over each group of each row of x [rows, cols] → [rows, G]."""
-    rows, cols = x.shape
-    g = cols if group_size == 0 else group_size
-    if cols == 0:
-        return x.new_zeros(rows, num_groups(0, group_size))
-    n_full, rem = divmod(cols, g)
-    out = []
-    if n_full:
-        out.append(fn(x[:, : n_full * g].reshape(rows, n_full, g)))
-    if rem:
-        out.append(fn(x[:, n_full * g :].reshape(rows, 1, rem)))
-    return torch.cat(out, dim=1)
-
-
-def expand_scale(scale: Tensor, cols: int, group_size: int) -> Tensor:
-    """A scale part ([rows] or [rows, G]) as fp32 [rows, cols] (each column's step)."""
-    s = scale.float()
-    if group_size == 0:
-        return s.reshape(-1, 1).expand(-1, cols)
-    return s.repeat_interleave(group_size, dim=1)[:, :cols]
-
-
-def _std(x: Tensor) -> Tensor:
-    return x.std(dim=-1) if x.shape[-1] > 1 else torch.zeros_like(x[..., 0])
-
-
-def row_importance(w32: Tensor, h_diag: Tensor, damp: float = 0.01) -> Tensor:
-    """r_i of Hessian-aware SDClip (module docstring), mean 1 over rows; [rows]."""
-    d = h_diag.detach().to(w32.device, torch.float32).clone()
-    d[d == 0] = 1.0
-    d = (d + damp * d.mean()).clamp_min(1e-8)
-    r = (w32.abs() * (d / d.mean())[None, :]).mean(dim=1)
-    m = r.mean()
-    return r / m if m > 0 else torch.ones_like(r)
-
-
-def clip_to_scale(clip: Tensor, bits: int, floor: float = 0.0) -> Tensor:
-    """Step s = fp16(c / qmax) clamped to [max(2^−24, floor), 65504] (``floor``: QuantSpec.step_floor)."""
-    return (clip.float() / qmax(bits)).clamp(max(SCALE_MIN, floor), SCALE_MAX).to(torch.float16)
-
-
-def _fallback_max(clip: Tensor, w32: Tensor, group_size: int) -> Tensor:
-    bad = ~(clip > 0) | ~torch.isfinite(clip)
-    if bool(bad.any()):
-        clip = torch.where(bad, _reduce_groups(w32.abs(), group_size, lambda t: t.amax(dim=-1)), clip)
-    return clip
-
-
-def clip_candidates(w32: Tensor, spec: QuantSpec, h_diag: Tensor | None = None) -> list[Tensor]:
-    """The clip(s) [rows, G] of ``spec.clip`` (``gptq_lite``: one per candidate quantile)."""
-    a, g = w32.abs(), spec.group_size
-    if spec.clip == "gptq_lite":
-        qs = GPTQ_LITE_CANDIDATES
-        clips = [_reduce_groups(a, g, (lambda t, p=p: quantile_linear(t, p, dim=-1))) for p in qs]
-    elif spec.clip == "percentile":
-        clips = [_reduce_groups(a, g, lambda t: quantile_linear(t, spec.clip_q, dim=-1))]
-    elif spec.clip == "max":
-        clips = [_reduce_groups(a, g, lambda t: t.amax(dim=-1))]
-    elif spec.clip == "absmean":
-        clips = [_reduce_groups(a, g, lambda t: t.mean(dim=-1))]
-    else:  # sdclip, sdclip_hessian
-        c = spec.k * _reduce_groups(w32, g, _std)
-        if spec.clip == "sdclip_hessian":
-            if h_diag is None:
-                raise ConfigError("clip 'sdclip_hessian' needs the tensor's Hessian diagonal")
-            c = c * (1.0 + spec.hessian_lambda * (row_importance(w32, h_diag, spec.damp) - 1.0))[:, None]
-        clips = [c]
-    return [_fallback_max(c, w32, g) for c in clips]
-
-
-def store_scale(scale: Tensor, group_size: int) -> Tensor:
-    """A [rows, G] scale in its stored shape ([rows] per row)."""
-    return (scale[:, 0] if group_size == 0 else scale).contiguous()
-
-
-def quantize_with_scale(w32: Tensor, scale: Tensor, bits: int, group_size: int) -> Tensor:
-    """q = clamp(round(w / s), ±qmax) as int8, with s the stored fp16 step of each column."""
-    m = qmax(bits)
-    q = torch.round(w32 / expand_scale(scale, w32.shape[1], group_size)).clamp_(-m, m)
-    return q.to(torch.int8).contiguous()
-
-
-def dequantize_grid(q: Tensor, scale: Tensor, group_size: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """ŵ = q · s (fp32), cast to ``dtype``."""
-    return (q.float() * expand_scale(scale, q.shape[1], group_size)).to(dtype).contiguous()
-
-
-def select_clip(w32: Tensor, clips: list[Tensor], spec: QuantSpec) -> Tensor:
-    """The candidate clip with the least squared rounding error, per scale or per matrix."""
-    if len(clips) == 1:
-        return clips[0]
-    errs = []
-    for c in clips:
-        s = clip_to_scale(c, spec.bits, spec.step_floor)
-        e = (w32 - dequantize_grid(quantize_with_scale(w32, s, spec.bits, spec.group_size), s, spec.group_size))
-        errs.append(_reduce_groups(e.square(), spec.group_size, lambda t: t.sum(dim=-1)))
-    err = torch.stack(errs)  # [K, rows, G]
-    stack = torch.stack(clips)
-    if spec.search == "matrix":
-        return stack[int(err.sum(dim=(1, 2)).argmin())]
-    return stack.gather(0, err.argmin(dim=0, keepdim=True))[0]  # first candidate wins ties
-
-
-def compute_scale(w: Tensor, spec: QuantSpec, h_diag: Tensor | None = None) -> Tensor:
-    """The stored fp16 scale part of ``spec`` for w [rows, cols] (rounding-error search for gptq_lite)."""
-    w32 = _check_2d(w)
-    clip = select_clip(w32, clip_candidates(w32, spec, h_diag), spec)
-    return store_scale(clip_to_scale(clip, spec.bits, spec.step_floor), spec.group_size)
-
-
-def quantize_rtn(w: Tensor, spec: QuantSpec, h_diag: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Plain rounding on the grid of ``spec``: ``(q int8 [rows, cols], scale fp16)``."""
-    scale = compute_scale(w, spec, h_diag)
-    return quantize_with_scale(_check_2d(w), scale, spec.bits, spec.group_size), scale
-
-
-def _check_2d(w: Tensor) -> Tensor:
-    if w.ndim != 2:
-        raise ValueError(f"low-bit grids need a 2-D tensor, got shape {tuple(w.shape)}")
-    return w.detach().float()
-
-
-# --------------------------------------------------------------------------- LQER factor storage
-
-
-def quantize_lqer_factors(a: Tensor, b: Tensor, group_size: int = LQER_GROUP) -> dict[str, Tensor]:
-    """A [rows, r] → int2 [−2, 1] with one scale max|A|/1.5; B [r, cols] → int4 [−8, 7] per group (max/7.5)."""
-    a32, b32 = a.detach().float(), b.detach().float()
-    sa = (a32.abs().amax() / LQER_A_DIV).clamp(SCALE_MIN, SCALE_MAX).to(torch.float16)
-    qa = torch.round(a32 / sa.float()).clamp_(*LQER_A_RANGE).to(torch.int8)
-    sb = (_reduce_groups(b32.abs(), group_size, lambda t: t.amax(dim=-1)) / LQER_B_DIV).clamp(SCALE_MIN, SCALE_MAX)
-    sb = sb.to(torch.float16)
-    qb = torch.round(b32 / expand_scale(sb, b32.shape[1], group_size)).clamp_(*LQER_B_RANGE).to(torch.int8)
-    return {"lqer_a": qa.contiguous(), "lqer_a_scale": sa, "lqer_b": qb.contiguous(), "lqer_b_scale": sb.contiguous()}
-
-
-def lqer_correction(parts: Mapping[str, Tensor], group_size: int = LQER_GROUP) -> Tensor:
-    """(q_A s_A)(q_B s_B) in fp32, [rows, cols]."""
-    a = parts["lqer_a"].float() * parts["lqer_a_scale"].float()
-    return a @ dequantize_grid(parts["lqer_b"], parts["lqer_b_scale"], group_size)
-
-
-def lqer_factors(err: Tensor, rank: int = 4, group_size: int = LQER_GROUP, refit: bool = True) -> dict[str, Tensor]:
-    """The quantized factor parts (``lqer_a``, ``lqer_a_scale``, ``lqer_b``, ``lqer_b_scale``) of a
-    rank-``rank`` correction of ``err`` [rows, cols]; all-zero factors if none reduces ‖err‖_F."""
-    e = err.detach().double()
-    rows, cols = e.shape
-    parts = _factors(e, rank, group_size, refit) if e.numel() and bool(e.any()) else None
-    if parts is None:
-        return _zero_parts(rows, cols, rank, group_size)
-    return parts
-
-
-def _zero_parts(rows: int, cols: int, rank: int, group_size: int) -> dict[str, Tensor]:
-    z8, z16 = torch.int8, torch.float16
-    return {
-        "lqer_a": torch.zeros(rows, rank, dtype=z8),
-        "lqer_a_scale": torch.zeros((), dtype=z16),
-        "lqer_b": torch.zeros(rank, cols, dtype=z8),
-        "lqer_b_scale": torch.zeros(rank, num_groups(cols, group_size), dtype=z16),
-    }
-
-
-def _factors(e: Tensor, rank: int, group_size: int, refit: bool) -> dict[str, Tensor] | None:
-    rows, cols = e.shape
-    u, s, vh = torch.linalg.svd(e, full_matrices=False)
-    r = min(rank, s.numel())
-    a, b = u[:, :r] * s[:r], vh[:r].clone()  # [rows, r], [r, cols]
-    # 1. sign: the largest-magnitude entry of each A column goes to the −2 side.
-    peak = a.gather(0, a.abs().argmax(dim=0, keepdim=True))[0]
-    sign = torch.where(peak > 0, -1.0, 1.0).to(a.dtype)
-    a, b = a * sign, b * sign[:, None]
-    if r < rank:  # pad to the scheme's rank with zero components
-        a = torch.cat([a, a.new_zeros(rows, rank - r)], dim=1)
-        b = torch.cat([b, b.new_zeros(rank - r, cols)], dim=0)
-    parts = quantize_lqer_factors(a, b, group_size)
-    if refit:  # 2. B = Â⁺ E with Â as stored
-        a_hat = parts["lqer_a"].double() * parts["lqer_a_scale"].double()
-        b = torch.linalg.pinv(a_hat) @ e
-        parts = {**parts, **{k: v for k, v in quantize_lqer_factors(a, b, group_size).items() if k.startswith("lqer_b")}}
-    # 3. gain α folded into A's scale, then verified with the stored fp16 scale.
-    p = lqer_correction(parts, group_size).double()
-    pp, ep = float((p * p).sum()), float((e * p).sum())
-    if pp == 0.0 or ep <= 0.0:
-        return None
-    alpha = ep / pp
-    parts["lqer_a_scale"] = (parts["lqer_a_scale"].double() * alpha).clamp(SCALE_MIN, SCALE_MAX).to(torch.float16)
-    after = float((e - lqer_correction(parts, group_size).double()).square().sum())
-    return parts if after < float(e.square().sum()) else None
-
-
 # --------------------------------------------------------------------------- scheme families
 
 _NAME = re.compile(r"(?:int([2-8])|(ternary))_(?:row|g([1-9]\d*))(?:\+lqer([1-9]\d*)(?:g([1-9]\d*))?)?")
@@ -629,11 +294,11 @@ class SchemeName:
     group_size: int
     ternary: bool
     lqer_rank: int = 0
-    lqer_group: int = LQER_GROUP
+    lqer_group: int = intgrid.LQER_GROUP
 
     @property
     def base(self) -> str:
-        return QuantSpec(self.bits, self.group_size, "absmean" if self.ternary else "percentile").scheme
+        return intgrid.QuantSpec(self.bits, self.group_size, "absmean" if self.ternary else "percentile").scheme
 
 
 def parse_scheme_name(name: str) -> SchemeName | None:
@@ -642,14 +307,14 @@ def parse_scheme_name(name: str) -> SchemeName | None:
     if m is None:
         return None
     bits, tern, g, r, rg = m.groups()
-    if rg is not None and int(rg) == LQER_GROUP:
+    if rg is not None and int(rg) == intgrid.LQER_GROUP:
         return None  # one name per format: the default B group is written without "g64"
-    return SchemeName(2 if tern else int(bits), int(g or 0), bool(tern), int(r or 0), int(rg or LQER_GROUP))
+    return SchemeName(2 if tern else int(bits), int(g or 0), bool(tern), int(r or 0), int(rg or intgrid.LQER_GROUP))
 
 
-def lqer_scheme_name(base: str, rank: int, group_size: int = LQER_GROUP) -> str:
+def lqer_scheme_name(base: str, rank: int, group_size: int = intgrid.LQER_GROUP) -> str:
     """``base`` + the LQER suffix (base is a low-bit or the int8_row scheme)."""
-    return f"{base}+lqer{rank}" + ("" if group_size == LQER_GROUP else f"g{group_size}")
+    return f"{base}+lqer{rank}" + ("" if group_size == intgrid.LQER_GROUP else f"g{group_size}")
 
 
 def _part_specs(p: SchemeName) -> Callable[[tuple[int, ...], torch.dtype], dict]:
@@ -659,7 +324,7 @@ def _part_specs(p: SchemeName) -> Callable[[tuple[int, ...], torch.dtype], dict]
         if len(shape) != 2:
             raise ValueError(f"low-bit schemes need a 2-D shape, got {list(shape)}")
         rows, cols = shape
-        sshape = (rows,) if p.group_size == 0 else (rows, num_groups(cols, p.group_size))
+        sshape = (rows,) if p.group_size == 0 else (rows, intgrid.num_groups(cols, p.group_size))
         out = {"q": (torch.int8, (rows, cols)), "scale": (torch.float16, sshape)}
         if p.lqer_rank:
             r = p.lqer_rank
@@ -667,7 +332,7 @@ def _part_specs(p: SchemeName) -> Callable[[tuple[int, ...], torch.dtype], dict]
                 "lqer_a": (torch.int8, (rows, r)),
                 "lqer_a_scale": (torch.float16, ()),
                 "lqer_b": (torch.int8, (r, cols)),
-                "lqer_b_scale": (torch.float16, (r, num_groups(cols, p.lqer_group))),
+                "lqer_b_scale": (torch.float16, (r, intgrid.num_groups(cols, p.lqer_group))),
             }
         return out
 
@@ -676,8 +341,10 @@ def _part_specs(p: SchemeName) -> Callable[[tuple[int, ...], torch.dtype], dict]
 
 def _dequantize(p: SchemeName) -> Callable[[Mapping[str, Tensor], tuple[int, ...], torch.dtype], Tensor]:
     def deq(parts: Mapping[str, Tensor], shape: tuple[int, ...], dt: torch.dtype) -> Tensor:
-        w = dequantize_grid(parts["q"], parts["scale"], p.group_size)
+        w = intgrid.dequantize_grid(parts["q"], parts["scale"], p.group_size)
         if p.lqer_rank:
+            from pgolf.quant.lqer_factors import lqer_correction
+
             w = w + lqer_correction(parts, p.lqer_group)
         return w.to(dt).contiguous()
 
@@ -687,16 +354,18 @@ def _dequantize(p: SchemeName) -> Callable[[Mapping[str, Tensor], tuple[int, ...
 def _quantize(p: SchemeName) -> Callable[[Tensor], dict[str, Tensor]]:
     """The scheme's default quantizer: plain rounding with the percentile clip (absmean for ternary;
     the baseline's own for int8_row), plus unrefined LQER factors of the error when named."""
-    spec = QuantSpec(p.bits, p.group_size, "absmean" if p.ternary else "percentile")
+    spec = intgrid.QuantSpec(p.bits, p.group_size, "absmean" if p.ternary else "percentile")
 
     def quant(t: Tensor) -> dict[str, Tensor]:
         if p.base == "int8_row":
             parts = SCHEMES["int8_row"].quantize(t)
         else:
-            q, s = quantize_rtn(t, spec)
+            q, s = intgrid.quantize_rtn(t, spec)
             parts = {"q": q, "scale": s}
         if p.lqer_rank:
-            err = t.float() - dequantize_grid(parts["q"], parts["scale"], p.group_size)
+            from pgolf.quant.lqer_factors import lqer_factors
+
+            err = t.float() - intgrid.dequantize_grid(parts["q"], parts["scale"], p.group_size)
             parts |= lqer_factors(err, p.lqer_rank, p.lqer_group)
         return parts
 
@@ -712,13 +381,3 @@ def family_scheme(name: str) -> Scheme | None:
     if p is None or name == "int8_row":
         return None
     return Scheme(name, _quantize(p), _dequantize(p), _part_specs(p))
-
-
-def entropy_bits(q: Tensor) -> float:
-    """Empirical zeroth-order entropy of the int8 values, bits per value (a compressibility guide)."""
-    if q.numel() == 0:
-        return 0.0
-    counts = torch.bincount((q.reshape(-1).to(torch.int64) + 128), minlength=256).double()
-    p = counts[counts > 0] / q.numel()
-    return float(-(p * p.log2()).sum())
-

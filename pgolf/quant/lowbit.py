@@ -73,9 +73,9 @@ NEEDED_WHEN = "train.qat.kind in ('ternary', 'binary') or export.scheme.startswi
 # pgolf.quant.grid reaches this module (get_scheme) and not the reverse: the few helpers it shares with the
 # int-k grids are restated here (same maths as grid's num_groups / _reduce_groups / expand_scale).
 SCALE_MIN = 2.0**-24
-"""Smallest positive fp16 (grid.SCALE_MIN): the scale floor, reached only by all-zero groups."""
+"""Smallest positive fp16 (intgrid.SCALE_MIN): the scale floor, reached only by all-zero groups."""
 SCALE_MAX = 65504.0
-"""Largest fp16 (grid.SCALE_MAX)."""
+"""Largest fp16 (intgrid.SCALE_MAX)."""
 
 
 def num_groups(cols: int, group_size: int) -> int:

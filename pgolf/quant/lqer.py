@@ -5,19 +5,10 @@ Source: [04-27a] (PR #1855, from PR #1797), CATALOGUE §2.5 "LQER"; code written
 Maths. After quantization, E = W − Ŵ for every eligible matrix; the ``top_k`` (3) with the largest
 ‖E‖_F get a rank-r (4) correction. Truncated SVD E ≈ U_r S_r V_rᵀ, A = U_r S_r [rows, r], B = V_rᵀ
 [r, cols]; storage as [04-27a]: A int2 in [−2, 1] with one fp16 scale max|A|/1.5, B int4 in [−8, 7]
-with an fp16 scale max|B_g|/7.5 per group of 64 columns (:func:`pgolf.quant.grid.quantize_lqer_factors`).
-Dequantization adds Â·B̂. The factor fit (:func:`pgolf.quant.grid.lqer_factors`, in the grid module
-because the ``…+lqer{r}`` schemes quantize with it; this module is the selection on top) makes three
-choices of ours, none costing bytes:
-
-1. sign: each component (A column, B row) is flipped so that the A entry of largest magnitude is
-   negative — the asymmetric int2 grid reaches −2 but only +1;
-2. refit (``refit=True``): with Â fixed, B = Â⁺E (least squares, pseudo-inverse for columns of Â that
-   rounded to zero) before B is quantized — the int2 rounding of A is otherwise uncompensated;
-3. gain: the product P = Â·B̂ is scaled by α = ⟨E, P⟩/‖P‖² (the optimal scalar, folded into A's
-   scale), so ‖E − αP‖² = ‖E‖² − ⟨E,P⟩²/‖P‖² < ‖E‖_F² whenever ⟨E, P⟩ > 0; the result is checked
-   after fp16 rounding of the scale and the correction is dropped (None) unless it strictly reduces
-   ‖W − Ŵ‖_F. So LQER reduces the Frobenius error by construction.
+with an fp16 scale max|B_g|/7.5 per group of 64 columns (:func:`pgolf.quant.lqer_factors.quantize_lqer_factors`).
+Dequantization adds Â·B̂. The factor fit is :func:`pgolf.quant.lqer_factors.lqer_factors` (beside the
+storage, because the ``…+lqer{r}`` schemes quantize with it; this module is the selection on top); its three
+choices of ours (sign, refit, gain; none costs bytes) make LQER reduce the Frobenius error by construction.
 """
 
 from __future__ import annotations
@@ -29,7 +20,9 @@ from torch import Tensor
 
 from pgolf.errors import ConfigError
 from pgolf.quant import grid
-from pgolf.quant.grid import QuantTensor, dequantize_tensor, lqer_factors
+from pgolf.quant.grid import QuantTensor, dequantize_tensor
+from pgolf.quant.intgrid import LQER_GROUP
+from pgolf.quant.lqer_factors import lqer_factors
 
 NEEDED_WHEN = "scheme.codec == 'streams'"
 
@@ -41,7 +34,7 @@ class LqerSpec:
     top_k: int = 3
     """Correct the k eligible tensors with the largest ‖W − Ŵ‖_F."""
     rank: int = 4
-    group_size: int = grid.LQER_GROUP
+    group_size: int = LQER_GROUP
     """Columns per B scale."""
     refit: bool = True
     """Least-squares refit of B after A is quantized (module docstring, 2)."""

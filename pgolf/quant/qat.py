@@ -5,7 +5,7 @@ on when the LR multiplier falls below a threshold, [03-21] (PR #315, 0.1) and [0
 credited to PR #286); soft-round QAT [03-31] (PR #1204).
 
 Maths, per row i of a weight W [rows, cols], b bits, qmax = 2^(b−1) − 1 — the grid of
-``QuantSpec(bits=b, clip="max")`` (:func:`pgolf.quant.grid.quantize_rtn`):
+``QuantSpec(bits=b, clip="max")`` (:func:`pgolf.quant.intgrid.quantize_rtn`):
 
     s_i = fp16(max_j |W_ij| / qmax)  (floored at 2^−24),   Q(W)_ij = clamp(round(W_ij / s_i), −qmax, qmax) · s_i
     ste:         W' = W + a · stopgrad(Q(W) − W)                       (forward Q(W), gradient of the identity)
@@ -40,8 +40,8 @@ from torch import Tensor, nn
 
 from pgolf.config import QatConfig
 from pgolf.model.layers import CastedLinear
-from pgolf.quant.grid import clip_to_scale
-from pgolf.quant.grid import qmax as grid_qmax
+from pgolf.quant.intgrid import clip_to_scale
+from pgolf.quant.intgrid import qmax as grid_qmax
 
 NEEDED_WHEN = "train.qat.kind != 'off'"
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pgolf.quant import grid
+from pgolf.quant import grid, intgrid
 from pgolf.quant.grid import QuantTensor
 
 NEEDED_WHEN = "scheme.quantizes and (export.fit == 'prune' or scheme.codec == 'streams')"
@@ -68,7 +68,7 @@ def prune_order(
         p = grid.parse_scheme_name(qt.scheme)
         q = qt.parts["q"].to(torch.int64)
         w = state_dict[name].detach().to("cpu", torch.float64)
-        s = grid.expand_scale(qt.parts["scale"], q.shape[1], p.group_size).double()
+        s = intgrid.expand_scale(qt.parts["scale"], q.shape[1], p.group_size).double()
         delta = q * s * (2 * w - q * s)  # [rows, cols]
         h = hessians.get(name)
         if h is not None:
