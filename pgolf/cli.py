@@ -97,8 +97,10 @@ def info(
     }
     if hardware is not None:
         from pgolf.preflight import preflight
+        from pgolf.tracks import preflight_verdicts
 
-        out["preflight"] = preflight(cfg, hardware, artifact_bytes=est.artifact_bytes).to_json()
+        pre = preflight(cfg, hardware, artifact_bytes=est.artifact_bytes)
+        out["preflight"] = {**pre.to_json(), "track": {"name": cfg.track, "verdicts": preflight_verdicts(cfg, pre)}}
     if as_json:
         print(json.dumps(out, indent=2))
         return
@@ -112,6 +114,7 @@ def info(
         print(f"preflight on {hardware}: {pf['ms_per_step']:.1f} ms/step ({phases}); {pf['steps']:,} steps in the budget, "
               f"{pf['tokens']:,} tokens; artifact ≈{pf['artifact_bytes']:,} bytes; plain eval ≈{ev}")
         print(f"  [{pf['method']}]")
+        print(f"track {cfg.track}: " + "; ".join(f"{v['verdict'].upper()} {v['line']}" for v in pf["track"]["verdicts"]))
     docs = field_docs()
     width = max(len(k) for k in prov)
     for k, (v, src) in prov.items():

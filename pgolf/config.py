@@ -964,7 +964,7 @@ class EvalConfig:
 NOT_RESULT_CHANGING = frozenset({
     "name", "data.path", "data.tokenizer", "data.overlap_check", "data.overlap_prescan",
     "train.seed", "train.device", "train.threads", "train.log_every", "train.val_every",
-    "train.val_tokens_during_training", "train.checkpoint_every_seconds", "train.autosize_cache",
+    "train.val_tokens_during_training", "train.checkpoint_every_seconds", "train.autosize_cache", "track",
 })
 """Flat config keys that do not change a run's result: the seed (runs are grouped across seeds), the name
 (a label), where the data and tokenizer live (the data enters an identity by its content), and what only
@@ -977,6 +977,12 @@ reach a bundle as the challenge's environment variables (SEED, DATA_PATH, TRAIN_
 class RunConfig:
     name: str = "run"
     """Recipe name (the preset it came from)."""
+    track: Literal["10min_16mb", "non_record_16mb"] = "10min_16mb"
+    """The challenge track the run is judged on (:mod:`pgolf.tracks`, openai/parameter-golf README): ``10min_16mb``
+    (``records/track_10min_16mb/``: training ≤ 600 s and evaluation ≤ 600 s on 8×H100, a significant win) or
+    ``non_record_16mb`` (``records/track_non_record_16mb/``: no training-time limit, no significance claim, e.g. the
+    4-hour baseline ``2026-03-18_Quasi10Bfrom50B_SP1024_9x512_KV4_4h_pgut3``). Both cap the artifact at 16,000,000
+    bytes. Read by ``pgolf info --hardware``, ``pgolf submit`` and ``pgolf review``; changes no result."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -18,22 +18,29 @@ def register(app: typer.Typer) -> None:
         author: Annotated[str, typer.Option("--author", help="Author name.")],
         github_id: Annotated[str, typer.Option("--github-id", help="GitHub user name.")],
         blurb: Annotated[str, typer.Option("--blurb", help="One paragraph describing the submission.")] = "",
-        out: Annotated[Path, typer.Option("--out", help="Records directory.")] = Path("records/track_10min_16mb"),
+        out: Annotated[Path | None, typer.Option("--out", help="Records directory (default records/track_<track>).")] = None,
+        track: Annotated[str | None, typer.Option("--track", help="10min_16mb (the record track: 600 s training and "
+                                                  "evaluation) or non_record_16mb (no training-time limit, no "
+                                                  "significance claim); default: the runs' track setting.")] = None,
+        reason: Annotated[str | None, typer.Option("--reason", help="Non-record track: why the runs are not a record "
+                                                   "(default: what the runs did beyond the record's rules).")] = None,
         date: Annotated[str | None, typer.Option("--date", help="YYYY-MM-DD (default today, UTC).")] = None,
         hardware: Annotated[str | None, typer.Option("--hardware", help="e.g. '8xH100 80GB SXM' (default from the log).")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing folder of that name.")] = False,
     ) -> None:
-        """Write records/track_10min_16mb/<date>_<name>/: README.md, submission.json, each seed's log,
-        train_gpt.py and requirements.txt."""
+        """Write records/track_<track>/<date>_<name>/: README.md, submission.json, each seed's log,
+        train_gpt.py and requirements.txt. The track's budgets are checked (pgolf.tracks): the 16,000,000-byte
+        artifact on both, 600 s of training and of evaluation on the record track."""
         from pgolf.commands import status
         from pgolf.submit.record import build_record
 
         with status(f"checking {len(runs)} run(s) and bundling their train_gpt.py"):
             folder = build_record(runs, name=name, author=author, github_id=github_id, blurb=blurb, out_root=out,
-                                  date=date, hardware=hardware, overwrite=overwrite)
+                                  date=date, hardware=hardware, overwrite=overwrite, track=track, reason=reason)
         sub = json.loads((folder / "submission.json").read_text())
         print(f"wrote {folder}: val_bpb {sub['val_bpb']:.8f} ± {sub['val_bpb_std']:.8f} over {len(sub['seeds'])} seeds, "
-              f"largest artifact {sub['artifact_bytes_max']:,} bytes")
+              f"largest artifact {sub['artifact_bytes_max']:,} bytes; track {sub['track']}"
+              + (f" ({sub['non_record_reason']})" if "non_record_reason" in sub else ""))
 
     @app.command("stats")
     def stats(

@@ -1,7 +1,7 @@
 """The records folder of a submission (``pgolf submit RUN_DIR... --name NAME --author A --github-id G``).
 
 Layout, as the challenge's records are (openai/parameter-golf ``records/track_10min_16mb/<date>_<name>/``,
-CATALOGUE §0, §1.9)::
+or ``records/track_non_record_16mb/<date>_<name>/`` on the non-record track; CATALOGUE §0, §1.9)::
 
     README.md           results per seed, mean ± std, the settings and where each comes from, hardware,
                         the exact commands (each run's own, from its train.log, and the bundled script's)
@@ -15,6 +15,18 @@ validation set, each artifact within 16,000,000 bytes, and ``train_gpt.py`` must
 the runs charged (``code_bytes``), so that ``bytes_total`` is honest. The folder is written into a
 hidden temporary directory beside its final place and renamed into place only when complete: a
 failure leaves nothing behind.
+
+The track (:mod:`pgolf.tracks`: ``--track``, else the runs' ``track`` setting) decides the budgets checked
+and what the folder says. Record track (``10min_16mb``): every seed trained ≤ 600 s (less than two steps
+over when its wallclock cap stopped it) under a ``train.max_wallclock_seconds`` ≤ 600, and evaluated
+≤ 600 s; otherwise one line naming the run and the non-record track. Non-record track (``non_record_16mb``,
+"an unlimited compute track for runs that are not intended to meet the 10-minute cutoff. Just note as
+such in your README file"): no time is refused; submission.json adds ``non_record_reason`` (``--reason``,
+else what makes the runs non-record: the training budget or time, the evaluation time, the hardware) and
+``wallclock_seconds`` (the longest seed's training, as the 4-hour baseline's ``wallclock_seconds``), and
+the README opens by saying it is a non-record submission and why. Both tracks refuse an artifact over
+16,000,000 bytes, and neither asks ``pgolf submit`` for a significance test (``pgolf stats`` does that for a
+record; a non-record submission makes no claim to beat one).
 """
 
 from __future__ import annotations
@@ -33,7 +45,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pgolf import __version__, fileio
+from pgolf import __version__, fileio, tracks
 from pgolf.config import RunConfig, flatten
 from pgolf.errors import BudgetError, PgolfError
 from pgolf.submit.runs import PER_SEED, Run, check_seeds, load_run, log_command, log_json
@@ -82,6 +94,52 @@ def check_code(runs: Sequence[Run], script: bytes) -> None:
             "re-run the seeds with this pgolf, or submit with the pgolf that ran them")
 
 
+def run_track(runs: Sequence[Run], track: str | None = None) -> tracks.Track:
+    """The track of the submission: ``track`` when given (``--track``), else the one every run declares
+    (``RunConfig.track``); one line when the runs declare different ones."""
+    if track is not None:
+        return tracks.get(track)
+    names = {r.cfg.track for r in runs}
+    if len(names) > 1:
+        by = ", ".join(f"{r.path}: {r.cfg.track}" for r in runs)
+        raise PgolfError(f"the runs declare different tracks ({by}): choose one with --track")
+    return tracks.get(names.pop())
+
+
+def check_budgets(runs: Sequence[Run], track: tracks.Track) -> None:
+    """Every run within ``track``'s budgets (:mod:`pgolf.tracks`): the artifact (both tracks), the training and
+    evaluation times (record track); else one BudgetError line naming the run's metrics.json."""
+    for r in runs:
+        m, where = r.metrics, r.path / "metrics.json"
+        if m["artifact_bytes"] > track.artifact_bytes:
+            raise BudgetError(f"{where}: artifact {m['artifact_bytes']:,} bytes is over the {track.artifact_bytes:,}-byte "
+                              "cap" + ("" if track.record else f" (the {track.name} track keeps the cap)"))
+        why = tracks.train_problem(track, r.cfg.train.max_wallclock_seconds, m["train_seconds"], m["steps"]) \
+            or tracks.eval_problem(track, m["eval_seconds"])
+        if why:
+            raise BudgetError(f"{where}: {why}")
+
+
+def non_record_reason(runs: Sequence[Run], hardware: str) -> str:
+    """Why runs are not a record, from what they did (the record track's rules, :mod:`pgolf.tracks`)."""
+    limit = tracks.LIMIT_S
+    why = []
+    cap = max(r.cfg.train.max_wallclock_seconds for r in runs)
+    longest = max(r.metrics["train_seconds"] for r in runs)
+    if cap > limit:
+        why.append(f"unlimited compute: a training budget of {cap:g} s (train.max_wallclock_seconds), beyond the "
+                   "10-minute cutoff")
+    elif not all(tracks.trained_within(limit, r.cfg.train.max_wallclock_seconds, r.metrics["train_seconds"],
+                                       r.metrics["steps"]) for r in runs):
+        why.append(f"unlimited compute: trained up to {longest:,.1f} s, beyond the 10-minute cutoff")
+    slowest = max(r.metrics["eval_seconds"] for r in runs)
+    if slowest > limit:
+        why.append(f"evaluated in up to {slowest:,.1f} s, over the {limit:g} s evaluation limit")
+    if not re.match(r"8x.*H100", hardware):
+        why.append(f"run on {hardware}, not 8×H100 SXM")
+    return "; ".join(why) or "declared non-record: no claim to beat the record"
+
+
 def folder_name(date: str, name: str) -> str:
     """``<date>_<name>`` with every run of characters other than letters, digits, ``.``, ``-`` as ``_``."""
     safe = re.sub(r"[^A-Za-z0-9.\-]+", "_", name).strip("_.")
@@ -115,8 +173,11 @@ def _versions(runs: Sequence[Run]) -> dict[str, str]:
 
 
 def submission_dict(runs: Sequence[Run], *, name: str, author: str, github_id: str, blurb: str,
-                    date: str, hardware: str, pytorch: str, config_sha256: str, code_bytes: int) -> dict[str, Any]:
-    """The ``submission.json`` content (validated by the caller)."""
+                    date: str, hardware: str, pytorch: str, config_sha256: str, code_bytes: int,
+                    track: str = TRACK, reason: str | None = None) -> dict[str, Any]:
+    """The ``submission.json`` content (validated by the caller); ``reason``: the non-record track's
+    ``non_record_reason`` (default :func:`non_record_reason`)."""
+    rules = tracks.get(track)
     seeds = [r.seed for r in runs]
     results = {}
     for r in runs:
@@ -137,8 +198,9 @@ def submission_dict(runs: Sequence[Run], *, name: str, author: str, github_id: s
     def sd(x: list[float]) -> float:
         return statistics.stdev(x) if len(x) > 1 else 0.0
 
-    return {
-        "author": author, "github_id": github_id, "name": name, "blurb": blurb, "date": date, "track": TRACK,
+    limit = tracks.LIMIT_S
+    out = {
+        "author": author, "github_id": github_id, "name": name, "blurb": blurb, "date": date, "track": rules.name,
         "val_loss": statistics.fmean(loss), "val_bpb": statistics.fmean(bpb),
         "val_loss_std": sd(loss), "val_bpb_std": sd(bpb),
         "bytes_total": max(art), "bytes_code": code_bytes,
@@ -148,12 +210,17 @@ def submission_dict(runs: Sequence[Run], *, name: str, author: str, github_id: s
         "pre_quant_val_bpb": statistics.fmean(results[str(s)]["pre_quant_val_bpb"] for s in seeds),
         "compliance": {
             "artifact_under_16mb": max(art) <= BUDGET_BYTES,
-            "train_under_600s": all(r.metrics["train_seconds"] <= 600 for r in runs),
-            "eval_under_600s": all(r.metrics["eval_seconds"] <= 600 for r in runs),
+            "train_under_600s": all(tracks.trained_within(limit, r.cfg.train.max_wallclock_seconds,
+                                                          r.metrics["train_seconds"], r.metrics["steps"]) for r in runs),
+            "eval_under_600s": all(r.metrics["eval_seconds"] <= limit for r in runs),
         },
         "pgolf": {"version": __version__, "preset": runs[0].cfg.name, "config_sha256": config_sha256,
                   "tokens_per_byte": runs[0].tokens_per_byte},
     }
+    if not rules.record:
+        out["non_record_reason"] = reason or non_record_reason(runs, hardware)
+        out["wallclock_seconds"] = max(r.metrics["train_seconds"] for r in runs)
+    return out
 
 
 def settings(cfg: RunConfig) -> list[tuple[str, Any, str]]:
@@ -186,11 +253,27 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def track_note(sub: dict[str, Any]) -> list[str]:
+    """The README's opening lines on a non-record track (none on the record track): what the track is, why
+    the run is on it, and — for a run outside 10 minutes — the note the rules ask for ("not intended to meet
+    the 10-minute cutoff"; the 4-hour baseline's README: "This run is not intended to satisfy the 10-minute
+    cutoff for the main leaderboard")."""
+    rules = tracks.get(sub["track"])
+    if rules.record:
+        return []
+    unlimited = not sub["compliance"]["train_under_600s"] or "unlimited compute" in sub["non_record_reason"]
+    return [f"**Non-record submission** (track `{rules.name}`, `{rules.folder}/`): {sub['non_record_reason']}. "
+            + ("This run is not intended to meet the 10-minute training cutoff of the record track (unlimited compute "
+               f"track; the longest seed trained {sub['wallclock_seconds']:,.1f} s). " if unlimited else "")
+            + "It makes no claim to beat the record, so no significance test is given; the artifact is within the "
+            f"{rules.artifact_bytes:,}-byte cap, as on the record track.", ""]
+
+
 def readme(sub: dict[str, Any], runs: Sequence[Run], script_bytes: int) -> str:
     seeds = [str(s) for s in sub["seeds"]]
     res = sub["seed_results"]
     lines = [
-        f"# {sub['name']}", "",
+        f"# {sub['name']}", "", *track_note(sub),
         f"**val_bpb {sub['val_bpb']:.8f}** (mean of {len(seeds)} seeds, std {sub['val_bpb_std']:.8f}); "
         f"val_loss {sub['val_loss']:.8f} nats (std {sub['val_loss_std']:.8f}); largest artifact "
         f"{sub['artifact_bytes_max']:,} bytes of {BUDGET_BYTES:,}. By {sub['author']} (@{sub['github_id']}), {sub['date']}.",
@@ -240,20 +323,30 @@ def readme(sub: dict[str, Any], runs: Sequence[Run], script_bytes: int) -> str:
 
 
 def build_record(run_dirs: Sequence[PathLike], *, name: str, author: str, github_id: str, blurb: str = "",
-                 out_root: PathLike = RECORDS_DIR, date: str | None = None, hardware: str | None = None,
-                 overwrite: bool = False, script: ScriptFn | None = None) -> Path:
+                 out_root: PathLike | None = None, date: str | None = None, hardware: str | None = None,
+                 overwrite: bool = False, script: ScriptFn | None = None, track: str | None = None,
+                 reason: str | None = None) -> Path:
     """Write ``out_root/<date>_<name>/`` for the seeds ``run_dirs``; return its path.
 
+    ``track``: ``10min_16mb`` or ``non_record_16mb`` (default: the runs' ``track`` setting); ``out_root``
+    defaults to ``records/track_<track>`` and may not lie in the other track's folder. ``reason``: the
+    non-record track's ``non_record_reason`` (default: derived from the runs).
     ``script``: how to make ``train_gpt.py`` from the configuration (default :func:`bundle_script`).
     ``date``: ``YYYY-MM-DD`` (default today, UTC); submission.json's ``date`` is that day, or now when
     it is today."""
     runs = [load_run(d) for d in run_dirs]
     config_sha = check_seeds(runs)
     scores_of_runs(runs, "submission")  # one validation set
-    for r in runs:
-        if r.metrics["artifact_bytes"] > BUDGET_BYTES:
-            raise BudgetError(f"{r.path / 'metrics.json'}: artifact {r.metrics['artifact_bytes']:,} bytes is over the "
-                              f"{BUDGET_BYTES:,}-byte cap")
+    rules = run_track(runs, track)
+    if reason is not None and rules.record:
+        raise PgolfError(f"--reason is the non-record track's non_record_reason; these runs are on {rules.name} "
+                         f"(add --track {tracks.NON_RECORD})")
+    root = Path(out_root) if out_root is not None else Path(rules.folder)
+    placed = tracks.from_path(root.resolve())
+    if placed is not None and placed != rules.name:
+        raise PgolfError(f"--out {root} lies in the {placed} track's folder, but the submission is on the {rules.name} "
+                         f"track (write it under {rules.folder}/, or give --track {placed})")
+    check_budgets(runs, rules)
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     day = date or now.date().isoformat()
     try:
@@ -266,13 +359,12 @@ def build_record(run_dirs: Sequence[PathLike], *, name: str, author: str, github
     versions = _versions(runs)
     sub = submission_dict(runs, name=name, author=author, github_id=github_id, blurb=blurb, date=stamp,
                           hardware=hardware or _hardware(runs), pytorch=versions.get("torch", "unknown"),
-                          config_sha256=config_sha, code_bytes=len(data))
+                          config_sha256=config_sha, code_bytes=len(data), track=rules.name, reason=reason)
     try:
         Submission.model_validate(sub)
     except ValidationError as e:
         raise one_line(e, "submission.json") from None
 
-    root = Path(out_root)
     target = root / folder_name(day, name)
     if target.exists() and not overwrite:
         raise PgolfError(f"{target}: already exists (choose another --name or --date, or --overwrite)")

@@ -16,6 +16,13 @@ JSON, truncated, the wrong shape), no log at all; an unreadable log or a log of 
 (``train_gpt.py:pgolf/eval/bpb.py`` in the evidence), and pgolf's logs give seeds, hardware and tokenizer.
 ``review(...)`` returns a ``ReviewReport`` (pydantic, the ``--json`` schema); ``exit_code`` is 0 when no check
 fails, 1 when one does.
+
+The track decides which rules apply (:mod:`pgolf.tracks`; ``review_numbers``): on the record track training and
+evaluation ≤ 600 s, three seeds and a significant win; on the non-record track no training limit (a run over 600 s
+says so in its README), an evaluation over 600 s is ``needs-proof``, one seed, no significance test. The artifact
+cap and the legality checks are the same on both. The track is where the folder lies (``records/track_*/``), else
+submission.json's ``track`` (any spelling the real files use), else a pgolf log's ``track`` setting, else the record
+track (the stricter); submission.json naming another track than the folder is a ``claims`` ``needs-proof``.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from pgolf import tracks
 from pgolf.errors import PgolfError
 from pgolf.logformat import parse_log
 from pgolf.submit import review_numbers as rn
@@ -87,6 +95,9 @@ class ReviewReport(BaseModel):
 
     folder: str
     track: str
+    """``10min_16mb`` or ``non_record_16mb`` (:mod:`pgolf.tracks`): the rules the folder was judged by."""
+    track_from: str = ""
+    """Where the track was read: ``folder path``, ``submission.json``, ``log config`` or ``default``."""
     script: str | None
     decoded_layers: list[str]
     logs: list[str]
@@ -410,11 +421,29 @@ class _Review:
                      f"none of {n_val:,} validation documents appears in the training shards "
                      "(exact copies or near-duplicates, pgolf.data.provenance)")
 
+    def track(self) -> tuple[str, str]:
+        """(track, where it was read), in the module docstring's order; a submission.json naming another track than the
+        folder's path is a ``claims`` finding (the folder, where the PR adds it, decides)."""
+        claimed = (self.submission or {}).get("track")
+        by_json = tracks.from_text(claimed)
+        by_path = tracks.from_path(self.folder.resolve())
+        if by_path is not None:
+            if claimed is not None and by_json != by_path:
+                self.add("claims", "needs-proof", "submission.json", None, f"track {claimed!r} is not the track of the "
+                         f"folder it lies in ({tracks.get(by_path).folder}/): judged as {by_path}")
+            return by_path, "folder path"
+        if by_json is not None:
+            return by_json, "submission.json"
+        pg = next((e.pgolf for e in self.logs if e.pgolf is not None and e.pgolf.config is not None), None)
+        by_log = tracks.from_text(pg.setting("track")) if pg is not None else None
+        if by_log is not None:
+            return by_log, "log config"
+        return tracks.RECORD, "default"
+
     def run(self) -> ReviewReport:
         self.load()
-        sub = self.submission or {}
-        track = str(sub.get("track") or ("non_record" if "non_record" in str(self.folder) else "10min_16mb"))
-        record = "non_record" not in track and "non-record" not in track
+        track, track_from = self.track()
+        record = tracks.get(track).record
         against = self._against()
         nums = rn.Numbers(self.logs, self.submission, self.readme, self.shipped, self.decoded, record, *against,
                           sota=self.sota)
@@ -436,7 +465,7 @@ class _Review:
                 self.add(c, "cannot-tell", "train_gpt.py", None, "no readable script to analyse")
         self.tokenizer()
         self.overlap()
-        return self.report(track)
+        return self.report(track, track_from)
 
     def _against(self) -> tuple[list, str]:
         if self.against is None:
@@ -448,7 +477,7 @@ class _Review:
         vals = [(s, m.val_bpb, m.val_loss) for s, m, _ in rn.chosen_scores(nums)]
         return vals, self.against.name
 
-    def report(self, track: str) -> ReviewReport:
+    def report(self, track: str, track_from: str = "") -> ReviewReport:
         checks = []
         for cid, title in CHECKS.items():
             fs = [f for f in self.findings if f.check == cid]
@@ -459,7 +488,8 @@ class _Review:
             ev = [Evidence(file=f.file, line=f.line, value=f"{f.verdict}: {f.message}") for f in fs]
             checks.append(CheckResult(id=cid, title=title, verdict=verdict, evidence=ev))
         counts = {v: sum(c.verdict == v for c in checks) for v in SEVERITY}
-        return ReviewReport(folder=str(self.folder), track=track, script=self.script.name if self.script else None,
+        return ReviewReport(folder=str(self.folder), track=track, track_from=track_from,
+                            script=self.script.name if self.script else None,
                             decoded_layers=self.layers, logs=[e.path for e in self.logs], checks=checks,
                             counts=counts, exit_code=1 if counts["fail"] else 0)
 
@@ -499,7 +529,8 @@ def summary(rep: ReviewReport, width: int | None = None) -> str:
     def wrap(text: str, w: int, indent: str = "") -> list[str]:
         return textwrap.wrap(text, w, subsequent_indent=indent, break_long_words=True, break_on_hyphens=False) or [""]
 
-    head = [f"pgolf review {rep.folder}", f"  track {rep.track}; script {rep.script or '—'}"
+    head = [f"pgolf review {rep.folder}", f"  track {rep.track}" + (f" ({rep.track_from})" if rep.track_from else "")
+            + f"; script {rep.script or '—'}"
             + (f" ({' → '.join(rep.decoded_layers)})" if len(rep.decoded_layers) > 1 else "")
             + f"; {len(rep.logs)} log(s)"]
     lines = [x for h in head for x in wrap(h, width, "    ")]

@@ -15,6 +15,13 @@ statistics. No key is in every file and the leaderboard enforces none.
   all required, narrowed, and consistent — seeds = the keys of ``seed_results``; ``val_loss`` /
   ``val_bpb`` the per-seed means and ``*_std`` the sample standard deviations (n − 1); the artifact
   mean / max and ``bytes_total`` = the max ≤ 16,000,000.
+
+Tracks (:mod:`pgolf.tracks`): ``track`` is ``10min_16mb`` or ``non_record_16mb``, as the folder it lies in. The
+non-record folders (``records/track_non_record_16mb/*/submission*.json``) add ``wallclock_seconds`` (training
+seconds: the 4-hour baseline 14400.039), ``step_stop``, ``pre_quant_val_loss``, ``gpu`` and, in the MDLM folder,
+``non_record_reason``; pgolf writes ``non_record_reason`` (why the run is not a record) and ``wallclock_seconds`` (the
+longest seed's training time) on that track, and neither on the record track, whose ``compliance`` must show
+training and evaluation within 600 s.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from pgolf.errors import PgolfError
 
 BUDGET_BYTES = 16_000_000
 TRACK = "10min_16mb"
+"""The record track (``pgolf.tracks.RECORD``); ``TRACKS`` are the values pgolf writes."""
+TRACKS = ("10min_16mb", "non_record_16mb")
 
 
 def _iso_date(v: str | None) -> str | None:
@@ -88,6 +97,9 @@ class RecordSubmission(BaseModel):
     t_statistic: float | None = None
     p_value: float | str | None = None
     welch_df: float | None = None
+    wallclock_seconds: float | None = None
+    step_stop: int | None = None
+    non_record_reason: str | None = None
 
     @field_validator("date")
     @classmethod
@@ -160,8 +172,19 @@ class Submission(RecordSubmission):
                              f"seeds' {round(statistics.fmean(art))}/{max(art)}")
         if self.bytes_total != self.artifact_bytes_max:
             raise ValueError(f"bytes_total {self.bytes_total} is not the largest artifact {self.artifact_bytes_max}")
-        if self.track != TRACK:
-            raise ValueError(f"track must be {TRACK!r}")
+        if self.track not in TRACKS:
+            raise ValueError(f"track must be one of {', '.join(map(repr, TRACKS))}")
+        if self.track == TRACK:
+            late = [k for k in ("train_under_600s", "eval_under_600s") if self.compliance.get(k) is not True]
+            if late:
+                raise ValueError(f"the {TRACK} track needs compliance.{late[0]} true")
+            if self.non_record_reason is not None or self.wallclock_seconds is not None:
+                raise ValueError(f"the {TRACK} track has no non_record_reason or wallclock_seconds (non-record keys)")
+        elif not self.non_record_reason or self.wallclock_seconds is None:
+            raise ValueError(f"a {self.track} submission says why it is not a record (non_record_reason) and how long "
+                             "it trained (wallclock_seconds)")
+        if self.compliance.get("artifact_under_16mb") is not True:
+            raise ValueError("compliance.artifact_under_16mb must be true: both tracks cap the artifact at 16,000,000 bytes")
         return self
 
 
