@@ -36,7 +36,8 @@ from pgolf.export.driver import (  # noqa: E402
     generated_loss_fn,
     load_model_state,
 )
-from pgolf.export.search import PackSettings, Search, SearchSpace, format_choices  # noqa: E402
+from pgolf.export.search import PackSettings, Search, SearchSpace  # noqa: E402
+from pgolf.export.solve import format_choices, solve  # noqa: E402
 from pgolf.model.gpt import GPT, parameter_roles  # noqa: E402
 from pgolf.runner import evaluate_model  # noqa: E402
 from pgolf.train import checkpoint as ckpt_mod  # noqa: E402
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                ("budget @ (a) bytes", fixed["a"].model_bytes, "loss", cfg.export.verify_plans)]
     for label, b, weights, verify in budgets:
         t0 = time.perf_counter()
-        r = search.solve(b, loss_fn=loss_fn, weights=weights, verify=verify)
+        r = solve(search, b, loss_fn=loss_fn, weights=weights, verify=verify)
         print(format_choices(r), flush=True)
         score(label, r.blob, {"budget_model_bytes": b, "seconds": time.perf_counter() - t0, "weights": r.weights_source,
                               "plan": {c.group: c.option.label for c in r.choices}, "candidates": r.candidates,

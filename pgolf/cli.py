@@ -197,7 +197,7 @@ def export_cmd(
     bytes and (unless --no-rescore) the new score."""
     from pgolf import dist
     from pgolf.artifact.budget import format_table
-    from pgolf.export.search import format_choices
+    from pgolf.export.solve import format_choices
     from pgolf.runner import export_run
 
     if not run_dir.is_dir():

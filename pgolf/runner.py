@@ -88,7 +88,7 @@ def export_artifact(model: torch.nn.Module, cfg: RunConfig, run_dir: Path, log: 
     report = ByteReport(model_bytes=model_bytes, code_bytes=code, cap=cfg.export.budget_bytes,
                         rows=result.rows, code_sha256=code_sha)
     if result.search is not None:
-        from pgolf.export.search import format_choices
+        from pgolf.export.solve import format_choices
 
         log("export: budget search choices\n" + format_choices(result.search), echo=False)
     log(logformat.serialized_line(cfg.export.scheme, report.model_bytes, result.payload_raw_bytes))

@@ -54,10 +54,14 @@ SLIDING = ("pgolf.eval.budget", "pgolf.eval.sliding", "pgolf.eval.windows")
 def test_a_switch_that_is_off_brings_no_code():
     off = _sel("tiny")
     # named as left out where a bundled function imports them (lqer only the left-out gptq / search do)
-    # (the eval methods only from the runner's method path, which a plain bundle ships stubbed: pgolf.runner:_final_method is @needs)
+    # (the eval methods only from the runner's method path, which a plain bundle ships stubbed: pgolf.runner:_final_method is @needs;
+    # the budget search and the streams only from the driver's export paths for their schemes, stubbed too; the LQER
+    # factors only from the low-bit families, which int8_zlib stubs)
     assert set(bundler.optional_modules()) - set(off.left_out) == {"pgolf.quant.lqer", "pgolf.preflight", "pgolf.export.planner",
                                                           "pgolf.eval.methods", "pgolf.eval.mix", "pgolf.eval.ttt",
-                                                          "pgolf.eval.variational", "pgolf.quant.selective_prune"}
+                                                          "pgolf.eval.variational", "pgolf.quant.selective_prune",
+                                                          "pgolf.export.search", "pgolf.artifact.streams",
+                                                          "pgolf.quant.lqer_factors"}
     assert not set(bundler.optional_modules()) & set(off.modules)
     assert not any(m == k or m.startswith(k + ".") for k in bundler.NEVER for m in off.modules)
     on = _sel("tiny", [*EVERYTHING_ON, "train.autosize=true"])

@@ -1,4 +1,4 @@
-"""pgolf.export.search and pgolf.quant.selective_prune: the knapsack against brute force, the budget
+"""pgolf.export.search / pgolf.export.solve and pgolf.quant.selective_prune: the knapsack against brute force, the budget
 never exceeded (property test with random budgets), exact per-group byte accounting, a one-line
 BudgetError when nothing fits, loss weights recovered from a known quadratic loss, plan verification,
 and selective ±1 pruning against a reference."""
@@ -14,18 +14,8 @@ from hypothesis import strategies as st
 from pgolf.artifact.streams import unpack
 from pgolf.config import ModelConfig
 from pgolf.errors import BudgetError
-from pgolf.export.search import (
-    FAST_PACK,
-    Measured,
-    Option,
-    Search,
-    SearchSpace,
-    _neighbours,
-    _prune_to_fit,
-    choose,
-    format_choices,
-    search_budget,
-)
+from pgolf.export.search import FAST_PACK, Measured, Option, Search, SearchSpace
+from pgolf.export.solve import _neighbours, _prune_to_fit, choose, format_choices, search_budget, solve
 from pgolf.model.gpt import GPT, parameter_roles
 from pgolf.quant import grid, intgrid
 from pgolf.quant.calib import HessianCollector
@@ -153,7 +143,7 @@ def test_search_never_returns_an_artifact_over_budget(frac):
     lo, hi = _size_range(s)
     budget = int(0.95 * lo + frac * (1.1 * hi - 0.95 * lo))
     try:
-        r = s.solve(budget, weights="hessian")
+        r = solve(s, budget, weights="hessian")
     except BudgetError as e:
         assert "\n" not in str(e) and "unreachable" in str(e)
         assert budget < lo
@@ -168,10 +158,10 @@ def test_search_never_returns_an_artifact_over_budget(frac):
 def test_budget_just_below_the_smallest_plan_is_pruned_to_fit_or_refused():
     s = _search()
     lo, _ = _size_range(s)
-    r = s.solve(lo - 3, weights="hessian")  # a few bytes under: selective pruning closes it
+    r = solve(s, lo - 3, weights="hessian")  # a few bytes under: selective pruning closes it
     assert len(r.blob) <= lo - 3 and r.pruned > 0
     with pytest.raises(BudgetError) as e:
-        s.solve(lo // 2)
+        solve(s, lo // 2)
     msg = str(e.value)
     assert "\n" not in msg and "unreachable" in msg and f"{lo // 2:,}" in msg
 
@@ -189,10 +179,10 @@ def test_more_budget_never_raises_the_objective():
     lo, hi = _size_range(s)
     objs = []
     for b in (lo + (hi - lo) // 8, lo + (hi - lo) // 3, hi + 1000):
-        r = s.solve(b, weights="hessian")
+        r = solve(s, b, weights="hessian")
         objs.append(sum(c.herr for c in r.choices))
     assert objs[0] >= objs[1] >= objs[2]
-    assert all(c.option.bits == "fp16" for c in s.solve(hi + 1000, weights="hessian").choices)
+    assert all(c.option.bits == "fp16" for c in solve(s, hi + 1000, weights="hessian").choices)
 
 
 def test_loss_weights_recover_a_known_quadratic_loss():
@@ -209,7 +199,7 @@ def test_loss_weights_recover_a_known_quadratic_loss():
                 total += a[g] * float(hessian_error(e, h[n]).sum()) if n in h else a[g] * float(e.square().sum())
         return total
 
-    r = s.solve(_size_range(s)[0] * 2, loss_fn=loss, weights="loss", verify=3)
+    r = solve(s, _size_range(s)[0] * 2, loss_fn=loss, weights="loss", verify=3)
     assert r.weights_source == "loss"
     for g in s.groups:
         assert r.weights[g] == pytest.approx(a[g], rel=1e-6)
@@ -232,7 +222,7 @@ def test_neighbour_plans_fit_and_differ_in_two_groups():
 
 def test_choices_table_lists_every_group_and_column():
     s = _search()
-    r = s.solve(_size_range(s)[1], weights="hessian")
+    r = solve(s, _size_range(s)[1], weights="hessian")
     text = format_choices(r)
     for col in ("group", "tensors", "bits", "clip", "GPTQ", "LQER", "bytes", "herr"):
         assert col in text.splitlines()[0]
@@ -246,7 +236,7 @@ def test_search_artifact_loads_into_the_gpt():
     and the GPT built from it scores within a few percent of the unquantized one."""
     s = _search()
     sd, _, _ = _model_and_hessians()
-    r = s.solve(_size_range(s)[0] + 2000, weights="hessian")
+    r = solve(s, _size_range(s)[0] + 2000, weights="hessian")
     got = unpack(r.blob)
     assert set(got) == set(sd) == set(r.tensors)
     for n, qt in r.tensors.items():

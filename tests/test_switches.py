@@ -45,6 +45,16 @@ def test_conditions_follow_the_configuration():
     # the export scheme's own attributes decide (scheme.codec, scheme.quantizes)
     assert not mods["pgolf.export.search"].needed(tiny)
     assert mods["pgolf.export.search"].needed(apply_overrides(tiny, ["export.scheme=budget"]))
+    # the budget search (measurements and plan) only for its own scheme, the v2 container for every streams one
+    r0427, budget = (apply_overrides(tiny, [f"export.scheme={s}"]) for s in ("record_0427", "budget"))
+    for name in ("pgolf.export.search", "pgolf.export.solve"):
+        assert mods[name].needed(budget) and not mods[name].needed(r0427)
+    assert dead["pgolf.export.driver:_export_budget"].needed(budget)
+    assert not dead["pgolf.export.driver:_export_budget"].needed(r0427)
+    for name in ("pgolf.artifact.format_v2", "pgolf.quant.lqer_factors"):
+        assert mods[name].needed(r0427) and mods[name].needed(budget) and not mods[name].needed(tiny)
+    assert dead["pgolf.export.driver:_export_record_streams"].needed(r0427)
+    assert not dead["pgolf.export.driver:_export_record_streams"].needed(tiny)
     assert not mods["pgolf.quant.gptq"].needed(apply_overrides(tiny, ["export.scheme=int8_zlib"]))
     assert dead["pgolf.quant.grid:family_scheme"].needed(apply_overrides(tiny, ["export.scheme=record_0322"]))
 

@@ -16,7 +16,7 @@ An *export scheme* is a named recipe: which grid each tensor gets and how the pa
 - ``gptq6_emb7_brotli`` — after [04-14] (PR #1626; ``record_0414`` is its exact export), CATALOGUE §3 "Q": full-Hessian GPTQ with SDClip, int6
   matrices (k: MLP 12, attention 13), int7 tied embedding (k 15, Hessian of the final-norm output);
   all other floats fp16; byte shuffle (stride 2) + ``brotli-11`` over one payload.
-- ``budget`` — :func:`pgolf.export.search.search_budget`: bits / clip / GPTQ / LQER per tensor group
+- ``budget`` — :func:`pgolf.export.solve.search_budget`: bits / clip / GPTQ / LQER per tensor group
   chosen to fill ``export.budget_bytes`` − code bytes, per-group streams (container v2).
 
 Unlike the records (whose matrices are all > 65,536 elements), every 2-D attention/MLP/embedding
@@ -131,7 +131,7 @@ class ExportResult:
     hessian_source: str = "none"
     """"train", "generated" or "none" (no scheme needing Hessians, or none given)."""
     search: Any = None
-    """The :class:`pgolf.export.search.SearchResult` of the ``budget`` scheme (its choices table)."""
+    """The :class:`pgolf.export.solve.SearchResult` of the ``budget`` scheme (its choices table)."""
     pack_report: PackReport | None = None
 
 
@@ -267,6 +267,7 @@ def fit_to_cap(state_dict: Mapping[str, Tensor], qsd: dict[str, grid.QuantTensor
     return q, b, h
 
 
+@needs("scheme.codec == 'streams'")
 def _export_record_streams(scheme: ExportScheme, state_dict: dict[str, Tensor], roles: RoleMap, cfg: ExportConfig,
                            hessians: dict[str, Tensor], source: str, meta: dict[str, Any]) -> ExportResult:
     """[04-27a]: quantize per policy, LQER on the top 3, then its per-group streams
@@ -302,6 +303,7 @@ def _row(name: str, t: Tensor, qt: grid.QuantTensor, share: int) -> TensorRow:
                      quant_bytes=qt.nbytes, compressed_bytes=share)
 
 
+@needs("scheme.name == 'budget'")
 def _export_budget(
     state_dict: dict[str, Tensor],
     roles: RoleMap,
@@ -313,7 +315,8 @@ def _export_budget(
     code_bytes_: int | None,
     log: Callable[[str], None] | None,
 ) -> ExportResult:
-    from pgolf.export.search import PackSettings, SearchSpace, search_budget
+    from pgolf.export.search import PackSettings, SearchSpace
+    from pgolf.export.solve import search_budget
 
     code = code_bytes(RunConfig(export=cfg)) if code_bytes_ is None else code_bytes_
     space = SearchSpace.from_config(cfg)
