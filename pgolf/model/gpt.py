@@ -97,11 +97,12 @@ def bidirectional_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, is_causal=False)
 
 
+@needs("model.attn.window > 0")
 def window_mask(T: int, window: int, device: torch.device) -> Tensor:
-    """[1,1,T,T] bool: position t may attend to s with t − window < s ≤ t (sliding-window attention)."""
-    t = torch.arange(T, device=device)
-    lag = t[:, None] - t[None, :]  # t − s
-    return ((lag >= 0) & (lag < window))[None, None]
+    """[1,1,T,T] bool: position t may attend to s with t − window < s ≤ t (sliding-window attention): the causal
+    triangle less what lies ``window`` or more behind (written as ``tril`` so ``pgolf review`` proves it causal)."""
+    ones = torch.ones(T, T, dtype=torch.bool, device=device)
+    return (ones.tril() & ~ones.tril(-window))[None, None]
 
 
 @needs("model.attn.doc_mask")
@@ -245,7 +246,8 @@ class Block(nn.Module):
         """attn_scale ⊙ attn(rms(x)·ln) for the (already mixed) residual read x (the SSM mixer on an SSM layer)."""
         if layer.ssm:
             return self.attn_scale.to(x.dtype) * self.ssm(self.normed(x, layer), ctx.starts)
-        mask, spans = (ctx.window_mask, None) if layer.window else (ctx.mask, ctx.spans)
+        mask = ctx.window_mask if layer.window else ctx.mask
+        spans = None if layer.window else ctx.spans
         out = self.attn(self.normed(x, layer), ctx.cos, ctx.sin, xsa=layer.xsa, v_extra=ctx.v_extra(layer),
                         mask=mask, spans=spans)
         return self.attn_scale.to(x.dtype) * out
@@ -538,9 +540,8 @@ class GPT(nn.Module):
             if self.cfg.ssm_layers:
                 ctx.starts = idx == self.cfg.embed.bos_id  # [B,T]
         if a.window:  # sliding-window layers: the band, within the document under doc_mask
-            ctx.window_mask = window_mask(T, a.window, idx.device)
-            if a.doc_mask:
-                ctx.window_mask = ctx.window_mask & document_mask(idx, self.cfg.embed.bos_id)
+            band = window_mask(T, a.window, idx.device)  # [1,1,T,T]
+            ctx.window_mask = band & document_mask(idx, self.cfg.embed.bos_id) if a.doc_mask else band
         if self.ve is not None:  # [B,T,Hkv·D], shared by the VE layers
             ctx.ve, ctx.ve_mod = self.ve(idx), self.ve
         skips: list[Tensor] = []

@@ -342,6 +342,8 @@ class StaticChecks:
                     continue
                 if kinds == {"causal"}:
                     return kinds, ev + f" & … ({where})"
+                if not kinds:  # a side that only raises (a bundle's switched-off stub): the & never gives a mask
+                    return kinds, ev
             raise rf.Untraceable(f"neither side of `{ast.unparse(expr)[:60]}` is a causal mask ({where})")
         if isinstance(expr, ast.Subscript):
             parts = expr.slice.elts if isinstance(expr.slice, ast.Tuple) else [expr.slice]
