@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from pgolf.data.provenance import OverlapChecker, ValFingerprints  # noqa: E402
+from pgolf.data.overlap import OverlapChecker  # noqa: E402
+from pgolf.data.provenance import ValFingerprints  # noqa: E402
 from pgolf.data.shards import list_shards, read_shard  # noqa: E402
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pgolf.data import overlap as O
 from pgolf.data import provenance as P
 from pgolf.data.loader import DistributedTokenLoader
 from pgolf.data.shards import list_shards, read_shard, shard_name, write_shard
@@ -186,7 +187,7 @@ def test_find_overlap_evidence_across_shard_boundaries(tmp_path: Path) -> None:
     # cut inside the copy of val doc 1 and twice inside the edited copy of val doc 2 (it spans 3 shards)
     cuts = [int(at[3] + 80), int(at[5] + 60), int(at[5] + 120)]
     files = _write_stream(tmp_path / "d", train, cuts)
-    found = P.find_overlap(files, val)
+    found = O.find_overlap(files, val)
     assert [(Path(o.shard).name, o.offset, o.length, o.val_doc, o.kind) for o in found] == [
         (files[0].name, int(at[1]), 201, 4, "exact"),
         (files[0].name, int(at[3]), 201, 1, "exact"),
@@ -196,17 +197,17 @@ def test_find_overlap_evidence_across_shard_boundaries(tmp_path: Path) -> None:
     assert "validation document 1" in found[1].describe() and found[1].describe().startswith(str(files[0]))
     # the same from a directory and a manifest entry; and per shard, the straddling copies are cut
     write_shard(tmp_path / "d" / shard_name("val", 0), val)
-    assert P.find_overlap(tmp_path / "d", tmp_path / "d") == found
-    assert P.find_overlap(tmp_path / "d", {"validation_fingerprints": P.ValFingerprints.from_tokens(val).to_manifest()}) == found
-    assert [o.kind for o in P.find_overlap(files[0], val)] == ["exact"]  # doc 1's copy cut at the shard end
+    assert O.find_overlap(tmp_path / "d", tmp_path / "d") == found
+    assert O.find_overlap(tmp_path / "d", {"validation_fingerprints": P.ValFingerprints.from_tokens(val).to_manifest()}) == found
+    assert [o.kind for o in O.find_overlap(files[0], val)] == ["exact"]  # doc 1's copy cut at the shard end
 
 
 def test_find_overlap_bad_input(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such train shard"):
-        P.find_overlap(tmp_path / "nope.bin", np.array([1, 2, 3], np.uint16))
+        O.find_overlap(tmp_path / "nope.bin", np.array([1, 2, 3], np.uint16))
     (tmp_path / "m.json").write_text(json.dumps({"format": "pgolf-dataset-v1"}))
     with pytest.raises(DataError, match="has no validation_fingerprints"):
-        P.load_fingerprints(tmp_path / "m.json")
+        O.load_fingerprints(tmp_path / "m.json")
     good = P.ValFingerprints.from_tokens(np.array([1, 5, 6, 1, 7], np.uint16)).to_manifest()
     for key, value, msg in [("rule", "other", "rule 'other'"), ("exact", "!!", "exact is not 2 base64"),
                             ("lengths", "AAAA", "lengths is not 2"), ("documents", -1, "not a count")]:
@@ -234,14 +235,14 @@ def test_build_records_fingerprints_and_leaves_copies_of_validation_out(tiny_dat
                       val_docs=10, workers=1, progress=False)
     assert m["splits"]["train"]["validation_overlaps_dropped"] == {"exact": 1, "near": 1}
     assert m["splits"]["train"]["documents"] == 50
-    fp = P.load_fingerprints(out / "manifest.json")
-    assert fp.documents == 10 and P.load_fingerprints(out).mismatch(fp) is None
-    assert P.find_overlap(out, out) == []
+    fp = O.load_fingerprints(out / "manifest.json")
+    assert fp.documents == 10 and O.load_fingerprints(out).mismatch(fp) is None
+    assert O.find_overlap(out, out) == []
     # the stdlib corpus has real near-duplicates: encodings/utf_8.py and latin_1.py (train) repeat
     # encodings/unicode_escape.py's docstring (val) but for the codec name; the build left them out
     tiny = json.loads((tiny_data / "manifest.json").read_text())
     assert tiny["splits"]["train"]["validation_overlaps_dropped"] == {"exact": 0, "near": 2}
-    assert P.find_overlap(tiny_data, tiny_data / "manifest.json") == []
+    assert O.find_overlap(tiny_data, tiny_data / "manifest.json") == []
 
 
 def _contaminated(tiny_data: Path, tmp_path: Path) -> tuple[Path, int, int]:
@@ -273,7 +274,7 @@ def test_training_refuses_a_train_shard_holding_a_validation_document(tiny_data:
                             f"({int(np.diff(np.flatnonzero(data.val.tokens == 1))[4])} tokens) is an exact copy of "
                             "validation document 4: training refuses validation data in the train shards "
                             "(rebuild the dataset with `pgolf data build`, which keeps them apart)")
-    clean = DistributedTokenLoader(data.spec.train_files[:-1], overlap=P.OverlapChecker(checker.fp, data.spec.train_files[:-1]))
+    clean = DistributedTokenLoader(data.spec.train_files[:-1], overlap=O.OverlapChecker(checker.fp, data.spec.train_files[:-1]))
     for _ in range(200):  # wraps around the clean shards several times without complaint
         clean.next_batch(256, 64)
 
@@ -319,16 +320,16 @@ def test_without_pgolf_fingerprints_a_small_share_is_tolerated_and_a_split_mista
     fp = P.ValFingerprints.from_documents(vdocs)
     few = np.concatenate([_doc(rng, 90), vdocs[7], _doc(rng, 90), vdocs[250], vdocs[250]])  # 2 of 300 documents
     files = _write_stream(tmp_path / "few", few, [])
-    c = P.OverlapChecker(fp, files, P.FOREIGN_TOLERANCE)
+    c = O.OverlapChecker(fp, files, O.FOREIGN_TOLERANCE)
     c.check(0, read_shard(files[0]))
     assert [(o.val_doc, o.kind) for o in c.found] == [(7, "exact"), (250, "exact"), (250, "exact")]
     with pytest.raises(DataError, match="validation document 7"):  # strict: the first one stops it
-        P.OverlapChecker(fp, files).check(0, read_shard(files[0]))
+        O.OverlapChecker(fp, files).check(0, read_shard(files[0]))
     many = np.concatenate([_doc(rng, 90), *vdocs[100:104]])  # 4 of 300 > 1 %
     files = _write_stream(tmp_path / "many", many, [])
     with pytest.raises(DataError, match=r"; 4 of the 300 validation documents \(1\.3%\) are in the train shards, "
                                         r"more than the 1% allowed without pgolf fingerprints"):
-        P.OverlapChecker(fp, files, P.FOREIGN_TOLERANCE).check(0, read_shard(files[0]))
+        O.OverlapChecker(fp, files, O.FOREIGN_TOLERANCE).check(0, read_shard(files[0]))
 
 
 def test_a_directory_without_manifest_is_checked_with_the_tolerance(tiny_data: Path, tmp_path: Path) -> None:
@@ -339,7 +340,7 @@ def test_a_directory_without_manifest_is_checked_with_the_tolerance(tiny_data: P
     (d / "manifest.json").unlink()
     data = prepare_data(RunConfig.from_dict({"data": {"path": str(d)}, "model": {"vocab_size": 384}}))
     checker = data.overlap_checker()
-    assert checker is not None and checker.tolerance == P.FOREIGN_TOLERANCE
+    assert checker is not None and checker.tolerance == O.FOREIGN_TOLERANCE
     with pytest.raises(DataError, match=r"1 of the 20 validation documents \(5\.0%\)"):  # 1 of 20 is over 1 %
         checker.check(n, read_shard(d / shard_name("train", n)))
 
@@ -357,22 +358,22 @@ def test_prescan_split_over_ranks_finds_what_the_whole_scan_finds(tmp_path: Path
     at = np.cumsum([0] + [p.size for p in parts])
     cuts = [int(at[1] + 50), int(at[3] + 80), int(at[5] + 60), int(at[5] + 120), int(at[7] + 10)]
     files = _write_stream(tmp_path / "d", train, cuts)
-    want = {o.val_doc for o in P.find_overlap(files, val)}
+    want = {o.val_doc for o in O.find_overlap(files, val)}
     assert want == {1, 2, 4, 5}
     fp = P.ValFingerprints.from_tokens(val)
     local = []
     for rank in range(world):
-        c = P.OverlapChecker(fp, files, tolerance=1.0)  # never refuses: collect what each rank sees
+        c = O.OverlapChecker(fp, files, tolerance=1.0)  # never refuses: collect what each rank sees
         c.prescan(rank, world, reduce=lambda h, op: (local.append(h.copy()), h)[1] if h.size == len(vdocs) else h)
         assert c.checked == set(range(len(files)))  # the loader checks nothing afterwards
     assert {int(i) for h in local for i in np.flatnonzero(h)} == want
     # strict: every rank refuses, with the reduced verdict, even a rank whose own block is clean
     # strict, ranks in parallel: every rank refuses with the same evidence, even a rank whose block is clean
-    errors = _ThreadRanks(world).run(lambda r, red: P.OverlapChecker(fp, files).prescan(r, world, reduce=red))
+    errors = _ThreadRanks(world).run(lambda r, red: O.OverlapChecker(fp, files).prescan(r, world, reduce=red))
     assert all(isinstance(e, DataError) for e in errors) and len({str(e) for e in errors}) == 1
-    assert str(errors[0]).startswith(P.find_overlap(files, val)[0].describe() + " (and 3 more)")
+    assert str(errors[0]).startswith(O.find_overlap(files, val)[0].describe() + " (and 3 more)")
     clean = _write_stream(tmp_path / "clean", np.concatenate([_doc(rng, 90) for _ in range(9)]), [200, 400, 600])
-    assert P.OverlapChecker(fp, clean).prescan(0, 1) == (4, 9 * 91)  # _doc: BOS + n ids
+    assert O.OverlapChecker(fp, clean).prescan(0, 1) == (4, 9 * 91)  # _doc: BOS + n ids
 
 
 

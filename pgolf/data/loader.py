@@ -17,7 +17,7 @@ receives exactly what rank ``k mod W`` receives at micro-step ``k // W`` with W 
 
 Shards are read lazily, one at a time, and validated on read (magic, version, exact size, every
 id < vocab size); with an ``overlap`` checker (:meth:`pgolf.data.prepare.RunData.overlap_checker`)
-each shard is also checked, once, for copies of validation documents (``pgolf.data.provenance``),
+each shard is also checked, once, for copies of validation documents (``pgolf.data.overlap``),
 and training stops with a DataError naming the shard, the offset and the validation document.
 The stream position — (shard index, offset) — is the loader's state, so a resumed
 run continues the exact stream. :func:`train_loader` builds the loader ``train.loader`` names: this one, or
@@ -50,7 +50,7 @@ from pgolf.data.shards import (
 from pgolf.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from pgolf.data.provenance import OverlapChecker
+    from pgolf.data.overlap import OverlapChecker
 
 BOS_ID = 1
 PathLike = str | os.PathLike[str]

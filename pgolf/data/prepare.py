@@ -14,7 +14,8 @@ from pgolf.data.tokenizer import check_vocab, load_tokenizer
 from pgolf.errors import DataError
 
 if TYPE_CHECKING:  # imported where used: a bundle that never checks (official data) can leave it out
-    from pgolf.data.provenance import OverlapChecker, ValFingerprints
+    from pgolf.data.overlap import OverlapChecker
+    from pgolf.data.provenance import ValFingerprints
 
 
 @dataclass
@@ -54,11 +55,11 @@ class RunData:
         return self._fingerprints
 
     def overlap_checker(self) -> OverlapChecker | None:
-        """The train-shard check the loader runs (``pgolf.data.provenance``): strict for a dataset whose
+        """The train-shard check the loader runs (``pgolf.data.overlap``): strict for a dataset whose
         manifest holds pgolf's validation fingerprints, ``FOREIGN_TOLERANCE`` for one without (another
         tool's directory, an older pgolf build); None for the official export fetched by ``pgolf data
         fetch``, whose fixed split is the challenge's own definition."""
-        from pgolf.data.provenance import FOREIGN_TOLERANCE, OverlapChecker
+        from pgolf.data.overlap import FOREIGN_TOLERANCE, OverlapChecker
 
         manifest = self.spec.manifest or {}
         if manifest.get("source") == "official":

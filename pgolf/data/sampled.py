@@ -49,7 +49,7 @@ from pgolf.data.shards import HEADER_BYTES, read_shard_header
 from pgolf.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from pgolf.data.provenance import OverlapChecker
+    from pgolf.data.overlap import OverlapChecker
 
 NEEDED_WHEN = "train.loader != 'stream'"
 

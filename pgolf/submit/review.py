@@ -146,11 +146,11 @@ def _record_folders(folder: Path) -> list[str]:
 
 
 def _overlap(data_dir: Path) -> tuple[int, list, str | None]:
-    """Train/validation overlap of a data directory by :func:`pgolf.data.provenance.find_overlap` (the
+    """Train/validation overlap of a data directory by :func:`pgolf.data.overlap.find_overlap` (the
     rules training itself refuses by: exact copies and near-duplicates). Validation fingerprints come
     from the directory's own val shards (the data that is scored). Returns (validation documents, the
     overlaps, reason if it could not run)."""
-    from pgolf.data.provenance import find_overlap, load_fingerprints
+    from pgolf.data.overlap import find_overlap, load_fingerprints
     from pgolf.errors import PgolfError
 
     val = sorted(data_dir.glob("fineweb_val_[0-9]*.bin"))
