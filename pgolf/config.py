@@ -876,7 +876,10 @@ class MixConfig:
     #2135), p'(t) = p_LM(t)·e^{β·[t = hint]} / (1 + p_LM(hint)(e^β − 1)), hint = what followed the last
     occurrence of the longest matching context."""
 
-    mode: Literal["linear", "tilt"] = "linear"
+    mode: Literal["linear", "tilt", "cm"] = "linear"
+    """``cm``: context mixing over each token's bits (:mod:`pgolf.eval.cm`): order-0..6, word, document,
+    match and LM-top-choice models and the LM's path probabilities mixed in the logistic domain by weights
+    learned online (paq8/lpaq/zpaq/cmix); ``max_order``/``discount``/``learn`` are the n-gram modes' own."""
     max_order: int = 6
     """Longest context (tokens) of the n-gram model; orders 0..max_order are interpolated."""
     discount: float = 0.7
@@ -894,9 +897,23 @@ class MixConfig:
     """``tilt``: a hint needs a matching context of at least this many tokens."""
     update_every: int = 2048
     """Learned weights are refit after every block of this many targets."""
+    cm_lr: float = 0.02
+    """``cm``: the mixers' learning rate (online gradient descent on the code length, in nats per st unit)."""
+    cm_chunk: int = 64
+    """``cm``: targets per chunk; the learned state is updated after each chunk (exactly causal)."""
+    cm_components: str = "orders,words,doc,lmtop,match,mixer2,tree"
+    """``cm``: ``all`` or a comma list of orders, words, sparse, doc, lmtop, match, apm, mixer2, tree
+    (:data:`pgolf.eval.cm.mixer.COMPONENTS`); the default leaves out the sparse models and the APM, which
+    did not pay on enwiki (docs/benchmarks.md, the ablation)."""
 
     def __post_init__(self) -> None:
         _check(self.max_order >= 0 and 0 < self.discount <= 1, "eval.mix: max_order >= 0, discount in (0, 1]")
+        _check(self.cm_lr >= 0 and self.cm_chunk >= 1, "eval.mix: cm_lr >= 0, cm_chunk >= 1")
+        _comps = {c.strip() for c in self.cm_components.split(",") if c.strip()}
+        _known = {"orders", "words", "sparse", "doc", "lmtop", "match", "apm", "mixer2", "tree"}
+        _check(_comps == {"all"} or _comps <= _known,
+               "eval.mix.cm_components: 'all' or a comma list of orders, words, sparse, doc, lmtop, match, apm, mixer2, "
+               "tree")
         _check(0 <= self.lm_weight <= 1 and self.tilt_beta >= 0, "eval.mix: lm_weight in [0, 1], tilt_beta >= 0")
         _check(self.tilt_min_order >= 1 and self.update_every >= 1, "eval.mix: tilt_min_order, update_every >= 1")
 

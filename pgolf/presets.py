@@ -18,6 +18,7 @@ from pgolf.config import (
     EmaConfig,
     EvalConfig,
     ExportConfig,
+    MixConfig,
     ModelConfig,
     OptimConfig,
     RunConfig,
@@ -85,9 +86,12 @@ def cpu() -> RunConfig:
 
     The run scores itself as the records did, with an evaluation that learns from the text already scored
     (``eval.method=mix``, on the 600 s evaluation clock; the plain round trip is logged first and kept in
-    metrics.json): the causal online n-gram mixer (:mod:`pgolf.eval.mix`; interpolated orders 0–6 over the
-    tokens scored so far, mixed with the LM by weights learned online; the records' token-only form is
-    the n-gram tilt of [04-09a] PR #1420, #2135). A model trained on a few million tokens misses the
+    metrics.json): token context mixing (``eval.mix.mode=cm``, :mod:`pgolf.eval.cm`: paq/zpaq-style
+    logistic mixing of the LM's bit probabilities with order-0..6, word, document, match and LM-top-choice
+    models over the tokens scored so far; docs/benchmarks.md "Token context mixing against zpaq"). Before
+    it, the n-gram mixer (``eval.mix.mode=linear``, :mod:`pgolf.eval.mix`; interpolated orders 0–6 mixed
+    with the LM by weights learned online; the records' token-only form is the n-gram tilt of [04-09a]
+    PR #1420, #2135). A model trained on a few million tokens misses the
     repetition inside a long document that the counts catch: on the AMX Xeon it lowered the 600 s
     models' bpb by 0.18 on enwiki and 0.38 on Python source in under 30 s (docs/benchmarks.md "`cpu`
     scores itself with the causal mixer"). LoRA test-time training before the mixer (``ttt+mix``) gains
@@ -117,7 +121,8 @@ def cpu() -> RunConfig:
             log_every=50,
             autosize=True,
         ),
-        eval=EvalConfig(batch_tokens=65536, compile=True, method="mix"),  # compiled plain: 11.6 s vs 35.8 s eager
+        # compiled plain: 11.6 s vs 35.8 s eager; the mixer: token context mixing (docs/benchmarks.md "cm")
+        eval=EvalConfig(batch_tokens=65536, compile=True, method="mix", mix=MixConfig(mode="cm")),
         export=ExportConfig(keep_float_max_numel=4096),
     )
 

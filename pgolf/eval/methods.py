@@ -90,18 +90,23 @@ def settings(name: str, cfg: RunConfig) -> dict[str, Any]:
             out.update(chunk_tokens=t.sgd_chunk_tokens, sgd_lr=t.sgd_lr, epochs=t.sgd_epochs)
     if mixed:
         m = e.mix
-        out.update(mix=m.mode, order=m.max_order, discount=m.discount, learn=m.learn)
+        if m.mode == "cm":
+            out.update(mix="cm", lr=m.cm_lr, chunk=m.cm_chunk, components=m.cm_components)
+        else:
+            out.update(mix=m.mode, order=m.max_order, discount=m.discount, learn=m.learn)
     return out
 
 
 def _warmup(model: nn.Module, vocab: int, rows: int, seq_len: int, device: torch.device, amp_dtype: str,
-            logits: bool = False) -> float:
+            logits: bool = False, paths: bool = False) -> float:
     """Run the scoring call twice on random tokens (the first call compiles); seconds of the second.
     ``logits``: the call that returns logits (the tilt needs log p(hint)) instead of the CE one."""
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, vocab, (rows, seq_len), generator=g).to(device)
     y = torch.randint(0, vocab, (rows, seq_len), generator=g).to(device)
     h = torch.randint(0, vocab, (rows, seq_len), generator=g).to(device) if logits else None
+    if paths:  # the context mixer's path probabilities (pgolf.eval.scoring.PATH_HINT)
+        h = torch.full((rows, seq_len), -2, dtype=torch.int64, device=device)
     with torch.no_grad(), amp_context(device, amp_dtype):
         score_logits(model, x, y, h)
         t0 = time.perf_counter()
@@ -141,9 +146,21 @@ def run_method(name: str, model: nn.Module, val: ValTokens, tables: ByteTables, 
             if use_compile:
                 scorer = compile_model(model)
             model.eval()
-            per_batch = _warmup(scorer, vocab, rows, seq_len, device, amp_dtype, logits=mixed and e.mix.mode == "tilt")
+            per_batch = _warmup(scorer, vocab, rows, seq_len, device, amp_dtype,
+                                logits=mixed and e.mix.mode in ("tilt", "cm"), paths=mixed and e.mix.mode == "cm")
     stats = hint_ids = None
-    if mixed:
+    held = 0.0
+    if mixed and e.mix.mode == "cm":  # the LM pass records every target's path probabilities
+        # behind eval.mix.mode=cm
+        from pgolf.eval.cm.mixer import components, expected_seconds, model_code, set_code
+        from pgolf.eval.scoring import PATH_HINT
+
+        held = expected_seconds(tokens.shape[0], vocab)
+        clock.require(held, f"context mixing of {tokens.shape[0]:,} tokens")
+        hint_ids = np.full(tokens.shape[0] - 1, PATH_HINT, np.int64)
+        code = model_code(model) if "tree" in components(e.mix.cm_components) else None
+        set_code(code)  # the LM pass's path probabilities follow the embedding tree
+    elif mixed:
         with clock.phase("warmup"):
             est = _ngram_estimate(tokens.shape[0], e.mix.max_order, vocab)
         clock.require(est, f"the n-gram statistics of {tokens.shape[0]:,} tokens")
@@ -180,18 +197,34 @@ def run_method(name: str, model: nn.Module, val: ValTokens, tables: ByteTables, 
     else:
         from pgolf.eval.ttt import evaluate_ttt  # behind its switch
 
-        scored = evaluate_ttt(model, val, tables, e.ttt, seq_len=seq_len, device=device, stride=e.sliding.stride,
-                              doc_aware=e.sliding.doc_aware, batch_tokens=e.batch_tokens, bos_id=bos,
-                              amp_dtype=amp_dtype, score=score, clock=clock, hints=hint_ids, seed=cfg.train.seed)
+        clock.reserve += held  # TTT's clock leaves the context mixer its projected seconds
+        try:
+            scored = evaluate_ttt(model, val, tables, e.ttt, seq_len=seq_len, device=device, stride=e.sliding.stride,
+                                  doc_aware=e.sliding.doc_aware, batch_tokens=e.batch_tokens, bos_id=bos,
+                                  amp_dtype=amp_dtype, score=score, clock=clock, hints=hint_ids, seed=cfg.train.seed)
+        finally:
+            clock.reserve -= held
+    if held:
+        set_code(None)
+        if not clock.agree(clock.affords(held, "cm")):  # the LM pass ran long: score it as it is
+            clock.act(f"context mixing skipped: its ≈{held:.0f} s no longer fit the clock; scored by the LM alone")
+            mixed = False
     info = dict(scored.info)
     if mixed:
         with clock.phase("mix"):
             whole = gathered(scored, device)  # every rank mixes the whole stream (module docstring)
             mask = whole.counts > 0
-            from pgolf.eval.mix import mix_losses
+            if e.mix.mode == "cm":
+                from pgolf.eval.cm.mixer import cm_losses
 
-            out = mix_losses(tokens, whole.losses, mask, e.mix, vocab, hint_logp=whole.hint_logp,
-                             hint_ids=hint_ids, stats=stats)
+                out = cm_losses(tokens, whole.hint_logp, mask, vocab, tables.has_leading_space | tables.is_boundary,
+                                boundary=tables.is_boundary, lr=e.mix.cm_lr, chunk=e.mix.cm_chunk,
+                                spec=e.mix.cm_components, code=code)
+            else:
+                from pgolf.eval.mix import mix_losses
+
+                out = mix_losses(tokens, whole.losses, mask, e.mix, vocab, hint_logp=whole.hint_logp,
+                                 hint_ids=hint_ids, stats=stats)
             info["mix"] = {k: v for k, v in out.info.items() if k != "ngram_seconds"}
             info["lm_val_bpb"] = scored.result.val_bpb
             raw = None if val.raw_bytes is None else np.asarray(val.raw_bytes)
@@ -220,5 +253,6 @@ def _extend(s: Scored, n_tokens: int) -> Scored:
     pad = n_tokens - 1 - s.losses.shape[0]
     z32 = np.zeros(pad, np.float32)
     return Scored(losses=np.concatenate([s.losses, z32]), counts=np.concatenate([s.counts, np.zeros(pad, np.uint8)]),
-                  result=s.result, hint_logp=None if s.hint_logp is None else np.concatenate([s.hint_logp, z32]),
+                  result=s.result, hint_logp=None if s.hint_logp is None else
+                  np.concatenate([s.hint_logp, np.zeros((pad,) + s.hint_logp.shape[1:], np.float32)]),
                   info=s.info)

@@ -48,7 +48,8 @@ class Scored:
     result: EvalResult
     """The all-reduced metrics (every process)."""
     hint_logp: np.ndarray | None = None
-    """float32 [N−1]: log p_LM(hint_p) where the method was given hints (mixer input), else None."""
+    """float32 [N−1]: log p_LM(hint_p) where the method was given hints (mixer input), else None; with
+    :data:`PATH_HINT` hints float32 [N−1, bits], the targets' path probabilities."""
     info: dict = field(default_factory=dict)
     """What the method did: settings, seconds per phase, budget actions (JSON-able)."""
 
@@ -77,9 +78,16 @@ def amp_context(device: torch.device, amp_dtype: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp_dtype == "bf16")
 
 
+PATH_HINT = -2
+"""A hint id that asks for the target's path probabilities instead of log p(hint): p_LM(bit_d = 1 |
+prefix_d(y)) for each of the B = ⌈log2 V⌉ bits of y, float32 [.., B] (the context mixer's LM input,
+:func:`pgolf.eval.cm.mixer.lm_path_probs`)."""
+
+
 def score_logits(model: nn.Module, x: Tensor, y: Tensor, hint: Tensor | None = None,
                  adapter=None) -> tuple[Tensor, Tensor | None]:
-    """CE [B,T] (fp32 nats) of targets ``y`` for inputs ``x`` [B,T], and log p(hint) [B,T] if ``hint``.
+    """CE [B,T] (fp32 nats) of targets ``y`` for inputs ``x`` [B,T], and log p(hint) [B,T] if ``hint``
+    (or, where a hint is :data:`PATH_HINT`, the targets' path probabilities [B,T,bits]).
 
     Without hint and adapter this is ``model(x, y, reduction="none")`` (any model with that call).
     Otherwise the logits ``model(x[, adapter=...])`` [B,T,V] go through one fp32 log-softmax."""
@@ -91,6 +99,10 @@ def score_logits(model: nn.Module, x: Tensor, y: Tensor, hint: Tensor | None = N
     logits = model(x) if adapter is None else model(x, adapter=adapter)
     logp = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)  # [B,T,V]
     ce = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)  # = cross_entropy(logits, y), the same ops
+    if hint is not None and bool((hint == PATH_HINT).any()):
+        from pgolf.eval.cm.mixer import lm_path_probs  # behind eval.mix.mode=cm
+
+        return ce, lm_path_probs(logp, y, logp.shape[-1])
     hl = None if hint is None else logp.gather(-1, hint.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return ce, hl
 
@@ -108,6 +120,9 @@ class TargetSink:
         self.losses.index_put_((index,), ce.detach().float())
         self.counts.index_add_(0, index, torch.ones_like(index, dtype=torch.int32))
         if self.hint_logp is not None and hint_logp is not None:
+            if hint_logp.dim() > 1 and self.hint_logp.dim() == 1:  # path probabilities: [targets, bits]
+                self.hint_logp = torch.zeros((self.losses.shape[0], hint_logp.shape[1]), dtype=torch.float32,
+                                             device=self.losses.device)
             self.hint_logp.index_put_((index,), hint_logp.detach().float())
 
     def host(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
