@@ -9,8 +9,12 @@ What is measured (exact byte counts, not timings; deterministic for a given sour
 - ``readable``: the readable form (every module verbatim under a banner);
 - ``program``: the compact form's program before compression (minified, unreferenced definitions dropped);
 - ``brotli`` / ``lzma``: that program compressed by brotli-11 and by LZMA preset 9e (alone format);
-- ``compact``: the shipped self-extracting file (brotli + base85 + two lines), what ``export.code_form=compact``
-  charges.
+- ``b85``: the self-extractor the records wrote (and pgolf until 2026-12-07): brotli + base85 in two lines;
+- ``compact``: the shipped self-extracting file (brotli bytes in a Latin-1 literal, three lines), what
+  ``export.code_form=compact`` charges;
+- ``room``: for a record preset, 16,000,000 − the record's largest logged model bytes over its seeds
+  (:data:`RECORD_MODEL_BYTES`) − ``compact``: negative = the artifact is over the cap unless the export fits it
+  (``export.fit = prune``).
 
 Usage (from the repository root)::
 
@@ -21,6 +25,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import subprocess
 import sys
@@ -28,6 +33,14 @@ from pathlib import Path
 
 from pgolf import bundler
 from pgolf.presets import get_preset
+
+RECORD_MODEL_BYTES = {
+    "record-0322": 15_519_202,  # 2026-03-22_11L_EMA_GPTQ-lite…/train_seed2024.log "Serialized model int6+zstd"
+    "record-0414": 15_912_231,  # 2026-04-14_MultiPhaseGlobalSGD_PhasedTTT/train_seed0.log "quantized+brotli"
+    "record-0419": 15_950_809,  # 2026-04-19_SP8192_CaseOps_GatedAttn_QuantGate_Loop45_PhasedTTT/train_seed42.log
+    "record-0427": 15_875_551,  # 2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611/train_seed1234.log
+}
+"""The records' largest serialized model over their three seeds (their logs, openai/parameter-golf 4908dc46)."""
 
 OLD_TOP = ("__init__.py", "config.py", "errors.py", "fileio.py", "dist.py", "runner.py")
 OLD_SUBPACKAGES = ("data", "model", "optim", "train", "quant", "artifact", "eval")
@@ -39,6 +52,9 @@ def package_bytes(root: Path) -> int:
     for sub in OLD_SUBPACKAGES:
         files += sorted(p for p in (root / sub).rglob("*.py") if "__pycache__" not in p.parts)
     return sum(len(p.read_bytes()) for p in files)
+
+
+B85_FRAME = 'import brotli as Z,base64 as B\nexec(Z.decompress(B.b85decode("")))\n'
 
 
 def measure(preset: str) -> dict:
@@ -56,13 +72,15 @@ def measure(preset: str) -> dict:
         "program": len(program),
         "brotli": len(bundler.CODECS["brotli"](program)),
         "lzma": len(bundler.CODECS["lzma"](program)),
+        "b85": len(base64.b85encode(bundler.CODECS["brotli"](program))) + len(B85_FRAME),
         "compact": len(compact.data),
+        "room": (16_000_000 - RECORD_MODEL_BYTES[preset] - len(compact.data)) if preset in RECORD_MODEL_BYTES else "",
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--presets", nargs="+", default=["cpu", "baseline", "record-0322", "record-0427"])
+    ap.add_argument("--presets", nargs="+", default=["baseline", "cpu", *RECORD_MODEL_BYTES])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     rows = [measure(p) for p in args.presets]
@@ -71,7 +89,7 @@ def main() -> None:
         return
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"sources at {rev or '?'}; Python {sys.version.split()[0]}")
-    cols = ("preset", "package", "modules", "pruned_definitions", "readable", "program", "lzma", "brotli", "compact")
+    cols = ("preset", "modules", "pruned_definitions", "readable", "program", "lzma", "brotli", "b85", "compact", "room")
     print(" | ".join(cols))
     for r in rows:
         print(" | ".join(f"{r[c]:,}" if isinstance(r[c], int) else str(r[c]) for c in cols))
