@@ -201,8 +201,7 @@ class RecurConfig:
         _check(self.loops >= 0 and 0 <= self.start <= self.end and 0 <= self.start_frac <= 1,
                "model.recur: loops >= 0, 0 <= start <= end, start_frac in [0, 1]")
         _check(self.progressive_frac == 0 or (self.loops >= 2 and self.start_frac < self.progressive_frac <= 1),
-               "model.recur.progressive_frac adds the later loops after the first: it needs model.recur.loops >= 2 "
-               "and model.recur.start_frac < progressive_frac <= 1 (0 = off)")
+               "model.recur.progressive_frac needs recur.loops >= 2 and start_frac < progressive_frac <= 1 (0 = off)")
 
 
 @dataclass
@@ -325,7 +324,7 @@ class ModelConfig:
         _check(self.num_heads % self.num_kv_heads == 0, "model.num_heads must be divisible by model.num_kv_heads")
         _check((self.model_dim // self.num_heads) % 2 == 0, "head_dim (model_dim/num_heads) must be even for RoPE")
         _check(self.mlp_mult >= 1, "model.mlp_mult must be >= 1")
-        _check(self.mlp_hidden >= 0, "model.mlp_hidden must be >= 0 (0 = mlp_mult × model_dim)")
+        _check(self.mlp_hidden >= 0, "model.mlp_hidden must be >= 0")
         _check(self.logit_softcap >= 0, "model.logit_softcap must be >= 0")
         _check(self.ce_chunk_tokens >= 0, "model.ce_chunk_tokens must be >= 0")
         _check(self.z_loss >= 0 and (self.z_loss == 0 or (self.fused_kernels == "off" and self.ce_chunk_tokens == 0)),
@@ -925,8 +924,7 @@ EVAL_METHODS = ("plain", "sliding", "ttt", "mix", "sliding+mix", "ttt+mix")
 
 def ttt_ssm_message(mode: str) -> str:
     """Why LoRA test-time training refuses a model with SSM layers (one line; :mod:`pgolf.eval.ttt` says it too)."""
-    return (f"eval.ttt.mode={mode} adapts the attention projections (LoRA), which the SSM layers (model.ssm_layers) "
-            "do not have: use eval.ttt.mode=sgd (full-model SGD TTT, as 2026-04-15_Mamba3Hybrid_SP8192_GPTQ_TTT did)")
+    return f"eval.ttt.mode={mode} (LoRA) adapts attention, which SSM layers (model.ssm_layers) lack: use eval.ttt.mode=sgd"
 
 
 def parse_eval_method(name: str) -> tuple[str, bool]:

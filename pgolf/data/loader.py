@@ -158,15 +158,14 @@ def _manifest(data_dir: Path) -> dict[str, Any] | None:
     return fileio.read_json_object(data_dir / "manifest.json", "manifest")
 
 
-def train_loader(cfg: TrainConfig, files: Sequence[PathLike], rank: int = 0, world_size: int = 1,
-                 device: torch.device | str = "cpu", vocab_size: int | None = None,
-                 overlap: OverlapChecker | None = None) -> DistributedTokenLoader:
-    """The training loader ``cfg.loader`` names (the sampled ones imported behind their switch)."""
+def train_loader(cfg: TrainConfig, *args: Any, **kwargs: Any) -> DistributedTokenLoader:
+    """The training loader ``cfg.loader`` names, built with :class:`DistributedTokenLoader`'s arguments (files, rank,
+    world_size, device, vocab_size, overlap); the sampled ones imported behind their switch."""
     if cfg.loader == "stream":
-        return DistributedTokenLoader(files, rank, world_size, device, vocab_size, overlap)
+        return DistributedTokenLoader(*args, **kwargs)
     from pgolf.data.sampled import SampledLoader
 
-    return SampledLoader(files, rank, world_size, device, vocab_size, overlap, kind=cfg.loader, seed=cfg.seed)  # type: ignore[return-value]
+    return SampledLoader(*args, **kwargs, kind=cfg.loader, seed=cfg.seed)  # type: ignore[return-value]
 
 
 class DistributedTokenLoader:

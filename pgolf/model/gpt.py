@@ -384,7 +384,7 @@ class GPT(nn.Module):
         self.loop_passes = cfg.recur.loops
         """Extra passes of the looped segment while ``looping``: ``recur.loops``, or 1 in the first phase of
         progressive recurrence (``recur.progressive_frac``; the trainer raises it); evaluation runs them all."""
-        self.partial_plans: dict[int, tuple[LayerPlan, ...]] = {}
+        self.partial_plans = {}
         """Looped plans with fewer extra passes, by passes: progressive recurrence's first phase ([04-06a])."""
         if cfg.recur.progressive_frac > 0:
             self.partial_plans[1] = build_plan(cfg, True, passes=1)
@@ -449,9 +449,6 @@ class GPT(nn.Module):
     @needs("model.recur.progressive_frac > 0")
     def _phase_plan(self) -> tuple[LayerPlan, ...]:
         """The looped plan with ``loop_passes`` extra passes (progressive recurrence's first phase)."""
-        if self.loop_passes not in self.partial_plans:
-            raise ConfigError(f"no looped plan with {self.loop_passes} extra passes (model.recur.loops="
-                              f"{self.cfg.recur.loops}, progressive_frac={self.cfg.recur.progressive_frac})")
         return self.partial_plans[self.loop_passes]
 
     def _init_weights(self) -> None:

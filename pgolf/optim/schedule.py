@@ -193,8 +193,7 @@ class Schedule:
         r = self.recur
         if not self.late_loop:
             return ((r.loops > 0, r.loops),)
-        phases = ((True, 1), (True, r.loops)) if r.progressive_frac > 0 else ((True, r.loops),)
-        return (((False, r.loops),) if r.start_frac > 0 else ()) + phases
+        return ((False, r.loops),) * (r.start_frac > 0) + ((True, 1),) * (r.progressive_frac > 0) + ((True, r.loops),)
 
     def seq_lens(self) -> tuple[int, ...]:
         """Every training sequence length of the run, in order (the trainer primes each before the clock)."""
