@@ -73,7 +73,7 @@ def chinchilla_loss(n_params: float, tokens: float) -> float:
 
 
 @dataclass(frozen=True)
-class Rate:
+class StepTimeModel:
     """The probe's time model: ms/step = overhead_ms·(N/N_ref) + 1000·B·F/R(B)."""
 
     flops: float
@@ -92,7 +92,10 @@ class Rate:
 
 
 @dataclass(frozen=True)
-class Choice:
+class Candidate:
+    """One shape the autosizer considered: its params, predicted bytes, ms/step (:class:`StepTimeModel`), steps,
+    tokens and Chinchilla loss."""
+
     num_layers: int
     model_dim: int
     num_heads: int
@@ -122,8 +125,8 @@ def heads_for(dim: int) -> tuple[int, int]:
     return h, (h // 2 if h % 2 == 0 else 1)
 
 
-def probe(cfg: RunConfig, batches: tuple[int, ...] = BATCHES) -> Rate:
-    """Measure :class:`Rate` on ``cfg``'s own shape at each of ``batches`` (rounded to whole sequences)."""
+def probe(cfg: RunConfig, batches: tuple[int, ...] = BATCHES) -> StepTimeModel:
+    """Measure :class:`StepTimeModel` on ``cfg``'s own shape at each of ``batches`` (rounded to whole sequences)."""
     from pgolf.model.flops import train_flops_per_token
     from pgolf.model.gpt import count_params
     from pgolf.preflight import measure_cpu_ms_per_token
@@ -145,7 +148,7 @@ def probe(cfg: RunConfig, batches: tuple[int, ...] = BATCHES) -> Rate:
     f = train_flops_per_token(cfg.model, seq)
     # each batch's own rate; the floor keeps a point that noise put under the overhead finite
     per_batch = {b: f * b / (max(ms[b] - overhead, 0.05 * ms[b]) / 1000.0) for b in sizes}
-    return Rate(flops=f / (per_token / 1000.0), overhead_ms=overhead, ref_params=count_params(cfg.model),
+    return StepTimeModel(flops=f / (per_token / 1000.0), overhead_ms=overhead, ref_params=count_params(cfg.model),
                 seconds=time.perf_counter() - t0, batch_flops=per_batch)
 
 
@@ -188,7 +191,7 @@ def fits_cap(model_bytes: int, cfg: RunConfig) -> bool:
     return model_bytes * (1 + t.autosize_bytes_margin) <= t.autosize_model_bytes
 
 
-def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
+def choose(cfg: RunConfig, rate: StepTimeModel) -> tuple[Candidate, list[Candidate]]:
     """Step 2–4 of the rule: the best feasible candidate and every feasible one (best first)."""
     from pgolf.export.planner import estimate_artifact_bytes
     from pgolf.model.flops import train_flops_per_token
@@ -200,7 +203,7 @@ def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
         raise ConfigError("train.autosize needs a wallclock budget (train.max_wallclock_seconds > 0)")
     per_param = estimate_artifact_bytes(cfg).model_bytes / count_params(cfg.model)
     weights = cfg.train.seq_len_shares()
-    in_cap: list[Choice] = []
+    in_cap: list[Candidate] = []
     for layers, dim, c in shapes(cfg)[0]:  # the shapes this config can take (check_shapes said which it cannot)
         h, kv = c.model.num_heads, c.model.num_kv_heads
         n = count_params(c.model)
@@ -217,7 +220,7 @@ def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
             else:  # each stage of a progressive sequence length gets its share of the clock at its own cost
                 steps_f = sum(w * budget_ms / rate.ms_per_step(n, f, b) for w, f in stages)
                 steps, ms = min(t.iterations, int(steps_f)), budget_ms / steps_f
-            in_cap.append(Choice(layers, dim, h, kv, b, n, mb, ms, steps, steps * b,
+            in_cap.append(Candidate(layers, dim, h, kv, b, n, mb, ms, steps, steps * b,
                                  chinchilla_loss(n, steps * b)))
     if not in_cap or max(ch.steps for ch in in_cap) < 1:
         raise ConfigError(f"train.autosize: no candidate shape fits {t.autosize_model_bytes:,} model bytes and "
@@ -232,7 +235,7 @@ def choose(cfg: RunConfig, rate: Rate) -> tuple[Choice, list[Choice]]:
     raise ConfigError(f"train.autosize: no candidate fits {t.autosize_model_bytes:,} model bytes by the byte planner")
 
 
-def step_floor(cfg: RunConfig, candidates: list[Choice]) -> int:
+def step_floor(cfg: RunConfig, candidates: list[Candidate]) -> int:
     """The fewest steps a candidate may get: ``train.autosize_min_steps``, or, when no candidate reaches
     it (a short budget on a slow machine: 60 s on an AVX2-only EPYC), half the most steps any candidate
     gets — the step-rich half of the grid stays eligible rather than the run refusing to start."""

@@ -953,7 +953,7 @@ class EvalConfig:
     budget_seconds: float = 600.0
     """Wallclock of one ``pgolf eval`` method, from opening the artifact to the last token (load,
     dequantize, compile warm-up, precompute, scoring, adaptation); adaptation degrades to stay inside it
-    (:mod:`pgolf.eval.budget`). 0 = no budget."""
+    (:mod:`pgolf.eval.clock`). 0 = no budget."""
     method: Literal["plain", "sliding", "ttt", "mix", "sliding+mix", "ttt+mix"] = "plain"
     """The evaluation that scores ``pgolf run`` (and its bundle, as a record's ``train_gpt.py`` scores
     itself): after the plain round-trip line, any other method runs as ``pgolf eval --method`` does

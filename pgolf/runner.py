@@ -354,7 +354,7 @@ def _method_on_artifact(name: str, artifact: Path, cfg: RunConfig, data: RunData
     """Method ``name`` on its own budgeted clock, started before the artifact is opened (its load counts)
     or at ``start`` (a ``time.perf_counter()`` instant), on a freshly reloaded model: a
     ``pgolf.eval.methods.MethodRun``."""
-    from pgolf.eval.budget import EvalClock
+    from pgolf.eval.clock import EvalClock
     from pgolf.eval.methods import run_method
 
     clock = EvalClock(cfg.eval.budget_seconds, start=start)

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from pgolf import autosize
-from pgolf.autosize import Rate, chinchilla_loss, choose, heads_for
+from pgolf.autosize import StepTimeModel, chinchilla_loss, choose, heads_for
 from pgolf.config import apply_changes
 from pgolf.errors import ConfigError
 from pgolf.model.flops import train_flops_per_token
@@ -20,9 +20,9 @@ def _cfg(seconds: float = 600, cap: int = 1_000_000, floor: int = 400):
                                              ("train.autosize_min_steps", floor)])
 
 
-def _rate(cfg, ms_flop_part: float, overhead: float) -> Rate:
+def _rate(cfg, ms_flop_part: float, overhead: float) -> StepTimeModel:
     f = train_flops_per_token(cfg.model, cfg.train.seq_len)
-    return Rate(flops=8192 * f / (ms_flop_part / 1000.0), overhead_ms=overhead, ref_params=count_params(cfg.model), seconds=0.0)
+    return StepTimeModel(flops=8192 * f / (ms_flop_part / 1000.0), overhead_ms=overhead, ref_params=count_params(cfg.model), seconds=0.0)
 
 
 def test_heads_divide_and_keep_head_dim_32() -> None:
@@ -120,7 +120,7 @@ def test_a_batch_that_runs_slower_per_token_is_not_chosen_for_tokens_it_never_ge
     rule sees that 16K gets fewer tokens and keeps 8K."""
     cfg = _cfg()
     f = train_flops_per_token(cfg.model, 256)
-    line = Rate(flops=8192 * f / 0.5, overhead_ms=25.0, ref_params=count_params(cfg.model), seconds=0.0)
+    line = StepTimeModel(flops=8192 * f / 0.5, overhead_ms=25.0, ref_params=count_params(cfg.model), seconds=0.0)
     timed = dataclasses.replace(line, batch_flops={4096: line.flops, 8192: line.flops, 16384: line.flops / 1.17})
     by_line, _ = choose(cfg, line)
     by_timed, table = choose(cfg, timed)

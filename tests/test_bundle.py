@@ -48,7 +48,7 @@ def _sel(cfg_or_preset, sets=()):
 # --------------------------------------------------------------------------- selection
 
 
-SLIDING = ("pgolf.eval.budget", "pgolf.eval.sliding", "pgolf.eval.windows")
+SLIDING = ("pgolf.eval.clock", "pgolf.eval.sliding", "pgolf.eval.windows")
 
 
 def test_a_switch_that_is_off_brings_no_code():

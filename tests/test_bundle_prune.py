@@ -154,9 +154,9 @@ def test_an_off_switch_leaves_its_code_and_its_modules_out():
     # with plain evaluation, the round trip of `pgolf run` is all a bundle runs: pgolf eval's methods are not
     # bundled; with the preset's own method, the modules it runs are
     evals = {"pgolf.eval.methods", "pgolf.eval.ttt", "pgolf.eval.lora", "pgolf.eval.mix", "pgolf.eval.sliding",
-             "pgolf.eval.windows", "pgolf.eval.budget"}
+             "pgolf.eval.windows", "pgolf.eval.clock"}
     assert not evals & set(sel.modules) and "eval_run" in sel.shaken["pgolf.runner"]
-    assert {"pgolf.eval.methods", "pgolf.eval.mix", "pgolf.eval.budget"} <= scored_by
+    assert {"pgolf.eval.methods", "pgolf.eval.mix", "pgolf.eval.clock"} <= scored_by
     program = bundler.render(cpu, compact=True).program
     for word in ("F.normalize(v", "(idx == bos_id)", "orthogonal_(", "s[0] * k.rsqrt()", "checkpoint.checkpoint"):
         assert word.replace(" ", "") not in program.replace(" ", ""), word

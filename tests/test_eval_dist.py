@@ -22,7 +22,7 @@ from test_eval_legality import BOS, TABLES, TTT_CASES, L, V, Val, _gpt, _perturb
 from test_optim import _free_port
 
 from pgolf.config import apply_overrides
-from pgolf.eval.budget import EvalClock
+from pgolf.eval.clock import EvalClock
 from pgolf.presets import get_preset
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,4 +1,4 @@
-"""Test-time training parts (pgolf.eval.lora, pgolf.eval.ttt, pgolf.eval.budget).
+"""Test-time training parts (pgolf.eval.lora, pgolf.eval.ttt, pgolf.eval.clock).
 
 A fresh adapter is exactly the identity and detaching restores the model bit for bit; batch rows
 (documents) never see each other's tokens; with no update TTT scores exactly its chunk windows; an
@@ -19,7 +19,7 @@ import torch
 from pgolf.config import apply_overrides
 from pgolf.data.bytetables import ByteTables
 from pgolf.errors import BudgetError
-from pgolf.eval.budget import EvalClock
+from pgolf.eval.clock import EvalClock
 from pgolf.eval.lora import BatchedLoRA
 from pgolf.eval.scoring import TargetSink
 from pgolf.eval.sliding import score_windows

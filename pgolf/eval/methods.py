@@ -8,7 +8,7 @@ Methods (``pgolf eval --method NAME``, repeatable):
     mix           plain + causal online n-gram mixing, ``eval.mix.*`` (:mod:`pgolf.eval.mix`)
     sliding+mix   sliding windows, then the mixer;   ttt+mix   TTT, then the mixer
 
-Order of work inside a method, all on its :class:`~pgolf.eval.budget.EvalClock` (started by the
+Order of work inside a method, all on its :class:`~pgolf.eval.clock.EvalClock` (started by the
 caller when it opened the artifact): compile warm-up on random tokens (``eval.compile``; plain and
 sliding) timed to project the scoring; the mixer's n-gram statistics (tokens only; they also give the
 tilt's hints, which the LM pass needs); the scoring pass; the mixing. A projection over the budget
@@ -18,7 +18,7 @@ Every method returns a :class:`MethodRun`: the :class:`~pgolf.eval.scoring.Score
 (after mixing), its metrics, and a report (settings, seconds per phase, tokens/s, budget actions).
 
 Every method runs on any number of ranks (torchrun). The clock is one for all of them
-(:meth:`~pgolf.eval.budget.EvalClock.agree_start`, agreed refusals and degradations). plain and sliding
+(:meth:`~pgolf.eval.clock.EvalClock.agree_start`, agreed refusals and degradations). plain and sliding
 split the sequences / windows into contiguous runs; TTT: :mod:`pgolf.eval.ttt` ("Ranks"). The mixer is
 not sharded: its n-gram statistics are counted on every rank over the whole stream (the tokens are on
 every rank), the LM's per-target losses (and log p(hint)) are gathered to every rank (one all-reduce),
@@ -46,7 +46,7 @@ from pgolf.compile import resolve as resolve_compile
 from pgolf.config import RunConfig, parse_eval_method
 from pgolf.data.bytetables import ByteTables
 from pgolf.eval.bpb import ValTokens, evaluate_scored, num_eval_sequences
-from pgolf.eval.budget import EvalClock
+from pgolf.eval.clock import EvalClock
 from pgolf.eval.scoring import Scored, amp_context, finish, gathered, score_logits
 from pgolf.eval.sliding import evaluate_sliding, sliding_windows
 

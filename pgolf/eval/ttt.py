@@ -33,7 +33,7 @@ phased global SGD on the already-scored document prefix [04-13] PR #1610 and its
 Nothing is rescored: every target is written once (the single-pass check of
 :mod:`pgolf.eval.scoring`). The model's weights are restored when the method ends.
 
-Budget (:mod:`pgolf.eval.budget`): the warm-up runs the scoring and training shapes on random tokens
+Budget (:mod:`pgolf.eval.clock`): the warm-up runs the scoring and training shapes on random tokens
 (never validation tokens) and times them; if scoring alone cannot finish in the budget, BudgetError.
 During the pass the measured rates project the rest: pending global phases are skipped first, then
 adaptation stops (the rest is scored with the current weights, in full batches: :func:`_frozen_tail`),
@@ -51,7 +51,7 @@ the meeting point); its SGD steps split each batch's rows over the ranks and all
 (:func:`_sgd_steps`). Every rank holds the whole stream, so "the scored documents" of a phase are
 documents 0 .. ⌈prefix·g/phases⌉ − 1 on every rank, without a gather. ``sgd`` splits each chunk's
 windows over the ranks and trains on the chunk the same way. Budget decisions are one for all ranks
-(:mod:`pgolf.eval.budget`). What 2 ranks give, against 1 (tests/test_eval_dist.py):
+(:mod:`pgolf.eval.clock`). What 2 ranks give, against 1 (tests/test_eval_dist.py):
 
 - ``lora`` (A redrawn): equal, bit for bit. A document's adapter starts from (seed, its index) and sees
   only its own chunks, rows never mix, so a document's losses do not depend on the rank, slot or time
@@ -80,7 +80,7 @@ from pgolf.config import TttConfig, ttt_ssm_message
 from pgolf.data.bytetables import ByteTables
 from pgolf.errors import ConfigError
 from pgolf.eval.bpb import ValTokens, rank_sequences
-from pgolf.eval.budget import EvalClock, Rate
+from pgolf.eval.clock import EvalClock, Rate
 from pgolf.eval.lora import BatchedLoRA, RowAdam
 from pgolf.eval.scoring import Scored, TargetSink, amp_context, check_tokens, finish, score_logits
 from pgolf.eval.sliding import score_windows, sliding_windows
