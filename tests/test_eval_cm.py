@@ -33,6 +33,7 @@ from pgolf.eval.sliding import evaluate_sliding
 from pgolf.model.gpt import GPT
 from pgolf.presets import get_preset
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 V = 12
 WORD_START = np.zeros(V, bool)
 WORD_START[[0, 3, 7]] = True
