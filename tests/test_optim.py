@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import socket
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ import torch.multiprocessing as mp
 
 from pgolf.config import ModelConfig, OptimConfig, TrainConfig
 from pgolf.model.gpt import GPT
-from pgolf.optim import build_optimizers
+from pgolf.optim import apply_step, build_optimizers
 from pgolf.optim.muon import NS_COEFFS, Muon, newton_schulz
 from pgolf.optim.schedule import lr_multiplier, muon_momentum
 
@@ -221,6 +222,22 @@ def test_build_optimizers_partition_and_lrs(tie: bool) -> None:
     muon = next(o for o in opts if isinstance(o, Muon))
     assert muon.param_groups[0]["momentum"] == cfg.muon_momentum and muon.param_groups[0]["nesterov"]
     assert [type(o).__name__ for o in opts] == ["Adam"] * (1 if tie else 2) + ["Muon", "Adam"]
+
+
+def test_apply_step_sets_every_group_from_its_base() -> None:
+    """The one writer of step settings: lr = base_lr × lr_mult everywhere, weight_decay = base_wd × wd_mult,
+    Muon's momentum; Adam keeps its betas and gets no momentum key; applying twice does not compound."""
+    model = GPT(ModelConfig(**TINY))
+    opts = build_optimizers(model, OptimConfig(matrix_lr=0.01, scalar_lr=0.02, adam_wd=0.04, muon_wd=0.09))
+    betas = [g.get("betas") for o in opts for g in o.param_groups]
+    for _ in range(2):
+        apply_step(opts, SimpleNamespace(lr_mult=0.25, wd_mult=0.5, momentum=0.9))
+    groups = [(o, g) for o in opts for g in o.param_groups]
+    assert all(g["lr"] == g["base_lr"] * 0.25 and g["weight_decay"] == g["base_wd"] * 0.5 for _, g in groups)
+    assert {g["base_wd"] for o, g in groups if isinstance(o, Muon)} == {0.09}
+    assert all(g["momentum"] == 0.9 for o, g in groups if isinstance(o, Muon))
+    assert not any("momentum" in g for o, g in groups if not isinstance(o, Muon))
+    assert [g.get("betas") for _, g in groups] == betas
 
 
 def test_optimizers_train_a_tiny_model() -> None:

@@ -11,12 +11,14 @@ read from the parameters' declared roles (:attr:`pgolf.roles.Role.optimizer`, vi
 Adam: betas (beta1, beta2) unless the group has its own (``embed_betas``, ``head_betas``, ``scalar_betas``), eps ``adam_eps``, ``fused`` on CUDA only; with ``adam_wd``/``embed_wd`` > 0
 the embedding and scalar groups are AdamW (decoupled decay, [03-20a]); Muon takes ``muon_wd``,
 ``muon_row_normalize`` (MuonEq-R) and ``muon_ns``. Every param group carries ``base_lr`` and
-``base_wd``; the trainer sets ``lr = base_lr × lr_multiplier``, ``weight_decay = base_wd ×
-wd_multiplier`` (WD taper) and, on groups that have a ``momentum`` key (Muon),
-``momentum = muon_momentum(step)``.
+``base_wd``; before each step the trainer calls :func:`apply_step` with the schedule's settings
+(:class:`pgolf.optim.schedule.StepSettings`): ``lr = base_lr × lr_mult``, ``weight_decay = base_wd × wd_mult``
+(WD taper) and, on groups that have a ``momentum`` key (Muon), ``momentum``.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -25,7 +27,10 @@ from pgolf.config import OptimConfig
 from pgolf.model.gpt import parameter_groups
 from pgolf.optim.muon import Muon, newton_schulz
 
-__all__ = ["Muon", "build_optimizers", "newton_schulz"]
+if TYPE_CHECKING:
+    from pgolf.optim.schedule import StepSettings
+
+__all__ = ["Muon", "apply_step", "build_optimizers", "newton_schulz"]
 
 
 def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
@@ -79,3 +84,16 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     if groups["scalar"]:
         opts.append(adam(params_of("scalar"), cfg.scalar_lr, cfg.adam_wd, cfg.scalar_betas))
     return opts
+
+
+def apply_step(optimizers: list[torch.optim.Optimizer], s: StepSettings) -> None:
+    """Step settings ``s`` into every param group (the one place that writes them): ``lr = base_lr × s.lr_mult``;
+    ``weight_decay = base_wd × s.wd_mult`` on groups that carry ``base_wd``; ``s.momentum`` on groups that have
+    that key (Muon; Adam's are ``betas`` and stay)."""
+    for opt in optimizers:
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * s.lr_mult
+            if "base_wd" in g:
+                g["weight_decay"] = g["base_wd"] * s.wd_mult
+            if "momentum" in g:
+                g["momentum"] = s.momentum

@@ -21,8 +21,9 @@ exactly 1 — fast and good enough for an update direction.
 Options (each off by default):
 
 - **decoupled weight decay** ``weight_decay`` = λ: p ← p·(1 − η·λ) before the update ([03-19f] 0.02,
-  [03-20a] PR #162 0.04, [04-01] PR #1218 0.085, [04-09b] PR #1493 0.095). The trainer may scale λ per
-  step (WD taper, :func:`pgolf.optim.schedule.wd_multiplier`) through the group's ``wd_mul``.
+  [03-20a] PR #162 0.04, [04-01] PR #1218 0.085, [04-09b] PR #1493 0.095). The trainer scales λ per
+  step (WD taper, :func:`pgolf.optim.schedule.wd_multiplier`) by setting the group's ``weight_decay`` to
+  ``base_wd × wd_mult`` (:func:`pgolf.optim.apply_step`).
 - **MuonEq-R** ``row_normalize``: each row of the momentum-corrected gradient g' is scaled to unit ℓ2
   norm before Newton–Schulz, g'_i ← g'_i/‖g'_i‖ ([04-03] PR #1285, arXiv:2603.28254; "~0.001 BPB").
 - **Polar Express** ``ns="polar_express"``: a different (a, b, c) for each of the five iterations

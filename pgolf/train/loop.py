@@ -48,7 +48,7 @@ from pgolf.data.prepare import RunData, prepare_data
 from pgolf.errors import ConfigError, TrainingError
 from pgolf.eval.bpb import EvalResult, evaluate
 from pgolf.model.gpt import GPT, parameter_groups
-from pgolf.optim import build_optimizers
+from pgolf.optim import apply_step, build_optimizers
 from pgolf.optim.clip import clip_gradients
 from pgolf.optim.schedule import Schedule, StepSettings
 from pgolf.precision import agreed_amp, autocast
@@ -172,13 +172,7 @@ class Trainer:
         """One optimizer step with settings ``s`` (every group's lr = base_lr × lr_mult, weight_decay = base_wd ×
         wd_mult, Muon's momentum); returns the mean micro-loss (all-reduced)."""
         t, accum, world = self.cfg.train, self.accum, self.world
-        for opt in self.optimizers:
-            for g in opt.param_groups:
-                g["lr"] = g["base_lr"] * s.lr_mult
-                if "base_wd" in g:
-                    g["weight_decay"] = g["base_wd"] * s.wd_mult
-                if "momentum" in g:
-                    g["momentum"] = s.momentum
+        apply_step(self.optimizers, s)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         for micro in range(accum):
             x, y = self.loader.next_batch(t.batch_tokens, s.seq_len, accum)
