@@ -28,10 +28,6 @@ class DistInfo:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """"auto" → cuda:LOCAL_RANK when CUDA is available, else cpu."""

@@ -223,7 +223,6 @@ class Measured:
     """Σ tr(E H Eᵀ) over the group's tensors (‖E‖²_F for tensors without a Hessian)."""
     sq_err: float
     """Σ ‖E‖²_F."""
-    lqer_tensors: tuple[str, ...] = ()
 
 
 def _err(r: TensorResult) -> float:
@@ -304,9 +303,9 @@ class Search:
         return spec
 
     def measure(self, group: str, opt: Option) -> Measured:
-        res, lq = self.results(group, opt)
+        res, _ = self.results(group, opt)
         _, rep = self.settings.pack({n: r.qt for n, r in res.items()}, self.grouping, verify=False)
-        return Measured(group, opt, rep.compressed_bytes, sum(map(_err, res.values())), sum(map(_sq, res.values())), lq)
+        return Measured(group, opt, rep.compressed_bytes, sum(map(_err, res.values())), sum(map(_sq, res.values())))
 
     # ---------------------------------------------------------------- screen + measure
 

@@ -84,9 +84,6 @@ class SearchResult:
     def model_bytes(self) -> int:
         return len(self.blob)
 
-    def plan_json(self) -> dict[str, Any]:
-        return {c.group: {**c.option.to_json(), "bytes": c.bytes, "herr": c.herr, "weight": c.weight} for c in self.choices}
-
 
 # --------------------------------------------------------------------------- selection
 

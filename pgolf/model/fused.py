@@ -340,11 +340,6 @@ def linear_leaky_relu2(x: Tensor, w: Tensor, slope: float) -> Tensor:
 # --------------------------------------------------------------------------- the model's hooks
 
 
-def available() -> bool:
-    """Triton imports (the kernels can run on CUDA tensors, or on CPU ones under the interpreter)."""
-    return triton is not None
-
-
 def active(mode: str, t: Tensor) -> bool:
     """Whether ``model.fused_kernels`` = ``mode`` runs the kernels on tensor ``t``'s device."""
     if mode == "off":
