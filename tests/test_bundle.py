@@ -36,7 +36,9 @@ EVERYTHING_ON = ["model.embed.bigram_buckets=64", "model.embed.smear=v2", "model
 
 FAMILIES = {"pgolf.quant.lowbit": ["train.qat.kind=ternary"], "pgolf.model.ssm": ["model.ssm_layers=0"],
             "pgolf.model.mdlm": ["model.objective=mdlm"], "pgolf.eval.variational": ["model.objective=mdlm"],
-            "pgolf.model.factored": ["model.embed.factor_dim=16"]}
+            "pgolf.model.factored": ["model.embed.factor_dim=16"], "pgolf.data.sampled": ["train.loader=coprime"],
+            **{m: ["eval.method=mix", "eval.mix.mode=cm"] for m in ("pgolf.eval.cm", "pgolf.eval.cm.contexts",
+                                                                    "pgolf.eval.cm.mixer")}}
 """Optional modules of the model families (issue 26) and a switch that brings each (not all compatible at once)."""
 
 
@@ -61,11 +63,13 @@ def test_a_switch_that_is_off_brings_no_code():
                                                           "pgolf.eval.methods", "pgolf.eval.mix", "pgolf.eval.ttt",
                                                           "pgolf.eval.variational", "pgolf.quant.selective_prune",
                                                           "pgolf.export.search", "pgolf.artifact.streams",
-                                                          "pgolf.quant.lqer_factors"}
+                                                          "pgolf.quant.lqer_factors", "pgolf.eval.cm", "pgolf.eval.cm.contexts",
+                                                          "pgolf.eval.cm.mixer", "pgolf.eval.cm.reference"}
     assert not set(bundler.optional_modules()) & set(off.modules)
     assert not any(m == k or m.startswith(k + ".") for k in bundler.NEVER for m in off.modules)
     on = _sel("tiny", [*EVERYTHING_ON, "train.autosize=true"])
-    assert set(bundler.optional_modules()) - set(FAMILIES) <= set(on.modules)
+    never = {m for m, sw in bundler.optional_modules().items() if sw.switch == "False"}  # tests-only references
+    assert set(bundler.optional_modules()) - set(FAMILIES) - never <= set(on.modules)
     for m, sets in FAMILIES.items():  # the model families' modules, each behind its own switch
         assert m in _sel("tiny", sets).modules, m
     assert all(m in FAMILIES or any(m == k or m.startswith(k + ".") for k in bundler.NEVER) for m in on.left_out), \
@@ -91,7 +95,8 @@ def test_a_switch_that_is_off_brings_no_code():
                          (["train.calib_reserve_seconds=0.5", "train.max_wallclock_seconds=10"], {gptq, calib}),
                          (["export.scheme=budget"], {gptq, calib, "pgolf.export.search", "pgolf.artifact.streams",
                                                      "pgolf.artifact.format_v2", "pgolf.quant.lqer",
-                                                     "pgolf.quant.lqer_factors", "pgolf.quant.selective_prune"})]:
+                                                     "pgolf.quant.lqer_factors", "pgolf.quant.selective_prune",
+                                                     "pgolf.export.solve"})]:
         assert set(_sel("tiny", sets).modules) - set(off.modules) == brings, sets
     # a scheme pgolf does not know (a new one) keeps everything a scheme could need
     unknown = dataclasses.replace(get_preset("tiny"), export=dataclasses.replace(RunConfig().export, scheme="new"))

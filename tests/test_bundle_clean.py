@@ -188,7 +188,11 @@ def test_bundle_with_every_technique_matches_pgolf_run(tiny_data, tmp_path, clea
                 "pgolf.eval.ttt",
                 # the model families (issue 26), each its own configuration: tests/test_bundle.py FAMILIES
                 "pgolf.quant.lowbit", "pgolf.model.ssm", "pgolf.model.mdlm", "pgolf.eval.variational",
-                "pgolf.model.factored"}
+                "pgolf.model.factored",
+                # the budget search (export.scheme=budget; the record exports with its own record_0427), the context
+                # mixer (eval.mix.mode=cm), the records' sampled loaders (train.loader)
+                "pgolf.export.search", "pgolf.export.solve", "pgolf.eval.cm", "pgolf.eval.cm.contexts",
+                "pgolf.eval.cm.mixer", "pgolf.eval.cm.reference", "pgolf.data.sampled"}
     assert set(optional_modules()) - not_here <= set(b.modules) and not not_here & set(b.modules)
     r = _bundle(clean_python, script, tmp_path / "work", DATA_PATH=str(tiny_data), RUN_ID="all",
                 **run_env(load_config(str(ref_dir / "config.json"))))

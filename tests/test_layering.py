@@ -10,7 +10,7 @@ from pathlib import Path
 import pgolf
 
 ROOT = Path(pgolf.__file__).parent
-LEAF = {"pgolf", "pgolf.switch", "pgolf.errors", "pgolf.fileio", "pgolf.dist", "pgolf.config", "pgolf.logformat", "pgolf.roles", "pgolf.precision",
+LEAF = {"pgolf", "pgolf.switch", "pgolf.tracks", "pgolf.errors", "pgolf.fileio", "pgolf.dist", "pgolf.config", "pgolf.logformat", "pgolf.roles", "pgolf.precision",
         "pgolf.compile"}
 
 # layer → the layers it may import (besides itself and the leaf modules)
