@@ -726,7 +726,7 @@ class ExportConfig:
     code_form: Literal["compact", "readable"] = "compact"
     """Which form of the single-file ``train_gpt.py`` (``pgolf bundle``) is shipped and charged as the code
     bytes: ``compact`` (minified, compressed, self-extracting, as records 04-03…04-09 shipped theirs) or
-    ``readable`` (every module's source under a banner). See :mod:`pgolf.artifact.bundler`."""
+    ``readable`` (every module's source under a banner). See :mod:`pgolf.bundler`."""
     keep_float_max_numel: int = 65536
     """``int8_zlib``: float tensors with at most this many elements are stored as fp16/fp32, not
     quantized (the baseline's 65,536; lower it for narrow models whose matrices are that small)."""
