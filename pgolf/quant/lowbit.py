@@ -66,44 +66,10 @@ from functools import lru_cache
 import torch
 from torch import Tensor, nn
 
+from pgolf.quant.intgrid import SCALE_MAX, SCALE_MIN, expand_scale, num_groups, reduce_groups
 from pgolf.roles import Role
 
 NEEDED_WHEN = "train.qat.kind in ('ternary', 'binary') or export.scheme.startswith(('ternary', 'binary'))"
-
-# pgolf.quant.grid reaches this module (get_scheme) and not the reverse: the few helpers it shares with the
-# int-k grids are restated here (same maths as grid's num_groups / _reduce_groups / expand_scale).
-SCALE_MIN = 2.0**-24
-"""Smallest positive fp16 (intgrid.SCALE_MIN): the scale floor, reached only by all-zero groups."""
-SCALE_MAX = 65504.0
-"""Largest fp16 (intgrid.SCALE_MAX)."""
-
-
-def num_groups(cols: int, group_size: int) -> int:
-    """Scales per row: 1 (group_size 0) or ⌈cols / g⌉."""
-    return 1 if group_size == 0 else -(-cols // group_size)
-
-
-def _reduce_groups(x: Tensor, group_size: int, fn) -> Tensor:
-    """``fn`` (reducing the last dim) over each group of g consecutive columns of each row → [rows, G]."""
-    rows, cols = x.shape
-    g = cols if group_size == 0 else group_size
-    if cols == 0:
-        return x.new_zeros(rows, num_groups(0, group_size))
-    n_full, rem = divmod(cols, g)
-    out = []
-    if n_full:
-        out.append(fn(x[:, : n_full * g].reshape(rows, n_full, g)))
-    if rem:
-        out.append(fn(x[:, n_full * g :].reshape(rows, 1, rem)))
-    return torch.cat(out, dim=1)
-
-
-def expand_scale(scale: Tensor, cols: int, group_size: int) -> Tensor:
-    """A per-group scale [rows, G] (or [rows]) as fp32 [rows, cols]: each column's scale."""
-    s = scale.float()
-    if group_size == 0:
-        return s.reshape(-1, 1).expand(-1, cols)
-    return s.repeat_interleave(group_size, dim=1)[:, :cols]
 
 
 @dataclass(frozen=True)
@@ -136,7 +102,7 @@ def is_lowbit_role(role: Role) -> bool:
 def lowbit_scale(w: Tensor, group_size: int) -> Tensor:
     """s = fp16(mean |w|) per group, clamped to [2^−24, 65504]: fp16 [rows, G] (module docstring)."""
     a = w.detach().float().abs()
-    return _reduce_groups(a, group_size, lambda t: t.mean(dim=-1)).clamp(SCALE_MIN, SCALE_MAX).to(torch.float16)
+    return reduce_groups(a, group_size, lambda t: t.mean(dim=-1)).clamp(SCALE_MIN, SCALE_MAX).to(torch.float16)
 
 
 def lowbit_codes(w: Tensor, scale: Tensor, kind: str, group_size: int) -> Tensor:
@@ -153,7 +119,7 @@ def effective_scale(q: Tensor, scale: Tensor, group_size: int, shrink: bool) -> 
     s = scale.float().reshape(q.shape[0], -1)
     if not shrink:
         return s
-    m = _reduce_groups(q.abs().float(), group_size, lambda t: t.mean(dim=-1))
+    m = reduce_groups(q.abs().float(), group_size, lambda t: t.mean(dim=-1))
     return torch.where(m > 0, s / torch.where(m > 0, m, torch.ones_like(m)), s)
 
 
