@@ -236,17 +236,7 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: 
         "pre_quant_val_bpb_raw": pre.val_bpb_raw,
         "quant_gap_bpb": scored["round_trip_val_bpb"] - pre.val_bpb,
         **export_metrics(report, cfg),
-        "params": tr.model.num_params(),
-        "steps": tr.steps,
-        "train_seconds": tr.train_seconds,
-        "ms_per_step": tr.ms_per_step,
-        "tokens_per_second": tr.tokens_per_second,
-        "train_tokens": tr.tokens_seen,
-        "stopped_by": tr.stopped_by,
-        "world_size": info.world_size,
-        "preset": cfg.name,
-        "seed": cfg.train.seed,
-        "dataset": dataset_of(cfg.data.path, cfg.data.tokenizer, data.spec.data_dir),
+        **_run_facts(tr, cfg, info, data),
     }
     if dist.is_main():
         fileio.write_json(out / METRICS, metrics)
@@ -418,6 +408,17 @@ def _run_bound(cfg: RunConfig, out: Path, tr: TrainResult, data: RunData, info: 
         "pre_quant_val_var_bpb_se": pre.val_var_bpb_se,
         "quant_gap_var_bpb": scored["val_var_bpb"] - pre.val_var_bpb,
         **export_metrics(report, cfg),
+        **_run_facts(tr, cfg, info, data),
+    }
+    if dist.is_main():
+        fileio.write_json(out / METRICS, metrics)
+    log.close()
+    return metrics
+
+
+def _run_facts(tr: TrainResult, cfg: RunConfig, info: dist.DistInfo, data: RunData) -> dict[str, Any]:
+    """The training run's own facts in metrics.json (what it trained, where, on which data), whatever scored it."""
+    return {
         "params": tr.model.num_params(),
         "steps": tr.steps,
         "train_seconds": tr.train_seconds,
@@ -430,10 +431,6 @@ def _run_bound(cfg: RunConfig, out: Path, tr: TrainResult, data: RunData, info: 
         "seed": cfg.train.seed,
         "dataset": dataset_of(cfg.data.path, cfg.data.tokenizer, data.spec.data_dir),
     }
-    if dist.is_main():
-        fileio.write_json(out / METRICS, metrics)
-    log.close()
-    return metrics
 
 
 @needs("model.objective == 'mdlm'")
