@@ -43,7 +43,7 @@ RECORD_MODEL_BYTES = {
 """The records' largest serialized model over their three seeds (their logs, openai/parameter-golf 4908dc46)."""
 
 OLD_TOP = ("__init__.py", "config.py", "errors.py", "fileio.py", "dist.py", "runner.py")
-OLD_SUBPACKAGES = ("data", "model", "optim", "train", "quant", "artifact", "eval")
+OLD_SUBPACKAGES = ("config", "data", "model", "optim", "train", "quant", "artifact", "eval")
 
 
 def package_bytes(root: Path) -> int:

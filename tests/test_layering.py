@@ -10,8 +10,10 @@ from pathlib import Path
 import pgolf
 
 ROOT = Path(pgolf.__file__).parent
-LEAF = {"pgolf", "pgolf.switch", "pgolf.tracks", "pgolf.errors", "pgolf.fileio", "pgolf.dist", "pgolf.config", "pgolf.logformat", "pgolf.roles", "pgolf.precision",
-        "pgolf.compile"}
+CONFIG = {"pgolf.config", *(f"pgolf.config.{p.stem}" for p in (ROOT / "config").glob("[a-z]*.py"))}
+"""The config package: a leaf made of modules (its sections, the override engine, the docstring reader)."""
+LEAF = {"pgolf", "pgolf.switch", "pgolf.tracks", "pgolf.errors", "pgolf.fileio", "pgolf.dist", "pgolf.logformat", "pgolf.roles", "pgolf.precision",
+        "pgolf.compile", *CONFIG}
 
 # layer → the layers it may import (besides itself and the leaf modules)
 ALLOWED: dict[str, set[str]] = {
@@ -135,3 +137,13 @@ def test_no_import_cycles() -> None:
     for m in sorted(graph):
         if m not in state:
             visit(m)
+
+
+def test_config_is_a_leaf() -> None:
+    """Every layer may import the configuration, so it imports nothing of pgolf but its own modules and
+    ``pgolf.errors`` (function-level imports included)."""
+    assert {"pgolf.config.model", "pgolf.config.overrides", "pgolf.config.run"} <= CONFIG
+    mods = all_modules()
+    bad = [f"{m} imports {d}" for m in sorted(CONFIG) for d in sorted(imports_of(mods[m]))
+           if d not in CONFIG and d != "pgolf.errors"]
+    assert not bad, "\n".join(bad)
