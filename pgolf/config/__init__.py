@@ -24,33 +24,17 @@ from __future__ import annotations
 
 from typing import Any
 
-# re-exported: every public name of the package (no __all__: its strings would keep field_docs in a bundle)
-from pgolf.config.data import DataConfig  # noqa: F401
-from pgolf.config.eval import (  # noqa: F401
-    EVAL_BASES,
-    EVAL_METHODS,
-    EvalConfig,
-    MixConfig,
-    SlidingConfig,
-    TttConfig,
-    parse_eval_method,
-    ttt_ssm_message,
-)
-from pgolf.config.export import ExportConfig  # noqa: F401
-from pgolf.config.model import AttnConfig, EmbedConfig, ModelConfig, RecurConfig, SsmConfig  # noqa: F401
-from pgolf.config.optim import OptimConfig  # noqa: F401
-from pgolf.config.overrides import (  # noqa: F401
-    _build,
-    _coerce,
-    apply_changes,
-    apply_overrides,
-    flatten,
-    parse_override,
-    set_path,
-    type_name,
-)
-from pgolf.config.run import NOT_RESULT_CHANGING, RunConfig, load_config  # noqa: F401
-from pgolf.config.train import EmaConfig, QatConfig, SwaConfig, TrainConfig, window_open  # noqa: F401
+# re-exported: every public name of each module (a star import costs a bundle fewer bytes than a list, and
+# no __all__: its strings would keep field_docs in a bundle)
+from pgolf.config.data import *  # noqa: F403
+from pgolf.config.eval import *  # noqa: F403
+from pgolf.config.export import *  # noqa: F403
+from pgolf.config.model import *  # noqa: F403
+from pgolf.config.optim import *  # noqa: F403
+from pgolf.config.overrides import *  # noqa: F403
+from pgolf.config.overrides import _build, _coerce  # noqa: F401 (the tests call them)
+from pgolf.config.run import *  # noqa: F403
+from pgolf.config.train import *  # noqa: F403
 
 
 def field_docs(cls: type | None = None, prefix: str = "") -> dict[str, str]:
