@@ -63,7 +63,7 @@ def predict_ms(preset: str, overhead: float, rate: float) -> float:
 def eval_flops(preset: str) -> float:
     c = get_preset(preset)
     n = VAL_TOKENS_CASEOPS if "caseops" in c.data.path else VAL_TOKENS[c.model.vocab_size]
-    return n * forward_flops_per_token(c.model, c.eval.seq_len or c.train.seq_len)
+    return n * forward_flops_per_token(c.model, c.eval_seq_len)
 
 
 def fit(names: list[str]) -> tuple[float, float]:

@@ -119,7 +119,7 @@ def ttt_flops(cfg: RunConfig, n_val: int, n_docs: int = VAL_DOCS) -> float:
     """FLOPs of score-first TTT's passes over ``n_val`` validation tokens in ``n_docs`` documents (module
     docstring; the plain round trip before it is not included)."""
     t = cfg.eval.ttt
-    f = forward_flops_per_token(cfg.model, cfg.eval.seq_len or cfg.train.seq_len,
+    f = forward_flops_per_token(cfg.model, cfg.eval_seq_len,
                                 True if cfg.model.recur.loops else None)
     if t.mode == "sgd":
         return n_val * f * (1 + 3 * t.sgd_epochs)
@@ -244,7 +244,7 @@ def preflight(cfg: RunConfig, hardware: str, *, artifact_bytes: int | None = Non
         n_val = VAL_TOKENS_CASEOPS if "caseops" in cfg.data.path else VAL_TOKENS.get(m.vocab_size)
     eval_s = None
     if n_val is not None and eval_rate is not None:
-        seq = cfg.eval.seq_len or t.seq_len
+        seq = cfg.eval_seq_len
         eval_s = n_val * forward_flops_per_token(m, seq) / eval_rate  # the plain round trip
         ev = cfg.eval
         plain = eval_s

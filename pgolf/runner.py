@@ -57,7 +57,7 @@ def evaluate_model(model: torch.nn.Module, cfg: RunConfig, data: RunData, device
     if resolve_compile(cfg.eval.compile, device)[0]:
         model = compile_model(model)
     return evaluate(
-        model, data.val, data.tables, seq_len=cfg.eval.seq_len or cfg.train.seq_len,
+        model, data.val, data.tables, seq_len=cfg.eval_seq_len,
         batch_tokens=cfg.eval.batch_tokens, device=device, amp_dtype=agreed_amp(cfg.train.amp_dtype, device).dtype,
         score=data.score,
     )

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pgolf.config import RunConfig, apply_overrides, load_config
+from pgolf.config import RunConfig, apply_overrides, flatten, load_config
 from pgolf.errors import ConfigError
 from pgolf.presets import PRESETS, get_preset
 
@@ -186,3 +186,12 @@ def test_a_negative_layer_list_plans_the_same_layers_as_the_positive_one():
         return build_plan(m, False)
 
     assert plan("-2,-1", "-1") == plan("3,4", "4") != plan("3", "4")
+
+
+def test_eval_seq_len_falls_back_to_the_training_length():
+    """``RunConfig.eval_seq_len``, the one place ``eval.seq_len`` 0 means ``train.seq_len``."""
+    base = apply_overrides(RunConfig(), ["train.seq_len=256", "train.batch_tokens=4096"])
+    assert base.eval.seq_len == 0 and base.eval_seq_len == 256
+    own = apply_overrides(base, ["eval.seq_len=512"])
+    assert own.eval_seq_len == 512 and own.train.seq_len == 256
+    assert "eval_seq_len" not in flatten(own) and "eval_seq_len" not in own.to_dict()  # derived, never stored

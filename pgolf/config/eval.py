@@ -178,7 +178,7 @@ class EvalConfig:
     """Evaluation of the reloaded artifact (CATALOGUE §1.2, §2.6)."""
 
     seq_len: int = 0
-    """Context per scored sequence (0 = train.seq_len)."""
+    """Context per scored sequence (0 = train.seq_len; resolved: :attr:`RunConfig.eval_seq_len`)."""
     batch_tokens: int = 524288
     """Global validation tokens per forward batch (``VAL_BATCH_SIZE``)."""
     compile: bool | Literal["auto"] = "auto"

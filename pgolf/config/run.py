@@ -53,6 +53,12 @@ class RunConfig:
         if self.model.ssm_layers and parse_eval_method(self.eval.method)[0] == "ttt":
             _check(self.eval.ttt.mode == "sgd", ttt_ssm_message(self.eval.ttt.mode))
 
+    @property
+    def eval_seq_len(self) -> int:
+        """The context per scored sequence of every evaluation: ``eval.seq_len``, or ``train.seq_len`` when it
+        is 0."""
+        return self.eval.seq_len or self.train.seq_len
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

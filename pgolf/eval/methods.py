@@ -72,7 +72,7 @@ def settings(name: str, cfg: RunConfig) -> dict[str, Any]:
     """The config values a method depends on (for its report line)."""
     base, mixed = parse_eval_method(name)
     e = cfg.eval
-    out: dict[str, Any] = {"seq_len": e.seq_len or cfg.train.seq_len}
+    out: dict[str, Any] = {"seq_len": cfg.eval_seq_len}
     if base == "sliding" or (base == "ttt" and e.ttt.mode == "sgd"):
         out.update(stride=e.sliding.stride, doc_aware=e.sliding.doc_aware)
     if base == "ttt":
@@ -81,7 +81,7 @@ def settings(name: str, cfg: RunConfig) -> dict[str, Any]:
         if t.mode in ("lora", "phased"):
             from pgolf.eval.ttt import chunk_for
 
-            out.update(chunk=chunk_for(t, e.seq_len or cfg.train.seq_len), rank=t.lora_rank, targets=",".join(t.lora_targets), lr=t.lora_lr,
+            out.update(chunk=chunk_for(t, cfg.eval_seq_len), rank=t.lora_rank, targets=",".join(t.lora_targets), lr=t.lora_lr,
                        steps=t.lora_steps, batch_docs=t.batch_docs, warm_start_a=t.warm_start_a,
                        order="stream" if t.warm_start_a else t.order)
         if t.mode == "phased":
@@ -130,7 +130,7 @@ def run_method(name: str, model: nn.Module, val: ValTokens, tables: ByteTables, 
     """Evaluate ``model`` on ``val`` with method ``name`` (module docstring) on ``clock``."""
     base, mixed = parse_eval_method(name)
     e = cfg.eval
-    seq_len = e.seq_len or cfg.train.seq_len
+    seq_len = cfg.eval_seq_len
     world = dist.world_size()
     clock.agree_start()  # one clock for every rank: the earliest start
     tokens = np.asarray(val.tokens)

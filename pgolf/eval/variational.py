@@ -231,6 +231,6 @@ def score_bound(model: nn.Module, cfg: Any, data: Any, device: torch.device, amp
     model.eval()
     if resolve_compile(cfg.eval.compile, device)[0]:
         model = compile_model(model)
-    return variational_bound(model, data.val, data.tables, seq_len=cfg.eval.seq_len or cfg.train.seq_len,
+    return variational_bound(model, data.val, data.tables, seq_len=cfg.eval_seq_len,
                              batch_tokens=cfg.eval.batch_tokens, samples=cfg.eval.var_samples, seed=cfg.eval.var_seed,
                              mask_id=cfg.model.mdlm_mask_id, device=device, amp_dtype=amp_dtype, score=data.score)

@@ -272,7 +272,7 @@ class Trainer:
         model.eval()
         r = evaluate(
             self.compiled if resolve_compile(cfg.eval.compile, self.device)[0] else model, val, data.tables,
-            seq_len=cfg.eval.seq_len or cfg.train.seq_len, batch_tokens=cfg.eval.batch_tokens, device=self.device,
+            seq_len=cfg.eval_seq_len, batch_tokens=cfg.eval.batch_tokens, device=self.device,
             amp_dtype=self.prec.dtype, score=data.score,
         )
         model.train()
