@@ -187,7 +187,7 @@ def export_model(
     blob, header = pack_artifact(qsd, codec=scheme.codec, meta=full_meta, scheme=scheme.name)
     if (scheme.quantizes and export_cfg.fit == "prune" and code_bytes_ is not None
             and len(blob) + code_bytes_ > export_cfg.budget_bytes):  # int8 rows have no ±1 entries to prune
-        qsd, blob, header = fit_to_cap(state_dict, qsd, hessians, export_cfg.budget_bytes - code_bytes_,
+        qsd, blob, header = fit_to_cap(state_dict, qsd, (blob, header), hessians, export_cfg.budget_bytes - code_bytes_,
                                        lambda q: pack_artifact(q, codec=scheme.codec, meta=full_meta, scheme=scheme.name),
                                        log or (lambda m: None))
     comp_total = header["payload"]["compressed_bytes"]
@@ -217,10 +217,11 @@ FIT_PACKS = 8
 
 
 @needs("scheme.quantizes and export.fit == 'prune'")
-def fit_to_cap(state_dict: Mapping[str, Tensor], qsd: dict[str, grid.QuantTensor], hessians: Mapping[str, Tensor],
-               target: int, pack: Callable[[dict[str, grid.QuantTensor]], tuple[bytes, dict[str, Any]]],
+def fit_to_cap(state_dict: Mapping[str, Tensor], qsd: dict[str, grid.QuantTensor],
+               packed: tuple[bytes, dict[str, Any]], hessians: Mapping[str, Tensor], target: int, pack: Callable[[dict[str, grid.QuantTensor]], tuple[bytes, dict[str, Any]]],
                log: Callable[[str], None]) -> tuple[dict[str, grid.QuantTensor], bytes, dict[str, Any]]:
-    """The quantized model with its cheapest ±1 entries zeroed until its artifact is at most ``target`` bytes
+    """The quantized model (``packed``: its artifact and header as already packed) with its cheapest ±1 entries
+    zeroed until its artifact is at most ``target`` bytes
     (``export.fit = prune``; selective ±1 pruning, [03-25] PR #1019, :mod:`pgolf.quant.selective_prune`:
     cheapest by the Hessian-weighted error increase δ·H_jj). Bytes are measured by packing, never assumed:
     the count n is found by secant steps on the measured bytes(n) (bytes fall about linearly in n over a
@@ -229,7 +230,7 @@ def fit_to_cap(state_dict: Mapping[str, Tensor], qsd: dict[str, grid.QuantTensor
     the run reports it over the cap."""
     from pgolf.quant.selective_prune import apply_pruning, prune_order
 
-    blob, header = pack(qsd)
+    blob, header = packed  # qsd as already packed: pruning starts from its measured bytes
     order = prune_order(state_dict, qsd, hessians)
     over = len(blob) - target
     if over <= 0 or len(order) == 0:
